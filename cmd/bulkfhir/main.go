@@ -1,0 +1,71 @@
+// Command bulkfhir is the bulkfhir CLI:
+//
+//	bulkfhir serve     the embedded Bulk Data export server (no AWS, no Docker)
+//	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
+//
+// Run a subcommand with -h for its flags.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], log)
+	case "generate":
+		err = generate(args[1:])
+	case "version", "-version", "--version":
+		fmt.Println("bulkfhir", version)
+	case "help", "-h", "--help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "bulkfhir: unknown command %q\n", args[0])
+		usage()
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bulkfhir:", err)
+		return 1
+	}
+	return 0
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("BULKFHIR_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: bulkfhir <command> [flags]
+
+commands:
+  serve      run the embedded Bulk Data export server
+  generate   write deterministic sample FHIR R4 data as NDJSON
+  version    print the version
+`)
+}

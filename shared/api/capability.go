@@ -1,0 +1,105 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+const (
+	bulkCapability = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+	opExport       = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+	opPatient      = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+	opGroup        = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
+)
+
+// capabilityStatement declares the three export operations (C-01..C-05) and
+// lists the exportable types.
+func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte, error) {
+	types, err := h.svc.Source().Types(ctx)
+	if err != nil {
+		return nil, err
+	}
+	op := func(def string) []map[string]any {
+		return []map[string]any{{"name": "export", "definition": def}}
+	}
+	resources := []map[string]any{}
+	seen := map[string]bool{}
+	add := func(t string) map[string]any {
+		seen[t] = true
+		r := map[string]any{"type": t}
+		resources = append(resources, r)
+		return r
+	}
+	patient := add("Patient")
+	patient["operation"] = op(opPatient)
+	group := add("Group")
+	group["operation"] = op(opGroup)
+	if h.groups != nil {
+		group["interaction"] = []map[string]any{{"code": "read"}, {"code": "search-type"}}
+		group["searchParam"] = []map[string]any{
+			{"name": "identifier", "type": "token"},
+			{"name": "name", "type": "string"},
+		}
+	}
+	for _, t := range types {
+		if !seen[t] {
+			add(t)
+		}
+	}
+	cs := map[string]any{
+		"resourceType":   "CapabilityStatement",
+		"status":         "active",
+		"date":           h.started.Format(time.RFC3339),
+		"publisher":      "bulkfhir",
+		"kind":           "instance",
+		"instantiates":   []string{bulkCapability},
+		"software":       map[string]any{"name": "bulkfhir", "version": h.cfg.Version},
+		"implementation": map[string]any{"description": "bulkfhir FHIR Bulk Data export server", "url": base},
+		"fhirVersion":    "4.0.1",
+		"format":         []string{"json"},
+		"rest": []map[string]any{{
+			"mode":          "server",
+			"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size.",
+			"resource":      resources,
+			"operation":     op(opExport),
+		}},
+	}
+	return json.Marshal(cs)
+}
+
+func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	body, err := h.capabilityStatement(r.Context(), h.baseURL(r))
+	if err != nil {
+		h.internalError(w, r, "metadata", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "application/fhir+json", body)
+}
+
+// searchsetBundle wraps raw resources in a searchset Bundle.
+func searchsetBundle(base, t string, resources [][]byte) []byte {
+	entries := make([]map[string]any, 0, len(resources))
+	for _, r := range resources {
+		id, _ := fhir.Peek(r)
+		entries = append(entries, map[string]any{
+			"fullUrl":  base + "/" + t + "/" + id.ID,
+			"resource": json.RawMessage(r),
+			"search":   map[string]any{"mode": "match"},
+		})
+	}
+	b, _ := json.Marshal(map[string]any{
+		"resourceType": "Bundle",
+		"type":         "searchset",
+		"total":        len(resources),
+		"entry":        entries,
+	})
+	return b
+}

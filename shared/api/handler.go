@@ -1,0 +1,370 @@
+// Package api is bulkfhir's HTTP surface: one net/http handler serving the
+// Bulk Data kick-off endpoints, the status URL (GET and DELETE), the
+// CapabilityStatement, Group read and search, and (embedded mode) signed
+// file downloads. Every error is a FHIR OperationOutcome with
+// Content-Type application/fhir+json; no request can crash the server.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// StatusPath is the path under the FHIR base where job status lives.
+const StatusPath = "/bulkstatus/"
+
+// FileServer serves signed download links (the embedded file store).
+type FileServer interface {
+	ServeFile(w http.ResponseWriter, r *http.Request, key string, q url.Values)
+}
+
+// GroupReader is implemented by sources that can read and search Groups
+// (checklist GR-01).
+type GroupReader interface {
+	ReadResource(ctx context.Context, t, id string) ([]byte, error)
+	SearchGroups(ctx context.Context, identifier, name string) ([][]byte, error)
+}
+
+// Config configures the handler.
+type Config struct {
+	// BasePath is where the FHIR API is mounted ("/fhir").
+	BasePath string
+	// BaseURL is the public FHIR base URL; empty means derive it from each
+	// request's Host (and X-Forwarded-Proto).
+	BaseURL string
+	// Auth authenticates clients; nil means Anonymous.
+	Auth Authenticator
+	// Files serves download links; nil when links point elsewhere (S3).
+	Files FileServer
+	// Version is reported in the CapabilityStatement.
+	Version string
+	Log     *slog.Logger
+}
+
+// Handler is the bulkfhir HTTP API.
+type Handler struct {
+	svc     *export.Service
+	cfg     Config
+	groups  GroupReader
+	started time.Time
+	log     *slog.Logger
+}
+
+// New returns the handler for svc.
+func New(svc *export.Service, cfg Config) *Handler {
+	if cfg.BasePath == "" {
+		cfg.BasePath = "/fhir"
+	}
+	cfg.BasePath = "/" + strings.Trim(cfg.BasePath, "/")
+	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
+	if cfg.Auth == nil {
+		cfg.Auth = Anonymous{}
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	h := &Handler{svc: svc, cfg: cfg, started: time.Now().UTC(), log: cfg.Log}
+	h.groups, _ = svc.Source().(GroupReader)
+	return h
+}
+
+// statusRecorder captures the status code for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w}
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("panic serving request", "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if rec.status == 0 {
+				writeOutcome(rec, http.StatusInternalServerError, fhir.CodeException, "internal server error")
+			}
+		}
+		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "ms", time.Since(start).Milliseconds())
+	}()
+	h.route(rec, r)
+}
+
+func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
+	path, ok := strings.CutPrefix(r.URL.Path, h.cfg.BasePath)
+	if !ok || (path != "" && path[0] != '/') {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "not found: the FHIR API is under "+h.cfg.BasePath)
+		return
+	}
+	path = strings.TrimSuffix(path, "/")
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	switch {
+	case path == "/metadata":
+		h.metadata(w, r)
+	case path == "/$export":
+		h.kickoff(w, r, bulkdata.LevelSystem, "")
+	case path == "/Patient/$export":
+		h.kickoff(w, r, bulkdata.LevelPatient, "")
+	case len(parts) == 3 && parts[0] == "Group" && parts[2] == "$export":
+		h.kickoff(w, r, bulkdata.LevelGroup, parts[1])
+	case strings.HasPrefix(path+"/", StatusPath) && len(parts) == 2:
+		h.status(w, r, parts[1])
+	case strings.HasPrefix(path, LinkPrefix) && h.cfg.Files != nil:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		h.cfg.Files.ServeFile(w, r, strings.TrimPrefix(path, LinkPrefix), r.URL.Query())
+	case path == "/Group" && h.groups != nil:
+		h.searchGroups(w, r)
+	case len(parts) == 2 && parts[0] == "Group" && h.groups != nil:
+		h.readGroup(w, r, parts[1])
+	default:
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotSupported, "not found: "+r.URL.Path+" is not an endpoint of this server")
+	}
+}
+
+// LinkPrefix is the path (under the base) of embedded file downloads.
+const LinkPrefix = "/bulkfiles/"
+
+// baseURL is the public FHIR base URL for this request.
+func (h *Handler) baseURL(r *http.Request) string {
+	if h.cfg.BaseURL != "" {
+		return h.cfg.BaseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
+	}
+	return scheme + "://" + r.Host + h.cfg.BasePath
+}
+
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
+	owner, err := h.cfg.Auth.Authenticate(r)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="bulkfhir"`)
+		writeOutcome(w, http.StatusUnauthorized, fhir.CodeLogin, err.Error())
+		return "", false
+	}
+	return owner, true
+}
+
+func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata.Level, groupID string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		methodNotAllowed(w, "GET, POST")
+		return
+	}
+	owner, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	prefs, perr := bulkdata.CheckKickoffHeaders(r.Header)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	var body []byte
+	if r.Method == http.MethodPost {
+		var err error
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, bulkdata.MaxBodyBytes))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeOutcome(w, http.StatusRequestEntityTooLarge, fhir.CodeTooCostly, fmt.Sprintf("body: larger than %d bytes", bulkdata.MaxBodyBytes))
+			return
+		}
+		if err != nil {
+			writeOutcome(w, http.StatusBadRequest, fhir.CodeStructure, "body: could not be read")
+			return
+		}
+	}
+	req, perr := bulkdata.Parse(bulkdata.Kickoff{
+		Method: r.Method, Level: level, GroupID: groupID, Query: r.URL.Query(),
+		ContentType: r.Header.Get("Content-Type"), Body: body, Prefer: prefs, Now: time.Now(),
+	})
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	base := h.baseURL(r)
+	requestURL := base + strings.TrimPrefix(r.URL.EscapedPath(), h.cfg.BasePath)
+	if r.Method == http.MethodGet && r.URL.RawQuery != "" {
+		requestURL += "?" + r.URL.RawQuery
+	}
+	job, err := h.svc.Kickoff(r.Context(), owner, req, requestURL)
+	if err != nil {
+		h.serviceError(w, r, "kick-off", err)
+		return
+	}
+	w.Header().Set("Content-Location", base+StatusPath+job.ID)
+	if req.SeparateExportStatus {
+		w.Header().Set("Preference-Applied", "respond-async, separate-export-status")
+	}
+	writeJSON(w, http.StatusAccepted, "application/fhir+json",
+		fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, "export accepted; poll the Content-Location URL for its status").JSON())
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		methodNotAllowed(w, "GET, DELETE")
+		return
+	}
+	owner, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	ctx := export.WithBaseURL(r.Context(), h.baseURL(r))
+	if r.Method == http.MethodDelete {
+		if err := h.svc.Cancel(ctx, owner, id); err != nil {
+			h.serviceError(w, r, "cancel", err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, "application/fhir+json",
+			fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, "export cancelled; its files are deleted").JSON())
+		return
+	}
+	rep, err := h.svc.Status(ctx, owner, id)
+	if err != nil {
+		h.serviceError(w, r, "status", err)
+		return
+	}
+	job := rep.Job
+	separate := job.Request.SeparateExportStatus
+	hd := w.Header()
+	switch job.Status {
+	case export.StatusAccepted, export.StatusInProgress:
+		hd.Set("X-Progress", job.ProgressText())
+		hd.Set("Retry-After", strconv.Itoa(int(rep.RetryAfter/time.Second)))
+		if separate {
+			hd.Set("X-Export-Status", "202 Accepted")
+			writeJSON(w, http.StatusOK, "application/fhir+json",
+				fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, job.ProgressText()).JSON())
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	case export.StatusCompleted:
+		body, err := marshalManifest(rep.Manifest)
+		if err != nil {
+			h.internalError(w, r, "manifest", err)
+			return
+		}
+		hd.Set("Expires", job.ExpiresAt.UTC().Format(http.TimeFormat))
+		if separate {
+			hd.Set("X-Export-Status", "200 OK")
+		}
+		writeJSON(w, http.StatusOK, "application/json", body)
+	case export.StatusFailed:
+		status := job.FailStatus
+		if status < 400 {
+			status = http.StatusInternalServerError
+		}
+		outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeException, "the export failed")
+		if job.Outcome != nil {
+			outcome = *job.Outcome
+		}
+		if separate {
+			hd.Set("X-Export-Status", fmt.Sprintf("%d %s", status, http.StatusText(status)))
+			status = http.StatusOK
+		}
+		writeJSON(w, status, "application/fhir+json", outcome.JSON())
+	default:
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "no such export")
+	}
+}
+
+func (h *Handler) readGroup(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	if _, ok := h.authenticate(w, r); !ok {
+		return
+	}
+	raw, err := h.groups.ReadResource(r.Context(), "Group", id)
+	if errors.Is(err, export.ErrGroupNotFound) || errors.Is(err, os.ErrNotExist) {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "Group/"+id+": no such Group")
+		return
+	}
+	if err != nil {
+		h.internalError(w, r, "read group", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "application/fhir+json", raw)
+}
+
+func (h *Handler) searchGroups(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	if _, ok := h.authenticate(w, r); !ok {
+		return
+	}
+	q := r.URL.Query()
+	for name := range q {
+		switch name {
+		case "identifier", "name", "_format", "_pretty":
+		default:
+			writeOutcome(w, http.StatusBadRequest, fhir.CodeNotSupported, name+": not a supported Group search parameter (use identifier or name)")
+			return
+		}
+	}
+	found, err := h.groups.SearchGroups(r.Context(), q.Get("identifier"), q.Get("name"))
+	if err != nil {
+		h.internalError(w, r, "search groups", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "application/fhir+json", searchsetBundle(h.baseURL(r), "Group", found))
+}
+
+// serviceError maps a Service error to a response.
+func (h *Handler) serviceError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	var be *bulkdata.Error
+	switch {
+	case errors.As(err, &be):
+		writeError(w, be)
+	case errors.Is(err, export.ErrJobNotFound):
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "no such export: it never existed, was cancelled, belongs to another client, or has expired")
+	default:
+		h.internalError(w, r, op, err)
+	}
+}
+
+func (h *Handler) internalError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	h.log.ErrorContext(r.Context(), "internal error", "op", op, "err", err)
+	w.Header().Set("Retry-After", "5")
+	writeOutcome(w, http.StatusInternalServerError, fhir.CodeTransient, "internal error during "+op+"; try again")
+}

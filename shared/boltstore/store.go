@@ -1,0 +1,230 @@
+// Package boltstore is the embedded JobStore: job records and file records in
+// one bbolt file. Every change runs in a bbolt read-write transaction, so
+// conditional transitions are atomic and survive a crash of the process.
+package boltstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+)
+
+var (
+	jobsBucket  = []byte("jobs")
+	filesBucket = []byte("files")
+)
+
+// Store is a JobStore on a bbolt file.
+type Store struct {
+	db  *bolt.DB
+	now func() time.Time
+}
+
+var _ export.JobStore = (*Store)(nil)
+
+// Open opens (or creates) the store at path. It fails after a second if
+// another process holds the file.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open job store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{jobsBucket, filesBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init job store: %w", err)
+	}
+	return &Store{db: db, now: time.Now}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+func getJob(tx *bolt.Tx, id string) (*export.Job, error) {
+	raw := tx.Bucket(jobsBucket).Get([]byte(id))
+	if raw == nil {
+		return nil, export.ErrJobNotFound
+	}
+	var j export.Job
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return &j, nil
+}
+
+func putJob(tx *bolt.Tx, j *export.Job) error {
+	raw, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	return tx.Bucket(jobsBucket).Put([]byte(j.ID), raw)
+}
+
+// Create implements export.JobStore.
+func (s *Store) Create(_ context.Context, job *export.Job) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(jobsBucket).Get([]byte(job.ID)) != nil {
+			return export.ErrJobExists
+		}
+		return putJob(tx, job)
+	})
+}
+
+// Get implements export.JobStore.
+func (s *Store) Get(_ context.Context, id string) (*export.Job, error) {
+	var j *export.Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		j, err = getJob(tx, id)
+		return err
+	})
+	return j, err
+}
+
+// Transition implements export.JobStore.
+func (s *Store) Transition(_ context.Context, id string, t export.Transition) (*export.Job, error) {
+	var j *export.Job
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if j, err = getJob(tx, id); err != nil {
+			return err
+		}
+		if !t.Allows(j.Status) {
+			return &export.ConflictError{JobID: id, Current: j.Status}
+		}
+		t.Apply(j, s.now().UTC())
+		return putJob(tx, j)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// SaveProgress implements export.JobStore.
+func (s *Store) SaveProgress(_ context.Context, id, unitID string, p export.UnitProgress) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		j, err := getJob(tx, id)
+		if err != nil {
+			return err
+		}
+		if j.Status != export.StatusInProgress {
+			return &export.ConflictError{JobID: id, Current: j.Status}
+		}
+		if j.Progress == nil {
+			j.Progress = map[string]export.UnitProgress{}
+		}
+		j.Progress[unitID] = p
+		j.UpdatedAt = s.now().UTC()
+		return putJob(tx, j)
+	})
+}
+
+// PutFile implements export.JobStore.
+func (s *Store) PutFile(_ context.Context, id string, f export.File) error {
+	raw, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode file %s: %w", f.Key, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(filesBucket).CreateBucketIfNotExists([]byte(id))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(f.Key), raw)
+	})
+}
+
+// Files implements export.JobStore.
+func (s *Store) Files(_ context.Context, id string) ([]export.File, error) {
+	var out []export.File
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(filesBucket).Bucket([]byte(id))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var f export.File
+			if err := json.Unmarshal(v, &f); err != nil {
+				return fmt.Errorf("decode file %s: %w", k, err)
+			}
+			out = append(out, f)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// CountLive implements export.JobStore.
+func (s *Store) CountLive(_ context.Context, owner string) (int, error) {
+	n := 0
+	err := s.eachJob(func(j *export.Job) {
+		if j.Owner == owner && j.Status.Live() {
+			n++
+		}
+	})
+	return n, err
+}
+
+func (s *Store) eachJob(fn func(*export.Job)) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(jobsBucket).ForEach(func(k, v []byte) error {
+			var j export.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k, err)
+			}
+			fn(&j)
+			return nil
+		})
+	})
+}
+
+// Live returns the ids of accepted and in-progress jobs (to resume them
+// after a restart).
+func (s *Store) Live(_ context.Context) ([]string, error) {
+	var ids []string
+	err := s.eachJob(func(j *export.Job) {
+		if j.Status.Live() {
+			ids = append(ids, j.ID)
+		}
+	})
+	return ids, err
+}
+
+// Expired returns the ids of jobs whose ExpiresAt has passed.
+func (s *Store) Expired(_ context.Context, now time.Time) ([]string, error) {
+	var ids []string
+	err := s.eachJob(func(j *export.Job) {
+		if now.After(j.ExpiresAt) {
+			ids = append(ids, j.ID)
+		}
+	})
+	return ids, err
+}
+
+// Delete removes a job record and its file records.
+func (s *Store) Delete(_ context.Context, id string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(jobsBucket).Delete([]byte(id)); err != nil {
+			return err
+		}
+		err := tx.Bucket(filesBucket).DeleteBucket([]byte(id))
+		if errors.Is(err, bolt.ErrBucketNotFound) {
+			return nil
+		}
+		return err
+	})
+}

@@ -1,0 +1,83 @@
+package bulkdata
+
+import (
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// Preferences are the Prefer header tokens a kick-off understands (RFC 7240).
+type Preferences struct {
+	RespondAsync         bool
+	Lenient              bool
+	SeparateExportStatus bool
+}
+
+// ParsePrefer reads every Prefer header as one comma-separated list of
+// preferences; parameters after ';' are ignored, as are unknown preferences.
+func ParsePrefer(h http.Header) Preferences {
+	var p Preferences
+	for _, line := range h.Values("Prefer") {
+		for _, pref := range strings.Split(line, ",") {
+			pref, _, _ = strings.Cut(pref, ";")
+			name, value, _ := strings.Cut(strings.TrimSpace(pref), "=")
+			name = strings.ToLower(strings.TrimSpace(name))
+			value = strings.ToLower(strings.Trim(strings.TrimSpace(value), `"`))
+			switch {
+			case name == "respond-async":
+				p.RespondAsync = true
+			case name == "handling" && value == "lenient":
+				p.Lenient = true
+			case name == "handling" && value == "strict":
+				p.Lenient = false
+			case name == "separate-export-status":
+				p.SeparateExportStatus = true
+			}
+		}
+	}
+	return p
+}
+
+// AcceptsFHIRJSON reports whether an Accept header admits application/fhir+json
+// (or application/json, which FHIR servers treat alike). Media-type
+// parameters such as fhirVersion or q>0 are allowed.
+func AcceptsFHIRJSON(values []string) bool {
+	for _, line := range values {
+		for _, part := range strings.Split(line, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			if q, ok := params["q"]; ok && (q == "0" || strings.Trim(q, "0.") == "") {
+				continue
+			}
+			switch mt {
+			case "application/fhir+json", "application/json", "application/json+fhir", "*/*", "application/*":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// CheckKickoffHeaders applies checklist K-04/K-05: a kick-off must ask for
+// FHIR JSON and for asynchronous processing. bulkfhir rejects a request
+// without them (both choices are allowed by the IG; rejecting matches the
+// reference test suite and tells the client what to send).
+func CheckKickoffHeaders(h http.Header) (Preferences, *Error) {
+	accept := h.Values("Accept")
+	if len(accept) == 0 {
+		return Preferences{}, NewError(http.StatusBadRequest, "required",
+			"Accept header is required: send Accept: application/fhir+json")
+	}
+	if !AcceptsFHIRJSON(accept) {
+		return Preferences{}, NewError(http.StatusNotAcceptable, "not-supported",
+			"Accept: only application/fhir+json is supported for a kick-off, got "+strings.Join(accept, ", "))
+	}
+	p := ParsePrefer(h)
+	if !p.RespondAsync {
+		return p, NewError(http.StatusBadRequest, "required",
+			"Prefer: respond-async is required: $export runs asynchronously (send Prefer: respond-async)")
+	}
+	return p, nil
+}

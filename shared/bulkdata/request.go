@@ -1,0 +1,134 @@
+package bulkdata
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// Level is the export level named by the kick-off URL.
+type Level string
+
+// The three export levels of the IG.
+const (
+	LevelSystem  Level = "system"
+	LevelPatient Level = "patient"
+	LevelGroup   Level = "group"
+)
+
+// NDJSON is the one output format bulkfhir writes.
+const NDJSON = "application/fhir+ndjson"
+
+// Codes of http://hl7.org/fhir/uv/bulkdata/ValueSet/include-associated-data.
+const (
+	LatestProvenanceResources   = "LatestProvenanceResources"
+	RelevantProvenanceResources = "RelevantProvenanceResources"
+)
+
+// Request is a validated kick-off. It is stored with the job, so it is plain
+// JSON-serialisable data.
+type Request struct {
+	Level                 Level      `json:"level"`
+	GroupID               string     `json:"groupId,omitempty"`
+	OutputFormat          string     `json:"outputFormat"`
+	Since                 *time.Time `json:"since,omitempty"`
+	Until                 *time.Time `json:"until,omitempty"`
+	Types                 []string   `json:"types,omitempty"`
+	Elements              []string   `json:"elements,omitempty"` // "Type.name" or "name"
+	Patients              []string   `json:"patients,omitempty"` // Patient ids
+	TypeFilters           []string   `json:"typeFilters,omitempty"`
+	IncludeAssociatedData []string   `json:"includeAssociatedData,omitempty"`
+	// Lenient is set by Prefer: handling=lenient.
+	Lenient bool `json:"lenient,omitempty"`
+	// SeparateExportStatus is set by Prefer: separate-export-status (STU3).
+	SeparateExportStatus bool `json:"separateExportStatus,omitempty"`
+	// Ignored holds one warning per parameter dropped under lenient handling;
+	// they are reported in the manifest's error files.
+	Ignored []fhir.Issue `json:"ignored,omitempty"`
+}
+
+// Error is a rejected kick-off: an HTTP status and the OperationOutcome body.
+type Error struct {
+	Status  int
+	Outcome fhir.OperationOutcome
+	// RetryAfter is sent as Retry-After when set (429, 503).
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	var parts []string
+	for _, is := range e.Outcome.Issue {
+		parts = append(parts, is.Diagnostics)
+	}
+	return fmt.Sprintf("kick-off rejected (%d): %s", e.Status, strings.Join(parts, "; "))
+}
+
+// NewError returns an Error with one issue.
+func NewError(status int, code, diagnostics string) *Error {
+	return &Error{Status: status, Outcome: fhir.Outcome(fhir.SeverityError, code, diagnostics)}
+}
+
+// ElementPairs returns Elements as (type, name) pairs for fhir.NewElementSelector.
+func (r *Request) ElementPairs() [][2]string {
+	out := make([][2]string, 0, len(r.Elements))
+	for _, e := range r.Elements {
+		typ, name, err := fhir.ParseElement(e)
+		if err != nil {
+			continue // validated at kick-off
+		}
+		out = append(out, [2]string{typ, name})
+	}
+	return out
+}
+
+// TypeFiltersFor returns the _typeFilter queries (without "Type?") for type t.
+func (r *Request) TypeFiltersFor(t string) []string {
+	var out []string
+	for _, f := range r.TypeFilters {
+		if typ, q, ok := strings.Cut(f, "?"); ok && typ == t {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// Problem collects parameter problems during validation. Under lenient
+// handling they become warnings; otherwise the kick-off is rejected.
+type Problems struct {
+	issues []fhir.Issue
+}
+
+// Add records that parameter name was rejected for reason.
+func (p *Problems) Add(code, name, reason string) {
+	p.issues = append(p.issues, fhir.Issue{
+		Severity:    fhir.SeverityError,
+		Code:        code,
+		Diagnostics: name + ": " + reason,
+		Expression:  []string{name},
+	})
+}
+
+// Empty reports whether nothing was recorded.
+func (p *Problems) Empty() bool { return len(p.issues) == 0 }
+
+// Resolve either rejects the request (strict) or moves the problems into
+// req.Ignored as warnings (lenient). It returns nil when there is nothing to
+// reject.
+func (p *Problems) Resolve(req *Request) *Error {
+	if p.Empty() {
+		return nil
+	}
+	if !req.Lenient {
+		return &Error{Status: http.StatusBadRequest, Outcome: fhir.NewOutcome(p.issues...)}
+	}
+	for _, is := range p.issues {
+		is.Severity = fhir.SeverityWarning
+		is.Diagnostics = "ignored under handling=lenient: " + is.Diagnostics
+		req.Ignored = append(req.Ignored, is)
+	}
+	p.issues = nil
+	return nil
+}

@@ -1,0 +1,230 @@
+// Package dirstore is the embedded FileStore: exported files in a directory,
+// downloaded through HMAC-signed links that expire with the job. A link is
+// [base]/bulkfiles/{key}?exp={unix}&sig={hex}; only this server can make one,
+// and it works without a bearer token (requiresAccessToken is false).
+package dirstore
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// LinkPath is the path under the FHIR base where files are served.
+const LinkPath = "/bulkfiles/"
+
+// Store is a FileStore in a directory.
+type Store struct {
+	root   string
+	secret []byte
+	now    func() time.Time
+}
+
+var _ export.FileStore = (*Store)(nil)
+
+// keyRE admits the keys the export steps make: slash-separated segments of
+// letters, digits, '.', '-' and '_' that do not start with a dot.
+var keyRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$`)
+
+// Open uses root for files and keeps the link-signing secret in secretPath
+// (created on first use), so links stay valid across restarts.
+func Open(root, secretPath string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Join(root, ".tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("file store: %w", err)
+	}
+	secret, err := os.ReadFile(secretPath)
+	if errors.Is(err, os.ErrNotExist) {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("file store: secret: %w", err)
+		}
+		if err := os.WriteFile(secretPath, secret, 0o600); err != nil {
+			return nil, fmt.Errorf("file store: write secret: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("file store: read secret: %w", err)
+	}
+	if len(secret) < 16 {
+		return nil, fmt.Errorf("file store: secret in %s is too short", secretPath)
+	}
+	return &Store{root: root, secret: secret, now: time.Now}, nil
+}
+
+func (s *Store) path(key string) (string, error) {
+	if !keyRE.MatchString(key) {
+		return "", fmt.Errorf("invalid file key %q", key)
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// Create implements export.FileStore: it writes to a temporary file and
+// renames it into place on Commit.
+func (s *Store) Create(_ context.Context, key string) (export.FileWriter, error) {
+	final, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.root, ".tmp"), "part-*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", key, err)
+	}
+	return &writer{f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}, nil
+}
+
+type writer struct {
+	f     *os.File
+	buf   *bufio.Writer
+	final string
+}
+
+func (w *writer) Write(p []byte) (int, error) { return w.buf.Write(p) }
+
+func (w *writer) Commit() error {
+	err := w.buf.Flush()
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(w.final), 0o700)
+	}
+	if err == nil {
+		err = os.Rename(w.f.Name(), w.final)
+	}
+	if err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("commit %s: %w", w.final, err)
+	}
+	return nil
+}
+
+func (w *writer) Abort() error {
+	w.f.Close()
+	return os.Remove(w.f.Name())
+}
+
+// DeleteJob implements export.FileStore.
+func (s *Store) DeleteJob(_ context.Context, jobID string) error {
+	p, err := s.path(jobID)
+	if err != nil || strings.Contains(jobID, "/") {
+		return fmt.Errorf("delete job files: invalid job id %q", jobID)
+	}
+	return os.RemoveAll(p)
+}
+
+func (s *Store) sign(key string, exp int64) string {
+	m := hmac.New(sha256.New, s.secret)
+	fmt.Fprintf(m, "%s\n%d", key, exp)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// URL implements export.FileStore. The link is rooted at the request's FHIR
+// base URL (export.BaseURL).
+func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string, error) {
+	if _, err := s.path(key); err != nil {
+		return "", err
+	}
+	base := export.BaseURL(ctx)
+	if base == "" {
+		return "", errors.New("file link: no base URL in context")
+	}
+	exp := expires.Unix()
+	return fmt.Sprintf("%s%s%s?exp=%d&sig=%s", strings.TrimSuffix(base, "/"), LinkPath, key, exp, s.sign(key, exp)), nil
+}
+
+// ServeFile answers a download of key with the link's query: 403 for a
+// signature that does not match, 404 for an expired link or a missing file.
+// The body is application/fhir+ndjson, gzip-encoded when the client accepts
+// gzip; otherwise ranges are supported.
+func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q url.Values) {
+	exp, err := strconv.ParseInt(q.Get("exp"), 10, 64)
+	sig, herr := hex.DecodeString(q.Get("sig"))
+	if err != nil || herr != nil || !keyRE.MatchString(key) {
+		writeOutcome(w, http.StatusForbidden, fhir.CodeSecurity, "this download link is not valid")
+		return
+	}
+	want, _ := hex.DecodeString(s.sign(key, exp))
+	if !hmac.Equal(sig, want) {
+		writeOutcome(w, http.StatusForbidden, fhir.CodeSecurity, "this download link is not valid")
+		return
+	}
+	if s.now().Unix() > exp {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "this download link has expired; request the status URL again or start a new export")
+		return
+	}
+	p, _ := s.path(key)
+	f, err := os.Open(p)
+	if err != nil {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "file not found (the export was cancelled or has expired)")
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.IsDir() {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "file not found")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/fhir+ndjson")
+	h.Set("Vary", "Accept-Encoding")
+	h.Set("Cache-Control", "private, no-store")
+	h.Set("Expires", time.Unix(exp, 0).UTC().Format(http.TimeFormat))
+	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		h.Set("Content-Encoding", "gzip")
+		if r.Method == http.MethodHead {
+			return
+		}
+		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		bw := bufio.NewWriterSize(gz, 64<<10)
+		if _, err := bw.ReadFrom(f); err == nil {
+			_ = bw.Flush()
+		}
+		_ = gz.Close()
+		return
+	}
+	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// acceptsGzip reports whether Accept-Encoding admits gzip with q > 0.
+func acceptsGzip(values []string) bool {
+	for _, line := range values {
+		for _, part := range strings.Split(line, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+				continue
+			}
+			if q, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+				if v, err := strconv.ParseFloat(q, 64); err == nil && v <= 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func writeOutcome(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/fhir+json")
+	w.WriteHeader(status)
+	w.Write(fhir.Outcome(fhir.SeverityError, code, msg).JSON())
+}

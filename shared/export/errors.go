@@ -1,0 +1,56 @@
+package export
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors the ports return; callers decide with errors.Is.
+var (
+	ErrJobNotFound   = errors.New("job not found")
+	ErrJobExists     = errors.New("job already exists")
+	ErrGroupNotFound = errors.New("group not found")
+)
+
+// ConflictError is returned by a conditional JobStore write whose condition
+// did not hold: the job was not in a state the change allows.
+type ConflictError struct {
+	JobID   string
+	Current Status
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("job %s is %s", e.JobID, e.Current)
+}
+
+// IsConflict reports whether err is (or wraps) a ConflictError.
+func IsConflict(err error) bool {
+	var c *ConflictError
+	return errors.As(err, &c)
+}
+
+// RetryableError marks a step failure worth retrying (a source or store that
+// was briefly unavailable). Step Functions matches it by its type name, so a
+// step returns it unwrapped.
+type RetryableError struct{ Msg string }
+
+func (e *RetryableError) Error() string { return e.Msg }
+
+// JobNotRunningError is returned by a step called for a job that is no
+// longer live (cancelled or failed meanwhile). The state machine ends
+// quietly on it.
+type JobNotRunningError struct{ Msg string }
+
+func (e *JobNotRunningError) Error() string { return e.Msg }
+
+// BadRecordError is returned by a Source reader for one resource it could
+// not read (invalid JSON, no resourceType). The export goes on; the record
+// is reported in the manifest's error files.
+type BadRecordError struct {
+	Position string
+	Reason   string
+}
+
+func (e *BadRecordError) Error() string {
+	return fmt.Sprintf("bad record at %s: %s", e.Position, e.Reason)
+}

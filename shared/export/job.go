@@ -1,0 +1,166 @@
+package export
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// Status is the lifecycle state of a job.
+type Status string
+
+// Job states.
+const (
+	StatusAccepted   Status = "accepted"
+	StatusInProgress Status = "in-progress"
+	StatusCompleted  Status = "completed"
+	StatusFailed     Status = "failed"
+	StatusCancelled  Status = "cancelled"
+)
+
+// Live reports whether a job in this state still has work to do.
+func (s Status) Live() bool { return s == StatusAccepted || s == StatusInProgress }
+
+// Job is one export request and its progress.
+type Job struct {
+	ID              string           `json:"id"`
+	Owner           string           `json:"owner"`
+	Status          Status           `json:"status"`
+	Request         bulkdata.Request `json:"request"`
+	RequestURL      string           `json:"requestUrl"`
+	TransactionTime time.Time        `json:"transactionTime"`
+	CreatedAt       time.Time        `json:"createdAt"`
+	UpdatedAt       time.Time        `json:"updatedAt"`
+	CompletedAt     *time.Time       `json:"completedAt,omitempty"`
+	// ExpiresAt is when the job record and its files may be removed: the
+	// retention period counted from completion (before that, a generous
+	// bound on how long a live job may take).
+	ExpiresAt time.Time `json:"expiresAt"`
+	// Units is the plan, set by Plan when the job starts.
+	Units []Unit `json:"units,omitempty"`
+	// Progress holds each unit's progress, keyed by Unit.ID. Updates set a
+	// unit's entry (never add to it), so a retried step cannot double-count.
+	Progress map[string]UnitProgress `json:"progress,omitempty"`
+	// Outcome and FailStatus describe why a failed job failed.
+	Outcome    *fhir.OperationOutcome `json:"outcome,omitempty"`
+	FailStatus int                    `json:"failStatus,omitempty"`
+}
+
+// Unit is one independently exportable piece of a job: one resource type, or
+// one segment of a type when the source can split it.
+type Unit struct {
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Segment string `json:"segment,omitempty"`
+}
+
+// UnitProgress is what a unit has written so far.
+type UnitProgress struct {
+	Resources int64   `json:"resources"`
+	Bytes     int64   `json:"bytes"`
+	Files     int     `json:"files"`
+	Done      bool    `json:"done"`
+	Cursor    *Cursor `json:"cursor,omitempty"`
+}
+
+// Cursor is where ExportChunk resumes a unit: the source position, the next
+// file sequence number, and the running totals up to that position.
+type Cursor struct {
+	Source    string `json:"source,omitempty"`
+	Seq       int    `json:"seq"`
+	Resources int64  `json:"resources"`
+	Bytes     int64  `json:"bytes"`
+	Files     int    `json:"files"`
+}
+
+// Totals sums the progress of all units.
+func (j *Job) Totals() (unitsDone int, resources, bytes int64) {
+	for _, p := range j.Progress {
+		if p.Done {
+			unitsDone++
+		}
+		resources += p.Resources
+		bytes += p.Bytes
+	}
+	return unitsDone, resources, bytes
+}
+
+// ProgressText is the X-Progress header value (under 100 characters).
+func (j *Job) ProgressText() string {
+	switch j.Status {
+	case StatusAccepted:
+		return "queued"
+	case StatusInProgress:
+		if len(j.Units) == 0 {
+			return "planning"
+		}
+		done, res, _ := j.Totals()
+		return fmt.Sprintf("exporting: %d/%d units done, %d resources", done, len(j.Units), res)
+	}
+	return string(j.Status)
+}
+
+// FileKind says which manifest array a file belongs to.
+type FileKind string
+
+// Kinds of files.
+const (
+	KindOutput  FileKind = "output"
+	KindError   FileKind = "error"
+	KindDeleted FileKind = "deleted"
+)
+
+// File is one NDJSON file a job wrote, recorded outside the job item so a
+// job with many files never outgrows its store.
+type File struct {
+	Key   string   `json:"key"`
+	Kind  FileKind `json:"kind"`
+	Type  string   `json:"type"`
+	Count int64    `json:"count"`
+	Bytes int64    `json:"bytes"`
+	Unit  string   `json:"unit"`
+	Seq   int      `json:"seq"`
+}
+
+// Transition is a conditional status change with the fields it sets.
+type Transition struct {
+	From []Status
+	To   Status
+	// Optional fields set together with the status.
+	Units       []Unit
+	CompletedAt *time.Time
+	ExpiresAt   *time.Time
+	Outcome     *fhir.OperationOutcome
+	FailStatus  int
+}
+
+// Allows reports whether the transition may apply to a job in status s.
+func (t Transition) Allows(s Status) bool {
+	for _, f := range t.From {
+		if f == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Apply sets the transition's fields on j (for stores that keep whole jobs).
+func (t Transition) Apply(j *Job, now time.Time) {
+	j.Status = t.To
+	j.UpdatedAt = now
+	if t.Units != nil {
+		j.Units = t.Units
+	}
+	if t.CompletedAt != nil {
+		j.CompletedAt = t.CompletedAt
+	}
+	if t.ExpiresAt != nil {
+		j.ExpiresAt = *t.ExpiresAt
+	}
+	if t.Outcome != nil {
+		j.Outcome = t.Outcome
+		j.FailStatus = t.FailStatus
+	}
+}

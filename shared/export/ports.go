@@ -1,0 +1,104 @@
+package export
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+)
+
+// JobStore keeps job records and the list of files each job wrote.
+type JobStore interface {
+	// Create stores a new job; ErrJobExists if the ID is taken.
+	Create(ctx context.Context, job *Job) error
+	// Get returns a job; ErrJobNotFound if there is none.
+	Get(ctx context.Context, id string) (*Job, error)
+	// Transition changes a job's status if its current status is in t.From,
+	// else returns a *ConflictError; ErrJobNotFound if there is no job.
+	Transition(ctx context.Context, id string, t Transition) (*Job, error)
+	// SaveProgress sets one unit's progress while the job is in progress,
+	// else returns a *ConflictError.
+	SaveProgress(ctx context.Context, id, unitID string, p UnitProgress) error
+	// PutFile records a written file (idempotent by key).
+	PutFile(ctx context.Context, id string, f File) error
+	// Files lists a job's recorded files.
+	Files(ctx context.Context, id string) ([]File, error)
+	// CountLive counts the owner's accepted and in-progress jobs.
+	CountLive(ctx context.Context, owner string) (int, error)
+}
+
+// FileWriter streams one file. Nothing is visible under the key until Commit
+// succeeds; Abort discards what was written.
+type FileWriter interface {
+	io.Writer
+	Commit() error
+	Abort() error
+}
+
+// FileStore holds exported NDJSON files.
+type FileStore interface {
+	// Create starts a file at key, replacing any file there on Commit.
+	Create(ctx context.Context, key string) (FileWriter, error)
+	// URL returns a link a client can download key from until expires.
+	URL(ctx context.Context, key string, expires time.Time) (string, error)
+	// DeleteJob removes every file under the job's prefix.
+	DeleteJob(ctx context.Context, jobID string) error
+}
+
+// Query is what a Source needs to select the resources of one request.
+type Query struct {
+	Level   bulkdata.Level
+	GroupID string
+	// Patients restricts a Patient or Group export to these patient ids.
+	Patients []string
+	// Since excludes resources last updated at or before it; Until excludes
+	// those updated after it. Until is never later than the job's
+	// transactionTime.
+	Since *time.Time
+	Until *time.Time
+	// TypeFilters are the _typeFilter queries ("param=value&…") for the type
+	// being read, OR-ed together.
+	TypeFilters []string
+}
+
+// SourceCaps says which optional request features a Source implements.
+type SourceCaps struct {
+	TypeFilter bool
+}
+
+// Source is where resources come from.
+type Source interface {
+	// Caps reports the optional features the source implements.
+	Caps() SourceCaps
+	// Types lists the resource types the source can export, sorted.
+	Types(ctx context.Context) ([]string, error)
+	// GroupMembers returns the ids of the Patients that are active members
+	// of Group id; ErrGroupNotFound if there is no such Group.
+	GroupMembers(ctx context.Context, id string) ([]string, error)
+	// MissingPatients returns the ids among ids that name no Patient.
+	MissingPatients(ctx context.Context, ids []string) ([]string, error)
+	// Plan splits one type of a query into segments that can be read
+	// independently; an empty list means the type has no data.
+	Plan(ctx context.Context, q Query, typ string) ([]string, error)
+	// Open reads one segment from cursor ("" for its start).
+	Open(ctx context.Context, q Query, typ, segment, cursor string) (Reader, error)
+}
+
+// Reader streams the resources of one segment.
+type Reader interface {
+	// Next returns the next resource as one line of compact JSON. The slice
+	// is valid until the next call. It returns io.EOF at the end and a
+	// *BadRecordError for a record it skipped (reading may go on).
+	Next() ([]byte, error)
+	// Cursor is the position after the last resource returned (or skipped).
+	Cursor() string
+	Close() error
+}
+
+// Runner orchestrates a job's steps: the Step Functions state machine on
+// AWS, a goroutine pool locally.
+type Runner interface {
+	Start(ctx context.Context, jobID string) error
+	Stop(ctx context.Context, jobID string) error
+}

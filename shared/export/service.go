@@ -1,0 +1,300 @@
+package export
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// Service is what the HTTP API calls: kick-off, status and cancel.
+type Service struct {
+	jobs   JobStore
+	files  FileStore
+	runner Runner
+	source Source
+	cfg    Config
+	now    func() time.Time
+	newID  func() string
+	log    *slog.Logger
+}
+
+// NewService returns a Service over the given ports.
+func NewService(jobs JobStore, files FileStore, runner Runner, source Source, cfg Config, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{jobs: jobs, files: files, runner: runner, source: source, cfg: cfg.withDefaults(),
+		now: time.Now, newID: NewJobID, log: log}
+}
+
+// SetClock replaces the clock (tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
+
+// Source returns the service's source (for metadata and Group reads).
+func (s *Service) Source() Source { return s.source }
+
+// NewJobID returns a random 128-bit job id in hex.
+func NewJobID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("export: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Kickoff checks a parsed request against the source, creates the job and
+// starts it. Rejections are *bulkdata.Error values with a 4xx status.
+func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Request, requestURL string) (*Job, error) {
+	if err := s.checkAgainstSource(ctx, req); err != nil {
+		return nil, err
+	}
+	live, err := s.jobs.CountLive(ctx, owner)
+	if err != nil {
+		return nil, fmt.Errorf("kick-off: count live jobs: %w", err)
+	}
+	if live >= s.cfg.MaxLiveJobsPerOwner {
+		e := bulkdata.NewError(http.StatusTooManyRequests, fhir.CodeThrottled,
+			fmt.Sprintf("this client already has %d exports running; wait for one to finish or cancel one", live))
+		e.RetryAfter = 10 * time.Second
+		return nil, e
+	}
+	now := s.now().UTC()
+	job := &Job{
+		ID:              s.newID(),
+		Owner:           owner,
+		Status:          StatusAccepted,
+		Request:         *req,
+		RequestURL:      requestURL,
+		TransactionTime: now,
+		CreatedAt:       now,
+		UpdatedAt:       now,
+		ExpiresAt:       now.Add(s.cfg.MaxJobDuration + s.cfg.Retention),
+	}
+	if err := s.jobs.Create(ctx, job); err != nil {
+		return nil, fmt.Errorf("kick-off: create job: %w", err)
+	}
+	if err := s.runner.Start(ctx, job.ID); err != nil {
+		s.log.ErrorContext(ctx, "start job", "job", job.ID, "err", err)
+		outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeTransient, "the export could not be started; try again")
+		_, _ = s.jobs.Transition(ctx, job.ID, Transition{
+			From: []Status{StatusAccepted}, To: StatusFailed, Outcome: &outcome, FailStatus: http.StatusServiceUnavailable,
+		})
+		e := &bulkdata.Error{Status: http.StatusServiceUnavailable, Outcome: outcome, RetryAfter: 5 * time.Second}
+		return nil, e
+	}
+	s.log.InfoContext(ctx, "kick-off", "job", job.ID, "owner", owner, "level", req.Level, "types", len(req.Types))
+	return job, nil
+}
+
+// checkAgainstSource applies the checks that depend on the source's data
+// and features, as problems (4xx, or warnings under lenient handling).
+func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request) error {
+	var probs bulkdata.Problems
+	if req.Level != bulkdata.LevelSystem && len(req.Types) > 0 {
+		var kept []string
+		for _, t := range req.Types {
+			if fhir.InPatientCompartment(t) {
+				kept = append(kept, t)
+				continue
+			}
+			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported at %s level", t, req.Level))
+		}
+		req.Types = kept
+	}
+	if len(req.TypeFilters) > 0 && !s.source.Caps().TypeFilter {
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it, or send Prefer: handling=lenient to export without it")
+		req.TypeFilters = nil
+	}
+	for _, code := range req.IncludeAssociatedData {
+		probs.Add(fhir.CodeNotSupported, "includeAssociatedData", fmt.Sprintf("%q is not supported: this server keeps no provenance associations", code))
+	}
+	req.IncludeAssociatedData = nil
+
+	if req.Level == bulkdata.LevelGroup {
+		members, err := s.source.GroupMembers(ctx, req.GroupID)
+		if errors.Is(err, ErrGroupNotFound) {
+			return bulkdata.NewError(http.StatusNotFound, fhir.CodeNotFound, fmt.Sprintf("Group/%s: no such Group", req.GroupID))
+		}
+		if err != nil {
+			return s.unavailable(ctx, "read group", err)
+		}
+		if len(req.Patients) > 0 {
+			in := map[string]bool{}
+			for _, m := range members {
+				in[m] = true
+			}
+			var kept []string
+			for _, p := range req.Patients {
+				if in[p] {
+					kept = append(kept, p)
+				} else {
+					probs.Add(fhir.CodeValue, "patient", fmt.Sprintf("Patient/%s is not a member of Group/%s", p, req.GroupID))
+				}
+			}
+			req.Patients = kept
+		}
+	} else if len(req.Patients) > 0 {
+		missing, err := s.source.MissingPatients(ctx, req.Patients)
+		if err != nil {
+			return s.unavailable(ctx, "look up patients", err)
+		}
+		gone := map[string]bool{}
+		for _, m := range missing {
+			gone[m] = true
+			probs.Add(fhir.CodeValue, "patient", fmt.Sprintf("Patient/%s: no such Patient", m))
+		}
+		var kept []string
+		for _, p := range req.Patients {
+			if !gone[p] {
+				kept = append(kept, p)
+			}
+		}
+		req.Patients = kept
+	}
+	if err := probs.Resolve(req); err != nil {
+		return err
+	}
+	return nil
+}
+
+// unavailable reports a source failure at kick-off as a transient 503.
+func (s *Service) unavailable(ctx context.Context, what string, err error) error {
+	s.log.ErrorContext(ctx, "source unavailable", "op", what, "err", err)
+	e := bulkdata.NewError(http.StatusServiceUnavailable, fhir.CodeTransient, "the data source is unavailable right now; try again later")
+	e.RetryAfter = 10 * time.Second
+	return e
+}
+
+// StatusReport is what a status request returns.
+type StatusReport struct {
+	Job *Job
+	// Manifest is set when the job completed.
+	Manifest *bulkdata.Manifest
+	// RetryAfter is the polling interval to suggest while the job runs.
+	RetryAfter time.Duration
+}
+
+// Status returns a job the owner may see. Other owners' jobs, cancelled and
+// expired jobs are ErrJobNotFound.
+func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, error) {
+	job, err := s.visibleJob(ctx, owner, id)
+	if err != nil {
+		return nil, err
+	}
+	rep := &StatusReport{Job: job}
+	switch job.Status {
+	case StatusCompleted:
+		m, err := s.manifest(ctx, job)
+		if err != nil {
+			return nil, err
+		}
+		rep.Manifest = m
+	case StatusAccepted, StatusInProgress:
+		age := s.now().Sub(job.CreatedAt)
+		rep.RetryAfter = time.Second + age/15
+		if rep.RetryAfter > 10*time.Second {
+			rep.RetryAfter = 10 * time.Second
+		}
+	}
+	return rep, nil
+}
+
+func (s *Service) visibleJob(ctx context.Context, owner, id string) (*Job, error) {
+	job, err := s.jobs.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if job.Owner != owner || job.Status == StatusCancelled {
+		return nil, ErrJobNotFound
+	}
+	if !job.Status.Live() && s.now().After(job.ExpiresAt) {
+		return nil, ErrJobNotFound
+	}
+	return job, nil
+}
+
+// manifest builds the completion manifest with fresh links that expire with
+// the job.
+func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, error) {
+	files, err := s.jobs.Files(ctx, job.ID)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: list files of %s: %w", job.ID, err)
+	}
+	sort.Slice(files, func(i, j int) bool {
+		a, b := files[i], files[j]
+		if a.Type != b.Type {
+			return a.Type < b.Type
+		}
+		if a.Unit != b.Unit {
+			return a.Unit < b.Unit
+		}
+		if a.Seq != b.Seq {
+			return a.Seq < b.Seq
+		}
+		return a.Key < b.Key
+	})
+	m := &bulkdata.Manifest{
+		TransactionTime:     fhir.FormatInstant(job.TransactionTime),
+		Request:             job.RequestURL,
+		RequiresAccessToken: s.cfg.RequiresAccessToken,
+		Output:              []bulkdata.ManifestFile{},
+		Deleted:             []bulkdata.ManifestFile{},
+		Error:               []bulkdata.ManifestFile{},
+	}
+	for _, f := range files {
+		if f.Count == 0 {
+			continue
+		}
+		url, err := s.files.URL(ctx, f.Key, job.ExpiresAt)
+		if err != nil {
+			return nil, fmt.Errorf("manifest: link %s: %w", f.Key, err)
+		}
+		count := f.Count
+		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count}
+		switch f.Kind {
+		case KindOutput:
+			m.Output = append(m.Output, entry)
+		case KindError:
+			m.Error = append(m.Error, entry)
+		case KindDeleted:
+			m.Deleted = append(m.Deleted, entry)
+		}
+	}
+	return m, nil
+}
+
+// Cancel cancels a job the owner may see, stops its work and deletes its
+// files. Afterwards the job is ErrJobNotFound for every request.
+func (s *Service) Cancel(ctx context.Context, owner, id string) error {
+	job, err := s.visibleJob(ctx, owner, id)
+	if err != nil {
+		return err
+	}
+	_, err = s.jobs.Transition(ctx, job.ID, Transition{
+		From: []Status{StatusAccepted, StatusInProgress, StatusCompleted, StatusFailed},
+		To:   StatusCancelled,
+	})
+	if IsConflict(err) {
+		return ErrJobNotFound // cancelled by a concurrent request
+	}
+	if err != nil {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	if err := s.runner.Stop(ctx, job.ID); err != nil {
+		s.log.WarnContext(ctx, "stop job", "job", job.ID, "err", err)
+	}
+	if err := s.files.DeleteJob(ctx, job.ID); err != nil {
+		s.log.WarnContext(ctx, "delete files of cancelled job", "job", job.ID, "err", err)
+	}
+	s.log.InfoContext(ctx, "cancelled", "job", job.ID)
+	return nil
+}

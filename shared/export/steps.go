@@ -1,0 +1,469 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// Steps are the export steps over the ports. The same value serves the
+// embedded runner and the Lambda task handlers.
+type Steps struct {
+	jobs   JobStore
+	files  FileStore
+	source Source
+	cfg    Config
+	now    func() time.Time
+	log    *slog.Logger
+}
+
+// NewSteps returns the steps over the given ports.
+func NewSteps(jobs JobStore, files FileStore, source Source, cfg Config, log *slog.Logger) *Steps {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Steps{jobs: jobs, files: files, source: source, cfg: cfg.withDefaults(), now: time.Now, log: log}
+}
+
+// SetClock replaces the clock (tests).
+func (s *Steps) SetClock(now func() time.Time) { s.now = now }
+
+// JobRef names a job: the input of Plan and Finalize.
+type JobRef struct {
+	JobID string `json:"jobId"`
+}
+
+// PlanResult is Plan's output: the work units, mapped over by the runner.
+type PlanResult struct {
+	JobID string `json:"jobId"`
+	Units []Unit `json:"units"`
+}
+
+// ChunkInput is ExportChunk's input. Cursor is nil for a unit's first chunk.
+type ChunkInput struct {
+	JobID  string  `json:"jobId"`
+	Unit   Unit    `json:"unit"`
+	Cursor *Cursor `json:"cursor,omitempty"`
+}
+
+// ChunkResult is ExportChunk's output; call again with Cursor until Done.
+type ChunkResult struct {
+	JobID  string  `json:"jobId"`
+	Unit   Unit    `json:"unit"`
+	Cursor *Cursor `json:"cursor,omitempty"`
+	Done   bool    `json:"done"`
+}
+
+// FinalizeResult summarises a completed job.
+type FinalizeResult struct {
+	JobID     string `json:"jobId"`
+	Files     int    `json:"files"`
+	Resources int64  `json:"resources"`
+	Bytes     int64  `json:"bytes"`
+}
+
+// FailInput is the input of Fail: the error the runner caught.
+type FailInput struct {
+	JobID string `json:"jobId"`
+	Error string `json:"error,omitempty"`
+	Cause string `json:"cause,omitempty"`
+}
+
+// Plan turns a job's request into work units and moves the job to
+// in-progress. Called again for a job already planned, it returns the same
+// units.
+func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
+	log := s.log.With("job", in.JobID, "step", "plan")
+	job, err := s.jobs.Get(ctx, in.JobID)
+	if err != nil {
+		return nil, fmt.Errorf("plan: get job %s: %w", in.JobID, err)
+	}
+	switch job.Status {
+	case StatusInProgress:
+		if job.Units != nil {
+			return &PlanResult{JobID: job.ID, Units: job.Units}, nil
+		}
+	case StatusAccepted:
+	default:
+		return nil, &JobNotRunningError{Msg: fmt.Sprintf("plan: job %s is %s", job.ID, job.Status)}
+	}
+
+	types, err := s.exportTypes(ctx, job)
+	if err != nil {
+		return nil, &RetryableError{Msg: fmt.Sprintf("plan: list source types: %v", err)}
+	}
+	units := []Unit{}
+	for _, t := range types {
+		segs, err := s.source.Plan(ctx, s.query(job, t), t)
+		if err != nil {
+			return nil, &RetryableError{Msg: fmt.Sprintf("plan %s: %v", t, err)}
+		}
+		for i, seg := range segs {
+			units = append(units, Unit{ID: fmt.Sprintf("%s.%04d", t, i), Type: t, Segment: seg})
+		}
+	}
+	if len(job.Request.Ignored) > 0 {
+		if err := s.writeOutcomes(ctx, job.ID, "request", 0, "", job.Request.Ignored); err != nil {
+			return nil, &RetryableError{Msg: fmt.Sprintf("plan: write lenient warnings: %v", err)}
+		}
+	}
+	job, err = s.jobs.Transition(ctx, job.ID, Transition{
+		From: []Status{StatusAccepted}, To: StatusInProgress, Units: units,
+	})
+	if err != nil {
+		var c *ConflictError
+		if errors.As(err, &c) && c.Current == StatusInProgress {
+			// A concurrent Plan won; use its units.
+			if job, err = s.jobs.Get(ctx, in.JobID); err == nil {
+				return &PlanResult{JobID: job.ID, Units: job.Units}, nil
+			}
+		}
+		if IsConflict(err) {
+			return nil, &JobNotRunningError{Msg: "plan: " + err.Error()}
+		}
+		return nil, fmt.Errorf("plan: start job %s: %w", in.JobID, err)
+	}
+	log.InfoContext(ctx, "planned", "units", len(units), "types", len(types))
+	return &PlanResult{JobID: job.ID, Units: job.Units}, nil
+}
+
+// exportTypes is the list of types a job exports: the requested types, or
+// all the source has (at patient and group level, those of the Patient
+// compartment), limited to what the source has.
+func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
+	have, err := s.source.Types(ctx)
+	if err != nil {
+		return nil, err
+	}
+	has := map[string]bool{}
+	for _, t := range have {
+		has[t] = true
+	}
+	want := job.Request.Types
+	if len(want) == 0 {
+		want = have
+	}
+	var out []string
+	for _, t := range want {
+		if !has[t] {
+			continue
+		}
+		if job.Request.Level != bulkdata.LevelSystem && !fhir.InPatientCompartment(t) {
+			continue
+		}
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// query builds the Source query for one type of a job. The upper time bound
+// is the job's transactionTime (or an earlier _until), so a later export
+// with _since=transactionTime has neither gap nor overlap.
+func (s *Steps) query(job *Job, typ string) Query {
+	req := job.Request
+	until := job.TransactionTime
+	if req.Until != nil && req.Until.Before(until) {
+		until = *req.Until
+	}
+	return Query{
+		Level:       req.Level,
+		GroupID:     req.GroupID,
+		Patients:    req.Patients,
+		Since:       req.Since,
+		Until:       &until,
+		TypeFilters: req.TypeFiltersFor(typ),
+	}
+}
+
+// FileKey is where a unit's seq-th output file is stored.
+func FileKey(jobID, unitID, typ string, seq int) string {
+	return fmt.Sprintf("%s/%s/%s.%04d.ndjson", jobID, unitID, typ, seq)
+}
+
+// errorKey is where the error records of the chunk starting at (seq,
+// source position) go. Both are part of the key: a chunk that wrote no
+// output leaves seq unchanged for the next one.
+func errorKey(jobID, unitID string, seq int, source string) string {
+	h := fnv.New32a()
+	h.Write([]byte(source))
+	return fmt.Sprintf("%s/%s/errors.%04d.%08x.ndjson", jobID, unitID, seq, h.Sum32())
+}
+
+// ExportChunk streams one unit from its cursor into NDJSON files until the
+// unit ends or the time budget runs out. Files roll at Config.MaxFileBytes.
+func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (*ChunkResult, error) {
+	log := s.log.With("job", in.JobID, "unit", in.Unit.ID, "step", "export")
+	job, err := s.jobs.Get(ctx, in.JobID)
+	if err != nil {
+		return nil, fmt.Errorf("export chunk: get job %s: %w", in.JobID, err)
+	}
+	if job.Status != StatusInProgress {
+		return nil, &JobNotRunningError{Msg: fmt.Sprintf("export chunk: job %s is %s", job.ID, job.Status)}
+	}
+	cur := Cursor{}
+	if in.Cursor != nil {
+		cur = *in.Cursor
+	}
+	start := cur
+	stopAt := s.stopTime(ctx)
+
+	rd, err := s.source.Open(ctx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
+	if err != nil {
+		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: open source: %v", in.Unit.ID, err)}
+	}
+	defer rd.Close()
+
+	var selector *fhir.ElementSelector
+	if len(job.Request.Elements) > 0 {
+		selector = fhir.NewElementSelector(job.Request.ElementPairs())
+	}
+
+	w := &chunkWriter{steps: s, ctx: ctx, job: job, unit: in.Unit, cur: &cur}
+	defer w.abort()
+	var badRecords []fhir.Issue
+	done := false
+	lines := 0
+	for {
+		if lines > 0 && lines%512 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
+			}
+			if !stopAt.IsZero() && s.now().After(stopAt) {
+				break
+			}
+		}
+		line, err := rd.Next()
+		if err == io.EOF {
+			done = true
+			break
+		}
+		var bad *BadRecordError
+		if errors.As(err, &bad) {
+			badRecords = append(badRecords, fhir.Issue{
+				Severity:    fhir.SeverityError,
+				Code:        fhir.CodeProcessing,
+				Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
+			})
+			cur.Source = rd.Cursor()
+			continue
+		}
+		if err != nil {
+			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: read source: %v", in.Unit.ID, err)}
+		}
+		if selector != nil {
+			if line, err = selector.Subset(in.Unit.Type, line); err != nil {
+				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
+			}
+		}
+		if err := w.writeLine(line); err != nil {
+			return nil, err
+		}
+		cur.Source = rd.Cursor()
+		lines++
+	}
+	if err := w.commit(); err != nil {
+		return nil, err
+	}
+	if len(badRecords) > 0 {
+		if err := s.writeOutcomes(ctx, job.ID, in.Unit.ID, start.Seq, start.Source, badRecords); err != nil {
+			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: write errors: %v", in.Unit.ID, err)}
+		}
+	}
+	prog := UnitProgress{Resources: cur.Resources, Bytes: cur.Bytes, Files: cur.Files, Done: done, Cursor: &cur}
+	if err := s.jobs.SaveProgress(ctx, job.ID, in.Unit.ID, prog); err != nil {
+		if IsConflict(err) {
+			// Cancelled (or failed) while this chunk ran: leave nothing behind.
+			if derr := s.files.DeleteJob(ctx, job.ID); derr != nil {
+				log.WarnContext(ctx, "delete files of stopped job", "err", derr)
+			}
+			return nil, &JobNotRunningError{Msg: "export chunk: " + err.Error()}
+		}
+		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: save progress: %v", in.Unit.ID, err)}
+	}
+	log.DebugContext(ctx, "chunk", "resources", cur.Resources-start.Resources, "done", done)
+	return &ChunkResult{JobID: job.ID, Unit: in.Unit, Cursor: &cur, Done: done}, nil
+}
+
+// stopTime is when a chunk stops taking new resources: the budget or the
+// context deadline less the margin, whichever comes first (zero: never).
+func (s *Steps) stopTime(ctx context.Context) time.Time {
+	var stop time.Time
+	if s.cfg.ChunkBudget > 0 {
+		stop = s.now().Add(s.cfg.ChunkBudget)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		d := dl.Add(-s.cfg.DeadlineMargin)
+		if stop.IsZero() || d.Before(stop) {
+			stop = d
+		}
+	}
+	return stop
+}
+
+// chunkWriter writes lines into rolling files and records each file.
+type chunkWriter struct {
+	steps *Steps
+	ctx   context.Context
+	job   *Job
+	unit  Unit
+	cur   *Cursor
+
+	w             FileWriter
+	count, nbytes int64
+}
+
+func (c *chunkWriter) writeLine(line []byte) error {
+	size := int64(len(line)) + 1
+	if c.w != nil && c.nbytes > 0 && c.nbytes+size > c.steps.cfg.MaxFileBytes {
+		if err := c.commit(); err != nil {
+			return err
+		}
+	}
+	if c.w == nil {
+		key := FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq)
+		w, err := c.steps.files.Create(c.ctx, key)
+		if err != nil {
+			return &RetryableError{Msg: fmt.Sprintf("create %s: %v", key, err)}
+		}
+		c.w, c.count, c.nbytes = w, 0, 0
+	}
+	if _, err := c.w.Write(line); err != nil {
+		return &RetryableError{Msg: fmt.Sprintf("write %s: %v", c.unit.ID, err)}
+	}
+	if _, err := c.w.Write(newline); err != nil {
+		return &RetryableError{Msg: fmt.Sprintf("write %s: %v", c.unit.ID, err)}
+	}
+	c.count++
+	c.nbytes += size
+	return nil
+}
+
+var newline = []byte{'\n'}
+
+// commit finishes the current file (if any), records it and advances the
+// cursor's file sequence.
+func (c *chunkWriter) commit() error {
+	if c.w == nil {
+		return nil
+	}
+	w := c.w
+	c.w = nil
+	if err := w.Commit(); err != nil {
+		return &RetryableError{Msg: fmt.Sprintf("commit %s: %v", c.unit.ID, err)}
+	}
+	f := File{
+		Key: FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
+		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq,
+	}
+	if err := c.steps.jobs.PutFile(c.ctx, c.job.ID, f); err != nil {
+		return &RetryableError{Msg: fmt.Sprintf("record %s: %v", f.Key, err)}
+	}
+	c.cur.Seq++
+	c.cur.Files++
+	c.cur.Resources += c.count
+	c.cur.Bytes += c.nbytes
+	return nil
+}
+
+func (c *chunkWriter) abort() {
+	if c.w != nil {
+		_ = c.w.Abort()
+		c.w = nil
+	}
+}
+
+// writeOutcomes writes issues as an NDJSON file of OperationOutcomes (one
+// per issue) and records it as an error file.
+func (s *Steps) writeOutcomes(ctx context.Context, jobID, unitID string, seq int, pos string, issues []fhir.Issue) error {
+	key := errorKey(jobID, unitID, seq, pos)
+	w, err := s.files.Create(ctx, key)
+	if err != nil {
+		return err
+	}
+	var n int64
+	for _, is := range issues {
+		b := append(fhir.NewOutcome(is).JSON(), '\n')
+		if _, err := w.Write(b); err != nil {
+			_ = w.Abort()
+			return err
+		}
+		n += int64(len(b))
+	}
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	return s.jobs.PutFile(ctx, jobID, File{
+		Key: key, Kind: KindError, Type: "OperationOutcome", Count: int64(len(issues)), Bytes: n, Unit: unitID, Seq: seq,
+	})
+}
+
+// Finalize checks every unit is done and completes the job. The retention
+// clock starts now. Called again on a completed job, it reports the same.
+func (s *Steps) Finalize(ctx context.Context, in JobRef) (*FinalizeResult, error) {
+	job, err := s.jobs.Get(ctx, in.JobID)
+	if err != nil {
+		return nil, fmt.Errorf("finalize: get job %s: %w", in.JobID, err)
+	}
+	files, err := s.jobs.Files(ctx, in.JobID)
+	if err != nil {
+		return nil, &RetryableError{Msg: fmt.Sprintf("finalize: list files of %s: %v", in.JobID, err)}
+	}
+	res := &FinalizeResult{JobID: job.ID}
+	for _, f := range files {
+		if f.Kind == KindOutput {
+			res.Files++
+			res.Resources += f.Count
+			res.Bytes += f.Bytes
+		}
+	}
+	if job.Status == StatusCompleted {
+		return res, nil
+	}
+	if job.Status != StatusInProgress {
+		return nil, &JobNotRunningError{Msg: fmt.Sprintf("finalize: job %s is %s", job.ID, job.Status)}
+	}
+	for _, u := range job.Units {
+		if !job.Progress[u.ID].Done {
+			return nil, fmt.Errorf("finalize: job %s: unit %s is not done", job.ID, u.ID)
+		}
+	}
+	now := s.now().UTC()
+	expires := now.Add(s.cfg.Retention)
+	if _, err := s.jobs.Transition(ctx, job.ID, Transition{
+		From: []Status{StatusInProgress}, To: StatusCompleted, CompletedAt: &now, ExpiresAt: &expires,
+	}); err != nil {
+		if IsConflict(err) {
+			return nil, &JobNotRunningError{Msg: "finalize: " + err.Error()}
+		}
+		return nil, &RetryableError{Msg: fmt.Sprintf("finalize: complete job %s: %v", job.ID, err)}
+	}
+	s.log.InfoContext(ctx, "completed", "job", job.ID, "files", res.Files, "resources", res.Resources, "bytes", res.Bytes)
+	return res, nil
+}
+
+// Fail marks a live job failed with an OperationOutcome. The runner's error
+// text stays in the logs; the client sees a generic, transient-free reason.
+// A job that is no longer live is left as it is.
+func (s *Steps) Fail(ctx context.Context, in FailInput) error {
+	s.log.ErrorContext(ctx, "export failed", "job", in.JobID, "error", in.Error, "cause", in.Cause)
+	outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeException,
+		fmt.Sprintf("the export failed and was stopped (job %s); start a new export", in.JobID))
+	expires := s.now().UTC().Add(s.cfg.Retention)
+	_, err := s.jobs.Transition(ctx, in.JobID, Transition{
+		From: []Status{StatusAccepted, StatusInProgress}, To: StatusFailed,
+		Outcome: &outcome, FailStatus: 500, ExpiresAt: &expires,
+	})
+	if err != nil && !IsConflict(err) && !errors.Is(err, ErrJobNotFound) {
+		return fmt.Errorf("fail job %s: %w", in.JobID, err)
+	}
+	return nil
+}

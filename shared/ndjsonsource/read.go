@@ -1,0 +1,368 @@
+package ndjsonsource
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+var errLineTooLong = errors.New("line too long")
+
+// lineReader reads lines and tracks the byte offset after each.
+type lineReader struct {
+	br   *bufio.Reader
+	pos  int64
+	long []byte
+}
+
+func newLineReader(r io.Reader, pos int64) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 1<<20), pos: pos}
+}
+
+// next returns the next line without its newline (and without a trailing
+// '\r' or surrounding blanks). The slice is valid until the next call.
+func (l *lineReader) next() ([]byte, error) {
+	line, err := l.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		l.long = append(l.long[:0], line...)
+		total := int64(len(line))
+		for errors.Is(err, bufio.ErrBufferFull) {
+			line, err = l.br.ReadSlice('\n')
+			total += int64(len(line))
+			if total <= maxLine {
+				l.long = append(l.long, line...)
+			}
+		}
+		l.pos += total
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if total > maxLine {
+			return nil, errLineTooLong
+		}
+		line = l.long
+	} else {
+		l.pos += int64(len(line))
+		if err == io.EOF && len(line) == 0 {
+			return nil, io.EOF
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+	}
+	return bytes.TrimSpace(line), nil
+}
+
+// Open implements export.Source.
+func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor string) (export.Reader, error) {
+	sg, err := parseSegment(seg)
+	if err != nil {
+		return nil, err
+	}
+	pos := sg.start
+	if cursor != "" {
+		c, err := strconv.ParseInt(cursor, 10, 64)
+		if err != nil || c < sg.start || c > sg.end {
+			return nil, fmt.Errorf("invalid cursor %q for segment %s", cursor, seg)
+		}
+		pos = c
+	}
+	path := filepath.Join(s.dir, filepath.FromSlash(sg.file))
+	if !filepath.IsLocal(filepath.FromSlash(sg.file)) {
+		return nil, fmt.Errorf("segment file %q is outside the source directory", sg.file)
+	}
+	files, err := s.refresh()
+	if err != nil {
+		return nil, err
+	}
+	idx := files[sg.file]
+	if idx == nil {
+		return nil, fmt.Errorf("segment file %q is gone", sg.file)
+	}
+	r := &reader{typ: typ, end: sg.end, since: q.Since, until: q.Until, reportBad: idx.primary == typ, file: sg.file}
+	if q.Level != bulkdata.LevelSystem {
+		r.compartment = true
+		if q.Level == bulkdata.LevelGroup || len(q.Patients) > 0 {
+			members, err := s.selectedPatients(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			r.patients = members
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(pos, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	r.f = f
+	r.lr = newLineReader(f, pos)
+	return r, nil
+}
+
+// selectedPatients is the set of patients a Patient or Group query covers.
+func (s *Source) selectedPatients(ctx context.Context, q export.Query) (map[string]bool, error) {
+	set := map[string]bool{}
+	if q.Level == bulkdata.LevelGroup {
+		members, err := s.GroupMembers(ctx, q.GroupID)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range members {
+			set[m] = true
+		}
+		if len(q.Patients) > 0 {
+			only := map[string]bool{}
+			for _, p := range q.Patients {
+				if set[p] {
+					only[p] = true
+				}
+			}
+			set = only
+		}
+		return set, nil
+	}
+	for _, p := range q.Patients {
+		set[p] = true
+	}
+	return set, nil
+}
+
+type reader struct {
+	f           *os.File
+	lr          *lineReader
+	file        string
+	typ         string
+	end         int64
+	since       *time.Time
+	until       *time.Time
+	compartment bool
+	patients    map[string]bool // nil: any patient
+	reportBad   bool
+}
+
+func (r *reader) Cursor() string { return strconv.FormatInt(r.lr.pos, 10) }
+
+func (r *reader) Close() error { return r.f.Close() }
+
+func (r *reader) Next() ([]byte, error) {
+	for {
+		if r.lr.pos >= r.end {
+			return nil, io.EOF
+		}
+		start := r.lr.pos
+		line, err := r.lr.next()
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		if errors.Is(err, errLineTooLong) {
+			if r.reportBad {
+				return nil, &export.BadRecordError{Position: r.where(start), Reason: "line longer than 256 MiB"}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 {
+			continue
+		}
+		h, ok := fhir.Peek(line)
+		if !ok {
+			if r.reportBad {
+				return nil, &export.BadRecordError{Position: r.where(start), Reason: "not a JSON object with a resourceType"}
+			}
+			continue
+		}
+		if h.ResourceType != r.typ || !r.inWindow(h.LastUpdated) || !r.inCompartment(line) {
+			continue
+		}
+		return line, nil
+	}
+}
+
+func (r *reader) where(offset int64) string { return fmt.Sprintf("%s byte %d", r.file, offset) }
+
+// inWindow applies _since (strictly after) and the upper bound (at or
+// before). A resource without a readable lastUpdated is always included.
+func (r *reader) inWindow(lastUpdated string) bool {
+	if r.since == nil && r.until == nil {
+		return true
+	}
+	t, ok := fhir.ParseLastUpdated(lastUpdated)
+	if !ok {
+		return true
+	}
+	if r.since != nil && !t.After(*r.since) {
+		return false
+	}
+	if r.until != nil && t.After(*r.until) {
+		return false
+	}
+	return true
+}
+
+func (r *reader) inCompartment(line []byte) bool {
+	if !r.compartment {
+		return true
+	}
+	in := false
+	fhir.CompartmentPatients(r.typ, line, func(id string) bool {
+		if r.patients == nil || r.patients[id] {
+			in = true
+			return false
+		}
+		return true
+	})
+	return in
+}
+
+// scanType calls fn for every resource of type t in the directory.
+func (s *Source) scanType(ctx context.Context, t string, fn func(line []byte) bool) error {
+	files, err := s.refresh()
+	if err != nil {
+		return err
+	}
+	for rel, idx := range files {
+		sp := idx.types[t]
+		if sp == nil {
+			continue
+		}
+		rd, err := s.Open(ctx, export.Query{Level: bulkdata.LevelSystem}, t, segment{file: rel, start: sp.start, end: sp.end}.String(), "")
+		if err != nil {
+			return err
+		}
+		for {
+			line, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			var bad *export.BadRecordError
+			if errors.As(err, &bad) {
+				continue
+			}
+			if err != nil {
+				rd.Close()
+				return err
+			}
+			if !fn(line) {
+				rd.Close()
+				return nil
+			}
+		}
+		rd.Close()
+	}
+	return nil
+}
+
+// GroupMembers implements export.Source: Patient members of the Group that
+// are not marked inactive.
+func (s *Source) GroupMembers(ctx context.Context, id string) ([]string, error) {
+	raw, err := s.ReadResource(ctx, "Group", id)
+	if err != nil {
+		return nil, err
+	}
+	var members []string
+	gjson.GetBytes(raw, "member").ForEach(func(_, m gjson.Result) bool {
+		if m.Get("inactive").Bool() {
+			return true
+		}
+		if pid, ok := fhir.PatientID(m.Get("entity.reference").Str); ok {
+			members = append(members, pid)
+		}
+		return true
+	})
+	return members, nil
+}
+
+// ReadResource returns the resource t/id; export.ErrGroupNotFound for a
+// missing Group, os.ErrNotExist for another missing type.
+func (s *Source) ReadResource(ctx context.Context, t, id string) ([]byte, error) {
+	var found []byte
+	err := s.scanType(ctx, t, func(line []byte) bool {
+		if gjson.GetBytes(line, "id").Str == id {
+			found = append([]byte(nil), line...)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if found == nil {
+		if t == "Group" {
+			return nil, export.ErrGroupNotFound
+		}
+		return nil, os.ErrNotExist
+	}
+	return found, nil
+}
+
+// SearchGroups returns the Groups matching identifier ("value" or
+// "system|value") and name (case-insensitive prefix), each when non-empty.
+func (s *Source) SearchGroups(ctx context.Context, identifier, name string) ([][]byte, error) {
+	var out [][]byte
+	system, value, hasSystem := bytes.Cut([]byte(identifier), []byte("|"))
+	if !hasSystem {
+		value, system = system, nil
+	}
+	err := s.scanType(ctx, "Group", func(line []byte) bool {
+		if identifier != "" {
+			match := false
+			gjson.GetBytes(line, "identifier").ForEach(func(_, id gjson.Result) bool {
+				if id.Get("value").Str == string(value) && (!hasSystem || len(system) == 0 || id.Get("system").Str == string(system)) {
+					match = true
+					return false
+				}
+				return true
+			})
+			if !match {
+				return true
+			}
+		}
+		if name != "" && !bytes.HasPrefix(bytes.ToLower([]byte(gjson.GetBytes(line, "name").Str)), bytes.ToLower([]byte(name))) {
+			return true
+		}
+		out = append(out, append([]byte(nil), line...))
+		return true
+	})
+	return out, err
+}
+
+// MissingPatients implements export.Source.
+func (s *Source) MissingPatients(ctx context.Context, ids []string) ([]string, error) {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	err := s.scanType(ctx, "Patient", func(line []byte) bool {
+		delete(want, gjson.GetBytes(line, "id").Str)
+		return len(want) > 0
+	})
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, id := range ids {
+		if want[id] {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
+}
