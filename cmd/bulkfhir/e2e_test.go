@@ -45,7 +45,7 @@ func groupMembers(t *testing.T, src map[string][]byte, id string) map[string]boo
 	var g struct {
 		Member []struct {
 			Entity   struct{ Reference string } `json:"entity"`
-			Inactive bool                        `json:"inactive"`
+			Inactive bool                       `json:"inactive"`
 		} `json:"member"`
 	}
 	if err := json.Unmarshal(src["Group/"+id], &g); err != nil {
@@ -392,7 +392,7 @@ func TestMetadataAndGroups(t *testing.T) {
 		Rest         []struct {
 			Operation []struct{ Name, Definition string } `json:"operation"`
 			Resource  []struct {
-				Type      string                               `json:"type"`
+				Type      string                              `json:"type"`
 				Operation []struct{ Name, Definition string } `json:"operation"`
 			} `json:"resource"`
 		} `json:"rest"`
