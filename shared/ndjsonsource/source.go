@@ -55,7 +55,7 @@ type fileIndex struct {
 	mtime time.Time
 	types map[string]*span
 	// primary is the type whose units report the file's bad lines, so each
-	// bad line is reported once.
+	// bad line is reported once (see indexFile).
 	primary string
 }
 
@@ -162,10 +162,16 @@ func indexFile(path string) (*fileIndex, error) {
 		sp.count++
 		sp.end = lr.pos
 	}
-	for t := range idx.types {
-		if idx.primary == "" || t < idx.primary {
+	// The type whose lines start first reports the file's bad lines; its
+	// span covers the whole file so every bad line lies in one of its
+	// segments, and only there.
+	for t, sp := range idx.types {
+		if idx.primary == "" || sp.start < idx.types[idx.primary].start {
 			idx.primary = t
 		}
+	}
+	if sp := idx.types[idx.primary]; sp != nil {
+		sp.start, sp.end = 0, lr.pos
 	}
 	return idx, nil
 }

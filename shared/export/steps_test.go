@@ -1,0 +1,217 @@
+package export_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+)
+
+func lines(typ string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(`{"resourceType":%q,"id":"%s-%04d","meta":{"lastUpdated":"2025-01-01T00:00:00Z"}}`, typ, typ, i)
+	}
+	return out
+}
+
+type fixture struct {
+	jobs  *exporttest.JobStore
+	files *exporttest.FileStore
+	steps *export.Steps
+	clock time.Time
+}
+
+func newFixture(t *testing.T, src *exporttest.Source, cfg export.Config) *fixture {
+	t.Helper()
+	f := &fixture{jobs: exporttest.NewJobStore(), files: exporttest.NewFileStore(), clock: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}
+	f.steps = export.NewSteps(f.jobs, f.files, src, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.steps.SetClock(func() time.Time { f.clock = f.clock.Add(time.Millisecond); return f.clock })
+	err := f.jobs.Create(context.Background(), &export.Job{
+		ID: "job1", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
+		Request: bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// runUnit calls ExportChunk until the unit is done and returns the calls.
+func (f *fixture) runUnit(t *testing.T, u export.Unit) int {
+	t.Helper()
+	var cur *export.Cursor
+	for calls := 1; calls < 1000; calls++ {
+		res, err := f.steps.ExportChunk(context.Background(), export.ChunkInput{JobID: "job1", Unit: u, Cursor: cur})
+		if err != nil {
+			t.Fatalf("chunk %d: %v", calls, err)
+		}
+		if res.Done {
+			return calls
+		}
+		cur = res.Cursor
+	}
+	t.Fatal("unit never finished")
+	return 0
+}
+
+// outputLines concatenates the output objects of the fake store.
+func outputLines(f *fixture) []string {
+	var out []string
+	snap := f.files.Snapshot()
+	keys := make([]string, 0, len(snap))
+	for k := range snap {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.Contains(k, "/errors.") {
+			continue
+		}
+		out = append(out, strings.Split(strings.TrimSuffix(snap[k], "\n"), "\n")...)
+	}
+	return out
+}
+
+func TestExportChunkIsIdempotentAndResumesExactlyOnce(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       export.Config
+		n         int
+		wantCalls int // > 1: the budget stopped the unit and it resumed
+		wantFiles int
+	}{
+		{name: "one chunk one file", cfg: export.Config{}, n: 100, wantCalls: 1, wantFiles: 1},
+		{name: "rolled by size", cfg: export.Config{MaxFileBytes: 1000}, n: 100, wantCalls: 1, wantFiles: 12},
+		{name: "stopped by budget", cfg: export.Config{ChunkBudget: time.Nanosecond}, n: 2000, wantCalls: 4, wantFiles: 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &exporttest.Source{Lines: map[string][]string{"Observation": lines("Observation", tc.n)}}
+			f := newFixture(t, src, tc.cfg)
+			ctx := context.Background()
+			plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
+			if err != nil || len(plan.Units) != 1 {
+				t.Fatalf("plan = %+v, %v", plan, err)
+			}
+			// The same first chunk twice writes the same objects.
+			in := export.ChunkInput{JobID: "job1", Unit: plan.Units[0]}
+			r1, err := f.steps.ExportChunk(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap1 := f.files.Snapshot()
+			r2, err := f.steps.ExportChunk(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(snap1) != fmt.Sprint(f.files.Snapshot()) || *r1.Cursor != *r2.Cursor {
+				t.Fatalf("a retried chunk wrote different objects or cursor: %+v vs %+v", r1.Cursor, r2.Cursor)
+			}
+			if calls := f.runUnit(t, plan.Units[0]); calls != tc.wantCalls {
+				t.Errorf("chunks = %d, want %d", calls, tc.wantCalls)
+			}
+			if got := outputLines(f); strings.Join(got, "\n") != strings.Join(src.Lines["Observation"], "\n") {
+				t.Fatalf("output has %d lines, want the %d source lines once, in order", len(got), tc.n)
+			}
+			res, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Resources != int64(tc.n) || res.Files != tc.wantFiles {
+				t.Errorf("finalize = %+v, want %d resources in %d files", res, tc.n, tc.wantFiles)
+			}
+			if again, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"}); err != nil || *again != *res {
+				t.Errorf("second finalize = %+v, %v", again, err)
+			}
+		})
+	}
+}
+
+func TestCommitFailureIsRetryableWithoutDuplicates(t *testing.T) {
+	src := &exporttest.Source{Lines: map[string][]string{"Patient": lines("Patient", 50)}}
+	f := newFixture(t, src, export.Config{MaxFileBytes: 500})
+	ctx := context.Background()
+	plan, _ := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
+	f.files.FailCommits = 1
+	_, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: plan.Units[0]})
+	var re *export.RetryableError
+	if !errors.As(err, &re) {
+		t.Fatalf("err = %v, want a RetryableError", err)
+	}
+	f.runUnit(t, plan.Units[0]) // the runner's retry, same input
+	if got := outputLines(f); len(got) != 50 {
+		t.Errorf("output has %d lines after a failed attempt and a retry, want 50", len(got))
+	}
+}
+
+func TestBadRecordsGoToErrorFiles(t *testing.T) {
+	in := append(lines("Patient", 3), "not json", "also not json")
+	in = append(in, lines("Patient", 5)[3:]...)
+	src := &exporttest.Source{Lines: map[string][]string{"Patient": in}}
+	f := newFixture(t, src, export.Config{})
+	ctx := context.Background()
+	plan, _ := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
+	f.runUnit(t, plan.Units[0])
+	if _, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := f.jobs.Files(ctx, "job1")
+	var errs, outs int64
+	for _, fl := range files {
+		switch fl.Kind {
+		case export.KindError:
+			errs += fl.Count
+			if !strings.Contains(f.files.Snapshot()[fl.Key], `"resourceType":"OperationOutcome"`) {
+				t.Errorf("error file is not OperationOutcomes: %s", f.files.Snapshot()[fl.Key])
+			}
+		case export.KindOutput:
+			outs += fl.Count
+		}
+	}
+	if errs != 2 || outs != 5 {
+		t.Errorf("errors = %d, outputs = %d, want 2 and 5", errs, outs)
+	}
+}
+
+func TestCancelledJobIsNeverResurrected(t *testing.T) {
+	src := &exporttest.Source{Lines: map[string][]string{"Patient": lines("Patient", 10)}}
+	f := newFixture(t, src, export.Config{})
+	ctx := context.Background()
+	plan, _ := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
+	f.runUnit(t, plan.Units[0])
+	if _, err := f.jobs.Transition(ctx, "job1", export.Transition{
+		From: []export.Status{export.StatusInProgress}, To: export.StatusCancelled,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A chunk still running when the cancel landed: its progress write is
+	// refused and it removes the job's files.
+	_, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: plan.Units[0]})
+	var nr *export.JobNotRunningError
+	if !errors.As(err, &nr) {
+		t.Fatalf("chunk after cancel: %v, want JobNotRunningError", err)
+	}
+	if _, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"}); !errors.As(err, &nr) {
+		t.Errorf("finalize after cancel: %v", err)
+	}
+	if err := f.steps.Fail(ctx, export.FailInput{JobID: "job1", Error: "x"}); err != nil {
+		t.Errorf("fail after cancel: %v", err)
+	}
+	if _, err := f.steps.Plan(ctx, export.JobRef{JobID: "job1"}); !errors.As(err, &nr) {
+		t.Errorf("plan after cancel: %v", err)
+	}
+	j, _ := f.jobs.Get(ctx, "job1")
+	if j.Status != export.StatusCancelled {
+		t.Errorf("status = %s, want cancelled", j.Status)
+	}
+}

@@ -1,0 +1,137 @@
+package exporttest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+)
+
+// JobStoreContract checks the export.JobStore contract against a fresh
+// store from newStore: conditional transitions, no resurrection after
+// cancel, progress only while in progress, idempotent file records, and
+// no lost update under concurrent transitions. Every adapter runs it.
+func JobStoreContract(t *testing.T, newStore func(t *testing.T) export.JobStore) {
+	ctx := context.Background()
+	newJob := func(id, owner string) *export.Job {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		return &export.Job{ID: id, Owner: owner, Status: export.StatusAccepted, TransactionTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	t.Run("create and get", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Create(ctx, newJob("a", "c1")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Create(ctx, newJob("a", "c1")); !errors.Is(err, export.ErrJobExists) {
+			t.Errorf("second create = %v, want ErrJobExists", err)
+		}
+		j, err := s.Get(ctx, "a")
+		if err != nil || j.Owner != "c1" || j.Status != export.StatusAccepted {
+			t.Errorf("get = %+v, %v", j, err)
+		}
+		if _, err := s.Get(ctx, "nope"); !errors.Is(err, export.ErrJobNotFound) {
+			t.Errorf("get missing = %v, want ErrJobNotFound", err)
+		}
+	})
+	t.Run("transitions are conditional", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		units := []export.Unit{{ID: "Patient.0000", Type: "Patient", Segment: "s"}}
+		j, err := s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress, Units: units})
+		if err != nil || j.Status != export.StatusInProgress || len(j.Units) != 1 {
+			t.Fatalf("start = %+v, %v", j, err)
+		}
+		_, err = s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress})
+		var c *export.ConflictError
+		if !errors.As(err, &c) || c.Current != export.StatusInProgress {
+			t.Errorf("repeated start = %v, want conflict with in-progress", err)
+		}
+		if _, err := s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusInProgress}, To: export.StatusCancelled}); err != nil {
+			t.Fatal(err)
+		}
+		for _, to := range []export.Status{export.StatusCompleted, export.StatusFailed, export.StatusInProgress} {
+			if _, err := s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted, export.StatusInProgress}, To: to}); !export.IsConflict(err) {
+				t.Errorf("cancelled → %s = %v, want conflict", to, err)
+			}
+		}
+		if _, err := s.Transition(ctx, "nope", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusFailed}); !errors.Is(err, export.ErrJobNotFound) {
+			t.Errorf("transition missing = %v", err)
+		}
+	})
+	t.Run("progress only while in progress", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		p := export.UnitProgress{Resources: 5, Done: true, Cursor: &export.Cursor{Source: "10", Seq: 1, Resources: 5}}
+		if err := s.SaveProgress(ctx, "a", "u", p); !export.IsConflict(err) {
+			t.Errorf("progress on accepted job = %v, want conflict", err)
+		}
+		s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress})
+		if err := s.SaveProgress(ctx, "a", "u", p); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveProgress(ctx, "a", "u", p); err != nil {
+			t.Fatal(err)
+		}
+		j, _ := s.Get(ctx, "a")
+		if got := j.Progress["u"]; got.Resources != 5 || !got.Done || got.Cursor == nil || got.Cursor.Source != "10" {
+			t.Errorf("progress = %+v (saving twice must set, not add)", got)
+		}
+	})
+	t.Run("files are idempotent by key", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		f := export.File{Key: "a/u/Patient.0000.ndjson", Kind: export.KindOutput, Type: "Patient", Count: 3}
+		s.PutFile(ctx, "a", f)
+		f.Count = 4
+		s.PutFile(ctx, "a", f)
+		files, err := s.Files(ctx, "a")
+		if err != nil || len(files) != 1 || files[0].Count != 4 {
+			t.Errorf("files = %+v, %v", files, err)
+		}
+		if files, _ := s.Files(ctx, "other"); len(files) != 0 {
+			t.Errorf("files of another job = %+v", files)
+		}
+	})
+	t.Run("live jobs per owner", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		s.Create(ctx, newJob("b", "c1"))
+		s.Create(ctx, newJob("c", "c2"))
+		s.Transition(ctx, "b", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusFailed})
+		if n, err := s.CountLive(ctx, "c1"); err != nil || n != 1 {
+			t.Errorf("live(c1) = %d, %v, want 1", n, err)
+		}
+	})
+	t.Run("no lost update under concurrent transitions", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		var wg sync.WaitGroup
+		wins := make(chan export.Status, 8)
+		for i := 0; i < 8; i++ {
+			to := export.StatusCancelled
+			if i%2 == 0 {
+				to = export.StatusInProgress
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: to}); err == nil {
+					wins <- to
+				}
+			}()
+		}
+		wg.Wait()
+		close(wins)
+		var won []export.Status
+		for w := range wins {
+			won = append(won, w)
+		}
+		j, _ := s.Get(ctx, "a")
+		if len(won) != 1 || j.Status != won[0] {
+			t.Errorf("winners = %v, final status %s: want exactly one", won, j.Status)
+		}
+	})
+}

@@ -1,0 +1,12 @@
+package exporttest_test
+
+import (
+	"testing"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+)
+
+func TestFakeJobStore(t *testing.T) {
+	exporttest.JobStoreContract(t, func(*testing.T) export.JobStore { return exporttest.NewJobStore() })
+}
