@@ -1,6 +1,7 @@
 // Command bulkfhir is the bulkfhir CLI:
 //
 //	bulkfhir serve     the embedded Bulk Data export server (no AWS, no Docker)
+//	bulkfhir export    a Bulk Data client: kick off, watch progress, download
 //	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
 //
 // Run a subcommand with -h for its flags.
@@ -36,6 +37,8 @@ func run(args []string) int {
 		err = serve(ctx, args[1:], log)
 	case "generate":
 		err = generate(args[1:])
+	case "export":
+		err = exportCmd(ctx, args[1:])
 	case "version", "-version", "--version":
 		fmt.Println("bulkfhir", version)
 	case "help", "-h", "--help":
@@ -65,6 +68,7 @@ func usage() {
 
 commands:
   serve      run the embedded Bulk Data export server
+  export     export from a Bulk Data server into a directory
   generate   write deterministic sample FHIR R4 data as NDJSON
   version    print the version
 `)

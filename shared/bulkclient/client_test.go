@@ -1,0 +1,320 @@
+package bulkclient
+
+import (
+	"compress/gzip"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeServer is a scripted Bulk Data server for failure cases.
+type fakeServer struct {
+	*httptest.Server
+	mu sync.Mutex
+	// kickoffFailures, pollFailures: replies (status codes) sent first.
+	kickoffFailures []int
+	pollFailures    []int
+	// pending202 is how many 202 replies precede completion; retryAfter
+	// is their Retry-After value ("" for none).
+	pending202 int
+	retryAfter func() string
+	manifest   func(base string) string
+	files      map[string]string // path → body
+	gzipFiles  bool
+	kickoffs   atomic.Int32
+	polls      []time.Time
+	fileGets   map[string]int
+	auth       map[string]string // path → Authorization seen
+	deletes    atomic.Int32
+	errorBody  string
+}
+
+func newFake(t *testing.T) *fakeServer {
+	f := &fakeServer{files: map[string]string{
+		"/files/Patient.ndjson":     `{"resourceType":"Patient","id":"1"}` + "\n" + `{"resourceType":"Patient","id":"2"}` + "\n",
+		"/files/Observation.ndjson": `{"resourceType":"Observation","id":"o"}` + "\n",
+		"/files/oo.ndjson":          `{"resourceType":"OperationOutcome","issue":[{"severity":"warning","code":"processing","diagnostics":"skipped one"}]}` + "\n",
+	}, fileGets: map[string]int{}, auth: map[string]string{}}
+	f.manifest = func(base string) string {
+		return `{"transactionTime":"2026-01-01T00:00:00Z","request":"` + base + `/$export","requiresAccessToken":false,
+			"output":[{"type":"Patient","url":"` + base + `/files/Patient.ndjson","count":2},{"type":"Observation","url":"` + base + `/files/Observation.ndjson","count":1}],
+			"error":[{"type":"OperationOutcome","url":"` + base + `/files/oo.ndjson"}]}`
+	}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeServer) next(list *[]int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(*list) == 0 {
+		return 0
+	}
+	c := (*list)[0]
+	*list = (*list)[1:]
+	return c
+}
+
+func (f *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.auth[r.URL.Path] = r.Header.Get("Authorization")
+	f.mu.Unlock()
+	switch {
+	case r.URL.Path == "/$export":
+		f.kickoffs.Add(1)
+		if code := f.next(&f.kickoffFailures); code != 0 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(code)
+			fmt.Fprint(w, f.errorBody)
+			return
+		}
+		w.Header().Set("Content-Location", "/status/1")
+		w.WriteHeader(http.StatusAccepted)
+	case r.URL.Path == "/status/1" && r.Method == http.MethodDelete:
+		f.deletes.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	case r.URL.Path == "/status/1":
+		f.mu.Lock()
+		f.polls = append(f.polls, time.Now())
+		pending := f.pending202 > 0
+		if pending {
+			f.pending202--
+		}
+		f.mu.Unlock()
+		if code := f.next(&f.pollFailures); code != 0 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(code)
+			return
+		}
+		if pending {
+			if f.retryAfter != nil {
+				if v := f.retryAfter(); v != "" {
+					w.Header().Set("Retry-After", v)
+				}
+			}
+			w.Header().Set("X-Progress", "working")
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, f.manifest(f.URL))
+	case strings.HasPrefix(r.URL.Path, "/files/"):
+		f.mu.Lock()
+		f.fileGets[r.URL.Path]++
+		f.mu.Unlock()
+		body, ok := f.files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/fhir+ndjson")
+		if f.gzipFiles && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			zw.Write([]byte(body))
+			zw.Close()
+			return
+		}
+		fmt.Fprint(w, body)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func run(t *testing.T, f *fakeServer, mod func(*Options)) (*Summary, string, error) {
+	t.Helper()
+	o := Options{Server: f.URL, OutDir: t.TempDir(), MaxWait: 50 * time.Millisecond, MaxRetries: 4}
+	if mod != nil {
+		mod(&o)
+	}
+	c, err := New(o, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := c.Run(context.Background())
+	return sum, o.OutDir, err
+}
+
+func TestClientAgainstFlakyServers(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(*fakeServer)
+		opts    func(*Options)
+		wantErr string
+		check   func(t *testing.T, f *fakeServer, s *Summary, dir string)
+	}{
+		{name: "clean", check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
+			if s.Resources != 3 || s.Types["Patient"].Resources != 2 || len(s.Errors) != 1 {
+				t.Errorf("summary = %+v", s)
+			}
+			for _, name := range []string{"manifest.json", "Patient.1.ndjson", "Observation.1.ndjson", "error/OperationOutcome.1.ndjson"} {
+				if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+					t.Errorf("missing %s", name)
+				}
+			}
+		}},
+		{name: "429 burst at kick-off", setup: func(f *fakeServer) { f.kickoffFailures = []int{429, 429, 429} }, check: func(t *testing.T, f *fakeServer, s *Summary, _ string) {
+			if f.kickoffs.Load() != 4 || s.Resources != 3 {
+				t.Errorf("kick-offs = %d, resources = %d", f.kickoffs.Load(), s.Resources)
+			}
+		}},
+		{name: "5xx burst while polling", setup: func(f *fakeServer) { f.pollFailures = []int{503, 500, 502} }},
+		{name: "retries are bounded", setup: func(f *fakeServer) { f.pollFailures = []int{503, 503, 503, 503, 503, 503, 503} }, wantErr: "gave up after 4 retries"},
+		{name: "non-FHIR error body", setup: func(f *fakeServer) { f.kickoffFailures = []int{400}; f.errorBody = "<html>bad gateway thing</html>" }, wantErr: "not a FHIR OperationOutcome"},
+		{name: "FHIR error body", setup: func(f *fakeServer) {
+			f.kickoffFailures = []int{400}
+			f.errorBody = `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"_type: nope"}]}`
+		}, wantErr: "_type: nope"},
+		{name: "malformed manifest", setup: func(f *fakeServer) { f.manifest = func(string) string { return `{"output": [` } }, wantErr: "malformed manifest"},
+		{name: "manifest with a bad URL", setup: func(f *fakeServer) {
+			f.manifest = func(string) string {
+				return `{"transactionTime":"x","output":[{"type":"Patient","url":"/relative/Patient.ndjson"}],"error":[]}`
+			}
+		}, wantErr: "not an absolute"},
+		{name: "file that is not NDJSON", setup: func(f *fakeServer) { f.files["/files/Observation.ndjson"] = `[{"resourceType":"Observation"}]` }, wantErr: "not a JSON resource"},
+		{name: "count mismatch", setup: func(f *fakeServer) { f.files["/files/Patient.ndjson"] = `{"resourceType":"Patient","id":"1"}` + "\n" }, wantErr: "manifest says 2"},
+		{name: "missing file", setup: func(f *fakeServer) { delete(f.files, "/files/Patient.ndjson") }, wantErr: "404"},
+		{name: "gzip", setup: func(f *fakeServer) { f.gzipFiles = true }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
+			b, _ := os.ReadFile(filepath.Join(dir, "Patient.1.ndjson"))
+			if !strings.HasPrefix(string(b), `{"resourceType":"Patient"`) {
+				t.Errorf("file not decompressed: %q", b)
+			}
+		}},
+		{name: "token not sent to capability URLs", opts: func(o *Options) { o.Token = "secret" }, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
+			if f.auth["/$export"] != "Bearer secret" || f.auth["/status/1"] != "Bearer secret" {
+				t.Errorf("token not sent to the API: %v", f.auth)
+			}
+			if f.auth["/files/Patient.ndjson"] != "" {
+				t.Errorf("token sent to a file URL although requiresAccessToken is false")
+			}
+		}},
+		{name: "token sent when required", opts: func(o *Options) { o.Token = "secret" }, setup: func(f *fakeServer) {
+			base := f.manifest
+			f.manifest = func(u string) string {
+				return strings.Replace(base(u), `"requiresAccessToken":false`, `"requiresAccessToken":true`, 1)
+			}
+		}, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
+			if f.auth["/files/Patient.ndjson"] != "Bearer secret" {
+				t.Errorf("token not sent although requiresAccessToken is true")
+			}
+		}},
+		{name: "slow polls with Retry-After in seconds", setup: func(f *fakeServer) {
+			f.pending202 = 2
+			f.retryAfter = func() string { return "1" }
+		}, opts: func(o *Options) { o.MaxWait = 5 * time.Second }, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
+			for i := 1; i < len(f.polls); i++ {
+				if gap := f.polls[i].Sub(f.polls[i-1]); gap < 900*time.Millisecond {
+					t.Errorf("poll %d came %s after the last, Retry-After was 1s", i, gap)
+				}
+			}
+		}},
+		{name: "Retry-After as an HTTP-date", setup: func(f *fakeServer) {
+			f.pending202 = 1
+			f.retryAfter = func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }
+		}, opts: func(o *Options) { o.MaxWait = 5 * time.Second }, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
+			if len(f.polls) != 2 || f.polls[1].Sub(f.polls[0]) < 900*time.Millisecond {
+				t.Errorf("polls = %v: the HTTP-date was not honoured", f.polls)
+			}
+		}},
+		{name: "Retry-After is capped", setup: func(f *fakeServer) {
+			f.pending202 = 1
+			f.retryAfter = func() string { return "3600" }
+		}, opts: func(o *Options) { o.MaxWait = 100 * time.Millisecond }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t)
+			if tc.setup != nil {
+				tc.setup(f)
+			}
+			sum, dir, err := run(t, f, tc.opts)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "\n") {
+					t.Errorf("error is not one line: %q", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.check != nil {
+				tc.check(t, f, sum, dir)
+			}
+		})
+	}
+}
+
+func TestResumeKeepsCompleteFiles(t *testing.T) {
+	f := newFake(t)
+	dir := t.TempDir()
+	opts := func(o *Options) { o.OutDir = dir }
+	if _, _, err := run(t, f, opts); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "Observation.1.ndjson"))
+	os.WriteFile(filepath.Join(dir, "Patient.1.ndjson.part"), []byte("partial"), 0o644)
+	sum, _, err := run(t, f, func(o *Options) { o.OutDir = dir; o.Resume = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.kickoffs.Load() != 1 {
+		t.Errorf("resume kicked off a new export")
+	}
+	if f.fileGets["/files/Patient.ndjson"] != 1 || f.fileGets["/files/Observation.ndjson"] != 2 {
+		t.Errorf("file fetches = %v, want only the missing file again", f.fileGets)
+	}
+	if sum.Skipped != 2 || sum.Resources != 3 {
+		t.Errorf("summary = %+v", sum)
+	}
+}
+
+func TestCancelOnAbortSendsDelete(t *testing.T) {
+	f := newFake(t)
+	f.pending202 = 1000
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := New(Options{Server: f.URL, OutDir: t.TempDir(), CancelOnAbort: true}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			f.mu.Lock()
+			n := len(f.polls)
+			f.mu.Unlock()
+			if n > 0 {
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	if _, err := c.Run(ctx); err == nil {
+		t.Fatal("run was not interrupted")
+	}
+	if f.deletes.Load() != 1 {
+		t.Errorf("DELETE sent %d times, want 1", f.deletes.Load())
+	}
+}
+
+func TestUnreachableServerFailsFast(t *testing.T) {
+	f := newFake(t)
+	url := f.URL
+	f.Close()
+	c, _ := New(Options{Server: url, OutDir: t.TempDir()}, nil, nil)
+	_, err := c.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("err = %v", err)
+	}
+}

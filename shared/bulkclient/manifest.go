@@ -1,0 +1,95 @@
+package bulkclient
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+)
+
+// Manifest is the completion manifest, as much of it as the client uses.
+type Manifest struct {
+	TransactionTime     string  `json:"transactionTime"`
+	Request             string  `json:"request"`
+	RequiresAccessToken bool    `json:"requiresAccessToken"`
+	Output              []Entry `json:"output"`
+	Error               []Entry `json:"error"`
+	Deleted             []Entry `json:"deleted"`
+}
+
+// Entry is one file of the manifest.
+type Entry struct {
+	Type  string `json:"type"`
+	URL   string `json:"url"`
+	Count *int64 `json:"count,omitempty"`
+}
+
+// parseManifest validates a manifest: required fields, and an absolute
+// http(s) URL and a type for every file.
+func parseManifest(raw []byte, base *url.URL) (*Manifest, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fail("malformed manifest: not a JSON object: %v", err)
+	}
+	for _, k := range []string{"transactionTime", "output"} {
+		if _, ok := fields[k]; !ok {
+			return nil, fail("malformed manifest: no %q", k)
+		}
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fail("malformed manifest: %v", err)
+	}
+	for kind, list := range map[string][]Entry{"output": m.Output, "error": m.Error, "deleted": m.Deleted} {
+		for i, e := range list {
+			u, err := url.Parse(e.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, fail("malformed manifest: %s[%d].url %q is not an absolute http(s) URL", kind, i, e.URL)
+			}
+			if e.Type == "" {
+				return nil, fail("malformed manifest: %s[%d] has no type", kind, i)
+			}
+			if e.Count != nil && *e.Count < 0 {
+				return nil, fail("malformed manifest: %s[%d].count is negative", kind, i)
+			}
+		}
+	}
+	_ = base
+	return &m, nil
+}
+
+// job is one file to download.
+type job struct {
+	kind  string // output, error, deleted
+	entry Entry
+	name  string // path under OutDir
+}
+
+// plan names the files: <Type>.<n>.ndjson for output, error/… and deleted/…
+func plan(m *Manifest) []job {
+	var jobs []job
+	for _, g := range []struct {
+		kind, dir string
+		list      []Entry
+	}{{"output", "", m.Output}, {"error", "error/", m.Error}, {"deleted", "deleted/", m.Deleted}} {
+		n := map[string]int{}
+		for _, e := range g.list {
+			n[e.Type]++
+			jobs = append(jobs, job{kind: g.kind, entry: e, name: fmt.Sprintf("%s%s.%d.ndjson", g.dir, safeName(e.Type), n[e.Type])})
+		}
+	}
+	return jobs
+}
+
+// safeName keeps a server-supplied type from escaping the output directory.
+func safeName(t string) string {
+	out := []rune{}
+	for _, r := range t {
+		if r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return "unknown"
+	}
+	return string(out)
+}
