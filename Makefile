@@ -11,7 +11,7 @@ PATIENTS ?= 100
 SEED     ?= 1
 ADDR     ?= 127.0.0.1:8080
 
-.PHONY: help build test vet fmt serve data clean fuzz
+.PHONY: help build test vet fmt serve data clean fuzz demo
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,15 @@ fuzz: ## run each fuzz target for 30s
 
 data: build ## generate sample data into $(DATA) if absent
 	@test -f $(DATA)/Patient.ndjson || ./$(BIN) generate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)
+
+demo: data ## generate data, serve it on a free port, export everything into ./out, verify
+	@set -euo pipefail; state=$$(mktemp -d); rm -rf out; \
+	./$(BIN) serve --addr 127.0.0.1:0 --data $(DATA) --state "$$state" 2>"$$state/serve.log" & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true; rm -rf "$$state"' EXIT; \
+	for i in $$(seq 200); do test -s "$$state/addr" && break; kill -0 $$pid 2>/dev/null || { cat "$$state/serve.log"; exit 1; }; sleep 0.05; done; \
+	echo "bulkfhir serve is listening on http://$$(cat "$$state/addr")/fhir"; \
+	./$(BIN) export --server "http://$$(cat "$$state/addr")/fhir" --out out; \
+	./$(BIN) verify --data $(DATA) --out out
 
 serve: data ## run the embedded server on $(ADDR) over $(DATA)
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --state $(STATE)

@@ -2,6 +2,7 @@
 //
 //	bulkfhir serve     the embedded Bulk Data export server (no AWS, no Docker)
 //	bulkfhir export    a Bulk Data client: kick off, watch progress, download
+//	bulkfhir verify    compare an export with its NDJSON source, type by type
 //	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
 //
 // Run a subcommand with -h for its flags.
@@ -39,6 +40,8 @@ func run(args []string) int {
 		err = generate(args[1:])
 	case "export":
 		err = exportCmd(ctx, args[1:])
+	case "verify":
+		err = verify(ctx, args[1:])
 	case "version", "-version", "--version":
 		fmt.Println("bulkfhir", version)
 	case "help", "-h", "--help":
@@ -69,6 +72,7 @@ func usage() {
 commands:
   serve      run the embedded Bulk Data export server
   export     export from a Bulk Data server into a directory
+  verify     compare an export directory with the NDJSON source it came from
   generate   write deterministic sample FHIR R4 data as NDJSON
   version    print the version
 `)

@@ -113,6 +113,12 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	log.Info("listening", "addr", ln.Addr().String(), "base", "/fhir")
+	// STATE/addr holds the bound address (useful with --addr 127.0.0.1:0).
+	addrFile := filepath.Join(c.state, "addr")
+	if err := writeFileAtomic(addrFile, []byte(ln.Addr().String())); err != nil {
+		return err
+	}
+	defer os.Remove(addrFile)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -157,4 +163,12 @@ func janitor(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, 
 		case <-t.C:
 		}
 	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
 }
