@@ -318,3 +318,69 @@ func TestUnreachableServerFailsFast(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestBarReporterUnderParallelDownloads drives the terminal reporter with
+// mpb rendering while polls and parallel downloads report into it (it once
+// deadlocked: a lock held across an mpb call that waited for a decorator
+// taking the same lock).
+func TestBarReporterUnderParallelDownloads(t *testing.T) {
+	f := newFake(t)
+	f.pending202 = 3
+	f.retryAfter = func() string { return "0" }
+	for i := 0; i < 24; i++ {
+		f.files[fmt.Sprintf("/files/P%d.ndjson", i)] = strings.Repeat(`{"resourceType":"Patient","id":"x"}`+"\n", 500)
+	}
+	f.manifest = func(base string) string {
+		var out []string
+		for i := 0; i < 24; i++ {
+			count := ""
+			if i%2 == 0 {
+				count = `,"count":500`
+			}
+			out = append(out, fmt.Sprintf(`{"type":"Patient","url":"%s/files/P%d.ndjson"%s}`, base, i, count))
+		}
+		return `{"transactionTime":"x","request":"r","requiresAccessToken":false,"output":[` + strings.Join(out, ",") + `],"error":[]}`
+	}
+	var buf syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		c, err := New(Options{Server: f.URL, OutDir: t.TempDir(), Parallel: 8, MaxWait: 20 * time.Millisecond}, nil, &BarReporter{W: &buf})
+		if err != nil {
+			done <- err
+			return
+		}
+		sum, err := c.Run(context.Background())
+		if err == nil && sum.Resources != 24*500 {
+			err = fmt.Errorf("resources = %d", sum.Resources)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the export with the bar reporter did not finish (deadlock?)")
+	}
+	if !strings.Contains(buf.String(), "total (24 files)") {
+		t.Errorf("no total bar drawn:\n%s", buf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -101,89 +102,109 @@ func (r *LineReporter) FileDone(name string, lines, bytes int64, skipped bool) {
 func (r *LineReporter) DownloadsDone() {}
 
 // BarReporter draws a live status line while the server works, then a bar
-// per file and a total bar with rate and ETA.
+// per file (resources against the manifest's count, or bytes when there is
+// none) and a total bar with rate and ETA.
+//
+// mpb renders from its own goroutine and calls decorators there, so no lock
+// of the reporter is ever held while calling into mpb, and decorators read
+// only atomics.
 type BarReporter struct {
-	W     io.Writer
-	mu    sync.Mutex
+	W io.Writer
+
+	once  sync.Once
 	p     *mpb.Progress
-	total *mpb.Bar
+	mu    sync.Mutex // guards poll and total
 	poll  *mpb.Bar
-	text  string
+	total *mpb.Bar
+	text  atomic.Pointer[string]
 }
 
 func (r *BarReporter) progress() *mpb.Progress {
-	if r.p == nil {
-		r.p = mpb.New(mpb.WithOutput(r.W), mpb.WithWidth(32), mpb.WithRefreshRate(150*time.Millisecond))
-	}
+	r.once.Do(func() {
+		r.p = mpb.New(mpb.WithOutput(r.W), mpb.WithWidth(32), mpb.WithRefreshRate(150*time.Millisecond), mpb.WithAutoRefresh())
+	})
 	return r.p
 }
 
 // Logf implements Reporter (printed above the bars).
 func (r *BarReporter) Logf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.p == nil {
-		fmt.Fprintf(r.W, format+"\n", args...)
-		return
-	}
-	r.logBar(fmt.Sprintf(format, args...))
-}
-
-func (r *BarReporter) logBar(msg string) {
-	b := r.p.AddBar(0, mpb.BarFillerClearOnComplete(), mpb.PrependDecorators(decor.Name(msg)))
+	msg := fmt.Sprintf(format, args...)
+	b := r.progress().AddBar(0, mpb.BarFillerClearOnComplete(), mpb.PrependDecorators(decor.Name(msg)))
 	b.SetTotal(0, true)
 }
 
 // Polling implements Reporter.
 func (r *BarReporter) Polling(p string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if p == "" {
 		p = "in progress"
 	}
-	r.text = p
-	if r.poll == nil {
-		start := time.Now()
-		r.poll = r.progress().New(0, mpb.SpinnerStyle(), mpb.BarFillerClearOnComplete(),
-			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
-				r.mu.Lock()
-				defer r.mu.Unlock()
-				return fmt.Sprintf("server: %s  (%s)", r.text, time.Since(start).Round(time.Second))
-			})))
+	p = "server: " + p
+	r.text.Store(&p)
+	r.mu.Lock()
+	started := r.poll != nil
+	r.mu.Unlock()
+	if started {
+		return
 	}
+	start := time.Now()
+	bar := r.progress().New(0, mpb.SpinnerStyle(), mpb.BarFillerClearOnComplete(),
+		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
+			return fmt.Sprintf("%s  (%s)", *r.text.Load(), time.Since(start).Round(time.Second))
+		})))
+	r.mu.Lock()
+	r.poll = bar
+	r.mu.Unlock()
 }
 
 // Downloads implements Reporter.
 func (r *BarReporter) Downloads(files int, total int64) {
+	done := "server: export complete"
+	r.text.Store(&done)
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.poll != nil {
-		r.poll.SetTotal(0, true)
+	poll := r.poll
+	r.mu.Unlock()
+	if poll != nil {
+		poll.SetTotal(0, true)
 	}
 	if total < 0 {
 		total = 0
 	}
-	r.total = r.progress().AddBar(total,
+	bar := r.progress().AddBar(total,
 		mpb.PrependDecorators(decor.Name(fmt.Sprintf("total (%d files)", files), decor.WCSyncSpaceR)),
 		mpb.AppendDecorators(
 			decor.CountersNoUnit("%d / %d resources", decor.WCSyncSpace),
 			decor.AverageSpeed(nil, " %.0f/s", decor.WCSyncSpace),
 			decor.OnComplete(decor.EwmaETA(decor.ET_STYLE_GO, 30, decor.WCSyncSpace), " done"),
 		))
+	r.mu.Lock()
+	r.total = bar
+	r.mu.Unlock()
+}
+
+func (r *BarReporter) totalBar() *mpb.Bar {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
 }
 
 type barFile struct {
-	r   *BarReporter
-	bar *mpb.Bar
-	n   int64
+	bar    *mpb.Bar
+	total  *mpb.Bar
+	byLine bool
+	n      int64
 }
 
 func (f *barFile) Add(lines, bytes int64) {
-	f.bar.IncrInt64(bytes)
-	if f.r.total != nil {
-		f.r.total.EwmaIncrInt64(lines, 200*time.Millisecond)
+	if f.byLine {
+		f.bar.IncrInt64(lines)
+		f.n += lines
+	} else {
+		f.bar.IncrInt64(bytes)
+		f.n += bytes
 	}
-	f.n += bytes
+	if f.total != nil {
+		f.total.EwmaIncrInt64(lines, 200*time.Millisecond)
+	}
 }
 
 func (f *barFile) Done(err error) {
@@ -195,36 +216,40 @@ func (f *barFile) Done(err error) {
 }
 
 // FileStarted implements Reporter.
-func (r *BarReporter) FileStarted(name string, _ *int64) FileProgress {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b := r.progress().AddBar(0, mpb.BarFillerClearOnComplete(), mpb.BarRemoveOnComplete(),
+func (r *BarReporter) FileStarted(name string, count *int64) FileProgress {
+	f := &barFile{total: r.totalBar()}
+	if count != nil && *count > 0 {
+		f.byLine = true
+		f.bar = r.progress().AddBar(*count, mpb.BarRemoveOnComplete(),
+			mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR)),
+			mpb.AppendDecorators(decor.CountersNoUnit("%d / %d", decor.WCSyncSpace),
+				decor.AverageSpeed(nil, " %.0f/s", decor.WCSyncSpace)))
+		return f
+	}
+	f.bar = r.progress().New(0, mpb.SpinnerStyle(), mpb.BarRemoveOnComplete(),
 		mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR)),
 		mpb.AppendDecorators(decor.Current(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace),
 			decor.AverageSpeed(decor.SizeB1024(0), " % .1f", decor.WCSyncSpace)))
-	return &barFile{r: r, bar: b}
+	return f
 }
 
 // FileDone implements Reporter.
-func (r *BarReporter) FileDone(name string, lines, _ int64, skipped bool) {
-	if skipped {
-		r.mu.Lock()
-		if r.total != nil {
-			r.total.IncrInt64(lines)
-		}
-		r.mu.Unlock()
+func (r *BarReporter) FileDone(_ string, lines, _ int64, skipped bool) {
+	if t := r.totalBar(); skipped && t != nil {
+		t.IncrInt64(lines)
 	}
 }
 
 // DownloadsDone implements Reporter: the bars are finished and flushed.
 func (r *BarReporter) DownloadsDone() {
+	if t := r.totalBar(); t != nil {
+		t.SetTotal(-1, true)
+	}
 	r.mu.Lock()
-	p, total := r.p, r.total
+	poll := r.poll
 	r.mu.Unlock()
-	if total != nil {
-		total.SetTotal(-1, true)
+	if poll != nil {
+		poll.SetTotal(0, true)
 	}
-	if p != nil {
-		p.Wait()
-	}
+	r.progress().Wait()
 }
