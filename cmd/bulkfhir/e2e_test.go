@@ -534,3 +534,36 @@ func TestRestartMidExportFinishesCleanly(t *testing.T) {
 		t.Fatalf("after restart: %d %s", r.status, r.body)
 	}
 }
+
+func TestTooManyExportsGet429UntilOneEnds(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if out, err := execGenerate(data, 150); err != nil {
+		t.Fatalf("generate: %v %s", err, out)
+	}
+	s := startServer(t, data, "--max-live-jobs", "1", "--chunk-budget", "1ms", "--max-file-bytes", "20000", "--unit-workers", "1")
+	first := kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), "")
+	r := do(t, http.MethodGet, s.base+"/$export", kickHeaders(), "")
+	requireOutcome(t, r, http.StatusTooManyRequests, "")
+	if r.header.Get("Retry-After") == "" {
+		t.Errorf("429 without Retry-After")
+	}
+	// cancelling frees the slot at once (no stale lock).
+	if d := do(t, http.MethodDelete, first, nil, ""); d.status != http.StatusAccepted {
+		t.Fatalf("DELETE = %d", d.status)
+	}
+	kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
+}
+
+func TestRetentionExpiresJobsAndLinks(t *testing.T) {
+	s := startServer(t, dataDir, "--retention", "1s")
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
+	m := waitManifest(t, loc, nil)
+	if r := do(t, http.MethodGet, m.Output[0].URL, nil, ""); r.status != 200 {
+		t.Fatalf("download before expiry = %d", r.status)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	requireOutcome(t, do(t, http.MethodGet, loc, nil, ""), 404, "")
+	if r := do(t, http.MethodGet, m.Output[0].URL, nil, ""); r.status != 404 {
+		t.Errorf("download after expiry = %d, want 404", r.status)
+	}
+}
