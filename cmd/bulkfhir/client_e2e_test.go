@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,30 +10,6 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkclient"
 )
-
-// readDir loads the "Type/id" keys of the NDJSON output files in dir.
-func readDir(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 64<<20)
-		for sc.Scan() {
-			var h struct{ ResourceType, ID string }
-			if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			out[h.ResourceType+"/"+h.ID] = append([]byte(nil), sc.Bytes()...)
-		}
-		fh.Close()
-	}
-	return out
-}
 
 func TestClientAgainstEmbeddedServer(t *testing.T) {
 	s := startServer(t, dataDir, "--max-file-bytes", "100000")
@@ -75,7 +49,7 @@ func TestClientAgainstEmbeddedServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sameSet(t, readDir(t, o.OutDir), tc.want)
+			sameSet(t, sourceResources(t, o.OutDir), tc.want)
 			if sum.Resources != int64(len(tc.want)) {
 				t.Errorf("summary counts %d resources, want %d", sum.Resources, len(tc.want))
 			}
@@ -97,7 +71,7 @@ func TestClientAgainstEmbeddedServer(t *testing.T) {
 	if sum.Skipped != sum.Files-1 {
 		t.Errorf("resume kept %d of %d files, want all but one", sum.Skipped, sum.Files)
 	}
-	sameSet(t, readDir(t, dir), src)
+	sameSet(t, sourceResources(t, dir), src)
 }
 
 func TestExportCommand(t *testing.T) {

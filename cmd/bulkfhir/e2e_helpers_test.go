@@ -113,7 +113,10 @@ func (s *server) stop() {
 	done := make(chan error, 1)
 	go func() { done <- s.cmd.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			s.t.Errorf("server did not exit cleanly on SIGTERM: %v\n%s", err, s.log)
+		}
 	case <-time.After(15 * time.Second):
 		s.cmd.Process.Kill()
 		<-done

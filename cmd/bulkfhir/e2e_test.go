@@ -528,6 +528,16 @@ func TestRestartMidExportFinishesCleanly(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameSet(t, download(t, m), sourceResources(t, data))
+		// A completed job and its files are still served after a restart.
+		s.stop()
+		s.start()
+		m2 := waitManifest(t, loc, nil)
+		if len(m2.Output) != len(m.Output) {
+			t.Fatalf("after a second restart the manifest has %d files, before %d", len(m2.Output), len(m.Output))
+		}
+		if r := do(t, http.MethodGet, m.Output[0].URL, nil, ""); r.status != 200 {
+			t.Errorf("a link from before the restart = %d, want 200", r.status)
+		}
 	case r.status >= 400:
 		requireOutcome(t, r, r.status, "")
 	default:

@@ -155,7 +155,8 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// LinkPrefix is the path (under the base) of embedded file downloads.
+// LinkPrefix is the path (under the base) of embedded file downloads; the
+// embedded file store builds its links with it.
 const LinkPrefix = "/bulkfiles/"
 
 // baseURL is the public FHIR base URL for this request.

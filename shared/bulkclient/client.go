@@ -354,7 +354,7 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 			if err != nil {
 				return nil, nil, fail("read manifest: %v", err)
 			}
-			m, err := parseManifest(raw, resp.Request.URL)
+			m, err := parseManifest(raw)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -4,28 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 )
 
-// Manifest is the completion manifest, as much of it as the client uses.
-type Manifest struct {
-	TransactionTime     string  `json:"transactionTime"`
-	Request             string  `json:"request"`
-	RequiresAccessToken bool    `json:"requiresAccessToken"`
-	Output              []Entry `json:"output"`
-	Error               []Entry `json:"error"`
-	Deleted             []Entry `json:"deleted"`
-}
-
-// Entry is one file of the manifest.
-type Entry struct {
-	Type  string `json:"type"`
-	URL   string `json:"url"`
-	Count *int64 `json:"count,omitempty"`
-}
+// Manifest and Entry are the protocol's manifest types.
+type (
+	Manifest = bulkdata.Manifest
+	Entry    = bulkdata.ManifestFile
+)
 
 // parseManifest validates a manifest: required fields, and an absolute
 // http(s) URL and a type for every file.
-func parseManifest(raw []byte, base *url.URL) (*Manifest, error) {
+func parseManifest(raw []byte) (*Manifest, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return nil, fail("malformed manifest: not a JSON object: %v", err)
@@ -53,7 +44,6 @@ func parseManifest(raw []byte, base *url.URL) (*Manifest, error) {
 			}
 		}
 	}
-	_ = base
 	return &m, nil
 }
 

@@ -23,12 +23,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
-// LinkPath is the path under the FHIR base where files are served.
-const LinkPath = "/bulkfiles/"
+// LinkPath is the path under the FHIR base where the API routes downloads.
+const LinkPath = api.LinkPrefix
 
 // Store is a FileStore in a directory.
 type Store struct {
