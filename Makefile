@@ -27,6 +27,7 @@ test: ## run every test (unit, fuzz seed corpora, end-to-end over HTTP)
 fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseParameters -fuzztime 30s
+	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 
 data: build ## generate sample data into $(DATA) if absent
 	@test -f $(DATA)/Patient.ndjson || ./$(BIN) generate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)
