@@ -117,6 +117,7 @@ type BarReporter struct {
 	poll  *mpb.Bar
 	total *mpb.Bar
 	text  atomic.Pointer[string]
+	bytes atomic.Int64 // downloaded so far, shown on the total bar
 }
 
 func (r *BarReporter) progress() *mpb.Progress {
@@ -173,6 +174,7 @@ func (r *BarReporter) Downloads(files int, total int64) {
 		mpb.PrependDecorators(decor.Name(fmt.Sprintf("total (%d files)", files), decor.WCSyncSpaceR)),
 		mpb.AppendDecorators(
 			decor.CountersNoUnit("%d / %d resources", decor.WCSyncSpace),
+			decor.Any(func(decor.Statistics) string { return humanBytes(r.bytes.Load()) }, decor.WCSyncSpace),
 			decor.AverageSpeed(nil, " %.0f/s", decor.WCSyncSpace),
 			decor.OnComplete(decor.EwmaETA(decor.ET_STYLE_GO, 30, decor.WCSyncSpace), " done"),
 		))
@@ -190,11 +192,13 @@ func (r *BarReporter) totalBar() *mpb.Bar {
 type barFile struct {
 	bar    *mpb.Bar
 	total  *mpb.Bar
+	bytes  *atomic.Int64
 	byLine bool
 	n      int64
 }
 
 func (f *barFile) Add(lines, bytes int64) {
+	f.bytes.Add(bytes)
 	if f.byLine {
 		f.bar.IncrInt64(lines)
 		f.n += lines
@@ -217,7 +221,7 @@ func (f *barFile) Done(err error) {
 
 // FileStarted implements Reporter.
 func (r *BarReporter) FileStarted(name string, count *int64) FileProgress {
-	f := &barFile{total: r.totalBar()}
+	f := &barFile{total: r.totalBar(), bytes: &r.bytes}
 	if count != nil && *count > 0 {
 		f.byLine = true
 		f.bar = r.progress().AddBar(*count, mpb.BarRemoveOnComplete(),
@@ -234,9 +238,10 @@ func (r *BarReporter) FileStarted(name string, count *int64) FileProgress {
 }
 
 // FileDone implements Reporter.
-func (r *BarReporter) FileDone(_ string, lines, _ int64, skipped bool) {
+func (r *BarReporter) FileDone(_ string, lines, bytes int64, skipped bool) {
 	if t := r.totalBar(); skipped && t != nil {
 		t.IncrInt64(lines)
+		r.bytes.Add(bytes)
 	}
 }
 
