@@ -52,7 +52,11 @@ type Config struct {
 	Files FileServer
 	// Version is reported in the CapabilityStatement.
 	Version string
-	Log     *slog.Logger
+	// RequestID, when set, returns an id that stays the same when the
+	// platform retries a request (API Gateway's request id); kick-off uses
+	// it to make retries idempotent.
+	RequestID func(r *http.Request) string
+	Log       *slog.Logger
 }
 
 // Handler is the bulkfhir HTTP API.
@@ -225,7 +229,11 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 	if r.Method == http.MethodGet && r.URL.RawQuery != "" {
 		requestURL += "?" + r.URL.RawQuery
 	}
-	job, err := h.svc.Kickoff(r.Context(), owner, req, requestURL)
+	key := ""
+	if h.cfg.RequestID != nil {
+		key = h.cfg.RequestID(r)
+	}
+	job, err := h.svc.Kickoff(r.Context(), owner, req, requestURL, key)
 	if err != nil {
 		h.serviceError(w, r, "kick-off", err)
 		return

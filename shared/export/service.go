@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -51,9 +52,22 @@ func NewJobID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// IdempotentJobID derives a job id from the owner and an idempotency key
+// (such as API Gateway's request id), so a retried kick-off finds its job.
+func IdempotentJobID(owner, key string) string {
+	sum := sha256.Sum256([]byte(owner + "\x00" + key))
+	return hex.EncodeToString(sum[:16])
+}
+
 // Kickoff checks a parsed request against the source, creates the job and
-// starts it. Rejections are *bulkdata.Error values with a 4xx status.
-func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Request, requestURL string) (*Job, error) {
+// starts it. Rejections are *bulkdata.Error values with a 4xx status. With an
+// idempotency key, a repeated kick-off returns the job the first one made.
+func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Request, requestURL, idempotencyKey string) (*Job, error) {
+	if idempotencyKey != "" {
+		if job, err := s.jobs.Get(ctx, IdempotentJobID(owner, idempotencyKey)); err == nil && job.Owner == owner {
+			return job, nil
+		}
+	}
 	if err := s.checkAgainstSource(ctx, req); err != nil {
 		return nil, err
 	}
@@ -68,8 +82,12 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		return nil, e
 	}
 	now := s.now().UTC()
+	id := s.newID()
+	if idempotencyKey != "" {
+		id = IdempotentJobID(owner, idempotencyKey)
+	}
 	job := &Job{
-		ID:              s.newID(),
+		ID:              id,
 		Owner:           owner,
 		Status:          StatusAccepted,
 		Request:         *req,
@@ -80,6 +98,12 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		ExpiresAt:       now.Add(s.cfg.MaxJobDuration + s.cfg.Retention),
 	}
 	if err := s.jobs.Create(ctx, job); err != nil {
+		if errors.Is(err, ErrJobExists) && idempotencyKey != "" {
+			// A concurrent retry of the same kick-off created it.
+			if existing, gerr := s.jobs.Get(ctx, id); gerr == nil && existing.Owner == owner {
+				return existing, nil
+			}
+		}
 		return nil, fmt.Errorf("kick-off: create job: %w", err)
 	}
 	if err := s.runner.Start(ctx, job.ID); err != nil {

@@ -215,3 +215,35 @@ func TestCancelledJobIsNeverResurrected(t *testing.T) {
 		t.Errorf("status = %s, want cancelled", j.Status)
 	}
 }
+
+type nopRunner struct{ starts int }
+
+func (r *nopRunner) Start(context.Context, string) error { r.starts++; return nil }
+func (r *nopRunner) Stop(context.Context, string) error  { return nil }
+
+func TestKickoffIsIdempotentPerKey(t *testing.T) {
+	src := &exporttest.Source{Lines: map[string][]string{"Patient": lines("Patient", 1)}}
+	jobs := exporttest.NewJobStore()
+	runner := &nopRunner{}
+	svc := export.NewService(jobs, exporttest.NewFileStore(), runner, src, export.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	req := func() *bulkdata.Request {
+		return &bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON}
+	}
+	a, err := svc.Kickoff(ctx, "c1", req(), "u", "req-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := svc.Kickoff(ctx, "c1", req(), "u", "req-1")
+	if err != nil || b.ID != a.ID {
+		t.Fatalf("retried kick-off made job %v (%v), want %s", b, err, a.ID)
+	}
+	other, _ := svc.Kickoff(ctx, "c2", req(), "u", "req-1")
+	fresh, _ := svc.Kickoff(ctx, "c1", req(), "u", "")
+	if other.ID == a.ID || fresh.ID == a.ID {
+		t.Errorf("jobs of another owner or without a key share an id")
+	}
+	if n, _ := jobs.CountLive(ctx, "c1"); n != 2 {
+		t.Errorf("c1 has %d live jobs, want 2", n)
+	}
+}

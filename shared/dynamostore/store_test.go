@@ -1,0 +1,93 @@
+package dynamostore_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/bulkfhir/bulkfhir/shared/awstest"
+	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+)
+
+var (
+	startErr error
+	tables   atomic.Int32
+)
+
+func TestMain(m *testing.M) {
+	ddb, err := awstest.StartDynamoDB()
+	startErr = err
+	if err == nil {
+		os.Setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb.Endpoint)
+	}
+	code := m.Run()
+	ddb.Stop()
+	os.Exit(code)
+}
+
+func client(t *testing.T) *dynamodb.Client {
+	t.Helper()
+	awstest.Handle(t, startErr)
+	cfg, err := awstest.Config(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// DynamoDB Local's error replies carry no valid checksum.
+	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
+}
+
+func newStore(t *testing.T) (*dynamostore.Store, *dynamodb.Client, string) {
+	t.Helper()
+	db := client(t)
+	name := fmt.Sprintf("jobs-%d", tables.Add(1))
+	if err := dynamostore.CreateTable(context.Background(), db, name); err != nil {
+		t.Fatal(err)
+	}
+	return dynamostore.New(db, name, time.Hour), db, name
+}
+
+func TestContract(t *testing.T) {
+	exporttest.JobStoreContract(t, func(t *testing.T) export.JobStore {
+		s, _, _ := newStore(t)
+		return s
+	})
+}
+
+func TestItemsCarryTTL(t *testing.T) {
+	s, db, table := newStore(t)
+	ctx := context.Background()
+	exp := time.Now().Add(3 * time.Hour).Truncate(time.Second)
+	if err := s.Create(ctx, &export.Job{ID: "j", Owner: "o", Status: export.StatusAccepted, ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	s.PutFile(ctx, "j", export.File{Key: "j/u/P.0000.ndjson", Count: 1})
+	out, err := db.Scan(ctx, &dynamodb.ScanInput{TableName: aws.String(table)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Items) != 2 {
+		t.Fatalf("items = %d, want a job and a file", len(out.Items))
+	}
+	for _, it := range out.Items {
+		v, ok := it[dynamostore.AttrTTL].(*types.AttributeValueMemberN)
+		if !ok {
+			t.Errorf("item %v has no numeric %s", it[dynamostore.AttrSK], dynamostore.AttrTTL)
+		}
+		if it[dynamostore.AttrSK].(*types.AttributeValueMemberS).Value == "JOB" && v.Value != fmt.Sprint(exp.Unix()) {
+			t.Errorf("job TTL = %s, want %d", v.Value, exp.Unix())
+		}
+	}
+	ttl, err := db.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(table)})
+	if err != nil || ttl.TimeToLiveDescription.AttributeName == nil || *ttl.TimeToLiveDescription.AttributeName != dynamostore.AttrTTL {
+		t.Errorf("TTL = %+v, %v", ttl, err)
+	}
+}
