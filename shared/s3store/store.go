@@ -1,0 +1,156 @@
+// Package s3store is the FileStore on S3. Files stream into S3 through the
+// SDK's upload manager (multipart, parts of PartSize, never a whole file in
+// memory) behind an io.Pipe; the object appears only when the upload
+// completes, and an aborted writer aborts the multipart upload. Keys sit
+// under Prefix + "<job>/"; links are presigned GETs that expire with the job
+// (never later), so the manifest says requiresAccessToken: false.
+package s3store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+)
+
+// MaxPresign is the longest validity SigV4 allows a presigned URL.
+const MaxPresign = 7 * 24 * time.Hour
+
+// Options tune the store.
+type Options struct {
+	Bucket string
+	// Prefix is prepended to every key (e.g. "exports/").
+	Prefix string
+	// PartSize and Concurrency bound the upload manager's memory per file
+	// (PartSize × Concurrency); defaults 8 MiB × 2.
+	PartSize    int64
+	Concurrency int
+}
+
+// Store is an export.FileStore on an S3 bucket.
+type Store struct {
+	client   *s3.Client
+	presign  *s3.PresignClient
+	uploader *manager.Uploader
+	opts     Options
+	now      func() time.Time
+}
+
+var _ export.FileStore = (*Store)(nil)
+
+// New returns a store using client.
+func New(client *s3.Client, opts Options) *Store {
+	if opts.PartSize < manager.MinUploadPartSize {
+		opts.PartSize = 8 << 20
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 2
+	}
+	up := manager.NewUploader(client, func(u *manager.Uploader) {
+		u.PartSize = opts.PartSize
+		u.Concurrency = opts.Concurrency
+	})
+	return &Store{client: client, presign: s3.NewPresignClient(client), uploader: up, opts: opts, now: time.Now}
+}
+
+func (s *Store) objectKey(key string) string { return s.opts.Prefix + key }
+
+var errAborted = errors.New("upload aborted")
+
+type writer struct {
+	pw   *io.PipeWriter
+	done chan error
+}
+
+// Create implements export.FileStore.
+func (s *Store) Create(ctx context.Context, key string) (export.FileWriter, error) {
+	pr, pw := io.Pipe()
+	w := &writer{pw: pw, done: make(chan error, 1)}
+	go func() {
+		_, err := s.uploader.Upload(ctx, &s3.PutObjectInput{
+			Bucket:      aws.String(s.opts.Bucket),
+			Key:         aws.String(s.objectKey(key)),
+			Body:        pr,
+			ContentType: aws.String("application/fhir+ndjson"),
+		})
+		pr.CloseWithError(err) // unblocks a writer if the upload failed early
+		w.done <- err
+	}()
+	return w, nil
+}
+
+func (w *writer) Write(p []byte) (int, error) { return w.pw.Write(p) }
+
+func (w *writer) Commit() error {
+	w.pw.Close()
+	if err := <-w.done; err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) Abort() error {
+	w.pw.CloseWithError(errAborted)
+	<-w.done
+	return nil
+}
+
+// URL implements export.FileStore: a presigned GET valid until expires (at
+// most MaxPresign).
+func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string, error) {
+	d := expires.Sub(s.now())
+	if d <= 0 {
+		return "", fmt.Errorf("link for %s: already expired", key)
+	}
+	if d > MaxPresign {
+		d = MaxPresign
+	}
+	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
+		Bucket: aws.String(s.opts.Bucket),
+		Key:    aws.String(s.objectKey(key)),
+	}, s3.WithPresignExpires(d))
+	if err != nil {
+		return "", fmt.Errorf("presign %s: %w", key, err)
+	}
+	return req.URL, nil
+}
+
+// DeleteJob implements export.FileStore: every object under the job's prefix.
+func (s *Store) DeleteJob(ctx context.Context, jobID string) error {
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.opts.Bucket),
+		Prefix: aws.String(s.objectKey(jobID + "/")),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list files of %s: %w", jobID, err)
+		}
+		if len(page.Contents) == 0 {
+			continue
+		}
+		ids := make([]types.ObjectIdentifier, 0, len(page.Contents))
+		for _, o := range page.Contents {
+			ids = append(ids, types.ObjectIdentifier{Key: o.Key})
+		}
+		out, err := s.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+			Bucket: aws.String(s.opts.Bucket),
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+		})
+		if err != nil {
+			return fmt.Errorf("delete files of %s: %w", jobID, err)
+		}
+		if len(out.Errors) > 0 {
+			return fmt.Errorf("delete files of %s: %d objects failed, first: %s", jobID, len(out.Errors), aws.ToString(out.Errors[0].Message))
+		}
+	}
+	return nil
+}
