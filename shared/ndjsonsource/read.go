@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -80,17 +79,13 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		}
 		pos = c
 	}
-	path := filepath.Join(s.dir, filepath.FromSlash(sg.file))
-	if !filepath.IsLocal(filepath.FromSlash(sg.file)) {
-		return nil, fmt.Errorf("segment file %q is outside the source directory", sg.file)
-	}
-	files, err := s.refresh()
+	files, err := s.refresh(ctx)
 	if err != nil {
 		return nil, err
 	}
 	idx := files[sg.file]
 	if idx == nil {
-		return nil, fmt.Errorf("segment file %q is gone", sg.file)
+		return nil, fmt.Errorf("segment object %q is gone", sg.file)
 	}
 	r := &reader{typ: typ, end: sg.end, since: q.Since, until: q.Until, reportBad: idx.primary == typ, file: sg.file}
 	if q.Level != bulkdata.LevelSystem {
@@ -103,16 +98,12 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			r.patients = members
 		}
 	}
-	f, err := os.Open(path)
+	rc, err := s.objs.Open(ctx, sg.file, pos, sg.end)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := f.Seek(pos, io.SeekStart); err != nil {
-		f.Close()
-		return nil, err
-	}
-	r.f = f
-	r.lr = newLineReader(f, pos)
+	r.rc = rc
+	r.lr = newLineReader(rc, pos)
 	return r, nil
 }
 
@@ -145,7 +136,7 @@ func (s *Source) selectedPatients(ctx context.Context, q export.Query) (map[stri
 }
 
 type reader struct {
-	f           *os.File
+	rc          io.ReadCloser
 	lr          *lineReader
 	file        string
 	typ         string
@@ -159,7 +150,7 @@ type reader struct {
 
 func (r *reader) Cursor() string { return strconv.FormatInt(r.lr.pos, 10) }
 
-func (r *reader) Close() error { return r.f.Close() }
+func (r *reader) Close() error { return r.rc.Close() }
 
 func (r *reader) Next() ([]byte, error) {
 	for {
@@ -235,7 +226,7 @@ func (r *reader) inCompartment(line []byte) bool {
 
 // scanType calls fn for every resource of type t in the directory.
 func (s *Source) scanType(ctx context.Context, t string, fn func(line []byte) bool) error {
-	files, err := s.refresh()
+	files, err := s.refresh(ctx)
 	if err != nil {
 		return err
 	}

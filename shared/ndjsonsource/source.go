@@ -1,8 +1,9 @@
-// Package ndjsonsource is the Source over a directory of NDJSON files: every
-// *.ndjson file below the directory, one resource per line, any mix of types
-// per file. An index (types, line counts and byte spans per file) is built
-// on first use and refreshed when a file's size or modification time
-// changes. Large files are planned as byte-range segments aligned to line
+// Package ndjsonsource is the Source over NDJSON files: every *.ndjson
+// object below a directory (or, through package s3source, an S3 prefix), one
+// resource per line, any mix of types per file. An index (types, line
+// counts and byte spans per object) is built on first use and refreshed
+// when an object's size or version changes; on object stores, objects
+// named after their type are indexed by name instead of read. Large files are planned as byte-range segments aligned to line
 // starts, so one type fans out into parallel units; a cursor is the byte
 // offset of the next line.
 //
@@ -18,14 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -39,32 +38,46 @@ const DefaultSegmentBytes = 32 << 20
 // maxLine bounds one resource line (a larger line is reported as a bad record).
 const maxLine = 256 << 20
 
-// Source reads resources from a directory of NDJSON files.
+// Source reads resources from NDJSON objects.
 type Source struct {
-	dir          string
+	objs         Objects
 	segmentBytes int64
+	typesByName  bool
 
 	mu    sync.Mutex
-	files map[string]*fileIndex // by slash path relative to dir
+	files map[string]*fileIndex // by object name
 }
 
 var _ export.Source = (*Source)(nil)
 
 type fileIndex struct {
-	size  int64
-	mtime time.Time
-	types map[string]*span
+	version string
+	size    int64
+	types   map[string]*span
 	// primary is the type whose units report the file's bad lines, so each
-	// bad line is reported once (see indexFile).
+	// bad line is reported once (see index).
 	primary string
 }
 
 type span struct {
-	count      int64
+	count      int64 // -1 when the object was typed by its name, not scanned
 	start, end int64 // from the first line of the type to the end of its last
 }
 
-// New returns a source over dir. segmentBytes ≤ 0 takes the default.
+// Options tune a Source.
+type Options struct {
+	// SegmentBytes is the size of the byte ranges large objects are split
+	// into (default DefaultSegmentBytes).
+	SegmentBytes int64
+	// TypesByName types an object named "<Type>.….ndjson" (or
+	// "<Type>/….ndjson") by its name instead of reading it, for object
+	// stores where reading everything to index it is too slow. Objects
+	// without a type in their name are still scanned.
+	TypesByName bool
+}
+
+// New returns a source over a local directory. segmentBytes ≤ 0 takes the
+// default.
 func New(dir string, segmentBytes int64) (*Source, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -73,71 +86,78 @@ func New(dir string, segmentBytes int64) (*Source, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("ndjson source: %s is not a directory", dir)
 	}
-	if segmentBytes <= 0 {
-		segmentBytes = DefaultSegmentBytes
+	return NewFromObjects(Dir(dir), Options{SegmentBytes: segmentBytes}), nil
+}
+
+// NewFromObjects returns a source over any Objects.
+func NewFromObjects(objs Objects, opts Options) *Source {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
 	}
-	return &Source{dir: dir, segmentBytes: segmentBytes, files: map[string]*fileIndex{}}, nil
+	return &Source{objs: objs, segmentBytes: opts.SegmentBytes, typesByName: opts.TypesByName, files: map[string]*fileIndex{}}
 }
 
 // Caps implements export.Source.
 func (s *Source) Caps() export.SourceCaps { return export.SourceCaps{} }
 
 // refresh brings the index up to date and returns a snapshot of it.
-func (s *Source) refresh() (map[string]*fileIndex, error) {
+func (s *Source) refresh(ctx context.Context) (map[string]*fileIndex, error) {
+	list, err := s.objs.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list source objects: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seen := map[string]bool{}
-	err := filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	snap := make(map[string]*fileIndex, len(list))
+	for _, o := range list {
+		idx := s.files[o.Name]
+		if idx == nil || idx.version != o.Version || idx.size != o.Size {
+			if idx, err = s.index(ctx, o); err != nil {
+				return nil, fmt.Errorf("index %s: %w", o.Name, err)
+			}
+			s.files[o.Name] = idx
 		}
-		if d.IsDir() || !strings.HasSuffix(d.Name(), ".ndjson") {
-			return nil
-		}
-		rel, err := filepath.Rel(s.dir, path)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		seen[rel] = true
-		if old := s.files[rel]; old != nil && old.size == info.Size() && old.mtime.Equal(info.ModTime()) {
-			return nil
-		}
-		idx, err := indexFile(path)
-		if err != nil {
-			return err
-		}
-		idx.size, idx.mtime = info.Size(), info.ModTime()
-		s.files[rel] = idx
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", s.dir, err)
+		snap[o.Name] = idx
 	}
-	snap := make(map[string]*fileIndex, len(seen))
-	for rel := range s.files {
-		if !seen[rel] {
-			delete(s.files, rel)
-			continue
+	for name := range s.files {
+		if snap[name] == nil {
+			delete(s.files, name)
 		}
-		snap[rel] = s.files[rel]
 	}
 	return snap, nil
 }
 
-// indexFile records, per type, the line count and byte span of a file.
-func indexFile(path string) (*fileIndex, error) {
-	f, err := os.Open(path)
+var typeInName = regexp.MustCompile(`^([A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson$`)
+
+// typeFromName reads "Observation" from "Observation.ndjson",
+// "x/Observation.003.ndjson" or "Observation/part-1.ndjson".
+func typeFromName(name string) string {
+	parts := strings.Split(name, "/")
+	if m := typeInName.FindStringSubmatch(parts[len(parts)-1]); m != nil && fhir.IsResourceType(m[1]) {
+		return m[1]
+	}
+	if len(parts) > 1 && fhir.IsResourceType(parts[len(parts)-2]) {
+		return parts[len(parts)-2]
+	}
+	return ""
+}
+
+// index records, per type, the line count and byte span of an object.
+func (s *Source) index(ctx context.Context, o Object) (*fileIndex, error) {
+	idx := &fileIndex{version: o.Version, size: o.Size, types: map[string]*span{}}
+	if s.typesByName {
+		if t := typeFromName(o.Name); t != "" {
+			idx.types[t] = &span{count: -1, start: 0, end: o.Size}
+			idx.primary = t
+			return idx, nil
+		}
+	}
+	rc, err := s.objs.Open(ctx, o.Name, 0, o.Size)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	idx := &fileIndex{types: map[string]*span{}}
-	lr := newLineReader(f, 0)
+	defer rc.Close()
+	lr := newLineReader(rc, 0)
 	for {
 		start := lr.pos
 		line, err := lr.next()
@@ -177,8 +197,8 @@ func indexFile(path string) (*fileIndex, error) {
 }
 
 // Types implements export.Source.
-func (s *Source) Types(_ context.Context) ([]string, error) {
-	files, err := s.refresh()
+func (s *Source) Types(ctx context.Context) ([]string, error) {
+	files, err := s.refresh(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -198,15 +218,20 @@ func (s *Source) Types(_ context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Counts returns the number of resources of each type in the directory.
-func (s *Source) Counts(_ context.Context) (map[string]int64, error) {
-	files, err := s.refresh()
+// Counts returns the number of resources of each type (-1 for a type any
+// of whose objects was typed by name and not counted).
+func (s *Source) Counts(ctx context.Context) (map[string]int64, error) {
+	files, err := s.refresh(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int64{}
 	for _, idx := range files {
 		for t, sp := range idx.types {
+			if sp.count < 0 || out[t] < 0 {
+				out[t] = -1
+				continue
+			}
 			out[t] += sp.count
 		}
 	}
@@ -234,8 +259,8 @@ func parseSegment(s string) (segment, error) {
 
 // Plan implements export.Source: one segment per file holding the type,
 // split into line-aligned ranges of about segmentBytes.
-func (s *Source) Plan(_ context.Context, _ export.Query, typ string) ([]string, error) {
-	files, err := s.refresh()
+func (s *Source) Plan(ctx context.Context, _ export.Query, typ string) ([]string, error) {
+	files, err := s.refresh(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +274,7 @@ func (s *Source) Plan(_ context.Context, _ export.Query, typ string) ([]string, 
 	var out []string
 	for _, rel := range names {
 		sp := files[rel].types[typ]
-		bounds, err := s.split(rel, sp.start, sp.end)
+		bounds, err := s.split(ctx, rel, sp.start, sp.end)
 		if err != nil {
 			return nil, err
 		}
@@ -261,23 +286,14 @@ func (s *Source) Plan(_ context.Context, _ export.Query, typ string) ([]string, 
 }
 
 // split returns line-aligned boundaries start = b0 < b1 < … < bn = end.
-func (s *Source) split(rel string, start, end int64) ([]int64, error) {
+func (s *Source) split(ctx context.Context, name string, start, end int64) ([]int64, error) {
 	bounds := []int64{start}
-	if end-start <= s.segmentBytes {
-		return append(bounds, end), nil
-	}
-	f, err := os.Open(filepath.Join(s.dir, filepath.FromSlash(rel)))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
 	for next := start + s.segmentBytes; next < end; next += s.segmentBytes {
 		if next <= bounds[len(bounds)-1] {
 			continue
 		}
 		// The boundary is the start of the first line at or after next.
-		b, err := lineStartAfter(f, next-1, end, buf)
+		b, err := s.lineStartAfter(ctx, name, next-1, end)
 		if err != nil {
 			return nil, err
 		}
@@ -291,10 +307,17 @@ func (s *Source) split(rel string, start, end int64) ([]int64, error) {
 	return append(bounds, end), nil
 }
 
-// lineStartAfter returns the offset just after the first '\n' at or after pos.
-func lineStartAfter(f *os.File, pos, limit int64, buf []byte) (int64, error) {
+// lineStartAfter returns the offset just after the first '\n' at or after
+// pos (limit if there is none before it).
+func (s *Source) lineStartAfter(ctx context.Context, name string, pos, limit int64) (int64, error) {
+	rc, err := s.objs.Open(ctx, name, pos, limit)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	buf := make([]byte, 64<<10)
 	for pos < limit {
-		n, err := f.ReadAt(buf, pos)
+		n, err := rc.Read(buf)
 		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
 			return pos + int64(i) + 1, nil
 		}

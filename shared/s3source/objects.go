@@ -1,0 +1,79 @@
+// Package s3source reads NDJSON objects under an S3 prefix as an export
+// Source (ndjsonsource over S3): objects are listed with ListObjectsV2 and
+// read with ranged GETs, so a segment of a large object is fetched on its
+// own. Objects named "<Type>.….ndjson" or "<Type>/….ndjson" are typed by
+// their name; others are read once to index them.
+package s3source
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
+)
+
+// API is the part of the S3 client the source uses.
+type API interface {
+	s3.ListObjectsV2APIClient
+	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+// Objects is ndjsonsource.Objects under s3://Bucket/Prefix.
+type Objects struct {
+	API    API
+	Bucket string
+	Prefix string
+}
+
+var _ ndjsonsource.Objects = Objects{}
+
+// New returns the export source over s3://bucket/prefix.
+func New(api API, bucket, prefix string, segmentBytes int64) *ndjsonsource.Source {
+	return ndjsonsource.NewFromObjects(Objects{API: api, Bucket: bucket, Prefix: prefix},
+		ndjsonsource.Options{SegmentBytes: segmentBytes, TypesByName: true})
+}
+
+// List implements ndjsonsource.Objects.
+func (o Objects) List(ctx context.Context) ([]ndjsonsource.Object, error) {
+	var out []ndjsonsource.Object
+	p := s3.NewListObjectsV2Paginator(o.API, &s3.ListObjectsV2Input{Bucket: aws.String(o.Bucket), Prefix: aws.String(o.Prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list s3://%s/%s: %w", o.Bucket, o.Prefix, err)
+		}
+		for _, obj := range page.Contents {
+			key := aws.ToString(obj.Key)
+			if !strings.HasSuffix(key, ".ndjson") {
+				continue
+			}
+			out = append(out, ndjsonsource.Object{
+				Name:    strings.TrimPrefix(key, o.Prefix),
+				Size:    aws.ToInt64(obj.Size),
+				Version: aws.ToString(obj.ETag),
+			})
+		}
+	}
+	return out, nil
+}
+
+// Open implements ndjsonsource.Objects with a ranged GET.
+func (o Objects) Open(ctx context.Context, name string, start, end int64) (io.ReadCloser, error) {
+	if end <= start {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	out, err := o.API.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: aws.String(o.Bucket),
+		Key:    aws.String(o.Prefix + name),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", start, end-1)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read s3://%s/%s%s: %w", o.Bucket, o.Prefix, name, err)
+	}
+	return out.Body, nil
+}
