@@ -11,7 +11,13 @@ PATIENTS ?= 100
 SEED     ?= 1
 ADDR     ?= 127.0.0.1:8080
 
-.PHONY: help build test vet fmt serve data clean fuzz demo
+# Emulators and Node tools for the AWS tests (see ../shared/guides): pinned,
+# installed by `make tools`, cached in git-ignored folders.
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+MINIO         := .cache/bin/minio
+NODE_TOOLS    := infra/node_modules/.package-lock.json
+
+.PHONY: help build test vet fmt serve data clean fuzz demo tools lambdas
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'

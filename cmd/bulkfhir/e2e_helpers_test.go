@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"io"
 	"net"
 	"net/http"
@@ -320,70 +320,6 @@ func download(t *testing.T, m manifest) map[string][]byte {
 	return got
 }
 
-// sourceResources reads the generated data: "Type/id" → line.
-func sourceResources(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		for sc.Scan() {
-			var head struct {
-				ResourceType string `json:"resourceType"`
-				ID           string `json:"id"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &head); err != nil {
-				t.Fatal(err)
-			}
-			out[head.ResourceType+"/"+head.ID] = append([]byte(nil), sc.Bytes()...)
-		}
-		fh.Close()
-	}
-	return out
-}
-
-func jsonEqual(t *testing.T, a, b []byte) bool {
-	t.Helper()
-	var x, y any
-	if err := json.Unmarshal(a, &x); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &y); err != nil {
-		t.Fatal(err)
-	}
-	xb, _ := json.Marshal(x)
-	yb, _ := json.Marshal(y)
-	return bytes.Equal(xb, yb)
-}
-
-// sameSet asserts got holds exactly the want keys, each JSON-equal.
-func sameSet(t *testing.T, got, want map[string][]byte) {
-	t.Helper()
-	for k, w := range want {
-		g, ok := got[k]
-		if !ok {
-			t.Errorf("missing %s", k)
-			continue
-		}
-		if !jsonEqual(t, g, w) {
-			t.Errorf("%s differs from the source", k)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("unexpected %s", k)
-		}
-	}
-	if t.Failed() {
-		t.Logf("got %d resources, want %d", len(got), len(want))
-	}
-}
-
 func gunzip(t *testing.T, b []byte) []byte {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(b))
@@ -400,3 +336,11 @@ func gunzip(t *testing.T, b []byte) []byte {
 func execGenerate(dir string, patients int) ([]byte, error) {
 	return exec.Command(binPath, "generate", "--patients", strconv.Itoa(patients), "--seed", "11", "--out", dir).CombinedOutput()
 }
+
+// Oracles shared with the AWS end-to-end tests.
+var (
+	sourceResources     = exporttest.ReadResources
+	sameSet             = exporttest.SameSet
+	expectedCompartment = exporttest.ExpectedCompartment
+	groupMembers        = exporttest.GroupMembers
+)

@@ -13,53 +13,6 @@ import (
 	"time"
 )
 
-// expectedCompartment is the oracle for Patient/Group exports, independent
-// of the server's compartment code: Patients with a selected id, and every
-// resource whose JSON carries a reference to a selected Patient.
-func expectedCompartment(src map[string][]byte, patients map[string]bool) map[string][]byte {
-	want := map[string][]byte{}
-	for key, line := range src {
-		typ, id, _ := strings.Cut(key, "/")
-		if typ == "Patient" {
-			if patients[id] {
-				want[key] = line
-			}
-			continue
-		}
-		if typ == "Practitioner" || typ == "Organization" || typ == "Location" {
-			continue // outside the Patient compartment
-		}
-		for p := range patients {
-			if strings.Contains(string(line), `"reference":"Patient/`+p+`"`) {
-				want[key] = line
-				break
-			}
-		}
-	}
-	return want
-}
-
-// groupMembers reads the active members of a generated Group.
-func groupMembers(t *testing.T, src map[string][]byte, id string) map[string]bool {
-	t.Helper()
-	var g struct {
-		Member []struct {
-			Entity   struct{ Reference string } `json:"entity"`
-			Inactive bool                       `json:"inactive"`
-		} `json:"member"`
-	}
-	if err := json.Unmarshal(src["Group/"+id], &g); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]bool{}
-	for _, m := range g.Member {
-		if !m.Inactive {
-			out[strings.TrimPrefix(m.Entity.Reference, "Patient/")] = true
-		}
-	}
-	return out
-}
-
 func TestSystemExportReturnsEverySourceResourceOnce(t *testing.T) {
 	s := startServer(t, dataDir, "--max-file-bytes", "200000")
 	src := sourceResources(t, dataDir)

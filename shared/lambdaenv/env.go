@@ -1,0 +1,134 @@
+// Package lambdaenv wires bulkfhir's Lambda functions: typed configuration
+// from environment variables (every problem reported at once), the AWS
+// clients (created once per container, endpoints from AWS_ENDPOINT_URL_*),
+// the adapters, and the API Gateway glue (who the caller is, the request id
+// that makes a retried kick-off idempotent). functions/<name>/main.go calls
+// it and starts the Lambda handler; no export logic lives here.
+package lambdaenv
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+)
+
+// Environment variable names.
+const (
+	EnvTable          = "BULKFHIR_TABLE"
+	EnvBucket         = "BULKFHIR_BUCKET"
+	EnvBucketPrefix   = "BULKFHIR_BUCKET_PREFIX"
+	EnvStateMachine   = "BULKFHIR_STATE_MACHINE_ARN"
+	EnvRetention      = "BULKFHIR_RETENTION"
+	EnvPublicBaseURL  = "BULKFHIR_PUBLIC_BASE_URL"
+	EnvSourceDir      = "BULKFHIR_SOURCE_DIR"
+	EnvSourceBucket   = "BULKFHIR_SOURCE_BUCKET"
+	EnvSourcePrefix   = "BULKFHIR_SOURCE_PREFIX"
+	EnvMaxFileBytes   = "BULKFHIR_MAX_FILE_BYTES"
+	EnvMaxLiveJobs    = "BULKFHIR_MAX_LIVE_JOBS"
+	EnvMaxJobDuration = "BULKFHIR_MAX_JOB_DURATION"
+	EnvDeadlineMargin = "BULKFHIR_DEADLINE_MARGIN"
+)
+
+// Role says which function is being configured: the API needs the state
+// machine, the tasks do not.
+type Role int
+
+// Roles.
+const (
+	RoleAPI Role = iota
+	RoleTask
+)
+
+// Config is the validated configuration of a function.
+type Config struct {
+	Table, Bucket, BucketPrefix string
+	StateMachineARN             string
+	PublicBaseURL               string
+	SourceDir                   string
+	SourceBucket, SourcePrefix  string
+	Retention, MaxJobDuration   time.Duration
+	DeadlineMargin              time.Duration
+	MaxFileBytes                int64
+	MaxLiveJobs                 int
+}
+
+// Export is the core configuration this Config implies.
+func (c Config) Export() export.Config {
+	return export.Config{
+		Retention: c.Retention, MaxFileBytes: c.MaxFileBytes, MaxJobDuration: c.MaxJobDuration,
+		DeadlineMargin: c.DeadlineMargin, MaxLiveJobsPerOwner: c.MaxLiveJobs,
+		// Links are presigned S3 URLs: they need no bearer token.
+		RequiresAccessToken: false,
+	}
+}
+
+// Load reads and validates the configuration, reporting every missing or
+// malformed variable in one error.
+func Load(getenv func(string) string, role Role) (Config, error) {
+	var problems []string
+	need := func(name string) string {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			problems = append(problems, name+" is not set")
+		}
+		return v
+	}
+	dur := func(name string, def time.Duration) time.Duration {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			problems = append(problems, fmt.Sprintf("%s=%q is not a positive duration (e.g. 2h)", name, v))
+			return def
+		}
+		return d
+	}
+	num := func(name string, def int64) int64 {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			problems = append(problems, fmt.Sprintf("%s=%q is not a positive integer", name, v))
+			return def
+		}
+		return n
+	}
+	c := Config{
+		Table:          need(EnvTable),
+		Bucket:         need(EnvBucket),
+		BucketPrefix:   getenv(EnvBucketPrefix),
+		PublicBaseURL:  strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
+		SourceDir:      getenv(EnvSourceDir),
+		SourceBucket:   getenv(EnvSourceBucket),
+		SourcePrefix:   getenv(EnvSourcePrefix),
+		Retention:      dur(EnvRetention, export.DefaultRetention),
+		MaxJobDuration: dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
+		DeadlineMargin: dur(EnvDeadlineMargin, 20*time.Second),
+		MaxFileBytes:   num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
+		MaxLiveJobs:    int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
+	}
+	if role == RoleAPI {
+		c.StateMachineARN = need(EnvStateMachine)
+	}
+	switch {
+	case c.SourceDir != "" && c.SourceBucket != "":
+		problems = append(problems, fmt.Sprintf("set one source: %s or %s, not both", EnvSourceDir, EnvSourceBucket))
+	case c.SourceDir == "" && c.SourceBucket == "":
+		problems = append(problems, fmt.Sprintf("no source: set %s (NDJSON objects in S3) or %s", EnvSourceBucket, EnvSourceDir))
+	}
+	if c.BucketPrefix == "" {
+		c.BucketPrefix = "exports/"
+	}
+	if len(problems) > 0 {
+		return Config{}, errors.New("configuration: " + strings.Join(problems, "; "))
+	}
+	return c, nil
+}

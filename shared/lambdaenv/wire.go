@@ -1,0 +1,94 @@
+package lambdaenv
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
+	"github.com/awslabs/aws-lambda-go-api-proxy/core"
+
+	"github.com/bulkfhir/bulkfhir/shared/api"
+	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
+	"github.com/bulkfhir/bulkfhir/shared/s3source"
+	"github.com/bulkfhir/bulkfhir/shared/s3store"
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+)
+
+// Deps are the adapters a function runs on.
+type Deps struct {
+	Jobs   *dynamostore.Store
+	Files  *s3store.Store
+	Source export.Source
+	Steps  *export.Steps
+}
+
+// Build creates the clients and adapters from cfg. awsCfg comes from
+// config.LoadDefaultConfig, called once per container.
+func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*dynamodb.Options)) (*Deps, error) {
+	s3c := s3.NewFromConfig(awsCfg)
+	d := &Deps{
+		Jobs:  dynamostore.New(dynamodb.NewFromConfig(awsCfg, dynamoOpts...), cfg.Table, cfg.MaxJobDuration+cfg.Retention),
+		Files: s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix}),
+	}
+	if cfg.SourceBucket != "" {
+		d.Source = s3source.New(s3c, cfg.SourceBucket, cfg.SourcePrefix, 0)
+	} else {
+		src, err := ndjsonsource.New(cfg.SourceDir, 0)
+		if err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
+		d.Source = src
+	}
+	d.Steps = export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log)
+	return d, nil
+}
+
+// Handler is the HTTP API as served behind API Gateway: the Step Functions
+// runner, presigned links, the caller from the JWT authorizer, and API
+// Gateway's request id as the kick-off idempotency key.
+func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Handler {
+	runner := sfnrunner.New(sfn.NewFromConfig(awsCfg), cfg.StateMachineARN)
+	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
+	return api.New(svc, api.Config{
+		BaseURL:   cfg.PublicBaseURL,
+		Auth:      GatewayAuth{},
+		RequestID: RequestID,
+		Log:       log,
+	})
+}
+
+// RequestID is API Gateway's id of the request (stable across a retried
+// invocation of the same request).
+func RequestID(r *http.Request) string {
+	rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context())
+	if !ok {
+		return ""
+	}
+	return rc.RequestID
+}
+
+// GatewayAuth takes the caller from API Gateway's JWT authorizer: the
+// client_id claim (SMART Backend Services), else sub. Without an authorizer
+// every caller is the anonymous client, as in the embedded server.
+type GatewayAuth struct{}
+
+// Authenticate implements api.Authenticator.
+func (GatewayAuth) Authenticate(r *http.Request) (string, error) {
+	rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context())
+	if !ok || rc.Authorizer == nil || rc.Authorizer.JWT == nil {
+		return api.AnonymousClient, nil
+	}
+	claims := rc.Authorizer.JWT.Claims
+	for _, k := range []string{"client_id", "sub"} {
+		if v := claims[k]; v != "" {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("the token names no client")
+}
