@@ -40,9 +40,9 @@ if (ms !== undefined) {
   walk(definition.States);
 }
 
-const sm = new StateMachine(definition, {
-  awsConfig: { region: process.env.AWS_REGION ?? 'us-east-1' },
-});
+// Credentials and region come from the SDK's default chain (the
+// environment), like AWS_ENDPOINT_URL_LAMBDA.
+const sm = new StateMachine(definition);
 const execution = sm.run(input, { overrides: { retryIntervalOverrides } });
 try {
   const result = await execution.result;

@@ -200,8 +200,13 @@ func errorKey(jobID, unitID string, seq int, source string) string {
 
 // ExportChunk streams one unit from its cursor into NDJSON files until the
 // unit ends or the time budget runs out. Files roll at Config.MaxFileBytes.
-func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (*ChunkResult, error) {
+func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResult, err error) {
 	log := s.log.With("job", in.JobID, "unit", in.Unit.ID, "step", "export")
+	defer func() {
+		if err != nil {
+			s.cleanUpIfCancelled(in.JobID, log)
+		}
+	}()
 	job, err := s.jobs.Get(ctx, in.JobID)
 	if err != nil {
 		return nil, fmt.Errorf("export chunk: get job %s: %w", in.JobID, err)
@@ -281,16 +286,30 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (*ChunkResult, e
 	prog := UnitProgress{Resources: cur.Resources, Bytes: cur.Bytes, Files: cur.Files, Done: done, Cursor: &cur}
 	if err := s.jobs.SaveProgress(ctx, job.ID, in.Unit.ID, prog); err != nil {
 		if IsConflict(err) {
-			// Cancelled (or failed) while this chunk ran: leave nothing behind.
-			if derr := s.files.DeleteJob(ctx, job.ID); derr != nil {
-				log.WarnContext(ctx, "delete files of stopped job", "err", derr)
-			}
+			// Cancelled (or failed) while this chunk ran; a cancelled job's
+			// files are removed on the way out.
 			return nil, &JobNotRunningError{Msg: "export chunk: " + err.Error()}
 		}
 		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: save progress: %v", in.Unit.ID, err)}
 	}
 	log.DebugContext(ctx, "chunk", "resources", cur.Resources-start.Resources, "done", done)
 	return &ChunkResult{JobID: job.ID, Unit: in.Unit, Cursor: &cur, Done: done}, nil
+}
+
+// cleanUpIfCancelled deletes a job's files when a chunk failed (or was
+// interrupted) after the job was cancelled: files it committed before it
+// stopped would otherwise outlive the cancel. It uses its own context, as
+// the chunk's may be the reason it stopped.
+func (s *Steps) cleanUpIfCancelled(jobID string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job, err := s.jobs.Get(ctx, jobID)
+	if err != nil || job.Status != StatusCancelled {
+		return
+	}
+	if err := s.files.DeleteJob(ctx, jobID); err != nil {
+		log.WarnContext(ctx, "delete files of cancelled job", "err", err)
+	}
 }
 
 // stopTime is when a chunk stops taking new resources: the budget or the

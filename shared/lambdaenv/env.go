@@ -31,6 +31,7 @@ const (
 	EnvMaxLiveJobs    = "BULKFHIR_MAX_LIVE_JOBS"
 	EnvMaxJobDuration = "BULKFHIR_MAX_JOB_DURATION"
 	EnvDeadlineMargin = "BULKFHIR_DEADLINE_MARGIN"
+	EnvChunkBudget    = "BULKFHIR_CHUNK_BUDGET"
 )
 
 // Role says which function is being configured: the API needs the state
@@ -51,7 +52,7 @@ type Config struct {
 	SourceDir                   string
 	SourceBucket, SourcePrefix  string
 	Retention, MaxJobDuration   time.Duration
-	DeadlineMargin              time.Duration
+	DeadlineMargin, ChunkBudget time.Duration
 	MaxFileBytes                int64
 	MaxLiveJobs                 int
 }
@@ -60,7 +61,7 @@ type Config struct {
 func (c Config) Export() export.Config {
 	return export.Config{
 		Retention: c.Retention, MaxFileBytes: c.MaxFileBytes, MaxJobDuration: c.MaxJobDuration,
-		DeadlineMargin: c.DeadlineMargin, MaxLiveJobsPerOwner: c.MaxLiveJobs,
+		DeadlineMargin: c.DeadlineMargin, ChunkBudget: c.ChunkBudget, MaxLiveJobsPerOwner: c.MaxLiveJobs,
 		// Links are presigned S3 URLs: they need no bearer token.
 		RequiresAccessToken: false,
 	}
@@ -112,6 +113,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		Retention:      dur(EnvRetention, export.DefaultRetention),
 		MaxJobDuration: dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
 		DeadlineMargin: dur(EnvDeadlineMargin, 20*time.Second),
+		ChunkBudget:    dur(EnvChunkBudget, 0),
 		MaxFileBytes:   num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
 		MaxLiveJobs:    int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}

@@ -31,7 +31,11 @@ type Deps struct {
 // Build creates the clients and adapters from cfg. awsCfg comes from
 // config.LoadDefaultConfig, called once per container.
 func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*dynamodb.Options)) (*Deps, error) {
-	s3c := s3.NewFromConfig(awsCfg)
+	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		// Ranged reads of source objects carry no whole-object checksum;
+		// the SDK would log that on every read.
+		o.DisableLogOutputChecksumValidationSkipped = true
+	})
 	d := &Deps{
 		Jobs:  dynamostore.New(dynamodb.NewFromConfig(awsCfg, dynamoOpts...), cfg.Table, cfg.MaxJobDuration+cfg.Retention),
 		Files: s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix}),

@@ -1,0 +1,313 @@
+package functions_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+)
+
+// apiRequest sends one API Gateway (HTTP API, payload 2.0) request through
+// the kickoff/status handler.
+func apiRequest(t *testing.T, method, path, query, body, requestID string) events.APIGatewayV2HTTPResponse {
+	t.Helper()
+	cl := need(t)
+	h := map[string]string{"accept": "application/fhir+json", "prefer": "respond-async", "host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com"}
+	if body != "" {
+		h["content-type"] = "application/fhir+json"
+	}
+	if requestID == "" {
+		requestID = exportID()
+	}
+	ev := events.APIGatewayV2HTTPRequest{
+		Version: "2.0", RouteKey: "ANY /fhir/{proxy+}", RawPath: path, RawQueryString: query, Headers: h, Body: body,
+		RequestContext: events.APIGatewayV2HTTPRequestContext{
+			RequestID: requestID, Stage: "$default", DomainName: "bulkfhirapi.execute-api.us-east-1.amazonaws.com",
+			HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, Protocol: "HTTP/1.1"},
+		},
+	}
+	resp, err := cl.api.APIHandler()(context.Background(), ev)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp
+}
+
+var idCounter int
+
+// waitLimit bounds how long a test waits for one export.
+var waitLimit = 3 * time.Minute
+
+func exportID() string {
+	idCounter++
+	return "req-" + time.Now().Format("150405.000000") + "-" + string(rune('a'+idCounter%26))
+}
+
+func header(r events.APIGatewayV2HTTPResponse, name string) string {
+	for k, v := range r.Headers {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}
+
+// kickoff starts an export through the API Gateway event path and returns
+// the job id from the absolute Content-Location.
+func kickoff(t *testing.T, method, path, query, body string) string {
+	t.Helper()
+	r := apiRequest(t, method, path, query, body, "")
+	if r.StatusCode != http.StatusAccepted {
+		t.Fatalf("kick-off %s %s?%s = %d: %s", method, path, query, r.StatusCode, r.Body)
+	}
+	loc := header(r, "Content-Location")
+	if !strings.HasPrefix(loc, publicBase+"/bulkstatus/") {
+		t.Fatalf("Content-Location = %q, want %s/bulkstatus/…", loc, publicBase)
+	}
+	return strings.TrimPrefix(loc, publicBase+"/bulkstatus/")
+}
+
+// waitDone polls the status route until the job is no longer running.
+func waitDone(t *testing.T, job string) events.APIGatewayV2HTTPResponse {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
+		r := apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "")
+		if r.StatusCode != http.StatusAccepted {
+			return r
+		}
+		if p := header(r, "X-Progress"); p == "" || len(p) >= 100 {
+			t.Errorf("X-Progress = %q", p)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if e := need(t).execution(job); e != nil {
+		t.Logf("execution output: %s", e.out.String())
+	}
+	t.Fatalf("job %s did not finish", job)
+	return events.APIGatewayV2HTTPResponse{}
+}
+
+type manifest struct {
+	TransactionTime     string `json:"transactionTime"`
+	Request             string `json:"request"`
+	RequiresAccessToken bool   `json:"requiresAccessToken"`
+	Output              []struct {
+		Type  string `json:"type"`
+		URL   string `json:"url"`
+		Count int    `json:"count"`
+	} `json:"output"`
+	Error []json.RawMessage `json:"error"`
+}
+
+func completed(t *testing.T, job string) manifest {
+	t.Helper()
+	r := waitDone(t, job)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("job %s: status %d: %s\n%s", job, r.StatusCode, r.Body, need(t).execution(job).out.String())
+	}
+	if _, err := http.ParseTime(header(r, "Expires")); err != nil {
+		t.Errorf("Expires = %q", header(r, "Expires"))
+	}
+	var m manifest
+	if err := json.Unmarshal([]byte(r.Body), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.RequiresAccessToken {
+		t.Error("requiresAccessToken = true for presigned links")
+	}
+	if m.Error == nil {
+		t.Error("manifest has no error array")
+	}
+	return m
+}
+
+// download fetches every output file from its presigned URL, with no
+// credentials, as a client would; MinIO checks the signatures.
+func download(t *testing.T, m manifest) map[string][]byte {
+	t.Helper()
+	got := map[string][]byte{}
+	for _, o := range m.Output {
+		if !strings.HasPrefix(o.URL, need(t).env["AWS_ENDPOINT_URL_S3"]+"/"+bucket+"/") || !strings.Contains(o.URL, "X-Amz-Signature=") {
+			t.Fatalf("output url %q is not a presigned URL of the export bucket", o.URL)
+		}
+		resp, err := http.Get(o.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET presigned %s = %d: %s", o.Type, resp.StatusCode, body)
+		}
+		n := 0
+		for _, line := range bytes.Split(bytes.TrimRight(body, "\n"), []byte("\n")) {
+			var h struct{ ResourceType, ID string }
+			if err := json.Unmarshal(line, &h); err != nil || h.ResourceType != o.Type {
+				t.Fatalf("%s file: bad line %.80s", o.Type, line)
+			}
+			key := h.ResourceType + "/" + h.ID
+			if _, dup := got[key]; dup {
+				t.Errorf("%s exported twice", key)
+			}
+			got[key] = append([]byte(nil), line...)
+			n++
+		}
+		if n != o.Count {
+			t.Errorf("%s count = %d, file has %d lines", o.Type, o.Count, n)
+		}
+	}
+	return got
+}
+
+func TestSystemExportOnAWS(t *testing.T) {
+	cl := need(t)
+	src := exporttest.ReadResources(t, cl.dataDir)
+	// The first chunk of Observation fails after it wrote its files; the
+	// retry must not duplicate a line.
+	cl.mu.Lock()
+	cl.failOnce["Observation.0000"] = true
+	before := cl.invocations["export"]
+	cl.mu.Unlock()
+	job := kickoff(t, http.MethodGet, "/fhir/$export", "", "")
+	m := completed(t, job)
+	if m.Request != publicBase+"/$export" {
+		t.Errorf("request = %q", m.Request)
+	}
+	exporttest.SameSet(t, download(t, m), src)
+	cl.mu.Lock()
+	injected, calls := cl.injected, cl.invocations["export"]-before
+	cl.mu.Unlock()
+	if injected == 0 {
+		t.Error("the injected chunk failure never happened; the retry was not tested")
+	}
+	j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls <= len(j.Units)+injected {
+		t.Errorf("%d ExportChunk invocations for %d units: no unit looped through its cursor", calls, len(j.Units))
+	}
+}
+
+func TestSinceGroupAndPatientOnAWS(t *testing.T) {
+	cl := need(t)
+	src := exporttest.ReadResources(t, cl.dataDir)
+	since := time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC)
+	want := map[string][]byte{}
+	for k, line := range src {
+		var r struct {
+			Meta struct{ LastUpdated time.Time } `json:"meta"`
+		}
+		json.Unmarshal(line, &r)
+		if r.Meta.LastUpdated.After(since) {
+			want[k] = line
+		}
+	}
+	sinceJob := kickoff(t, http.MethodGet, "/fhir/$export", "_since="+since.Format(time.RFC3339), "")
+	groupJob := kickoff(t, http.MethodGet, "/fhir/Group/care-team-a/$export", "", "")
+	var one string
+	for k := range src {
+		if id, ok := strings.CutPrefix(k, "Patient/"); ok {
+			one = id
+			break
+		}
+	}
+	body := `{"resourceType":"Parameters","parameter":[{"name":"patient","valueReference":{"reference":"Patient/` + one + `"}}]}`
+	patientJob := kickoff(t, http.MethodPost, "/fhir/Patient/$export", "", body)
+
+	exporttest.SameSet(t, download(t, completed(t, sinceJob)), want)
+	exporttest.SameSet(t, download(t, completed(t, groupJob)), exporttest.ExpectedCompartment(src, exporttest.GroupMembers(t, src, "care-team-a")))
+	exporttest.SameSet(t, download(t, completed(t, patientJob)), exporttest.ExpectedCompartment(src, map[string]bool{one: true}))
+}
+
+func TestCancelOnAWS(t *testing.T) {
+	cl := need(t)
+	job := kickoff(t, http.MethodGet, "/fhir/$export", "", "")
+	// Wait until the execution is exporting.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r := apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "")
+		if strings.HasPrefix(header(r, "X-Progress"), "exporting") || r.StatusCode == 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := apiRequest(t, http.MethodDelete, "/fhir/bulkstatus/"+job, "", "", ""); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE = %d: %s", r.StatusCode, r.Body)
+	}
+	e := cl.execution(job)
+	if e == nil {
+		t.Fatal("no execution was started")
+	}
+	select {
+	case <-e.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the execution was not stopped")
+	}
+	if !e.killed {
+		t.Error("the execution ended by itself; StopExecution was not called")
+	}
+	for _, method := range []string{http.MethodGet, http.MethodDelete} {
+		r := apiRequest(t, method, "/fhir/bulkstatus/"+job, "", "", "")
+		if r.StatusCode != 404 || !strings.Contains(r.Body, `"OperationOutcome"`) {
+			t.Errorf("%s after cancel = %d %s, want 404 OperationOutcome", method, r.StatusCode, r.Body)
+		}
+	}
+	// A chunk in flight when the cancel landed removes what it wrote.
+	var left int
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		out, err := cl.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("exports/" + job + "/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left = len(out.Contents); left == 0 {
+			break
+		}
+	}
+	if left != 0 {
+		t.Errorf("%d objects of the cancelled job remain", left)
+	}
+}
+
+func TestRetriedKickoffMakesOneJob(t *testing.T) {
+	cl := need(t)
+	a := apiRequest(t, http.MethodGet, "/fhir/$export", "_type=Patient", "", "retried-request-1")
+	b := apiRequest(t, http.MethodGet, "/fhir/$export", "_type=Patient", "", "retried-request-1")
+	if a.StatusCode != 202 || b.StatusCode != 202 || header(a, "Content-Location") != header(b, "Content-Location") {
+		t.Fatalf("two kick-offs with one request id: %d %q, %d %q", a.StatusCode, header(a, "Content-Location"), b.StatusCode, header(b, "Content-Location"))
+	}
+	job := strings.TrimPrefix(header(a, "Content-Location"), publicBase+"/bulkstatus/")
+	completed(t, job)
+	if cl.execution(job) == nil {
+		t.Error("no execution")
+	}
+}
+
+func TestFailingUnitFailsTheJobOnAWS(t *testing.T) {
+	cl := need(t)
+	cl.mu.Lock()
+	cl.failAlways["Condition.0000"] = true
+	cl.mu.Unlock()
+	defer func() { cl.mu.Lock(); delete(cl.failAlways, "Condition.0000"); cl.mu.Unlock() }()
+	job := kickoff(t, http.MethodGet, "/fhir/$export", "_type=Patient,Condition", "")
+	r := waitDone(t, job)
+	if r.StatusCode != 500 || !strings.Contains(r.Body, `"OperationOutcome"`) || header(r, "Content-Type") != "application/fhir+json" {
+		t.Fatalf("failed job: %d %s %s", r.StatusCode, header(r, "Content-Type"), r.Body)
+	}
+	// The execution ended in the ExportFailed state (its Cause), after
+	// MarkFailed recorded the OperationOutcome above.
+	if out := cl.execution(job).out.String(); !strings.Contains(out, "the job is marked failed") {
+		t.Errorf("execution did not end in ExportFailed: %s", out)
+	}
+}
