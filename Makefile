@@ -16,6 +16,7 @@ ADDR     ?= 127.0.0.1:8080
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO         := .cache/bin/minio
 NODE_TOOLS    := infra/node_modules/.package-lock.json
+FUNCTIONS     := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
 
 .PHONY: help build test vet fmt serve data clean fuzz demo tools lambdas
 
@@ -34,6 +35,12 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseParameters -fuzztime 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
+
+lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)
+	@for fn in $(FUNCTIONS); do \
+	  echo "build/$$fn/bootstrap"; \
+	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags="-s -w" -o build/$$fn/bootstrap ./functions/$$fn || exit 1; \
+	done
 
 data: build ## generate sample data into $(DATA) if absent
 	@test -f $(DATA)/Patient.ndjson || ./$(BIN) generate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)

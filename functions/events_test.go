@@ -1,0 +1,143 @@
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+)
+
+// TestEvents feeds every file in events/ through the handler it is for and
+// checks the response, in an order that follows one job ("example-job")
+// through plan, export, finalize, status and cancel.
+func TestEvents(t *testing.T) {
+	cl := need(t)
+	ctx := context.Background()
+	files, err := filepath.Glob(filepath.Join(cl.root, "events", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no events: %v", err)
+	}
+	// The job the task and status events name, owned by the anonymous
+	// client the API events come from.
+	now := time.Now().UTC()
+	if err := cl.api.Deps.Jobs.Create(ctx, &export.Job{
+		ID: "example-job", Owner: "anonymous", Status: export.StatusAccepted, RequestURL: publicBase + "/$export?_type=Patient",
+		Request:         bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON, Types: []string{"Patient"}},
+		TransactionTime: now, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "status-get", "status-delete"}
+	rank := func(name string) int {
+		for i, p := range order {
+			if strings.HasPrefix(name, p) {
+				return i
+			}
+		}
+		t.Fatalf("events/%s: no test knows this event; add it to TestEvents", name)
+		return -1
+	}
+	byRank := map[int][]string{}
+	for _, f := range files {
+		byRank[rank(filepath.Base(f))] = append(byRank[rank(filepath.Base(f))], f)
+	}
+	seen := 0
+	for i := range order {
+		for _, f := range byRank[i] {
+			name := strings.TrimSuffix(filepath.Base(f), ".json")
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen++
+			t.Run(name, func(t *testing.T) {
+				if strings.HasPrefix(name, "task-") {
+					checkTask(t, name, raw)
+					return
+				}
+				var ev events.APIGatewayV2HTTPRequest
+				if err := json.Unmarshal(raw, &ev); err != nil {
+					t.Fatalf("not an API Gateway v2 event: %v", err)
+				}
+				resp, err := cl.api.APIHandler()(ctx, ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := map[string]int{"kickoff-invalid": 400, "metadata-get": 200, "status-get": 200, "status-delete": 202}[name]
+				if strings.HasPrefix(name, "kickoff-") && name != "kickoff-invalid" {
+					want = 202
+				}
+				if resp.StatusCode != want {
+					t.Fatalf("status %d, want %d: %s", resp.StatusCode, want, resp.Body)
+				}
+				switch {
+				case want == 202 && strings.HasPrefix(name, "kickoff-"):
+					if !strings.HasPrefix(header(resp, "Content-Location"), publicBase+"/bulkstatus/") {
+						t.Errorf("Content-Location = %q", header(resp, "Content-Location"))
+					}
+				case name == "status-get":
+					var m manifest
+					if err := json.Unmarshal([]byte(resp.Body), &m); err != nil || len(m.Output) != 1 || m.Output[0].Type != "Patient" {
+						t.Errorf("manifest = %s", resp.Body)
+					}
+				case name == "metadata-get":
+					if !strings.Contains(resp.Body, `"CapabilityStatement"`) {
+						t.Errorf("body = %.200s", resp.Body)
+					}
+				case want >= 400:
+					if !strings.Contains(resp.Body, `"OperationOutcome"`) {
+						t.Errorf("body = %s", resp.Body)
+					}
+				}
+			})
+		}
+	}
+	if seen != len(files) {
+		t.Errorf("ran %d of %d events", seen, len(files))
+	}
+}
+
+// checkTask runs a state machine task event through its function's handler.
+func checkTask(t *testing.T, name string, raw []byte) {
+	cl := need(t)
+	fn := strings.TrimPrefix(name, "task-")
+	h := cl.handlerFor(fn)
+	if h == nil {
+		t.Fatalf("no handler for %s", fn)
+	}
+	out, err := h.Invoke(context.Background(), raw)
+	if err != nil {
+		t.Fatalf("%s: %s: %v", fn, errorType(err), err)
+	}
+	switch fn {
+	case "plan":
+		var r export.PlanResult
+		if json.Unmarshal(out, &r) != nil || len(r.Units) == 0 || r.Units[0].ID != "Patient.0000" {
+			t.Errorf("plan result = %s", out)
+		}
+	case "export":
+		var r export.ChunkResult
+		if json.Unmarshal(out, &r) != nil || r.Cursor == nil || r.Cursor.Resources != testPatients {
+			t.Errorf("export result = %s", out)
+		}
+	case "finalize":
+		var r export.FinalizeResult
+		if json.Unmarshal(out, &r) != nil || r.Resources != testPatients {
+			t.Errorf("finalize result = %s", out)
+		}
+	case "fail":
+		// The job completed, so the failure step leaves it as it is.
+		j, err := cl.api.Deps.Jobs.Get(context.Background(), "example-job")
+		if err != nil || j.Status != export.StatusCompleted {
+			t.Errorf("after fail: %+v %v", j, err)
+		}
+	}
+}
