@@ -26,7 +26,18 @@ help: ## list targets
 build: ## build bin/bulkfhir
 	$(GO) build -trimpath -o $(BIN) ./cmd/bulkfhir
 
-test: ## run every test (unit, fuzz seed corpora, end-to-end over HTTP)
+tools: $(NODE_TOOLS) $(MINIO) ## install the emulators the tests use (DynamoDB Local, MinIO, aws-local-stepfunctions)
+	@command -v java >/dev/null || { echo "installing Java for DynamoDB Local"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+
+$(NODE_TOOLS): infra/package.json infra/package-lock.json
+	cd infra && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(MINIO):
+	@echo "building MinIO $(MINIO_VERSION) (a few minutes, once)"
+	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+test: tools ## run every test: unit, fuzz seed corpora, end to end over HTTP and on AWS emulators
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -count=1 -timeout 20m $(PKGS)
