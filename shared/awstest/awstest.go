@@ -193,3 +193,35 @@ func Handle(tb testing.TB, err error) {
 	}
 	tb.Fatal(err)
 }
+
+// Main runs a test binary's tests with the named emulators started and
+// their endpoints in AWS_ENDPOINT_URL_<SERVICE>; start failures are kept
+// in *startErr for Handle. Use it as TestMain's body:
+//
+//	func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "S3")) }
+func Main(m *testing.M, startErr *error, services ...string) int {
+	var running []*Emulator
+	for _, svc := range services {
+		var e *Emulator
+		var err error
+		switch svc {
+		case "S3":
+			e, err = StartMinIO()
+		case "DYNAMODB":
+			e, err = StartDynamoDB()
+		default:
+			err = fmt.Errorf("awstest: no emulator for %s", svc)
+		}
+		if err != nil {
+			*startErr = err
+			break
+		}
+		running = append(running, e)
+		os.Setenv("AWS_ENDPOINT_URL_"+svc, e.Endpoint)
+	}
+	code := m.Run()
+	for _, e := range running {
+		e.Stop()
+	}
+	return code
+}

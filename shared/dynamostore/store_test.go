@@ -23,16 +23,7 @@ var (
 	tables   atomic.Int32
 )
 
-func TestMain(m *testing.M) {
-	ddb, err := awstest.StartDynamoDB()
-	startErr = err
-	if err == nil {
-		os.Setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb.Endpoint)
-	}
-	code := m.Run()
-	ddb.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "DYNAMODB")) }
 
 func client(t *testing.T) *dynamodb.Client {
 	t.Helper()

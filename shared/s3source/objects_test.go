@@ -23,16 +23,7 @@ import (
 
 var startErr error
 
-func TestMain(m *testing.M) {
-	minio, err := awstest.StartMinIO()
-	startErr = err
-	if err == nil {
-		os.Setenv("AWS_ENDPOINT_URL_S3", minio.Endpoint)
-	}
-	code := m.Run()
-	minio.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "S3")) }
 
 // readAll exports every type of q through a source and returns the lines.
 func readAll(t *testing.T, src export.Source, q export.Query) []string {

@@ -22,16 +22,7 @@ import (
 
 var startErr error
 
-func TestMain(m *testing.M) {
-	minio, err := awstest.StartMinIO()
-	startErr = err
-	if err == nil {
-		os.Setenv("AWS_ENDPOINT_URL_S3", minio.Endpoint)
-	}
-	code := m.Run()
-	minio.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "S3")) }
 
 func newStore(t *testing.T, bucket string) (*s3store.Store, *s3.Client) {
 	t.Helper()
