@@ -18,7 +18,14 @@ MINIO         := .cache/bin/minio
 NODE_TOOLS    := infra/node_modules/.package-lock.json
 FUNCTIONS     := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
 
-.PHONY: help build test vet fmt serve data clean fuzz demo tools lambdas
+# The CDK app (infra/, its own Go module) and its CLI, run from infra/node_modules.
+CDK_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 JSII_RUNTIME_PACKAGE_CACHE_ROOT=$(CURDIR)/.cache/jsii \
+           CDK_HOME=$(CURDIR)/.cache/cdk CDK_DISABLE_VERSION_CHECK=true CDK_DISABLE_CLI_TELEMETRY=true
+CDK     := cd infra && $(CDK_ENV) node_modules/.bin/cdk --no-notices
+STACK   ?= bulkfhir
+
+.PHONY: help build test vet fmt serve data clean fuzz demo tools lambdas synth deploy diff destroy \
+        localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,10 +44,46 @@ $(MINIO):
 	@echo "building MinIO $(MINIO_VERSION) (a few minutes, once)"
 	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
-test: tools ## run every test: unit, fuzz seed corpora, end to end over HTTP and on AWS emulators
+test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over HTTP and on AWS emulators, the CDK stack
 	$(GO) vet $(PKGS)
+	cd infra && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	cd infra && $(CDK_ENV) $(GO) test -count=1 -timeout 20m ./...
+
+synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
+	$(CDK) synth --no-staging --quiet $(STACK)
+
+deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see README)
+	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json
+
+diff: $(NODE_TOOLS) lambdas ## show what deploy would change
+	$(CDK) diff $(STACK)
+
+destroy: $(NODE_TOOLS) ## delete the stack (the source bucket is kept)
+	$(CDK) destroy $(STACK) --force
+
+# LocalStack (needs Docker and, for the HTTP API, a LOCALSTACK_AUTH_TOKEN).
+localstack-up: ## start LocalStack (Docker)
+	bash localstack/up.sh
+
+localstack-deploy: $(NODE_TOOLS) lambdas ## deploy the stack to LocalStack with cdklocal
+	bash localstack/deploy.sh
+
+localstack-e2e: build data ## upload the sample data, export it through the LocalStack API, verify the counts
+	bash localstack/e2e.sh
+
+localstack-down: ## stop LocalStack and remove its state
+	bash localstack/down.sh
+
+# SAM CLI against the synthesized template (needs the SAM CLI and Docker).
+FN    ?= status
+EVENT ?= events/status-get.json
+sam-invoke: synth ## sam local invoke FN=<function> EVENT=events/<file>.json
+	bash localstack/sam.sh invoke $(FN) $(EVENT)
+
+sam-api: synth ## sam local start-api on the synthesized template
+	bash localstack/sam.sh api
 
 fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s

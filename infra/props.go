@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+)
+
+// StackProps is everything a team tunes. Zero values take the defaults;
+// cdk.json context ("bulkfhir:<name>") sets them for cdk synth/deploy.
+type StackProps struct {
+	awscdk.StackProps
+	// Retention drives the manifest's Expires, link expiry, DynamoDB TTL
+	// and S3 expiry (rounded up to whole days: S3 lifecycle granularity,
+	// so files never vanish before Expires). Default 2h.
+	Retention time.Duration
+	// MaxConcurrency of the state machine's Map over work units. Default 10.
+	MaxConcurrency int
+	// SourceBucket holds the NDJSON to export (under SourcePrefix). Empty:
+	// the stack creates a source bucket.
+	SourceBucket string
+	SourcePrefix string
+	// BuildDir holds <function>/bootstrap from `make lambdas`. Default
+	// "../build" (relative to infra/).
+	BuildDir string
+	// ThrottleRateLimit (requests/s) and ThrottleBurstLimit for the API.
+	ThrottleRateLimit  float64
+	ThrottleBurstLimit int
+	// RetainData keeps the table and the export bucket when the stack is
+	// deleted. Default false: exports are ephemeral.
+	RetainData bool
+	// KMS encrypts the bucket and table with a customer-managed key
+	// (rotation on) instead of the AWS-managed default.
+	KMS bool
+	// AccessLogsBucket, when set, receives S3 server access logs.
+	AccessLogsBucket string
+	// LogRetention of every log group. Default one month.
+	LogRetention awslogs.RetentionDays
+	// JwtIssuer and JwtAudience turn on API Gateway's JWT authorizer (the
+	// caller is then the token's client_id or sub).
+	JwtIssuer   string
+	JwtAudience string
+	// PublicBaseURL is the FHIR base clients use with a custom domain.
+	PublicBaseURL string
+	// Memory (MB) of the export function, the one that streams data.
+	ExportMemoryMB int
+}
+
+func (p StackProps) withDefaults() StackProps {
+	if p.Retention <= 0 {
+		p.Retention = 2 * time.Hour
+	}
+	if p.MaxConcurrency <= 0 {
+		p.MaxConcurrency = 10
+	}
+	if p.BuildDir == "" {
+		p.BuildDir = "../build"
+	}
+	if p.ThrottleRateLimit <= 0 {
+		p.ThrottleRateLimit = 20
+	}
+	if p.ThrottleBurstLimit <= 0 {
+		p.ThrottleBurstLimit = 40
+	}
+	if p.LogRetention == "" {
+		p.LogRetention = awslogs.RetentionDays_ONE_MONTH
+	}
+	if p.ExportMemoryMB <= 0 {
+		p.ExportMemoryMB = 1024
+	}
+	return p
+}
+
+// RetentionDays is the S3 lifecycle expiration for a retention: whole days,
+// rounded up, at least one.
+func RetentionDays(retention time.Duration) float64 {
+	return math.Max(1, math.Ceil(retention.Hours()/24))
+}
+
+// propsFromContext reads the props from cdk.json / -c context values.
+func propsFromContext(get func(string) any) (StackProps, error) {
+	var p StackProps
+	str := func(k string) string {
+		if v, ok := get("bulkfhir:" + k).(string); ok {
+			return v
+		}
+		return ""
+	}
+	var err error
+	if v := str("retention"); v != "" {
+		if p.Retention, err = time.ParseDuration(v); err != nil {
+			return p, fmt.Errorf("context bulkfhir:retention: %w", err)
+		}
+	}
+	if v := str("maxConcurrency"); v != "" {
+		if p.MaxConcurrency, err = strconv.Atoi(v); err != nil {
+			return p, fmt.Errorf("context bulkfhir:maxConcurrency: %w", err)
+		}
+	}
+	if v := str("throttleRateLimit"); v != "" {
+		if p.ThrottleRateLimit, err = strconv.ParseFloat(v, 64); err != nil {
+			return p, fmt.Errorf("context bulkfhir:throttleRateLimit: %w", err)
+		}
+	}
+	if v := str("throttleBurstLimit"); v != "" {
+		if p.ThrottleBurstLimit, err = strconv.Atoi(v); err != nil {
+			return p, fmt.Errorf("context bulkfhir:throttleBurstLimit: %w", err)
+		}
+	}
+	p.SourceBucket, p.SourcePrefix = str("sourceBucket"), str("sourcePrefix")
+	p.BuildDir = str("buildDir")
+	p.RetainData = str("retainData") == "true"
+	p.KMS = str("kms") == "true"
+	p.AccessLogsBucket = str("accessLogsBucket")
+	p.JwtIssuer, p.JwtAudience = str("jwtIssuer"), str("jwtAudience")
+	p.PublicBaseURL = str("publicBaseUrl")
+	return p, nil
+}

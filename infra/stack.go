@@ -1,0 +1,359 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2authorizers"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+)
+
+// Names shared with the Go code (the functions read these variables, the
+// job store these keys).
+const (
+	exportPrefix = "exports/"
+	attrPK       = "pk"
+	attrSK       = "sk"
+	attrOwner    = "owner"
+	attrTTL      = "expiresAt"
+	ownerIndex   = "byOwner"
+)
+
+// function describes one Lambda function of the stack.
+type function struct {
+	name    string
+	memory  float64
+	timeout awscdk.Duration
+}
+
+// Stack is the bulkfhir stack and the constructs its tests look at.
+type Stack struct {
+	awscdk.Stack
+	Api          awsapigatewayv2.HttpApi
+	Table        awsdynamodb.Table
+	Bucket       awss3.Bucket
+	Source       awss3.IBucket
+	StateMachine awsstepfunctions.StateMachine
+	Functions    map[string]awslambda.Function
+	Roles        map[string]awsiam.Role
+}
+
+// NewStack builds the whole system: HTTP API → kickoff/status functions,
+// the export state machine over the plan/export/finalize/fail functions,
+// the jobs table, the export bucket and the source.
+func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
+	props = props.withDefaults()
+	stack := awscdk.NewStack(scope, &id, &props.StackProps)
+	s := &Stack{Stack: stack, Functions: map[string]awslambda.Function{}, Roles: map[string]awsiam.Role{}}
+
+	var key awskms.Key
+	if props.KMS {
+		key = awskms.NewKey(stack, jsii.String("DataKey"), &awskms.KeyProps{
+			EnableKeyRotation: jsii.Bool(true),
+			Description:       jsii.String("bulkfhir: encrypts exported files and job records"),
+		})
+	}
+	removal := awscdk.RemovalPolicy_DESTROY
+	if props.RetainData {
+		removal = awscdk.RemovalPolicy_RETAIN
+	}
+
+	// Jobs: one on-demand table, TTL on expiresAt.
+	tableProps := &awsdynamodb.TableProps{
+		PartitionKey:        &awsdynamodb.Attribute{Name: jsii.String(attrPK), Type: awsdynamodb.AttributeType_STRING},
+		SortKey:             &awsdynamodb.Attribute{Name: jsii.String(attrSK), Type: awsdynamodb.AttributeType_STRING},
+		BillingMode:         awsdynamodb.BillingMode_PAY_PER_REQUEST,
+		TimeToLiveAttribute: jsii.String(attrTTL),
+		PointInTimeRecovery: jsii.Bool(true),
+		Encryption:          awsdynamodb.TableEncryption_AWS_MANAGED,
+		RemovalPolicy:       removal,
+	}
+	if key != nil {
+		tableProps.Encryption = awsdynamodb.TableEncryption_CUSTOMER_MANAGED
+		tableProps.EncryptionKey = key
+	}
+	s.Table = awsdynamodb.NewTable(stack, jsii.String("Jobs"), tableProps)
+	s.Table.AddGlobalSecondaryIndex(&awsdynamodb.GlobalSecondaryIndexProps{
+		IndexName:        jsii.String(ownerIndex),
+		PartitionKey:     &awsdynamodb.Attribute{Name: jsii.String(attrOwner), Type: awsdynamodb.AttributeType_STRING},
+		ProjectionType:   awsdynamodb.ProjectionType_INCLUDE,
+		NonKeyAttributes: jsii.Strings("status"),
+	})
+
+	// Exported files: private, TLS only, encrypted, expired after the
+	// retention (whole days, rounded up), broken uploads cleaned after a day.
+	bucketProps := &awss3.BucketProps{
+		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
+		EnforceSSL:        jsii.Bool(true),
+		Encryption:        awss3.BucketEncryption_S3_MANAGED,
+		ObjectOwnership:   awss3.ObjectOwnership_BUCKET_OWNER_ENFORCED,
+		RemovalPolicy:     removal,
+		AutoDeleteObjects: jsii.Bool(!props.RetainData),
+		LifecycleRules: &[]*awss3.LifecycleRule{{
+			Id:                                  jsii.String("retention"),
+			Prefix:                              jsii.String(exportPrefix),
+			Expiration:                          awscdk.Duration_Days(jsii.Number(RetentionDays(props.Retention))),
+			AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(1)),
+		}},
+	}
+	if key != nil {
+		bucketProps.Encryption = awss3.BucketEncryption_KMS
+		bucketProps.EncryptionKey = key
+		bucketProps.BucketKeyEnabled = jsii.Bool(true)
+	}
+	if props.AccessLogsBucket != "" {
+		bucketProps.ServerAccessLogsBucket = awss3.Bucket_FromBucketName(stack, jsii.String("AccessLogs"), jsii.String(props.AccessLogsBucket))
+		bucketProps.ServerAccessLogsPrefix = jsii.String("bulkfhir-exports/")
+	}
+	s.Bucket = awss3.NewBucket(stack, jsii.String("Exports"), bucketProps)
+
+	// The source: an existing bucket of NDJSON, or one made here to upload to.
+	if props.SourceBucket != "" {
+		s.Source = awss3.Bucket_FromBucketName(stack, jsii.String("Source"), jsii.String(props.SourceBucket))
+	} else {
+		s.Source = awss3.NewBucket(stack, jsii.String("SourceData"), &awss3.BucketProps{
+			BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
+			EnforceSSL:        jsii.Bool(true),
+			Encryption:        awss3.BucketEncryption_S3_MANAGED,
+			ObjectOwnership:   awss3.ObjectOwnership_BUCKET_OWNER_ENFORCED,
+			RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,
+		})
+	}
+
+	env := map[string]*string{
+		lambdaenv.EnvTable:        s.Table.TableName(),
+		lambdaenv.EnvBucket:       s.Bucket.BucketName(),
+		lambdaenv.EnvBucketPrefix: jsii.String(exportPrefix),
+		lambdaenv.EnvRetention:    jsii.String(props.Retention.String()),
+		lambdaenv.EnvSourceBucket: s.Source.BucketName(),
+		lambdaenv.EnvSourcePrefix: jsii.String(props.SourcePrefix),
+	}
+	if props.PublicBaseURL != "" {
+		env[lambdaenv.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
+	}
+
+	for _, f := range []function{
+		{"kickoff", 512, awscdk.Duration_Seconds(jsii.Number(29))},
+		{"status", 512, awscdk.Duration_Seconds(jsii.Number(29))},
+		{"plan", 512, awscdk.Duration_Minutes(jsii.Number(5))},
+		{"export", float64(props.ExportMemoryMB), awscdk.Duration_Minutes(jsii.Number(15))},
+		{"finalize", 256, awscdk.Duration_Minutes(jsii.Number(1))},
+		{"fail", 256, awscdk.Duration_Minutes(jsii.Number(1))},
+	} {
+		s.newFunction(f, props, env)
+	}
+
+	// The state machine: the committed ASL file (the one the tests run), with
+	// the function ARNs and the Map's concurrency substituted.
+	definition := mustRead(DefinitionFile)
+	smLogs := awslogs.NewLogGroup(stack, jsii.String("StateMachineLogs"), &awslogs.LogGroupProps{
+		Retention: props.LogRetention, RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	s.StateMachine = awsstepfunctions.NewStateMachine(stack, jsii.String("ExportStateMachine"), &awsstepfunctions.StateMachineProps{
+		DefinitionBody: awsstepfunctions.DefinitionBody_FromString(jsii.String(definition)),
+		DefinitionSubstitutions: &map[string]*string{
+			"PlanFunctionArn":     s.Functions["plan"].FunctionArn(),
+			"ExportFunctionArn":   s.Functions["export"].FunctionArn(),
+			"FinalizeFunctionArn": s.Functions["finalize"].FunctionArn(),
+			"FailFunctionArn":     s.Functions["fail"].FunctionArn(),
+			"MaxConcurrency":      jsii.String(fmt.Sprint(props.MaxConcurrency)),
+		},
+		TracingEnabled: jsii.Bool(true),
+		Logs: &awsstepfunctions.LogOptions{
+			Destination: smLogs,
+			Level:       awsstepfunctions.LogLevel_ALL,
+			// Execution data carries job ids and cursors, never resources;
+			// it stays out of the logs all the same.
+			IncludeExecutionData: jsii.Bool(false),
+		},
+	})
+	for _, name := range []string{"plan", "export", "finalize", "fail"} {
+		s.Functions[name].GrantInvoke(s.StateMachine)
+	}
+	for _, name := range []string{"kickoff", "status"} {
+		s.Functions[name].AddEnvironment(jsii.String(lambdaenv.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
+	}
+	s.grant(props)
+	s.api(props)
+
+	awscdk.NewCfnOutput(stack, jsii.String("FhirBaseUrl"), &awscdk.CfnOutputProps{
+		Value:       awscdk.Fn_Join(jsii.String(""), &[]*string{s.Api.ApiEndpoint(), jsii.String("/fhir")}),
+		Description: jsii.String("FHIR base URL: [base]/$export, [base]/Patient/$export, [base]/Group/{id}/$export"),
+	})
+	awscdk.NewCfnOutput(stack, jsii.String("ExportBucket"), &awscdk.CfnOutputProps{Value: s.Bucket.BucketName()})
+	awscdk.NewCfnOutput(stack, jsii.String("SourceBucket"), &awscdk.CfnOutputProps{
+		Value: s.Source.BucketName(), Description: jsii.String("upload the NDJSON to export here (under the source prefix)"),
+	})
+	awscdk.NewCfnOutput(stack, jsii.String("JobsTable"), &awscdk.CfnOutputProps{Value: s.Table.TableName()})
+	awscdk.NewCfnOutput(stack, jsii.String("StateMachineArn"), &awscdk.CfnOutputProps{Value: s.StateMachine.StateMachineArn()})
+	suppress(s, props)
+	return s
+}
+
+// newFunction makes a function with its own role, log group and tracing.
+func (s *Stack) newFunction(f function, props StackProps, env map[string]*string) {
+	logs := awslogs.NewLogGroup(s.Stack, jsii.String(title(f.name)+"Logs"), &awslogs.LogGroupProps{
+		Retention: props.LogRetention, RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	role := awsiam.NewRole(s.Stack, jsii.String(title(f.name)+"Role"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
+		Description: jsii.String("bulkfhir " + f.name + " function"),
+	})
+	// Logs to its own log group only (no managed policy).
+	role.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions:   jsii.Strings("logs:CreateLogStream", "logs:PutLogEvents"),
+		Resources: &[]*string{logs.LogGroupArn(), awscdk.Fn_Join(jsii.String(""), &[]*string{logs.LogGroupArn(), jsii.String(":*")})},
+	}))
+	fn := awslambda.NewFunction(s.Stack, jsii.String(title(f.name)), &awslambda.FunctionProps{
+		FunctionName:  join(awscdk.Aws_STACK_NAME(), jsii.String("-"+f.name)),
+		Runtime:       awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture:  awslambda.Architecture_ARM_64(),
+		Handler:       jsii.String("bootstrap"),
+		Code:          awslambda.Code_FromAsset(jsii.String(filepath.Join(props.BuildDir, f.name)), nil),
+		MemorySize:    jsii.Number(f.memory),
+		Timeout:       f.timeout,
+		Environment:   &env,
+		Role:          role,
+		LogGroup:      logs,
+		LoggingFormat: awslambda.LoggingFormat_JSON,
+		Tracing:       awslambda.Tracing_ACTIVE,
+		Description:   jsii.String("bulkfhir " + f.name),
+	})
+	s.Functions[f.name] = fn
+	s.Roles[f.name] = role
+}
+
+// allow adds one statement to a function's role.
+func (s *Stack) allow(fn string, actions []string, resources ...*string) {
+	s.Roles[fn].AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions: jsii.Strings(actions...), Resources: &resources,
+	}))
+}
+
+func join(parts ...*string) *string { return awscdk.Fn_Join(jsii.String(""), &parts) }
+
+// grant gives each function exactly the actions it performs, on exactly
+// its resources.
+func (s *Stack) grant(props StackProps) {
+	table := s.Table.TableArn()
+	index := join(table, jsii.String("/index/"+ownerIndex))
+	exports := join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"*"))
+	source := join(s.Source.BucketArn(), jsii.String("/"+props.SourcePrefix+"*"))
+	executions := join(jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":states:"), awscdk.Aws_REGION(), jsii.String(":"),
+		awscdk.Aws_ACCOUNT_ID(), jsii.String(":execution:"), s.StateMachine.StateMachineName(), jsii.String(":*"))
+
+	listPrefix := func(fn string, bucket *string, prefix string) {
+		s.Roles[fn].AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Actions:    jsii.Strings("s3:ListBucket"),
+			Resources:  &[]*string{bucket},
+			Conditions: &map[string]any{"StringLike": map[string]any{"s3:prefix": []string{prefix + "*"}}},
+		}))
+	}
+	readSource := func(fn string) {
+		s.allow(fn, []string{"s3:GetObject"}, source)
+		listPrefix(fn, s.Source.BucketArn(), props.SourcePrefix)
+	}
+
+	// kickoff: create the job, count live jobs, start the execution; the
+	// metadata and Group routes read the source.
+	s.allow("kickoff", []string{"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"}, table)
+	s.allow("kickoff", []string{"dynamodb:Query"}, index)
+	s.allow("kickoff", []string{"states:StartExecution"}, s.StateMachine.StateMachineArn())
+	readSource("kickoff")
+	// status: read the job and its files, presign, cancel (transition, stop
+	// the execution, delete the objects); the shared handler also serves
+	// metadata and Group reads, which read the source.
+	s.allow("status", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
+	s.allow("status", []string{"s3:GetObject", "s3:DeleteObject"}, exports)
+	listPrefix("status", s.Bucket.BucketArn(), exportPrefix)
+	s.allow("status", []string{"states:StopExecution"}, executions)
+	readSource("status")
+	// plan: read the request, start the job, record the lenient warnings.
+	s.allow("plan", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, table)
+	s.allow("plan", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, exports)
+	readSource("plan")
+	// export: stream files under the export prefix, record files and
+	// progress, and clean up after a cancel.
+	s.allow("export", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, table)
+	s.allow("export", []string{"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"}, exports)
+	listPrefix("export", s.Bucket.BucketArn(), exportPrefix)
+	readSource("export")
+	// finalize: read the job and its files, complete it.
+	s.allow("finalize", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
+	// fail: mark the job failed.
+	s.allow("fail", []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, table)
+
+	// With a customer-managed key, every function reads or writes the table
+	// or the bucket through it: exactly these actions, on that key.
+	if key := s.Bucket.EncryptionKey(); key != nil {
+		for _, fn := range []string{"kickoff", "status", "plan", "export", "finalize", "fail"} {
+			s.allow(fn, []string{"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"}, key.KeyArn())
+		}
+	}
+}
+
+// api is the HTTP API: the status route explicitly, everything else under
+// /fhir/{proxy+} (routed inside the handler: '$' in route paths is not
+// verified against the service).
+func (s *Stack) api(props StackProps) {
+	var auth awsapigatewayv2.IHttpRouteAuthorizer
+	if props.JwtIssuer != "" {
+		auth = awsapigatewayv2authorizers.NewHttpJwtAuthorizer(jsii.String("Jwt"), jsii.String(props.JwtIssuer),
+			&awsapigatewayv2authorizers.HttpJwtAuthorizerProps{JwtAudience: jsii.Strings(props.JwtAudience)})
+	}
+	s.Api = awsapigatewayv2.NewHttpApi(s.Stack, jsii.String("Api"), &awsapigatewayv2.HttpApiProps{
+		Description:        jsii.String("bulkfhir FHIR Bulk Data export API"),
+		CreateDefaultStage: jsii.Bool(true),
+		DefaultAuthorizer:  auth,
+	})
+	kickoff := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("KickoffIntegration"), s.Functions["kickoff"], nil)
+	status := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("StatusIntegration"), s.Functions["status"], nil)
+	s.Api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
+		Path: jsii.String("/fhir/bulkstatus/{job}"), Methods: &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_GET, awsapigatewayv2.HttpMethod_DELETE},
+		Integration: status,
+	})
+	s.Api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
+		Path: jsii.String("/fhir/{proxy+}"), Methods: &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_GET, awsapigatewayv2.HttpMethod_POST},
+		Integration: kickoff,
+	})
+	accessLogs := awslogs.NewLogGroup(s.Stack, jsii.String("ApiAccessLogs"), &awslogs.LogGroupProps{
+		Retention: props.LogRetention, RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	stage := s.Api.DefaultStage().Node().DefaultChild().(awsapigatewayv2.CfnStage)
+	stage.SetDefaultRouteSettings(&awsapigatewayv2.CfnStage_RouteSettingsProperty{
+		ThrottlingRateLimit:  jsii.Number(props.ThrottleRateLimit),
+		ThrottlingBurstLimit: jsii.Number(float64(props.ThrottleBurstLimit)),
+	})
+	stage.SetAccessLogSettings(&awsapigatewayv2.CfnStage_AccessLogSettingsProperty{
+		DestinationArn: accessLogs.LogGroupArn(),
+		Format: jsii.String(`{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","time":"$context.requestTime",` +
+			`"method":"$context.httpMethod","route":"$context.routeKey","status":"$context.status","latency":"$context.responseLatency"}`),
+	})
+}
+
+func title(s string) string { return string(s[0]-'a'+'A') + s[1:] }
+
+// DefinitionFile is the state machine definition, relative to infra/.
+const DefinitionFile = "statemachine/export.asl.json"
+
+func mustRead(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(fmt.Sprintf("read %s: %v", path, err))
+	}
+	return string(b)
+}

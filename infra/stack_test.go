@@ -1,0 +1,431 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	jsii.Close()
+	os.Exit(code)
+}
+
+var functions = []string{"kickoff", "status", "plan", "export", "finalize", "fail"}
+
+// fakeBuild makes build/<fn>/bootstrap placeholders so stack tests do not
+// depend on `make lambdas` (the SAM test uses the real build).
+func fakeBuild(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, fn := range functions {
+		os.MkdirAll(filepath.Join(dir, fn), 0o755)
+		os.WriteFile(filepath.Join(dir, fn, "bootstrap"), []byte("placeholder"), 0o755)
+	}
+	return dir
+}
+
+type synthesized struct {
+	stack     *Stack
+	resources map[string]map[string]any
+	outputs   map[string]any
+	errors    []string
+}
+
+// synth builds the stack with cdk-nag applied and returns its template and
+// unsuppressed cdk-nag errors.
+func synth(t *testing.T, props StackProps, context map[string]any) synthesized {
+	t.Helper()
+	app := awscdk.NewApp(&awscdk.AppProps{Context: &context})
+	s := NewStack(app, "test", props)
+	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(nil))
+	tpl := assertions.Template_FromStack(s.Stack, nil)
+	raw, _ := json.Marshal(tpl.ToJSON())
+	var doc struct {
+		Resources map[string]map[string]any
+		Outputs   map[string]any
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := synthesized{stack: s, resources: doc.Resources, outputs: doc.Outputs}
+	for _, m := range *assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*"))) {
+		out.errors = append(out.errors, fmt.Sprintf("%s: %v", *m.Id, m.Entry.Data))
+	}
+	return out
+}
+
+var (
+	defaultStack synthesized
+	once         bool
+)
+
+func base(t *testing.T) synthesized {
+	t.Helper()
+	if !once {
+		defaultStack = synth(t, StackProps{BuildDir: fakeBuild(t), Retention: 30 * time.Hour, MaxConcurrency: 7, ThrottleRateLimit: 15, ThrottleBurstLimit: 30}, nil)
+		once = true
+	}
+	return defaultStack
+}
+
+func (s synthesized) ofType(typ string) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for id, r := range s.resources {
+		if r["Type"] == typ {
+			out[id] = r
+		}
+	}
+	return out
+}
+
+// functions are the stack's own functions (not CDK's custom resource ones).
+func (s synthesized) functions() map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for id, r := range s.ofType("AWS::Lambda::Function") {
+		if d, _ := props(r)["Description"].(string); strings.HasPrefix(d, "bulkfhir ") {
+			out[id] = r
+		}
+	}
+	return out
+}
+
+func props(r map[string]any) map[string]any { p, _ := r["Properties"].(map[string]any); return p }
+
+func js(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// logicalID finds the one resource of typ whose logical id starts with prefix.
+func (s synthesized) logicalID(t *testing.T, typ, prefix string) string {
+	t.Helper()
+	var found []string
+	for id := range s.ofType(typ) {
+		if strings.HasPrefix(id, prefix) {
+			found = append(found, id)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s %s*: found %v", typ, prefix, found)
+	}
+	return found[0]
+}
+
+func TestRoutesAndThrottling(t *testing.T) {
+	s := base(t)
+	var keys []string
+	for _, r := range s.ofType("AWS::ApiGatewayV2::Route") {
+		keys = append(keys, props(r)["RouteKey"].(string))
+	}
+	sort.Strings(keys)
+	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/bulkstatus/{job},GET /fhir/{proxy+},POST /fhir/{proxy+}"
+	if strings.Join(keys, ",") != want {
+		t.Errorf("routes = %v, want %s", keys, want)
+	}
+	// Each route reaches the right function.
+	for _, r := range s.ofType("AWS::ApiGatewayV2::Integration") {
+		uri := js(props(r)["IntegrationUri"])
+		if !strings.Contains(uri, "Kickoff") && !strings.Contains(uri, "Status") {
+			t.Errorf("integration to %s", uri)
+		}
+	}
+	for _, r := range s.ofType("AWS::ApiGatewayV2::Route") {
+		p := props(r)
+		target := js(p["Target"])
+		status := strings.Contains(p["RouteKey"].(string), "bulkstatus")
+		if (status && !strings.Contains(target, "StatusIntegration")) || (!status && !strings.Contains(target, "KickoffIntegration")) {
+			t.Errorf("route %s targets %s", p["RouteKey"], target)
+		}
+		if p["AuthorizationType"] != nil && p["AuthorizationType"] != "NONE" {
+			t.Errorf("route %s has authorization %v without a JWT issuer", p["RouteKey"], p["AuthorizationType"])
+		}
+	}
+	for _, r := range s.ofType("AWS::ApiGatewayV2::Stage") {
+		p := props(r)
+		rs := p["DefaultRouteSettings"].(map[string]any)
+		if rs["ThrottlingRateLimit"] != 15.0 || rs["ThrottlingBurstLimit"] != 30.0 {
+			t.Errorf("throttling = %v", rs)
+		}
+		if p["AccessLogSettings"] == nil {
+			t.Error("no access log on the stage")
+		}
+	}
+}
+
+func TestFunctions(t *testing.T) {
+	s := base(t)
+	fns := s.functions()
+	if len(fns) != len(functions) {
+		t.Fatalf("%d functions, want %d", len(fns), len(functions))
+	}
+	roles := map[string]bool{}
+	for _, name := range functions {
+		p := props(fns[s.logicalID(t, "AWS::Lambda::Function", title(name))])
+		if p["Runtime"] != "provided.al2023" || js(p["Architectures"]) != `["arm64"]` || p["Handler"] != "bootstrap" {
+			t.Errorf("%s: runtime %v %v %v", name, p["Runtime"], p["Architectures"], p["Handler"])
+		}
+		if js(p["TracingConfig"]) != `{"Mode":"Active"}` {
+			t.Errorf("%s: tracing %v", name, p["TracingConfig"])
+		}
+		if lc, _ := p["LoggingConfig"].(map[string]any); lc == nil || !strings.Contains(js(lc["LogGroup"]), title(name)+"Logs") {
+			t.Errorf("%s: log group %v", name, p["LoggingConfig"])
+		}
+		env := p["Environment"].(map[string]any)["Variables"].(map[string]any)
+		for _, k := range []string{"BULKFHIR_TABLE", "BULKFHIR_BUCKET", "BULKFHIR_RETENTION", "BULKFHIR_SOURCE_BUCKET"} {
+			if env[k] == nil {
+				t.Errorf("%s: no %s", name, k)
+			}
+		}
+		if (name == "kickoff" || name == "status") != (env["BULKFHIR_STATE_MACHINE_ARN"] != nil) {
+			t.Errorf("%s: state machine ARN = %v", name, env["BULKFHIR_STATE_MACHINE_ARN"])
+		}
+		role := js(p["Role"])
+		if roles[role] {
+			t.Errorf("%s shares a role", name)
+		}
+		roles[role] = true
+		if to := p["Timeout"].(float64); (name == "kickoff" || name == "status") && to > 29 {
+			t.Errorf("%s timeout %v exceeds API Gateway's 30 s", name, to)
+		}
+	}
+	for id, r := range s.ofType("AWS::Logs::LogGroup") {
+		if props(r)["RetentionInDays"] == nil {
+			t.Errorf("log group %s keeps logs forever", id)
+		}
+	}
+	for _, name := range functions {
+		if mp := props(s.resources[s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")])["ManagedPolicyArns"]; mp != nil {
+			t.Errorf("%s role has managed policies: %v", name, mp)
+		}
+	}
+}
+
+// policyActions collects, per function, the actions of its role's policies
+// and checks no statement uses a wildcard action or a bare "*" resource
+// except for X-Ray.
+func TestLeastPrivilegeRoles(t *testing.T) {
+	s := base(t)
+	want := map[string][]string{
+		"kickoff":  {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"status":   {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "states:StopExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"plan":     {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"export":   {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"finalize": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"fail":     {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+	}
+	for name, wantActions := range want {
+		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
+		got := map[string]bool{}
+		for _, pol := range s.ofType("AWS::IAM::Policy") {
+			p := props(pol)
+			if !strings.Contains(js(p["Roles"]), roleID) {
+				continue
+			}
+			for _, st := range p["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				stm := st.(map[string]any)
+				actions := toList(stm["Action"])
+				for _, a := range actions {
+					got[a] = true
+					if strings.Contains(a, "*") {
+						t.Errorf("%s: wildcard action %s", name, a)
+					}
+				}
+				if js(stm["Resource"]) == `"*"` {
+					for _, a := range actions {
+						if !strings.HasPrefix(a, "xray:") {
+							t.Errorf("%s: %s on every resource", name, a)
+						}
+					}
+				}
+			}
+		}
+		var gotList []string
+		for a := range got {
+			gotList = append(gotList, a)
+		}
+		sort.Strings(gotList)
+		if strings.Join(gotList, ",") != strings.Join(wantActions, ",") {
+			t.Errorf("%s actions:\n got %v\nwant %v", name, gotList, wantActions)
+		}
+	}
+}
+
+func toList(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			out = append(out, e.(string))
+		}
+		return out
+	}
+	return nil
+}
+
+func TestStateMachine(t *testing.T) {
+	s := base(t)
+	sms := s.ofType("AWS::StepFunctions::StateMachine")
+	if len(sms) != 1 {
+		t.Fatalf("%d state machines", len(sms))
+	}
+	for _, r := range sms {
+		p := props(r)
+		file, _ := os.ReadFile(DefinitionFile)
+		if p["DefinitionString"] != string(file) {
+			t.Error("the deployed definition is not the committed ASL file")
+		}
+		subs := p["DefinitionSubstitutions"].(map[string]any)
+		for _, fn := range []string{"Plan", "Export", "Finalize", "Fail"} {
+			if !strings.Contains(js(subs[fn+"FunctionArn"]), fn) {
+				t.Errorf("%sFunctionArn = %v", fn, subs[fn+"FunctionArn"])
+			}
+		}
+		if subs["MaxConcurrency"] != "7" {
+			t.Errorf("MaxConcurrency = %v, want the prop (7)", subs["MaxConcurrency"])
+		}
+		lc := p["LoggingConfiguration"].(map[string]any)
+		if lc["Level"] != "ALL" || lc["IncludeExecutionData"] != false {
+			t.Errorf("logging = %v", lc)
+		}
+		if js(p["TracingConfiguration"]) != `{"Enabled":true}` {
+			t.Errorf("tracing = %v", p["TracingConfiguration"])
+		}
+	}
+}
+
+func TestDataStores(t *testing.T) {
+	s := base(t)
+	for id, r := range s.ofType("AWS::DynamoDB::Table") {
+		p := props(r)
+		if p["BillingMode"] != "PAY_PER_REQUEST" || js(p["TimeToLiveSpecification"]) != `{"AttributeName":"expiresAt","Enabled":true}` {
+			t.Errorf("table: %v %v", p["BillingMode"], p["TimeToLiveSpecification"])
+		}
+		if js(p["PointInTimeRecoverySpecification"]) != `{"PointInTimeRecoveryEnabled":true}` || p["SSESpecification"] == nil {
+			t.Errorf("table: PITR %v SSE %v", p["PointInTimeRecoverySpecification"], p["SSESpecification"])
+		}
+		if !strings.Contains(js(p["GlobalSecondaryIndexes"]), `"NonKeyAttributes":["status"]`) {
+			t.Errorf("owner index = %s", js(p["GlobalSecondaryIndexes"]))
+		}
+		if r["DeletionPolicy"] != "Delete" {
+			t.Errorf("table %s deletion policy %v (retainData is off)", id, r["DeletionPolicy"])
+		}
+	}
+	exports := props(s.resources[s.logicalID(t, "AWS::S3::Bucket", "Exports")])
+	if js(exports["PublicAccessBlockConfiguration"]) != `{"BlockPublicAcls":true,"BlockPublicPolicy":true,"IgnorePublicAcls":true,"RestrictPublicBuckets":true}` {
+		t.Errorf("public access block = %v", exports["PublicAccessBlockConfiguration"])
+	}
+	if !strings.Contains(js(exports["BucketEncryption"]), "AES256") {
+		t.Errorf("encryption = %v", exports["BucketEncryption"])
+	}
+	rules := js(exports["LifecycleConfiguration"])
+	// Retention 30h → two whole days in S3, the same setting everywhere.
+	if !strings.Contains(rules, `"ExpirationInDays":2`) || !strings.Contains(rules, `"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}`) {
+		t.Errorf("lifecycle = %s", rules)
+	}
+	for _, r := range s.functions() {
+		if v := props(r)["Environment"].(map[string]any)["Variables"].(map[string]any)["BULKFHIR_RETENTION"]; v != nil && v != "30h0m0s" {
+			t.Errorf("a function's retention = %v, want the one setting (30h)", v)
+		}
+	}
+	tls := false
+	for _, r := range s.ofType("AWS::S3::BucketPolicy") {
+		if strings.Contains(js(props(r)["Bucket"]), "Exports") && strings.Contains(js(r), `"aws:SecureTransport":"false"`) {
+			tls = true
+		}
+	}
+	if !tls {
+		t.Error("the export bucket does not deny non-TLS requests")
+	}
+}
+
+func TestRetentionDays(t *testing.T) {
+	for _, tc := range []struct {
+		in   time.Duration
+		want float64
+	}{{2 * time.Hour, 1}, {24 * time.Hour, 1}, {25 * time.Hour, 2}, {7 * 24 * time.Hour, 7}} {
+		if got := RetentionDays(tc.in); got != tc.want {
+			t.Errorf("RetentionDays(%s) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	s := base(t)
+	for _, o := range []string{"FhirBaseUrl", "ExportBucket", "SourceBucket", "JobsTable", "StateMachineArn"} {
+		if s.outputs[o] == nil {
+			t.Errorf("no output %s", o)
+		}
+	}
+	if !strings.Contains(js(s.outputs["FhirBaseUrl"]), "/fhir") {
+		t.Errorf("FhirBaseUrl = %s", js(s.outputs["FhirBaseUrl"]))
+	}
+}
+
+func TestCdkNagHasNoUnsuppressedErrors(t *testing.T) {
+	if errs := base(t).errors; len(errs) > 0 {
+		t.Errorf("cdk-nag errors:\n%s", strings.Join(errs, "\n"))
+	}
+	// The production variant: JWT authorizer, KMS, retained data, access logs.
+	prod := synth(t, StackProps{BuildDir: fakeBuild(t), JwtIssuer: "https://auth.example.org", JwtAudience: "bulkfhir",
+		KMS: true, RetainData: true, AccessLogsBucket: "my-access-logs", SourceBucket: "my-data", SourcePrefix: "fhir/"}, nil)
+	if len(prod.errors) > 0 {
+		t.Errorf("cdk-nag errors (production variant):\n%s", strings.Join(prod.errors, "\n"))
+	}
+	for _, r := range prod.ofType("AWS::ApiGatewayV2::Route") {
+		if props(r)["AuthorizationType"] != "JWT" {
+			t.Errorf("route %v is not behind the JWT authorizer", props(r)["RouteKey"])
+		}
+	}
+	for _, r := range prod.ofType("AWS::DynamoDB::Table") {
+		if r["DeletionPolicy"] != "Retain" || !strings.Contains(js(props(r)["SSESpecification"]), "KMS") {
+			t.Errorf("table: %v %v", r["DeletionPolicy"], props(r)["SSESpecification"])
+		}
+	}
+	// The check can fail: a bucket without TLS enforcement is reported.
+	app := awscdk.NewApp(nil)
+	bad := awscdk.NewStack(app, jsii.String("bad"), nil)
+	awss3.NewBucket(bad, jsii.String("Open"), &awss3.BucketProps{})
+	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(nil))
+	assertions.Template_FromStack(bad, nil)
+	if n := len(*assertions.Annotations_FromStack(bad).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-S10.*")))); n == 0 {
+		t.Error("cdk-nag reported nothing for a bucket without TLS enforcement")
+	}
+}
+
+// TestSamAssetPaths synthesizes without asset staging, as make synth does
+// for SAM, and checks each function's asset path is its build folder.
+func TestSamAssetPaths(t *testing.T) {
+	build, err := filepath.Abs("../build")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range functions {
+		if _, err := os.Stat(filepath.Join(build, fn, "bootstrap")); err != nil {
+			t.Fatalf("run `make lambdas` first: %v", err)
+		}
+	}
+	s := synth(t, StackProps{BuildDir: "../build"}, map[string]any{"aws:cdk:disable-asset-staging": true, "aws:cdk:enable-asset-metadata": true})
+	for _, fn := range functions {
+		r := s.resources[s.logicalID(t, "AWS::Lambda::Function", title(fn))]
+		meta, _ := r["Metadata"].(map[string]any)
+		path, _ := meta["aws:asset:path"].(string)
+		if path != filepath.Join(build, fn) {
+			t.Errorf("%s: aws:asset:path = %q, want %q", fn, path, filepath.Join(build, fn))
+		}
+		if meta["aws:asset:property"] != "Code" {
+			t.Errorf("%s: aws:asset:property = %v", fn, meta["aws:asset:property"])
+		}
+	}
+}

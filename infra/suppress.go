@@ -1,0 +1,56 @@
+package main
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+)
+
+// Reasons for the cdk-nag findings the stack accepts. A reviewer reads
+// these in the NagReport; the stack tests check each wildcard is one of
+// these and nothing wider.
+const (
+	reasonLogStreams = "Lambda creates log streams with generated names; the grant is limited to the function's own log group."
+	reasonXRay       = "X-Ray PutTraceSegments and PutTelemetryRecords do not support resource-level permissions (active tracing)."
+	reasonSource     = "Read-only access to the objects under the configured source prefix: the data this service exports."
+	reasonExports    = "Export files live under exports/<job id>/ and job ids are created at run time; access is limited to that prefix of the stack's own bucket."
+	reasonExecutions = "StopExecution on this state machine's executions only; execution names are job ids created at run time."
+	reasonSFNLogging = "CloudWatch Logs delivery APIs used for state machine logging, and X-Ray, do not support resource-level permissions."
+	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
+	reasonNoAuth     = "No JWT issuer is configured for this deployment (context bulkfhir:jwtIssuer). Set it, with bulkfhir:jwtAudience, to require SMART Backend Services tokens; without it every caller is one anonymous client."
+	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
+	reasonSourceLogs = "The source bucket is created for convenience and only read by this stack; enable server access logging on it, or bring your own bucket (bulkfhir:sourceBucket), when required."
+)
+
+func regex(s string) map[string]*string { return map[string]*string{"regex": jsii.String(s)} }
+
+func add(c constructs.IConstruct, id, reason string, appliesTo ...any) {
+	sup := &cdknag.NagPackSuppression{Id: jsii.String(id), Reason: jsii.String(reason)}
+	if len(appliesTo) > 0 {
+		sup.AppliesTo = &appliesTo
+	}
+	cdknag.NagSuppressions_AddResourceSuppressions(c, &[]*cdknag.NagPackSuppression{sup}, jsii.Bool(true))
+}
+
+// suppress records the findings the stack accepts, each with its reason.
+func suppress(s *Stack, props StackProps) {
+	for name, role := range s.Roles {
+		add(role, "AwsSolutions-IAM5", reasonLogStreams, regex("/^Resource::<"+title(name)+"Logs[0-9A-F]+\\.Arn>:\\*$/g"))
+		add(role, "AwsSolutions-IAM5", reasonXRay, "Resource::*")
+		add(role, "AwsSolutions-IAM5", reasonSource, regex("/^Resource::<Source[A-Za-z0-9]*\\.Arn>\\/.*\\*$/g"), regex("/^Resource::arn:<AWS::Partition>:s3:::.*\\/.*\\*$/g"))
+		add(role, "AwsSolutions-IAM5", reasonExports, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/exports\\/\\*$/g"))
+	}
+	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
+	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")
+	add(s.StateMachine, "AwsSolutions-IAM5", reasonInvoke, regex("/^Resource::<(Plan|Export|Finalize|Fail)[0-9A-F]+\\.Arn>:\\*$/g"))
+	if props.JwtIssuer == "" {
+		add(s.Api, "AwsSolutions-APIG4", reasonNoAuth)
+	}
+	if props.AccessLogsBucket == "" {
+		add(s.Bucket, "AwsSolutions-S1", reasonAccessLogs)
+	}
+	if b, ok := s.Source.(awss3.Bucket); ok {
+		add(b, "AwsSolutions-S1", reasonSourceLogs)
+	}
+}
