@@ -46,10 +46,10 @@ $(MINIO):
 
 test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over HTTP and on AWS emulators, the CDK stack
 	$(GO) vet $(PKGS)
-	cd infra && $(GO) vet ./...
+	cd infra && $(GO) vet .
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	cd infra && $(CDK_ENV) $(GO) test -count=1 -timeout 20m ./...
+	cd infra && $(CDK_ENV) $(GO) test -count=1 -timeout 20m .
 
 synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
 	$(CDK) synth --no-staging --quiet $(STACK)
