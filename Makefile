@@ -23,6 +23,7 @@ CDK_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 JSII_RUNTIME_PACKAGE
            CDK_HOME=$(CURDIR)/.cache/cdk CDK_DISABLE_VERSION_CHECK=true CDK_DISABLE_CLI_TELEMETRY=true
 CDK     := cd infra && $(CDK_ENV) node_modules/.bin/cdk --no-notices
 STACK   ?= bulkfhir
+CDK_ARGS ?=
 
 .PHONY: help build test vet fmt serve data clean fuzz demo tools lambdas synth deploy diff destroy \
         localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
@@ -52,16 +53,16 @@ test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over
 	cd infra && $(CDK_ENV) $(GO) test -count=1 -timeout 20m .
 
 synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
-	$(CDK) synth --no-staging --quiet $(STACK)
+	$(CDK) synth --no-staging --quiet $(CDK_ARGS) $(STACK)
 
 deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see README)
-	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json
+	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json $(CDK_ARGS)
 
 diff: $(NODE_TOOLS) lambdas ## show what deploy would change
-	$(CDK) diff $(STACK)
+	$(CDK) diff $(STACK) $(CDK_ARGS)
 
 destroy: $(NODE_TOOLS) ## delete the stack (the source bucket is kept)
-	$(CDK) destroy $(STACK) --force
+	$(CDK) destroy $(STACK) --force $(CDK_ARGS)
 
 # LocalStack (needs Docker and, for the HTTP API, a LOCALSTACK_AUTH_TOKEN).
 localstack-up: ## start LocalStack (Docker)
