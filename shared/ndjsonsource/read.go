@@ -79,13 +79,9 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		}
 		pos = c
 	}
-	files, err := s.refresh(ctx)
+	idx, err := s.indexed(ctx, sg.file)
 	if err != nil {
 		return nil, err
-	}
-	idx := files[sg.file]
-	if idx == nil {
-		return nil, fmt.Errorf("segment object %q is gone", sg.file)
 	}
 	r := &reader{typ: typ, end: sg.end, since: q.Since, until: q.Until, reportBad: idx.primary == typ, file: sg.file}
 	if q.Level != bulkdata.LevelSystem {
@@ -265,6 +261,28 @@ func (s *Source) scanType(ctx context.Context, t string, fn func(line []byte) bo
 // GroupMembers implements export.Source: Patient members of the Group that
 // are not marked inactive.
 func (s *Source) GroupMembers(ctx context.Context, id string) ([]string, error) {
+	if _, err := s.refresh(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	cached, ok := s.members[id]
+	gen := s.gen
+	s.mu.Unlock()
+	if ok && cached.gen == gen {
+		return cached.ids, nil
+	}
+	members, err := s.readMembers(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.members[id] = groupMembers{gen: gen, ids: members}
+	s.mu.Unlock()
+	return members, nil
+}
+
+// readMembers reads the Group and its active Patient members.
+func (s *Source) readMembers(ctx context.Context, id string) ([]string, error) {
 	raw, err := s.ReadResource(ctx, "Group", id)
 	if err != nil {
 		return nil, err

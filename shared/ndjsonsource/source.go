@@ -46,6 +46,15 @@ type Source struct {
 
 	mu    sync.Mutex
 	files map[string]*fileIndex // by object name
+	// gen counts index changes; members caches Group members for the
+	// generation it was read in, so chunks do not re-read Groups.
+	gen     int
+	members map[string]groupMembers
+}
+
+type groupMembers struct {
+	gen int
+	ids []string
 }
 
 var _ export.Source = (*Source)(nil)
@@ -94,7 +103,8 @@ func NewFromObjects(objs Objects, opts Options) *Source {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
-	return &Source{objs: objs, segmentBytes: opts.SegmentBytes, typesByName: opts.TypesByName, files: map[string]*fileIndex{}}
+	return &Source{objs: objs, segmentBytes: opts.SegmentBytes, typesByName: opts.TypesByName,
+		files: map[string]*fileIndex{}, members: map[string]groupMembers{}}
 }
 
 // Caps implements export.Source.
@@ -116,18 +126,40 @@ func (s *Source) refresh(ctx context.Context) (map[string]*fileIndex, error) {
 				return nil, fmt.Errorf("index %s: %w", o.Name, err)
 			}
 			s.files[o.Name] = idx
+			s.gen++
 		}
 		snap[o.Name] = idx
 	}
 	for name := range s.files {
 		if snap[name] == nil {
 			delete(s.files, name)
+			s.gen++
 		}
 	}
 	return snap, nil
 }
 
 var typeInName = regexp.MustCompile(`^([A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson$`)
+
+// indexed returns the index entry of an object, listing the objects only
+// when it is not known yet (a new process): an export chunk opens a segment
+// of an object Plan indexed, and must not list the whole source again.
+func (s *Source) indexed(ctx context.Context, name string) (*fileIndex, error) {
+	s.mu.Lock()
+	idx := s.files[name]
+	s.mu.Unlock()
+	if idx != nil {
+		return idx, nil
+	}
+	files, err := s.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if idx = files[name]; idx == nil {
+		return nil, fmt.Errorf("segment object %q is gone", name)
+	}
+	return idx, nil
+}
 
 // typeFromName reads "Observation" from "Observation.ndjson",
 // "x/Observation.003.ndjson" or "Observation/part-1.ndjson".
