@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 )
 
@@ -98,17 +99,8 @@ func waitDone(t *testing.T, job string) events.APIGatewayV2HTTPResponse {
 	return events.APIGatewayV2HTTPResponse{}
 }
 
-type manifest struct {
-	TransactionTime     string `json:"transactionTime"`
-	Request             string `json:"request"`
-	RequiresAccessToken bool   `json:"requiresAccessToken"`
-	Output              []struct {
-		Type  string `json:"type"`
-		URL   string `json:"url"`
-		Count int    `json:"count"`
-	} `json:"output"`
-	Error []json.RawMessage `json:"error"`
-}
+// manifest is the protocol's manifest type.
+type manifest = bulkdata.Manifest
 
 func completed(t *testing.T, job string) manifest {
 	t.Helper()
@@ -163,8 +155,8 @@ func download(t *testing.T, m manifest) map[string][]byte {
 			got[key] = append([]byte(nil), line...)
 			n++
 		}
-		if n != o.Count {
-			t.Errorf("%s count = %d, file has %d lines", o.Type, o.Count, n)
+		if o.Count == nil || *o.Count != int64(n) {
+			t.Errorf("%s count = %v, file has %d lines", o.Type, o.Count, n)
 		}
 	}
 	return got

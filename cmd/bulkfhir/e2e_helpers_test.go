@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"io"
 	"net"
@@ -215,22 +216,8 @@ func kickoff(t *testing.T, method, url string, header http.Header, body string) 
 	return loc
 }
 
-type manifest struct {
-	TransactionTime     string `json:"transactionTime"`
-	Request             string `json:"request"`
-	RequiresAccessToken bool   `json:"requiresAccessToken"`
-	Output              []struct {
-		Type  string `json:"type"`
-		URL   string `json:"url"`
-		Count *int   `json:"count"`
-	} `json:"output"`
-	Error []struct {
-		Type  string `json:"type"`
-		URL   string `json:"url"`
-		Count *int   `json:"count"`
-	} `json:"error"`
-	Deleted []any `json:"deleted"`
-}
+// manifest is the protocol's manifest type.
+type manifest = bulkdata.Manifest
 
 // waitDone polls a status URL until the job is no longer running.
 func waitDone(t *testing.T, statusURL string, header http.Header) reply {
@@ -313,7 +300,7 @@ func download(t *testing.T, m manifest) map[string][]byte {
 			got[key] = append([]byte(nil), line...)
 			n++
 		}
-		if o.Count == nil || *o.Count != n {
+		if o.Count == nil || *o.Count != int64(n) {
 			t.Errorf("%s count = %v, file has %d lines", o.Type, o.Count, n)
 		}
 	}

@@ -221,7 +221,7 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 	}
 	r := do(t, http.MethodGet, m.Error[0].URL, nil, "")
 	lines := strings.Split(strings.TrimSpace(string(r.body)), "\n")
-	if len(lines) != 2 || !strings.Contains(r.body2(), "_foo") || !strings.Contains(r.body2(), "_typeFilter") {
+	if len(lines) != 2 || !strings.Contains(string(r.body), "_foo") || !strings.Contains(string(r.body), "_typeFilter") {
 		t.Errorf("error file = %s", r.body)
 	}
 	for _, l := range lines {
@@ -231,8 +231,6 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 		}
 	}
 }
-
-func (r reply) body2() string { return string(r.body) }
 
 func TestElementsSubsetting(t *testing.T) {
 	s := startServer(t, dataDir)
