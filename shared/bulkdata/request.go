@@ -84,6 +84,18 @@ func (r *Request) ElementPairs() [][2]string {
 	return out
 }
 
+// ElementsFor returns the _elements names (without type prefix) that apply
+// to type t: those named for t and the bare ones.
+func (r *Request) ElementsFor(t string) []string {
+	var out []string
+	for _, p := range r.ElementPairs() {
+		if p[0] == "" || p[0] == t {
+			out = append(out, p[1])
+		}
+	}
+	return out
+}
+
 // TypeFiltersFor returns the _typeFilter queries (without "Type?") for type t.
 func (r *Request) TypeFiltersFor(t string) []string {
 	var out []string

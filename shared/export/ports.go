@@ -60,6 +60,10 @@ type Query struct {
 	// TypeFilters are the _typeFilter queries ("param=value&…") for the type
 	// being read, OR-ed together.
 	TypeFilters []string
+	// Elements are the _elements names that apply to the type being read
+	// (without a type prefix). The engine subsets every resource itself; a
+	// source may also pass them on to save reading what is dropped.
+	Elements []string
 }
 
 // SourceCaps says which optional request features a Source implements.

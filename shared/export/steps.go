@@ -181,6 +181,7 @@ func (s *Steps) query(job *Job, typ string) Query {
 		Since:       req.Since,
 		Until:       &until,
 		TypeFilters: req.TypeFiltersFor(typ),
+		Elements:    req.ElementsFor(typ),
 	}
 }
 

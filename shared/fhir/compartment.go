@@ -165,3 +165,48 @@ func PatientID(ref string) (string, bool) {
 	}
 	return id, true
 }
+
+// CompartmentParam is one search parameter of the Patient compartment and
+// the element path behind it.
+type CompartmentParam struct {
+	Name string // the search parameter, e.g. "subject"
+	Path string // the element path, e.g. "subject" or "performer.actor"
+}
+
+// compartmentParamNames names the search parameters whose name is not the
+// first step of their path.
+var compartmentParamNames = map[string]string{
+	"Appointment.participant.actor":      "actor",
+	"CarePlan.activity.detail.performer": "performer",
+	"Coverage.policyHolder":              "policy-holder",
+	"EnrollmentRequest.candidate":        "subject",
+}
+
+// PatientCompartmentParams returns the search parameters that put resources
+// of type t in a patient's compartment, in the order of the compartment
+// definition. For Patient it leaves out the resource's own id (searched with
+// _id).
+func PatientCompartmentParams(t string) []CompartmentParam {
+	paths := patientCompartment[t]
+	out := make([]CompartmentParam, 0, len(paths))
+	for _, p := range paths {
+		name, ok := compartmentParamNames[t+"."+p]
+		if !ok {
+			name, _, _ = strings.Cut(p, ".")
+		}
+		out = append(out, CompartmentParam{Name: name, Path: p})
+	}
+	return out
+}
+
+// ReferencedPatients calls fn with the id of every Patient referenced at
+// path (as returned by PatientCompartmentParams) in resource, until fn
+// returns false.
+func ReferencedPatients(resource []byte, path string, fn func(id string) bool) {
+	walkReferences(gjson.ParseBytes(resource), strings.Split(path, "."), func(ref string) bool {
+		if id, ok := PatientID(ref); ok {
+			return fn(id)
+		}
+		return true
+	})
+}

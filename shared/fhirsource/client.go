@@ -1,0 +1,249 @@
+package fhirsource
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+)
+
+// Authorizer adds credentials to an upstream request. Invalidate drops a
+// cached credential after the upstream answered 401, so the retry gets a
+// fresh one.
+type Authorizer interface {
+	Authorize(ctx context.Context, req *http.Request, body []byte) error
+	Invalidate()
+}
+
+// client talks to the upstream server: authentication, retries with
+// exponential backoff and full jitter on 408, 429, 5xx and transport errors,
+// honouring Retry-After.
+type client struct {
+	base       *url.URL
+	http       *http.Client
+	auth       Authorizer
+	maxRetries int
+	backoff    time.Duration // first retry's upper bound
+	maxBackoff time.Duration // cap of one wait, Retry-After included
+	log        *slog.Logger
+	// requests counts upstream requests (including retries), for benchmarks.
+	requests func()
+}
+
+// StatusError is an upstream response that retrying will not fix.
+type StatusError struct {
+	URL    string
+	Status int
+	// Diagnostics is the upstream OperationOutcome's text, or the start of
+	// its body.
+	Diagnostics string
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("upstream answered %d to GET %s", e.Status, e.URL)
+	if e.Diagnostics != "" {
+		msg += ": " + e.Diagnostics
+	}
+	return msg
+}
+
+// Permanent reports whether err is an upstream answer no retry will change.
+func Permanent(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && !transientStatus(se.Status) &&
+		se.Status != http.StatusUnauthorized && se.Status != http.StatusForbidden
+}
+
+// transientStatus reports the statuses worth retrying.
+func transientStatus(code int) bool {
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// resolve makes ref (absolute, or relative to the base URL) absolute.
+func (c *client) resolve(ref string) (string, error) {
+	u, err := url.Parse(ref)
+	if err != nil {
+		return "", fmt.Errorf("bad upstream link %q: %w", ref, err)
+	}
+	if u.IsAbs() {
+		return u.String(), nil
+	}
+	// Relative links are relative to the service base, which ends in '/'.
+	return c.base.ResolveReference(u).String(), nil
+}
+
+// get fetches an absolute URL; see do.
+func (c *client) get(ctx context.Context, u string) (*http.Response, error) {
+	return c.do(ctx, http.MethodGet, u, nil)
+}
+
+// search POSTs a form to [base]/[type]/_search.
+func (c *client) search(ctx context.Context, typ string, form url.Values) (*http.Response, error) {
+	u, err := c.resolve(typ + "/_search")
+	if err != nil {
+		return nil, err
+	}
+	return c.do(ctx, http.MethodPost, u, []byte(form.Encode()))
+}
+
+// do sends one request with retries. A 2xx response is returned with its
+// body open; anything else is an error (a *StatusError for an answer that
+// retrying will not change).
+func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.Response, error) {
+	refreshed := false
+	for attempt := 0; ; attempt++ {
+		resp, err := c.once(ctx, method, u, body)
+		if err == nil && resp.StatusCode < 300 {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return nil, ctx.Err()
+		}
+		var wait time.Duration
+		if err == nil {
+			status, retryAfter := resp.StatusCode, resp.Header.Get("Retry-After")
+			diag := outcomeText(resp.Body)
+			resp.Body.Close()
+			if status == http.StatusUnauthorized && c.auth != nil && !refreshed {
+				c.auth.Invalidate()
+				refreshed = true
+				attempt--
+				continue
+			}
+			if !transientStatus(status) {
+				return nil, &StatusError{URL: u, Status: status, Diagnostics: diag}
+			}
+			err = &StatusError{URL: u, Status: status, Diagnostics: diag}
+			wait = parseRetryAfter(retryAfter, time.Now())
+		} else if !transientError(err) {
+			return nil, err
+		}
+		if attempt >= c.maxRetries {
+			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt+1, err)
+		}
+		if j := c.jitter(attempt); j > wait {
+			wait = j
+		}
+		if wait > c.maxBackoff {
+			wait = c.maxBackoff
+		}
+		c.log.WarnContext(ctx, "upstream retry", "url", u, "attempt", attempt+1, "wait", wait.String(), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (c *client) once(ctx context.Context, method, u string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/fhir+json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if c.auth != nil {
+		if err := c.auth.Authorize(ctx, req, body); err != nil {
+			return nil, fmt.Errorf("authorize upstream request: %w", err)
+		}
+	}
+	if c.requests != nil {
+		c.requests()
+	}
+	return c.http.Do(req)
+}
+
+// jitter is the full-jitter backoff for a retry: uniform in [0, base·2^n].
+func (c *client) jitter(n int) time.Duration {
+	ceil := c.backoff << min(n, 16)
+	if ceil <= 0 || ceil > c.maxBackoff {
+		ceil = c.maxBackoff
+	}
+	return time.Duration(rand.Int64N(int64(ceil) + 1))
+}
+
+// transientError reports transport failures worth retrying: timeouts,
+// refused or reset connections, a response cut short.
+func transientError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "connection refused")
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// outcomeText reads the diagnostics of an error response: the
+// OperationOutcome's issues, else the start of the body.
+func outcomeText(body io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(body, 16<<10))
+	if gjson.GetBytes(b, "resourceType").Str == "OperationOutcome" {
+		var parts []string
+		gjson.GetBytes(b, "issue").ForEach(func(_, is gjson.Result) bool {
+			text := is.Get("diagnostics").Str
+			if text == "" {
+				text = is.Get("details.text").Str
+			}
+			if text != "" {
+				parts = append(parts, text)
+			}
+			return true
+		})
+		if len(parts) > 0 {
+			return strings.Join(parts, "; ")
+		}
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
