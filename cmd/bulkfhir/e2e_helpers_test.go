@@ -5,8 +5,6 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
-	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
-	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 )
 
 // These tests run the real bulkfhir binary as a server and talk to it over
@@ -84,7 +85,11 @@ func startServer(t *testing.T, data string, args ...string) *server {
 
 func (s *server) start() {
 	s.t.Helper()
-	args := append([]string{"serve", "--addr", s.addr, "--data", s.data, "--state", s.state}, s.args...)
+	args := []string{"serve", "--addr", s.addr, "--state", s.state}
+	if s.data != "" {
+		args = append(args, "--data", s.data)
+	}
+	args = append(args, s.args...)
 	s.cmd = exec.Command(binPath, args...)
 	s.log = &bytes.Buffer{}
 	s.cmd.Stderr = s.log

@@ -12,16 +12,23 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+
 	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/boltstore"
 	"github.com/bulkfhir/bulkfhir/shared/dirstore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/localrunner"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 )
 
 type serveConfig struct {
 	addr, data, state, baseURL, tokens string
+	upstream                           fhirsource.Settings
+	sourceKeyFile                      string
+	sourcePageSize                     int
 	retention                          time.Duration
 	maxFileBytes                       int64
 	chunkBudget                        time.Duration
@@ -32,7 +39,16 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	var c serveConfig
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&c.data, "data", "", "directory of NDJSON files to export (required)")
+	fs.StringVar(&c.data, "data", "", "directory of NDJSON files to export (this or --source-url)")
+	fs.StringVar(&c.upstream.URL, "source-url", "", "base URL of a FHIR R4 server to export from (this or --data)")
+	fs.StringVar(&c.upstream.Token, "source-token", os.Getenv("BULKFHIR_SOURCE_TOKEN"), "static bearer token for the upstream (default $BULKFHIR_SOURCE_TOKEN)")
+	fs.StringVar(&c.upstream.ClientID, "source-client-id", "", "SMART Backend Services client id for the upstream")
+	fs.StringVar(&c.sourceKeyFile, "source-key", "", "PEM private key file (RS384 or ES384) for SMART Backend Services (default: PEM in $BULKFHIR_SOURCE_KEY)")
+	fs.StringVar(&c.upstream.TokenURL, "source-token-url", "", "the upstream's token endpoint for SMART Backend Services")
+	fs.StringVar(&c.upstream.Scope, "source-scope", "", "scope to request (default system/*.read)")
+	fs.StringVar(&c.upstream.KeyID, "source-key-id", "", "kid of the signing key in the client's JWK Set")
+	fs.StringVar(&c.upstream.SigV4Region, "source-sigv4-region", "", "sign upstream requests with AWS SigV4 for this region (AWS HealthLake)")
+	fs.IntVar(&c.sourcePageSize, "source-page-size", 0, "_count of upstream searches (default 500)")
 	fs.StringVar(&c.state, "state", "", "directory for job state and exported files (required)")
 	fs.StringVar(&c.baseURL, "base-url", "", "public FHIR base URL (default: from each request, http://HOST/fhir)")
 	fs.DurationVar(&c.retention, "retention", export.DefaultRetention, "how long files stay after an export completes")
@@ -45,14 +61,17 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if c.data == "" || c.state == "" {
-		return errors.New("serve: --data and --state are required")
+	if c.state == "" {
+		return errors.New("serve: --state is required")
+	}
+	if (c.data == "") == (c.upstream.URL == "") {
+		return errors.New("serve: set exactly one source: --data DIR (NDJSON files) or --source-url URL (a FHIR server)")
 	}
 	if c.retention <= 0 {
 		return errors.New("serve: --retention must be positive")
 	}
 
-	source, err := ndjsonsource.New(c.data, 0)
+	source, err := c.source(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -83,15 +102,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	svc := export.NewService(jobs, files, runner, source, cfg, log)
 	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: auth, Files: files, Version: version, Log: log})
 
-	// Index the source before listening so the first export does not wait.
-	if counts, err := source.Counts(ctx); err != nil {
+	if err := warmUp(ctx, source, log); err != nil {
 		return err
-	} else {
-		total := int64(0)
-		for _, n := range counts {
-			total += n
-		}
-		log.Info("source indexed", "dir", c.data, "types", len(counts), "resources", total)
 	}
 
 	// Jobs that were live when the server stopped resume from their cursors.
@@ -171,4 +183,60 @@ func writeFileAtomic(path string, b []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// source builds the configured source: an NDJSON directory or an upstream
+// FHIR server.
+func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Source, error) {
+	if c.data != "" {
+		return ndjsonsource.New(c.data, 0)
+	}
+	st := c.upstream
+	if c.sourceKeyFile != "" {
+		pem, err := os.ReadFile(c.sourceKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve: --source-key: %w", err)
+		}
+		st.PrivateKeyPEM = pem
+	} else if k := os.Getenv("BULKFHIR_SOURCE_KEY"); k != "" && st.ClientID != "" {
+		st.PrivateKeyPEM = []byte(k)
+	}
+	var creds aws.CredentialsProvider
+	if st.SigV4Region != "" {
+		awsCfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(st.SigV4Region))
+		if err != nil {
+			return nil, fmt.Errorf("serve: AWS credentials for SigV4: %w", err)
+		}
+		creds = awsCfg.Credentials
+	}
+	auth, err := st.Authorizer(creds)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	return fhirsource.New(fhirsource.Options{BaseURL: st.URL, Auth: auth, PageSize: c.sourcePageSize, Log: log})
+}
+
+// warmUp indexes an NDJSON source, or checks an upstream answers, before
+// the server listens, so the first export does not wait and a wrong URL is
+// reported at once.
+func warmUp(ctx context.Context, source export.Source, log *slog.Logger) error {
+	switch src := source.(type) {
+	case *ndjsonsource.Source:
+		counts, err := src.Counts(ctx)
+		if err != nil {
+			return err
+		}
+		total := int64(0)
+		for _, n := range counts {
+			total += n
+		}
+		log.Info("source indexed", "types", len(counts), "resources", total)
+	case *fhirsource.Source:
+		types, err := src.Types(ctx)
+		if err != nil {
+			return fmt.Errorf("serve: the upstream FHIR server does not answer: %w", err)
+		}
+		log.Info("upstream ready", "types", len(types))
+	}
+	return nil
 }

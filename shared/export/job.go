@@ -54,6 +54,9 @@ type Unit struct {
 	ID      string `json:"id"`
 	Type    string `json:"type"`
 	Segment string `json:"segment,omitempty"`
+	// Deleted marks a unit that lists the type's deletions (the manifest's
+	// deleted array) instead of exporting resources.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // UnitProgress is what a unit has written so far.

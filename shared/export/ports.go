@@ -89,6 +89,17 @@ type Source interface {
 	Open(ctx context.Context, q Query, typ, segment, cursor string) (Reader, error)
 }
 
+// DeletionSource is a Source that can list deleted resources.
+type DeletionSource interface {
+	Source
+	// ListsDeletions reports whether the source keeps deletions of typ.
+	ListsDeletions(ctx context.Context, typ string) bool
+	// OpenDeleted reads, from cursor, the references ("Type/id") of the
+	// resources of typ deleted after q.Since and not after q.Until that do
+	// not exist any more.
+	OpenDeleted(ctx context.Context, q Query, typ, cursor string) (Reader, error)
+}
+
 // Reader streams the resources of one segment.
 type Reader interface {
 	// Next returns the next resource as one line of compact JSON. The slice

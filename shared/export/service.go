@@ -122,6 +122,11 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 // checkAgainstSource applies the checks that depend on the source's data
 // and features, as problems (4xx, or warnings under lenient handling).
 func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request) error {
+	if r, ok := s.source.(readySource); ok {
+		if err := r.Ready(ctx); err != nil {
+			return s.unavailable(ctx, "check the source", err)
+		}
+	}
 	var probs bulkdata.Problems
 	if req.Level != bulkdata.LevelSystem && len(req.Types) > 0 {
 		var kept []string
@@ -138,10 +143,20 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it, or send Prefer: handling=lenient to export without it")
 		req.TypeFilters = nil
 	}
+	// RelevantProvenanceResources is honoured; when values conflict the
+	// least restrictive wins, so LatestProvenanceResources beside it is
+	// covered. Alone, Latest (a subset) and custom codes are not supported.
+	relevant := contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources)
 	for _, code := range req.IncludeAssociatedData {
-		probs.Add(fhir.CodeNotSupported, "includeAssociatedData", fmt.Sprintf("%q is not supported: this server keeps no provenance associations", code))
+		if code == bulkdata.RelevantProvenanceResources || (relevant && code == bulkdata.LatestProvenanceResources) {
+			continue
+		}
+		probs.Add(fhir.CodeNotSupported, "includeAssociatedData", fmt.Sprintf("%q is not supported; RelevantProvenanceResources is", code))
 	}
 	req.IncludeAssociatedData = nil
+	if relevant {
+		req.IncludeAssociatedData = []string{bulkdata.RelevantProvenanceResources}
+	}
 
 	if req.Level == bulkdata.LevelGroup {
 		members, err := s.source.GroupMembers(ctx, req.GroupID)
@@ -188,6 +203,12 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		return err
 	}
 	return nil
+}
+
+// readySource is a Source that can tell quickly whether it answers (an
+// upstream server), so a kick-off fails at once instead of in Plan.
+type readySource interface {
+	Ready(ctx context.Context) error
 }
 
 // unavailable reports a source failure at kick-off as a transient 503.

@@ -109,6 +109,13 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 		for i, seg := range segs {
 			units = append(units, Unit{ID: fmt.Sprintf("%s.%04d", t, i), Type: t, Segment: seg})
 		}
+		// Deletions are listed for system exports with _since, when the
+		// source keeps them; a deleted resource cannot be placed in a
+		// patient's compartment any more.
+		if ds, ok := s.source.(DeletionSource); ok && job.Request.Since != nil &&
+			job.Request.Level == bulkdata.LevelSystem && ds.ListsDeletions(ctx, t) {
+			units = append(units, Unit{ID: t + ".deleted", Type: t, Deleted: true})
+		}
 	}
 	if len(job.Request.Ignored) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, "request", 0, "", job.Request.Ignored); err != nil {
@@ -161,8 +168,46 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 		}
 		out = append(out, t)
 	}
+	if associatedProvenance(job.Request) && has["Provenance"] && !contains(out, "Provenance") {
+		out = append(out, "Provenance")
+	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// associatedProvenance reports whether a request asks for the Provenance of
+// its resources (includeAssociatedData=RelevantProvenanceResources) while
+// its _type leaves Provenance out. Without _type every Provenance in scope
+// is exported anyway.
+func associatedProvenance(req bulkdata.Request) bool {
+	if len(req.Types) == 0 || contains(req.Types, "Provenance") {
+		return false
+	}
+	return contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// provenanceTargets is the set of types whose Provenance a Provenance unit
+// keeps, or nil when it keeps all.
+func provenanceTargets(job *Job, unit Unit) map[string]bool {
+	if unit.Type != "Provenance" || !associatedProvenance(job.Request) {
+		return nil
+	}
+	set := map[string]bool{}
+	for _, u := range job.Units {
+		if u.Type != "Provenance" && !u.Deleted {
+			set[u.Type] = true
+		}
+	}
+	return set
 }
 
 // query builds the Source query for one type of a job. The upper time bound
@@ -222,16 +267,26 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	start := cur
 	stopAt := s.stopTime(ctx)
 
-	rd, err := s.source.Open(ctx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
+	var rd Reader
+	if in.Unit.Deleted {
+		ds, ok := s.source.(DeletionSource)
+		if !ok {
+			return nil, fmt.Errorf("export chunk %s: the source lists no deletions", in.Unit.ID)
+		}
+		rd, err = ds.OpenDeleted(ctx, s.query(job, in.Unit.Type), in.Unit.Type, cur.Source)
+	} else {
+		rd, err = s.source.Open(ctx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
+	}
 	if err != nil {
 		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: open source: %v", in.Unit.ID, err)}
 	}
 	defer rd.Close()
 
 	var selector *fhir.ElementSelector
-	if len(job.Request.Elements) > 0 {
+	if len(job.Request.Elements) > 0 && !in.Unit.Deleted {
 		selector = fhir.NewElementSelector(job.Request.ElementPairs())
 	}
+	targets := provenanceTargets(job, in.Unit)
 
 	w := &chunkWriter{steps: s, ctx: ctx, job: job, unit: in.Unit, cur: &cur}
 	defer w.abort()
@@ -265,7 +320,13 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		if err != nil {
 			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: read source: %v", in.Unit.ID, err)}
 		}
-		if selector != nil {
+		switch {
+		case in.Unit.Deleted:
+			line = deletionBundle(line)
+		case targets != nil && !fhir.TargetsAnyType(line, targets):
+			cur.Source = rd.Cursor()
+			continue
+		case selector != nil:
 			if line, err = selector.Subset(in.Unit.Type, line); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
 			}
@@ -369,6 +430,12 @@ func (c *chunkWriter) writeLine(line []byte) error {
 
 var newline = []byte{'\n'}
 
+// deletionBundle is the deleted-file line for one deleted resource: a
+// transaction Bundle with one DELETE entry.
+func deletionBundle(ref []byte) []byte {
+	return fmt.Appendf(nil, `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":%q}}]}`, ref)
+}
+
 // commit finishes the current file (if any), records it and advances the
 // cursor's file sequence.
 func (c *chunkWriter) commit() error {
@@ -383,6 +450,9 @@ func (c *chunkWriter) commit() error {
 	f := File{
 		Key: FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
 		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq,
+	}
+	if c.unit.Deleted {
+		f.Kind, f.Type = KindDeleted, "Bundle"
 	}
 	if err := c.steps.jobs.PutFile(c.ctx, c.job.ID, f); err != nil {
 		return &RetryableError{Msg: fmt.Sprintf("record %s: %v", f.Key, err)}

@@ -210,3 +210,19 @@ func ReferencedPatients(resource []byte, path string, fn func(id string) bool) {
 		return true
 	})
 }
+
+// TargetsAnyType reports whether a Provenance's target references a
+// resource of one of the types.
+func TargetsAnyType(provenance []byte, types map[string]bool) bool {
+	hit := false
+	gjson.GetBytes(provenance, "target").ForEach(func(_, t gjson.Result) bool {
+		ref := t.Get("reference").Str
+		if i := strings.Index(ref, "/_history/"); i >= 0 {
+			ref = ref[:i]
+		}
+		parts := strings.Split(ref, "/")
+		hit = len(parts) >= 2 && types[parts[len(parts)-2]]
+		return !hit
+	})
+	return hit
+}

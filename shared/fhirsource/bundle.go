@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/tidwall/gjson"
 )
 
 // page streams one searchset Bundle: the link array and the resources of
@@ -24,6 +26,9 @@ type page struct {
 	done      bool
 	raw       json.RawMessage
 	line      bytes.Buffer
+	// The last entry's request.method, request.url and
+	// response.lastModified (history Bundles).
+	method, reqURL, lastModified string
 }
 
 // errNotBundle is a page that is not a Bundle (an OperationOutcome, HTML…).
@@ -162,6 +167,7 @@ func (p *page) entry() ([]byte, error) {
 		return nil, err
 	}
 	var res []byte
+	p.method, p.reqURL, p.lastModified = "", "", ""
 	for p.dec.More() {
 		tok, err := p.dec.Token()
 		if err != nil {
@@ -170,6 +176,13 @@ func (p *page) entry() ([]byte, error) {
 		p.raw = p.raw[:0]
 		if err := p.dec.Decode(&p.raw); err != nil {
 			return nil, classify(err)
+		}
+		switch tok {
+		case "request":
+			r := gjson.GetManyBytes(p.raw, "method", "url")
+			p.method, p.reqURL = r[0].Str, r[1].Str
+		case "response":
+			p.lastModified = gjson.GetBytes(p.raw, "lastModified").Str
 		}
 		if tok == "resource" {
 			p.line.Reset()

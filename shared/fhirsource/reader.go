@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -77,6 +78,11 @@ type reader struct {
 	// compartment (patient-level export of all patients).
 	patients   map[string]bool
 	anyPatient bool
+	// history reads [type]/_history for deletions: the reader returns
+	// "Type/id" of each resource deleted in (since, until] that does not
+	// exist now.
+	history      bool
+	since, until *time.Time
 
 	live position // where the stream is
 	cur  position // after the last resource returned
@@ -136,7 +142,7 @@ func (r *reader) Next() ([]byte, error) {
 			return nil, io.EOF
 		}
 		s := r.searches[r.live.Search]
-		if s.filter > 0 {
+		if s.filter > 0 || r.history {
 			if err := r.fillChecked(); err != nil {
 				return nil, r.failed(err)
 			}
@@ -238,6 +244,9 @@ func (r *reader) nextEntry() ([]byte, error) {
 
 // keep returns line if the segment wants it, else nil.
 func (r *reader) keep(line []byte) []byte {
+	if r.history {
+		return r.deletion()
+	}
 	h, ok := fhir.Peek(line)
 	if !ok || h.ResourceType != r.typ {
 		return nil // an included resource or a search outcome
@@ -254,6 +263,28 @@ func (r *reader) keep(line []byte) []byte {
 		return nil
 	}
 	return line
+}
+
+// deletion returns "Type/id" when the current history entry deleted a
+// resource of the type inside the time bounds.
+func (r *reader) deletion() []byte {
+	if r.pg.method != "DELETE" {
+		return nil
+	}
+	if at, ok := fhir.ParseLastUpdated(r.pg.lastModified); ok {
+		if (r.since != nil && !at.After(*r.since)) || (r.until != nil && at.After(*r.until)) {
+			return nil
+		}
+	}
+	ref := r.pg.reqURL
+	if i := strings.Index(ref, "/_history/"); i >= 0 {
+		ref = ref[:i]
+	}
+	parts := strings.Split(ref, "/")
+	if len(parts) < 2 || parts[len(parts)-2] != r.typ || !validID(parts[len(parts)-1]) {
+		return nil
+	}
+	return []byte(r.typ + "/" + parts[len(parts)-1])
 }
 
 // matchesEarlierComp reports whether a resource found through compartment
@@ -333,7 +364,11 @@ func (r *reader) prefetch(next string) {
 
 // firstURL is the GET URL of a search's first page.
 func (r *reader) firstURL(s search) (string, error) {
-	u, err := r.src.client.resolve(r.typ)
+	path := r.typ
+	if r.history {
+		path += "/_history"
+	}
+	u, err := r.src.client.resolve(path)
 	if err != nil {
 		return "", err
 	}
@@ -362,8 +397,14 @@ func (r *reader) fillChecked() error {
 		if line == nil {
 			continue
 		}
-		h, _ := fhir.Peek(line)
-		batch = append(batch, item{line: append([]byte(nil), line...), id: h.ID, pos: r.live})
+		id := ""
+		if r.history {
+			_, id, _ = strings.Cut(string(line), "/")
+		} else {
+			h, _ := fhir.Peek(line)
+			id = h.ID
+		}
+		batch = append(batch, item{line: append([]byte(nil), line...), id: id, pos: r.live})
 	}
 	if len(batch) == 0 {
 		return nil
@@ -373,6 +414,14 @@ func (r *reader) fillChecked() error {
 		ids = append(ids, it.id)
 	}
 	drop := map[string]bool{}
+	if r.history {
+		// A resource deleted and created again is not deleted.
+		found, err := r.src.matching(r.ctx, r.typ, ids, nil, nil)
+		if err != nil {
+			return err
+		}
+		drop = found
+	}
 	for f := 0; f < r.searches[search].filter; f++ {
 		found, err := r.src.matching(r.ctx, r.typ, ids, r.bounds, r.filters[f])
 		if err != nil {

@@ -119,6 +119,7 @@ type Source struct {
 
 	mu       sync.Mutex
 	types    []string
+	history  map[string]bool // types whose history the upstream serves
 	typesAt  time.Time
 	groups   map[string]cachedGroup
 	elements map[string]bool // per type: does the upstream honour _elements?
@@ -129,7 +130,7 @@ type cachedGroup struct {
 	members []string
 }
 
-var _ export.Source = (*Source)(nil)
+var _ export.DeletionSource = (*Source)(nil)
 
 // New returns a Source for the upstream at opts.BaseURL.
 func New(opts Options) (*Source, error) {
@@ -166,14 +167,28 @@ func (s *Source) Types(ctx context.Context) ([]string, error) {
 		return t, nil
 	}
 	s.mu.Unlock()
-	body, err := s.read(ctx, "metadata")
+	return s.readTypes(ctx, s.client)
+}
+
+// readTypes reads the CapabilityStatement through c and caches its types.
+func (s *Source) readTypes(ctx context.Context, c *client) ([]string, error) {
+	u, err := c.resolve("metadata")
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.get(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("read upstream CapabilityStatement: %w", err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	resp.Body.Close()
 	if err != nil {
 		return nil, fmt.Errorf("read upstream CapabilityStatement: %w", err)
 	}
 	if gjson.GetBytes(body, "resourceType").Str != "CapabilityStatement" {
 		return nil, fmt.Errorf("upstream metadata is not a CapabilityStatement")
 	}
-	set := map[string]bool{}
+	set, history := map[string]bool{}, map[string]bool{}
 	gjson.GetBytes(body, "rest").ForEach(func(_, rest gjson.Result) bool {
 		if m := rest.Get("mode").Str; m != "" && m != "server" {
 			return true
@@ -186,8 +201,13 @@ func (s *Source) Types(ctx context.Context) ([]string, error) {
 			ia := res.Get("interaction")
 			ok := !ia.Exists()
 			ia.ForEach(func(_, i gjson.Result) bool {
-				ok = ok || i.Get("code").Str == "search-type"
-				return !ok
+				switch i.Get("code").Str {
+				case "search-type":
+					ok = true
+				case "history-type":
+					history[t] = true
+				}
+				return true
 			})
 			if ok {
 				set[t] = true
@@ -202,19 +222,24 @@ func (s *Source) Types(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(types)
 	s.mu.Lock()
-	s.types, s.typesAt = types, time.Now()
+	s.types, s.history, s.typesAt = types, history, time.Now()
 	s.mu.Unlock()
 	return types, nil
 }
 
 // Ready checks the upstream answers, for a kick-off to fail fast with a
-// transient error when it does not.
+// transient error when it does not: the CapabilityStatement is read afresh
+// (so the export sees the upstream's current types), retried once, within
+// 10 seconds.
 func (s *Source) Ready(ctx context.Context) error {
-	s.mu.Lock()
-	s.typesAt = time.Time{}
-	s.mu.Unlock()
-	_, err := s.Types(ctx)
-	return err
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	quick := *s.client
+	quick.maxRetries = min(quick.maxRetries, 1)
+	if _, err := s.readTypes(ctx, &quick); err != nil {
+		return fmt.Errorf("upstream not ready: %w", err)
+	}
+	return nil
 }
 
 // read GETs a path below the base and returns the whole (small) body.
@@ -636,6 +661,40 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 	}
 	if pos.Search > len(r.searches) {
 		return nil, fmt.Errorf("bad cursor %q for segment %q", cursor, seg)
+	}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	return r, nil
+}
+
+// ListsDeletions implements export.DeletionSource: the upstream's
+// CapabilityStatement offers history-type for typ.
+func (s *Source) ListsDeletions(ctx context.Context, typ string) bool {
+	if _, err := s.Types(ctx); err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.history[typ]
+}
+
+// OpenDeleted implements export.DeletionSource from [type]/_history with
+// _since: each DELETE entry in (since, until] whose resource does not
+// exist now. A resource deleted twice in the window is listed twice.
+func (s *Source) OpenDeleted(ctx context.Context, q export.Query, typ, cursor string) (export.Reader, error) {
+	if q.Since == nil {
+		return nil, fmt.Errorf("deletions need _since")
+	}
+	pos, err := parsePosition(cursor)
+	if err != nil {
+		return nil, err
+	}
+	params := url.Values{"_since": {fhir.FormatInstant(*q.Since)}}
+	r := &reader{
+		src: s, typ: typ, history: true, since: q.Since, until: q.Until,
+		searches: []search{{params: params}}, seen: map[string]bool{}, live: pos, cur: pos,
+	}
+	if pos.Search > 1 {
+		return nil, fmt.Errorf("bad cursor %q", cursor)
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
 	return r, nil

@@ -507,3 +507,48 @@ func TestUnreachableUpstream(t *testing.T) {
 		t.Fatal("Ready succeeded against a closed server")
 	}
 }
+
+func TestDeletionsFromHistory(t *testing.T) {
+	fs, hs := upstream(t, fhirtest.Options{})
+	s := newSource(t, hs.URL, nil)
+	ctx := context.Background()
+	if !s.ListsDeletions(ctx, "Observation") {
+		t.Fatal("the upstream offers history-type")
+	}
+	obs := ofTypes(sample(t).src, "Observation")
+	var ids []string
+	for k := range obs {
+		_, id, _ := strings.Cut(k, "/")
+		ids = append(ids, id)
+	}
+	since := time.Now().UTC()
+	fs.Delete("Observation", ids[0], since.Add(time.Second))
+	fs.Delete("Observation", ids[1], since.Add(2*time.Second))
+	fs.Delete("Observation", ids[2], since.Add(-time.Hour))    // before _since
+	fs.Delete("Observation", ids[3], since.Add(time.Hour))     // after the upper bound
+	fs.Delete("Observation", ids[4], since.Add(3*time.Second)) // deleted, then
+	if err := fs.Add(obs["Observation/"+ids[4]]); err != nil { // created again
+		t.Fatal(err)
+	}
+	upper := since.Add(time.Minute)
+	r, err := s.OpenDeleted(ctx, export.Query{Level: bulkdata.LevelSystem, Since: &since, Until: &upper}, "Observation", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for {
+		line, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(line))
+	}
+	want := []string{"Observation/" + ids[1], "Observation/" + ids[0]} // newest first
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("deleted = %v, want %v", got, want)
+	}
+}
