@@ -94,7 +94,11 @@ type reader struct {
 	skipTo, bodyRetries int
 	pre                 *prefetch
 	buf                 []item // resources of a later filter, awaiting the dedupe check
-	out                 []byte
+	// bad is an unusable entry, reported (at badPos) once the resources
+	// before it were returned.
+	bad    *export.BadRecordError
+	badPos position
+	out    []byte
 }
 
 type prefetch struct {
@@ -136,6 +140,11 @@ func (r *reader) Next() ([]byte, error) {
 			r.cur = it.pos
 			r.out = append(r.out[:0], it.line...)
 			return r.out, nil
+		}
+		if r.bad != nil {
+			err := r.bad
+			r.bad, r.cur = nil, r.badPos
+			return nil, err
 		}
 		if r.live.Search >= len(r.searches) {
 			r.cur = r.live
@@ -237,6 +246,14 @@ func (r *reader) nextEntry() ([]byte, error) {
 	}
 	r.live.Skip++
 	if r.live.Skip <= r.skipTo {
+		return nil, nil
+	}
+	if !r.history && !gjson.ValidBytes(line) {
+		r.bad = &export.BadRecordError{
+			Position: fmt.Sprintf("%s entry %d of %s", r.typ, r.live.Skip, r.live.Page),
+			Reason:   "the upstream sent a resource that is not valid JSON",
+		}
+		r.badPos = r.live
 		return nil, nil
 	}
 	return r.keep(line), nil
@@ -393,6 +410,9 @@ func (r *reader) fillChecked() error {
 		}
 		if err != nil {
 			return err
+		}
+		if r.bad != nil {
+			break // report it after the resources before it
 		}
 		if line == nil {
 			continue

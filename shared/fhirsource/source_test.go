@@ -552,3 +552,45 @@ func TestDeletionsFromHistory(t *testing.T) {
 		t.Fatalf("deleted = %v, want %v", got, want)
 	}
 }
+
+func TestInvalidResourceIsABadRecord(t *testing.T) {
+	var mu sync.Mutex
+	served := false
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if served {
+			http.NotFound(w, r)
+			return
+		}
+		served = true
+		fmt.Fprint(w, `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient","id":"a"}},{"resource":{"resourceType":"Patient","id":"b","x":1x}},{"resource":{"resourceType":"Patient","id":"c"}}]}`)
+	}))
+	defer hs.Close()
+	s := newSource(t, hs.URL, nil)
+	r, err := s.Open(context.Background(), export.Query{Level: bulkdata.LevelSystem, Until: &until}, "Patient", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var ids []string
+	bad := 0
+	for {
+		line, err := r.Next()
+		var br *export.BadRecordError
+		if errors.As(err, &br) {
+			bad++
+			continue
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, gjson.GetBytes(line, "id").Str)
+	}
+	if strings.Join(ids, ",") != "a,c" || bad != 1 {
+		t.Fatalf("ids %v, bad %d", ids, bad)
+	}
+}
