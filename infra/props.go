@@ -24,6 +24,16 @@ type StackProps struct {
 	// the stack creates a source bucket.
 	SourceBucket string
 	SourcePrefix string
+	// SourceURL exports from an upstream FHIR R4 server instead of S3
+	// (then no source bucket is made). Its credentials are in the Secrets
+	// Manager secret SourceSecretArn (JSON: {"token"} or {"clientId",
+	// "privateKey", "tokenUrl", "scope", "keyId"}); SourceClientID,
+	// SourceTokenURL and SourceScope may be given here instead of in the
+	// secret. SourceSigV4Region signs requests with the functions' role
+	// (AWS HealthLake in that region).
+	SourceURL, SourceSecretArn                  string
+	SourceClientID, SourceTokenURL, SourceScope string
+	SourceSigV4Region                           string
 	// BuildDir holds <function>/bootstrap from `make lambdas`. Default
 	// "../build" (relative to infra/).
 	BuildDir string
@@ -112,6 +122,12 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 		}
 	}
 	p.SourceBucket, p.SourcePrefix = str("sourceBucket"), str("sourcePrefix")
+	p.SourceURL, p.SourceSecretArn = str("sourceUrl"), str("sourceSecretArn")
+	p.SourceClientID, p.SourceTokenURL, p.SourceScope = str("sourceClientId"), str("sourceTokenUrl"), str("sourceScope")
+	p.SourceSigV4Region = str("sourceSigV4Region")
+	if p.SourceURL != "" && p.SourceBucket != "" {
+		return p, fmt.Errorf("context: set bulkfhir:sourceUrl or bulkfhir:sourceBucket, not both")
+	}
 	p.BuildDir = str("buildDir")
 	p.RetainData = str("retainData") == "true"
 	p.KMS = str("kms") == "true"

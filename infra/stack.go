@@ -121,10 +121,13 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 	s.Bucket = awss3.NewBucket(stack, jsii.String("Exports"), bucketProps)
 
-	// The source: an existing bucket of NDJSON, or one made here to upload to.
-	if props.SourceBucket != "" {
+	// The source: an upstream FHIR server, an existing bucket of NDJSON, or
+	// one made here to upload to.
+	switch {
+	case props.SourceURL != "":
+	case props.SourceBucket != "":
 		s.Source = awss3.Bucket_FromBucketName(stack, jsii.String("Source"), jsii.String(props.SourceBucket))
-	} else {
+	default:
 		s.Source = awss3.NewBucket(stack, jsii.String("SourceData"), &awss3.BucketProps{
 			BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
 			EnforceSSL:        jsii.Bool(true),
@@ -139,8 +142,20 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		lambdaenv.EnvBucket:       s.Bucket.BucketName(),
 		lambdaenv.EnvBucketPrefix: jsii.String(exportPrefix),
 		lambdaenv.EnvRetention:    jsii.String(props.Retention.String()),
-		lambdaenv.EnvSourceBucket: s.Source.BucketName(),
-		lambdaenv.EnvSourcePrefix: jsii.String(props.SourcePrefix),
+	}
+	if s.Source != nil {
+		env[lambdaenv.EnvSourceBucket] = s.Source.BucketName()
+		env[lambdaenv.EnvSourcePrefix] = jsii.String(props.SourcePrefix)
+	} else {
+		for k, v := range map[string]string{
+			lambdaenv.EnvSourceURL: props.SourceURL, lambdaenv.EnvSourceSecretARN: props.SourceSecretArn,
+			lambdaenv.EnvSourceClientID: props.SourceClientID, lambdaenv.EnvSourceTokenURL: props.SourceTokenURL,
+			lambdaenv.EnvSourceScope: props.SourceScope, lambdaenv.EnvSourceSigV4Region: props.SourceSigV4Region,
+		} {
+			if v != "" {
+				env[k] = jsii.String(v)
+			}
+		}
 	}
 	if props.PublicBaseURL != "" {
 		env[lambdaenv.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
@@ -195,9 +210,11 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		Description: jsii.String("FHIR base URL: [base]/$export, [base]/Patient/$export, [base]/Group/{id}/$export"),
 	})
 	awscdk.NewCfnOutput(stack, jsii.String("ExportBucket"), &awscdk.CfnOutputProps{Value: s.Bucket.BucketName()})
-	awscdk.NewCfnOutput(stack, jsii.String("SourceBucket"), &awscdk.CfnOutputProps{
-		Value: s.Source.BucketName(), Description: jsii.String("upload the NDJSON to export here (under the source prefix)"),
-	})
+	if s.Source != nil {
+		awscdk.NewCfnOutput(stack, jsii.String("SourceBucket"), &awscdk.CfnOutputProps{
+			Value: s.Source.BucketName(), Description: jsii.String("upload the NDJSON to export here (under the source prefix)"),
+		})
+	}
 	awscdk.NewCfnOutput(stack, jsii.String("JobsTable"), &awscdk.CfnOutputProps{Value: s.Table.TableName()})
 	awscdk.NewCfnOutput(stack, jsii.String("StateMachineArn"), &awscdk.CfnOutputProps{Value: s.StateMachine.StateMachineArn()})
 	suppress(s, props)
@@ -246,13 +263,25 @@ func (s *Stack) allow(fn string, actions []string, resources ...*string) {
 
 func join(parts ...*string) *string { return awscdk.Fn_Join(jsii.String(""), &parts) }
 
+// readUpstream lets a function read the upstream's credentials secret and,
+// with SigV4, search and read the HealthLake data stores of the region.
+func (s *Stack) readUpstream(fn string, props StackProps) {
+	if props.SourceSecretArn != "" {
+		s.allow(fn, []string{"secretsmanager:GetSecretValue"}, jsii.String(props.SourceSecretArn))
+	}
+	if props.SourceSigV4Region != "" {
+		stores := join(jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":healthlake:"+props.SourceSigV4Region+":"),
+			awscdk.Aws_ACCOUNT_ID(), jsii.String(":datastore/fhir/*"))
+		s.allow(fn, []string{"healthlake:GetCapabilities", "healthlake:ReadResource", "healthlake:SearchWithGet", "healthlake:SearchWithPost"}, stores)
+	}
+}
+
 // grant gives each function exactly the actions it performs, on exactly
 // its resources.
 func (s *Stack) grant(props StackProps) {
 	table := s.Table.TableArn()
 	index := join(table, jsii.String("/index/"+ownerIndex))
 	exports := join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"*"))
-	source := join(s.Source.BucketArn(), jsii.String("/"+props.SourcePrefix+"*"))
 	executions := join(jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":states:"), awscdk.Aws_REGION(), jsii.String(":"),
 		awscdk.Aws_ACCOUNT_ID(), jsii.String(":execution:"), s.StateMachine.StateMachineName(), jsii.String(":*"))
 
@@ -264,7 +293,11 @@ func (s *Stack) grant(props StackProps) {
 		}))
 	}
 	readSource := func(fn string) {
-		s.allow(fn, []string{"s3:GetObject"}, source)
+		if s.Source == nil {
+			s.readUpstream(fn, props)
+			return
+		}
+		s.allow(fn, []string{"s3:GetObject"}, join(s.Source.BucketArn(), jsii.String("/"+props.SourcePrefix+"*")))
 		listPrefix(fn, s.Source.BucketArn(), props.SourcePrefix)
 	}
 

@@ -429,3 +429,56 @@ func TestSamAssetPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamSource: with a FHIR server as the source there is no source
+// bucket; the functions that read the source get its URL and may read the
+// credentials secret (and HealthLake, with SigV4), and the others may not.
+func TestUpstreamSource(t *testing.T) {
+	const secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:upstream-AbCdEf"
+	s := synth(t, StackProps{BuildDir: fakeBuild(t), SourceURL: "https://healthlake.us-east-1.amazonaws.com/datastore/abc/r4/",
+		SourceSecretArn: secret, SourceSigV4Region: "us-east-1"}, nil)
+	if len(s.errors) > 0 {
+		t.Errorf("cdk-nag errors:\n%s", strings.Join(s.errors, "\n"))
+	}
+	if len(s.ofType("AWS::S3::Bucket")) != 1 {
+		t.Errorf("%d buckets, want the export bucket only", len(s.ofType("AWS::S3::Bucket")))
+	}
+	readers := map[string]bool{"kickoff": true, "status": true, "plan": true, "export": true}
+	fns := s.functions()
+	for _, name := range functions {
+		p := props(fns[s.logicalID(t, "AWS::Lambda::Function", title(name))])
+		env := p["Environment"].(map[string]any)["Variables"].(map[string]any)
+		if env["BULKFHIR_SOURCE_URL"] == nil || env["BULKFHIR_SOURCE_BUCKET"] != nil || env["BULKFHIR_SOURCE_SIGV4_REGION"] != "us-east-1" {
+			t.Errorf("%s: source env %v", name, env)
+		}
+		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
+		secretRead, healthLake := false, false
+		for _, pol := range s.ofType("AWS::IAM::Policy") {
+			pp := props(pol)
+			if !strings.Contains(js(pp["Roles"]), roleID) {
+				continue
+			}
+			for _, st := range pp["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				stm := st.(map[string]any)
+				for _, a := range toList(stm["Action"]) {
+					if a == "secretsmanager:GetSecretValue" {
+						secretRead = js(stm["Resource"]) == `"`+secret+`"`
+					}
+					if a == "healthlake:SearchWithGet" {
+						healthLake = true
+					}
+					if strings.HasPrefix(a, "s3:") && strings.Contains(js(stm["Resource"]), "Source") {
+						t.Errorf("%s: reads a source bucket", name)
+					}
+				}
+			}
+		}
+		if secretRead != readers[name] || healthLake != readers[name] {
+			t.Errorf("%s: reads the secret %v, HealthLake %v; want %v", name, secretRead, healthLake, readers[name])
+		}
+	}
+	ctx := map[string]any{"bulkfhir:sourceUrl": "https://x", "bulkfhir:sourceBucket": "b"}
+	if _, err := propsFromContext(func(k string) any { return ctx[k] }); err == nil {
+		t.Error("a FHIR server and a source bucket together were accepted")
+	}
+}

@@ -20,6 +20,7 @@ const (
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
 	reasonNoAuth     = "No JWT issuer is configured for this deployment (context bulkfhir:jwtIssuer). Set it, with bulkfhir:jwtAudience, to require SMART Backend Services tokens; without it every caller is one anonymous client."
 	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
+	reasonHealthLake = "SigV4 upstream: search and read the FHIR data stores of the configured HealthLake region (read-only actions; data store ids are not known to the stack)."
 	reasonSourceLogs = "The source bucket is created for convenience and only read by this stack; enable server access logging on it, or bring your own bucket (bulkfhir:sourceBucket), when required."
 )
 
@@ -40,6 +41,9 @@ func suppress(s *Stack, props StackProps) {
 		add(role, "AwsSolutions-IAM5", reasonXRay, "Resource::*")
 		add(role, "AwsSolutions-IAM5", reasonSource, regex("/^Resource::<Source[A-Za-z0-9]*\\.Arn>\\/.*\\*$/g"), regex("/^Resource::arn:<AWS::Partition>:s3:::.*\\/.*\\*$/g"))
 		add(role, "AwsSolutions-IAM5", reasonExports, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/exports\\/\\*$/g"))
+		if props.SourceSigV4Region != "" {
+			add(role, "AwsSolutions-IAM5", reasonHealthLake, regex("/^Resource::arn:<AWS::Partition>:healthlake:[a-z0-9-]+:<AWS::AccountId>:datastore\\/fhir\\/\\*$/g"))
+		}
 	}
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")

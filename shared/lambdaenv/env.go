@@ -9,6 +9,7 @@ package lambdaenv
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -18,20 +19,29 @@ import (
 
 // Environment variable names.
 const (
-	EnvTable          = "BULKFHIR_TABLE"
-	EnvBucket         = "BULKFHIR_BUCKET"
-	EnvBucketPrefix   = "BULKFHIR_BUCKET_PREFIX"
-	EnvStateMachine   = "BULKFHIR_STATE_MACHINE_ARN"
-	EnvRetention      = "BULKFHIR_RETENTION"
-	EnvPublicBaseURL  = "BULKFHIR_PUBLIC_BASE_URL"
-	EnvSourceDir      = "BULKFHIR_SOURCE_DIR"
-	EnvSourceBucket   = "BULKFHIR_SOURCE_BUCKET"
-	EnvSourcePrefix   = "BULKFHIR_SOURCE_PREFIX"
-	EnvMaxFileBytes   = "BULKFHIR_MAX_FILE_BYTES"
-	EnvMaxLiveJobs    = "BULKFHIR_MAX_LIVE_JOBS"
-	EnvMaxJobDuration = "BULKFHIR_MAX_JOB_DURATION"
-	EnvDeadlineMargin = "BULKFHIR_DEADLINE_MARGIN"
-	EnvChunkBudget    = "BULKFHIR_CHUNK_BUDGET"
+	EnvTable         = "BULKFHIR_TABLE"
+	EnvBucket        = "BULKFHIR_BUCKET"
+	EnvBucketPrefix  = "BULKFHIR_BUCKET_PREFIX"
+	EnvStateMachine  = "BULKFHIR_STATE_MACHINE_ARN"
+	EnvRetention     = "BULKFHIR_RETENTION"
+	EnvPublicBaseURL = "BULKFHIR_PUBLIC_BASE_URL"
+	EnvSourceDir     = "BULKFHIR_SOURCE_DIR"
+	EnvSourceBucket  = "BULKFHIR_SOURCE_BUCKET"
+	EnvSourcePrefix  = "BULKFHIR_SOURCE_PREFIX"
+	// The upstream FHIR server: its base URL, the Secrets Manager secret
+	// with its credentials (fhirsource.Secret), and the non-secret parts
+	// of SMART Backend Services or SigV4.
+	EnvSourceURL         = "BULKFHIR_SOURCE_URL"
+	EnvSourceSecretARN   = "BULKFHIR_SOURCE_SECRET_ARN"
+	EnvSourceClientID    = "BULKFHIR_SOURCE_CLIENT_ID"
+	EnvSourceTokenURL    = "BULKFHIR_SOURCE_TOKEN_URL"
+	EnvSourceScope       = "BULKFHIR_SOURCE_SCOPE"
+	EnvSourceSigV4Region = "BULKFHIR_SOURCE_SIGV4_REGION"
+	EnvMaxFileBytes      = "BULKFHIR_MAX_FILE_BYTES"
+	EnvMaxLiveJobs       = "BULKFHIR_MAX_LIVE_JOBS"
+	EnvMaxJobDuration    = "BULKFHIR_MAX_JOB_DURATION"
+	EnvDeadlineMargin    = "BULKFHIR_DEADLINE_MARGIN"
+	EnvChunkBudget       = "BULKFHIR_CHUNK_BUDGET"
 )
 
 // Role says which function is being configured: the API needs the state
@@ -51,10 +61,13 @@ type Config struct {
 	PublicBaseURL               string
 	SourceDir                   string
 	SourceBucket, SourcePrefix  string
-	Retention, MaxJobDuration   time.Duration
-	DeadlineMargin, ChunkBudget time.Duration
-	MaxFileBytes                int64
-	MaxLiveJobs                 int
+	// Upstream FHIR server (SourceURL set).
+	SourceURL, SourceSecretARN                            string
+	SourceClientID, SourceTokenURL, SourceScope, SigV4Reg string
+	Retention, MaxJobDuration                             time.Duration
+	DeadlineMargin, ChunkBudget                           time.Duration
+	MaxFileBytes                                          int64
+	MaxLiveJobs                                           int
 }
 
 // Export is the core configuration this Config implies.
@@ -103,28 +116,45 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		return n
 	}
 	c := Config{
-		Table:          need(EnvTable),
-		Bucket:         need(EnvBucket),
-		BucketPrefix:   getenv(EnvBucketPrefix),
-		PublicBaseURL:  strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
-		SourceDir:      getenv(EnvSourceDir),
-		SourceBucket:   getenv(EnvSourceBucket),
-		SourcePrefix:   getenv(EnvSourcePrefix),
-		Retention:      dur(EnvRetention, export.DefaultRetention),
-		MaxJobDuration: dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
-		DeadlineMargin: dur(EnvDeadlineMargin, 20*time.Second),
-		ChunkBudget:    dur(EnvChunkBudget, 0),
-		MaxFileBytes:   num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
-		MaxLiveJobs:    int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
+		Table:           need(EnvTable),
+		Bucket:          need(EnvBucket),
+		BucketPrefix:    getenv(EnvBucketPrefix),
+		PublicBaseURL:   strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
+		SourceDir:       getenv(EnvSourceDir),
+		SourceBucket:    getenv(EnvSourceBucket),
+		SourcePrefix:    getenv(EnvSourcePrefix),
+		SourceURL:       strings.TrimSpace(getenv(EnvSourceURL)),
+		SourceSecretARN: strings.TrimSpace(getenv(EnvSourceSecretARN)),
+		SourceClientID:  getenv(EnvSourceClientID),
+		SourceTokenURL:  getenv(EnvSourceTokenURL),
+		SourceScope:     getenv(EnvSourceScope),
+		SigV4Reg:        getenv(EnvSourceSigV4Region),
+		Retention:       dur(EnvRetention, export.DefaultRetention),
+		MaxJobDuration:  dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
+		DeadlineMargin:  dur(EnvDeadlineMargin, 20*time.Second),
+		ChunkBudget:     dur(EnvChunkBudget, 0),
+		MaxFileBytes:    num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
+		MaxLiveJobs:     int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
 	if role == RoleAPI {
 		c.StateMachineARN = need(EnvStateMachine)
 	}
+	sources := 0
+	for _, v := range []string{c.SourceDir, c.SourceBucket, c.SourceURL} {
+		if v != "" {
+			sources++
+		}
+	}
 	switch {
-	case c.SourceDir != "" && c.SourceBucket != "":
-		problems = append(problems, fmt.Sprintf("set one source: %s or %s, not both", EnvSourceDir, EnvSourceBucket))
-	case c.SourceDir == "" && c.SourceBucket == "":
-		problems = append(problems, fmt.Sprintf("no source: set %s (NDJSON objects in S3) or %s", EnvSourceBucket, EnvSourceDir))
+	case sources > 1:
+		problems = append(problems, fmt.Sprintf("set one source: %s, %s or %s", EnvSourceURL, EnvSourceBucket, EnvSourceDir))
+	case sources == 0:
+		problems = append(problems, fmt.Sprintf("no source: set %s (a FHIR server), %s (NDJSON objects in S3) or %s", EnvSourceURL, EnvSourceBucket, EnvSourceDir))
+	}
+	if c.SourceURL != "" {
+		if u, err := url.Parse(c.SourceURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			problems = append(problems, fmt.Sprintf("%s=%q is not an http(s) URL", EnvSourceURL, c.SourceURL))
+		}
 	}
 	if c.BucketPrefix == "" {
 		c.BucketPrefix = "exports/"

@@ -1,19 +1,23 @@
 package lambdaenv
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	"github.com/awslabs/aws-lambda-go-api-proxy/core"
 
 	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
@@ -40,9 +44,16 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		Jobs:  dynamostore.New(dynamodb.NewFromConfig(awsCfg, dynamoOpts...), cfg.Table, cfg.MaxJobDuration+cfg.Retention),
 		Files: s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix}),
 	}
-	if cfg.SourceBucket != "" {
+	switch {
+	case cfg.SourceURL != "":
+		src, err := upstream(cfg, awsCfg, log)
+		if err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
+		d.Source = src
+	case cfg.SourceBucket != "":
 		d.Source = s3source.New(s3c, cfg.SourceBucket, cfg.SourcePrefix, 0)
-	} else {
+	default:
 		src, err := ndjsonsource.New(cfg.SourceDir, 0)
 		if err != nil {
 			return nil, fmt.Errorf("source: %w", err)
@@ -51,6 +62,36 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 	}
 	d.Steps = export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log)
 	return d, nil
+}
+
+// upstream builds the FHIR REST source, reading its credentials from
+// Secrets Manager once per container.
+func upstream(cfg Config, awsCfg aws.Config, log *slog.Logger) (*fhirsource.Source, error) {
+	st := fhirsource.Settings{
+		URL: cfg.SourceURL, ClientID: cfg.SourceClientID, TokenURL: cfg.SourceTokenURL,
+		Scope: cfg.SourceScope, SigV4Region: cfg.SigV4Reg,
+	}
+	if cfg.SourceSecretARN != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := secretsmanager.NewFromConfig(awsCfg).GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{
+			SecretId: aws.String(cfg.SourceSecretARN),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read the upstream secret %s: %w", cfg.SourceSecretARN, err)
+		}
+		if out.SecretString == nil {
+			return nil, fmt.Errorf("the upstream secret %s has no SecretString", cfg.SourceSecretARN)
+		}
+		if err := st.ApplySecret([]byte(*out.SecretString)); err != nil {
+			return nil, err
+		}
+	}
+	auth, err := st.Authorizer(awsCfg.Credentials)
+	if err != nil {
+		return nil, err
+	}
+	return fhirsource.New(fhirsource.Options{BaseURL: st.URL, Auth: auth, Log: log})
 }
 
 // Handler is the HTTP API as served behind API Gateway: the Step Functions

@@ -1,0 +1,82 @@
+package lambdaenv
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+)
+
+func TestLoadSources(t *testing.T) {
+	base := map[string]string{EnvTable: "t", EnvBucket: "b"}
+	cases := []struct {
+		name string
+		env  map[string]string
+		err  string
+	}{
+		{"bucket", map[string]string{EnvSourceBucket: "src"}, ""},
+		{"dir", map[string]string{EnvSourceDir: "/data"}, ""},
+		{"upstream", map[string]string{EnvSourceURL: "https://fhir.example.org/r4", EnvSourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:x"}, ""},
+		{"none", map[string]string{}, "no source"},
+		{"two", map[string]string{EnvSourceBucket: "src", EnvSourceURL: "https://x"}, "set one source"},
+		{"bad url", map[string]string{EnvSourceURL: "ftp://x"}, "not an http(s) URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range base {
+				env[k] = v
+			}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			_, err := Load(func(k string) string { return env[k] }, RoleTask)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("err = %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestUpstreamCredentialsFromSecretsManager reads the upstream token from a
+// Secrets Manager endpoint (the real JSON protocol over HTTP) and uses it
+// against the upstream.
+func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
+	up := httptest.NewServer(fhirtest.New(fhirtest.Options{Token: "from-the-secret"}))
+	defer up.Close()
+	var asked string
+	sm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var in struct{ SecretId string }
+		json.Unmarshal(body, &in)
+		asked = r.Header.Get("X-Amz-Target") + " " + in.SecretId
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		json.NewEncoder(w).Encode(map[string]string{"ARN": in.SecretId, "Name": "upstream", "SecretString": `{"token":"from-the-secret"}`})
+	}))
+	defer sm.Close()
+	awsCfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
+		BaseEndpoint: aws.String(sm.URL),
+	}
+	cfg := Config{SourceURL: up.URL, SourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:upstream"}
+	src, err := upstream(cfg, awsCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asked != "secretsmanager.GetSecretValue arn:aws:secretsmanager:us-east-1:1:secret:upstream" {
+		t.Fatalf("Secrets Manager was asked %q", asked)
+	}
+	if err := src.Ready(context.Background()); err != nil {
+		t.Fatalf("the upstream refused the secret's token: %v", err)
+	}
+}
