@@ -25,7 +25,7 @@ CDK     := cd infra && $(CDK_ENV) node_modules/.bin/cdk --no-notices
 STACK   ?= bulkfhir
 CDK_ARGS ?=
 
-.PHONY: help build test vet fmt serve data clean fuzz demo tools lambdas synth deploy diff destroy \
+.PHONY: help build test vet fmt serve data clean fuzz bench demo tools lambdas synth deploy diff destroy \
         localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
 
 help: ## list targets
@@ -90,6 +90,12 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseParameters -fuzztime 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
+	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s
+
+BENCH_PATIENTS ?= 1000
+bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
+	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/bench
+	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
 
 lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)
 	@for fn in $(FUNCTIONS); do \

@@ -4,6 +4,7 @@
 //	bulkfhir export    a Bulk Data client: kick off, watch progress, download
 //	bulkfhir verify    compare an export with its NDJSON source, type by type
 //	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
+//	bulkfhir bench     measure the export path (make bench)
 //
 // Run a subcommand with -h for its flags.
 package main
@@ -42,6 +43,8 @@ func run(args []string) int {
 		err = exportCmd(ctx, args[1:])
 	case "verify":
 		err = verify(ctx, args[1:])
+	case "bench":
+		err = benchCmd(ctx, args[1:])
 	case "version", "-version", "--version":
 		fmt.Println("bulkfhir", version)
 	case "help", "-h", "--help":
@@ -74,6 +77,7 @@ commands:
   export     export from a Bulk Data server into a directory
   verify     compare an export directory with the NDJSON source it came from
   generate   write deterministic sample FHIR R4 data as NDJSON
+  bench      measure throughput, memory, latency and cost of the export path
   version    print the version
 `)
 }

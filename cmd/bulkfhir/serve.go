@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -74,6 +75,18 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	source, err := c.source(ctx, log)
 	if err != nil {
 		return err
+	}
+	// BULKFHIR_CPUPROFILE=FILE profiles the server until it stops (go tool
+	// pprof FILE), for performance work.
+	if path := os.Getenv("BULKFHIR_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("serve: cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("serve: cpu profile: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if err := os.MkdirAll(c.state, 0o700); err != nil {
 		return fmt.Errorf("serve: state dir: %w", err)

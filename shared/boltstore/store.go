@@ -1,9 +1,13 @@
 // Package boltstore is the embedded JobStore: job records and file records in
 // one bbolt file. Every change runs in a bbolt read-write transaction, so
 // conditional transitions are atomic and survive a crash of the process.
+// Concurrent changes are batched into one transaction (one fsync), and an
+// index of live jobs per owner keeps kick-off's concurrency check from
+// reading every job.
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +22,8 @@ import (
 var (
 	jobsBucket  = []byte("jobs")
 	filesBucket = []byte("files")
+	// liveBucket indexes accepted and in-progress jobs: owner NUL id.
+	liveBucket = []byte("live")
 )
 
 // Store is a JobStore on a bbolt file.
@@ -31,17 +37,38 @@ var _ export.JobStore = (*Store)(nil)
 // Open opens (or creates) the store at path. It fails after a second if
 // another process holds the file.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	// The freelist is rebuilt on open instead of written on every commit.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("open job store %s: %w", path, err)
 	}
+	// Writers that arrive together share a commit; a lone writer waits at
+	// most this long for company.
+	db.MaxBatchDelay = 500 * time.Microsecond
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{jobsBucket, filesBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(liveBucket) != nil {
+			return nil
+		}
+		// A store from before the index: build it.
+		live, err := tx.CreateBucket(liveBucket)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(jobsBucket).ForEach(func(k, v []byte) error {
+			var j export.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k, err)
+			}
+			if j.Status.Live() {
+				return live.Put(liveKey(j.Owner, j.ID), nil)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -65,21 +92,34 @@ func getJob(tx *bolt.Tx, id string) (*export.Job, error) {
 	return &j, nil
 }
 
-func putJob(tx *bolt.Tx, j *export.Job) error {
+func liveKey(owner, id string) []byte { return []byte(owner + "\x00" + id) }
+
+// putJob stores j; wasLive says whether the stored version was live, so the
+// live index follows status changes.
+func putJob(tx *bolt.Tx, j *export.Job, wasLive bool) error {
 	raw, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	switch live := j.Status.Live(); {
+	case live && !wasLive:
+		err = tx.Bucket(liveBucket).Put(liveKey(j.Owner, j.ID), nil)
+	case !live && wasLive:
+		err = tx.Bucket(liveBucket).Delete(liveKey(j.Owner, j.ID))
+	}
+	if err != nil {
+		return err
 	}
 	return tx.Bucket(jobsBucket).Put([]byte(j.ID), raw)
 }
 
 // Create implements export.JobStore.
 func (s *Store) Create(_ context.Context, job *export.Job) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		if tx.Bucket(jobsBucket).Get([]byte(job.ID)) != nil {
 			return export.ErrJobExists
 		}
-		return putJob(tx, job)
+		return putJob(tx, job, false)
 	})
 }
 
@@ -97,7 +137,7 @@ func (s *Store) Get(_ context.Context, id string) (*export.Job, error) {
 // Transition implements export.JobStore.
 func (s *Store) Transition(_ context.Context, id string, t export.Transition) (*export.Job, error) {
 	var j *export.Job
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Batch(func(tx *bolt.Tx) error {
 		var err error
 		if j, err = getJob(tx, id); err != nil {
 			return err
@@ -105,8 +145,9 @@ func (s *Store) Transition(_ context.Context, id string, t export.Transition) (*
 		if !t.Allows(j.Status) {
 			return &export.ConflictError{JobID: id, Current: j.Status}
 		}
+		wasLive := j.Status.Live()
 		t.Apply(j, s.now().UTC())
-		return putJob(tx, j)
+		return putJob(tx, j, wasLive)
 	})
 	if err != nil {
 		return nil, err
@@ -116,7 +157,7 @@ func (s *Store) Transition(_ context.Context, id string, t export.Transition) (*
 
 // SaveProgress implements export.JobStore.
 func (s *Store) SaveProgress(_ context.Context, id, unitID string, p export.UnitProgress) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		j, err := getJob(tx, id)
 		if err != nil {
 			return err
@@ -129,7 +170,7 @@ func (s *Store) SaveProgress(_ context.Context, id, unitID string, p export.Unit
 		}
 		j.Progress[unitID] = p
 		j.UpdatedAt = s.now().UTC()
-		return putJob(tx, j)
+		return putJob(tx, j, true)
 	})
 }
 
@@ -139,7 +180,7 @@ func (s *Store) PutFile(_ context.Context, id string, f export.File) error {
 	if err != nil {
 		return fmt.Errorf("encode file %s: %w", f.Key, err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(filesBucket).CreateBucketIfNotExists([]byte(id))
 		if err != nil {
 			return err
@@ -171,10 +212,13 @@ func (s *Store) Files(_ context.Context, id string) ([]export.File, error) {
 // CountLive implements export.JobStore.
 func (s *Store) CountLive(_ context.Context, owner string) (int, error) {
 	n := 0
-	err := s.eachJob(func(j *export.Job) {
-		if j.Owner == owner && j.Status.Live() {
+	prefix := []byte(owner + "\x00")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(liveBucket).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			n++
 		}
+		return nil
 	})
 	return n, err
 }
@@ -218,6 +262,11 @@ func (s *Store) Expired(_ context.Context, now time.Time) ([]string, error) {
 // Delete removes a job record and its file records.
 func (s *Store) Delete(_ context.Context, id string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if j, err := getJob(tx, id); err == nil && j.Status.Live() {
+			if err := tx.Bucket(liveBucket).Delete(liveKey(j.Owner, j.ID)); err != nil {
+				return err
+			}
+		}
 		if err := tx.Bucket(jobsBucket).Delete([]byte(id)); err != nil {
 			return err
 		}

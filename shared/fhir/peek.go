@@ -15,16 +15,18 @@ func Peek(resource []byte) (h Head, ok bool) {
 	if !gjson.ValidBytes(resource) {
 		return h, false
 	}
-	res := gjson.GetManyBytes(resource, "resourceType", "id", "meta.lastUpdated")
-	if res[0].Type != gjson.String || res[0].Str == "" {
+	// One Get per field: each stops at its key, and FHIR JSON puts these
+	// first (GetMany would rescan and allocate more).
+	rt := gjson.GetBytes(resource, "resourceType")
+	if rt.Type != gjson.String || rt.Str == "" {
 		return h, false
 	}
-	h.ResourceType = res[0].Str
-	if res[1].Type == gjson.String {
-		h.ID = res[1].Str
+	h.ResourceType = rt.Str
+	if id := gjson.GetBytes(resource, "id"); id.Type == gjson.String {
+		h.ID = id.Str
 	}
-	if res[2].Type == gjson.String {
-		h.LastUpdated = res[2].Str
+	if lu := gjson.GetBytes(resource, "meta.lastUpdated"); lu.Type == gjson.String {
+		h.LastUpdated = lu.Str
 	}
 	return h, true
 }
