@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
 
 // apiRequest sends one API Gateway (HTTP API, payload 2.0) request through
@@ -37,7 +40,10 @@ func apiRequest(t *testing.T, method, path, query, body, requestID string) event
 			HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, Protocol: "HTTP/1.1"},
 		},
 	}
-	resp, err := cl.api.APIHandler()(context.Background(), ev)
+	cl.mu.Lock()
+	api := cl.api
+	cl.mu.Unlock()
+	resp, err := api.APIHandler()(context.Background(), ev)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -302,4 +308,32 @@ func TestFailingUnitFailsTheJobOnAWS(t *testing.T) {
 	if out := cl.execution(job).out.String(); !strings.Contains(out, "the job is marked failed") {
 		t.Errorf("execution did not end in ExportFailed: %s", out)
 	}
+}
+
+// TestUpstreamSourceOnAWS runs the functions with a FHIR server as the
+// source (BULKFHIR_SOURCE_URL): every chunk stops after 512 resources, so
+// units resume from page cursors across Lambda invocations through the
+// state machine.
+func TestUpstreamSourceOnAWS(t *testing.T) {
+	cl := need(t)
+	src := exporttest.ReadResources(t, cl.dataDir)
+	up := fhirtest.New(fhirtest.Options{MaxCount: 200})
+	if err := up.LoadDir(cl.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(up)
+	defer hs.Close()
+	cl.withEnv(t, map[string]string{
+		lambdaenv.EnvSourceBucket: "", lambdaenv.EnvSourcePrefix: "",
+		lambdaenv.EnvSourceURL: hs.URL,
+	})
+	before := up.Requests()
+	m := completed(t, kickoff(t, http.MethodGet, "/fhir/$export", "", ""))
+	exporttest.SameSet(t, download(t, m), src)
+	if up.Requests()-before < 10 {
+		t.Errorf("%d upstream requests: the export did not read the upstream", up.Requests()-before)
+	}
+	members := exporttest.GroupMembers(t, src, "care-team-a")
+	m = completed(t, kickoff(t, http.MethodGet, "/fhir/Group/care-team-a/$export", "", ""))
+	exporttest.SameSet(t, download(t, m), exporttest.ExpectedCompartment(src, members))
 }

@@ -179,6 +179,41 @@ func newCluster() (*cluster, error) {
 	return cl, nil
 }
 
+// withEnv runs the functions with extra environment variables (as a stack
+// configured differently would) until the test ends.
+func (cl *cluster) withEnv(t *testing.T, extra map[string]string) {
+	t.Helper()
+	getenv := func(k string) string {
+		if v, ok := extra[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	noChecksum := func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true }
+	envs := map[lambdaenv.Role]*lambdaenv.Env{}
+	for _, role := range []lambdaenv.Role{lambdaenv.RoleAPI, lambdaenv.RoleTask} {
+		cfg, err := lambdaenv.Load(getenv, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps, err := lambdaenv.Build(cfg, cl.awsCfg, log, noChecksum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs[role] = &lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: log, Deps: deps}
+	}
+	cl.mu.Lock()
+	api, task := cl.api, cl.task
+	cl.api, cl.task = envs[lambdaenv.RoleAPI], envs[lambdaenv.RoleTask]
+	cl.mu.Unlock()
+	t.Cleanup(func() {
+		cl.mu.Lock()
+		cl.api, cl.task = api, task
+		cl.mu.Unlock()
+	})
+}
+
 // provision creates what the CDK stack would: the table, the export bucket,
 // the source data in S3, and the state machine definition with its
 // substitutions.
@@ -267,7 +302,9 @@ func (cl *cluster) close() {
 
 // handlerFor is the handler each function's main.go passes to lambda.Start.
 func (cl *cluster) handlerFor(name string) lambda.Handler {
+	cl.mu.Lock()
 	steps := cl.task.Deps.Steps
+	cl.mu.Unlock()
 	switch name {
 	case "plan":
 		return lambda.NewHandler(steps.Plan)
