@@ -146,9 +146,13 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	// RelevantProvenanceResources is honoured; when values conflict the
 	// least restrictive wins, so LatestProvenanceResources beside it is
 	// covered. Alone, Latest (a subset) and custom codes are not supported.
-	relevant := contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources)
+	// "_relevantProvenance" is accepted as this server's custom code for
+	// the same set.
+	relevant := contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources) ||
+		contains(req.IncludeAssociatedData, relevantProvenanceCustom)
 	for _, code := range req.IncludeAssociatedData {
-		if code == bulkdata.RelevantProvenanceResources || (relevant && code == bulkdata.LatestProvenanceResources) {
+		if code == bulkdata.RelevantProvenanceResources || code == relevantProvenanceCustom ||
+			(relevant && code == bulkdata.LatestProvenanceResources) {
 			continue
 		}
 		probs.Add(fhir.CodeNotSupported, "includeAssociatedData", fmt.Sprintf("%q is not supported; RelevantProvenanceResources is", code))
@@ -204,6 +208,10 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	}
 	return nil
 }
+
+// relevantProvenanceCustom is the server-defined includeAssociatedData code
+// bulkfhir treats as RelevantProvenanceResources.
+const relevantProvenanceCustom = "_relevantProvenance"
 
 // readySource is a Source that can tell quickly whether it answers (an
 // upstream server), so a kick-off fails at once instead of in Plan.

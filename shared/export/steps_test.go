@@ -2,6 +2,7 @@ package export_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -245,5 +246,72 @@ func TestKickoffIsIdempotentPerKey(t *testing.T) {
 	}
 	if n, _ := jobs.CountLive(ctx, "c1"); n != 2 {
 		t.Errorf("c1 has %d live jobs, want 2", n)
+	}
+}
+
+func TestIncludeAssociatedData(t *testing.T) {
+	src := &exporttest.Source{Lines: map[string][]string{
+		"Observation": lines("Observation", 2),
+		"Provenance": {
+			`{"resourceType":"Provenance","id":"p-obs","target":[{"reference":"Observation/Observation-0001"}]}`,
+			`{"resourceType":"Provenance","id":"p-org","target":[{"reference":"Organization/x"}]}`,
+		},
+	}}
+	cases := []struct {
+		name    string
+		codes   []string
+		lenient bool
+		err     string
+		want    []string // Provenance ids exported
+	}{
+		{"relevant", []string{bulkdata.RelevantProvenanceResources}, false, "", []string{"p-obs"}},
+		{"custom alias", []string{"_relevantProvenance"}, false, "", []string{"p-obs"}},
+		{"least restrictive wins", []string{bulkdata.LatestProvenanceResources, bulkdata.RelevantProvenanceResources}, false, "", []string{"p-obs"}},
+		{"latest alone", []string{bulkdata.LatestProvenanceResources}, false, "LatestProvenanceResources", nil},
+		{"latest alone, lenient", []string{bulkdata.LatestProvenanceResources}, true, "", nil},
+		{"other custom code", []string{"_mine"}, false, "_mine", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			jobs, files := exporttest.NewJobStore(), exporttest.NewFileStore()
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			svc := export.NewService(jobs, files, &nopRunner{}, src, export.Config{}, log)
+			ctx := context.Background()
+			req := &bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON,
+				Types: []string{"Observation"}, IncludeAssociatedData: tc.codes, Lenient: tc.lenient}
+			job, err := svc.Kickoff(ctx, "c", req, "u", "")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(fmt.Sprint(err), tc.err) {
+					t.Fatalf("err = %v, want one about %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := export.NewSteps(jobs, files, src, export.Config{}, log)
+			plan, err := steps.Plan(ctx, export.JobRef{JobID: job.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, u := range plan.Units {
+				if _, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: job.ID, Unit: u}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for k, v := range files.Snapshot() {
+				if strings.Contains(k, "/Provenance.") {
+					for _, line := range strings.Split(strings.TrimSpace(v), "\n") {
+						var r struct{ ID string }
+						json.Unmarshal([]byte(line), &r)
+						got = append(got, r.ID)
+					}
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("Provenance exported = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
