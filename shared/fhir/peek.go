@@ -1,6 +1,8 @@
 package fhir
 
 import (
+	"encoding/binary"
+
 	"github.com/tidwall/gjson"
 )
 
@@ -104,6 +106,15 @@ func (p *peeker) str() (span, bool) {
 	p.i++
 	s := span{start: p.i}
 	for {
+		// Eight bytes at a time while none is a quote, a backslash or a
+		// control character (a false alarm only drops to the byte loop).
+		for p.i+8 <= len(p.b) {
+			w := binary.LittleEndian.Uint64(p.b[p.i:])
+			if hasLess(w, 0x20) || hasZero(w^(ones*'"')) || hasZero(w^(ones*'\\')) {
+				break
+			}
+			p.i += 8
+		}
 		for p.i < len(p.b) && plain[p.b[p.i]] {
 			p.i++
 		}
@@ -141,6 +152,16 @@ func (p *peeker) str() (span, bool) {
 		}
 	}
 }
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// hasZero reports whether a byte of w is zero; hasLess whether a byte is
+// below n (n ≤ 128). Bit Twiddling Hacks.
+func hasZero(w uint64) bool           { return (w-ones)&^w&highs != 0 }
+func hasLess(w uint64, n uint64) bool { return (w-ones*n)&^w&highs != 0 }
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
