@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
@@ -34,6 +35,11 @@ type StackProps struct {
 	SourceURL, SourceSecretArn                  string
 	SourceClientID, SourceTokenURL, SourceScope string
 	SourceSigV4Region                           string
+	// VpcSubnetIds and VpcSecurityGroupIds put the functions that read the
+	// source (kickoff, status, plan, export) in a VPC, to reach a private
+	// upstream. The subnets need a route to S3, DynamoDB and Step Functions
+	// (a NAT gateway or VPC endpoints).
+	VpcSubnetIds, VpcSecurityGroupIds []string
 	// BuildDir holds <function>/bootstrap from `make lambdas`. Default
 	// "../build" (relative to infra/).
 	BuildDir string
@@ -125,6 +131,19 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.SourceURL, p.SourceSecretArn = str("sourceUrl"), str("sourceSecretArn")
 	p.SourceClientID, p.SourceTokenURL, p.SourceScope = str("sourceClientId"), str("sourceTokenUrl"), str("sourceScope")
 	p.SourceSigV4Region = str("sourceSigV4Region")
+	split := func(v string) []string {
+		var out []string
+		for _, x := range strings.Split(v, ",") {
+			if x = strings.TrimSpace(x); x != "" {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	p.VpcSubnetIds, p.VpcSecurityGroupIds = split(str("vpcSubnetIds")), split(str("vpcSecurityGroupIds"))
+	if (len(p.VpcSubnetIds) == 0) != (len(p.VpcSecurityGroupIds) == 0) {
+		return p, fmt.Errorf("context: bulkfhir:vpcSubnetIds and bulkfhir:vpcSecurityGroupIds go together")
+	}
 	if p.SourceURL != "" && p.SourceBucket != "" {
 		return p, fmt.Errorf("context: set bulkfhir:sourceUrl or bulkfhir:sourceBucket, not both")
 	}

@@ -203,6 +203,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		s.Functions[name].AddEnvironment(jsii.String(lambdaenv.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
 	}
 	s.grant(props)
+	s.vpc(props)
 	s.api(props)
 
 	awscdk.NewCfnOutput(stack, jsii.String("FhirBaseUrl"), &awscdk.CfnOutputProps{
@@ -262,6 +263,25 @@ func (s *Stack) allow(fn string, actions []string, resources ...*string) {
 }
 
 func join(parts ...*string) *string { return awscdk.Fn_Join(jsii.String(""), &parts) }
+
+// sourceReaders are the functions that read the source.
+var sourceReaders = []string{"kickoff", "status", "plan", "export"}
+
+// vpc places the source readers in the given subnets and security groups,
+// with the network-interface permissions Lambda needs there.
+func (s *Stack) vpc(props StackProps) {
+	if len(props.VpcSubnetIds) == 0 {
+		return
+	}
+	for _, name := range sourceReaders {
+		cfn := s.Functions[name].Node().DefaultChild().(awslambda.CfnFunction)
+		cfn.AddPropertyOverride(jsii.String("VpcConfig"), map[string]any{
+			"SubnetIds": props.VpcSubnetIds, "SecurityGroupIds": props.VpcSecurityGroupIds,
+		})
+		s.allow(name, []string{"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+			"ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}, jsii.String("*"))
+	}
+}
 
 // readUpstream lets a function read the upstream's credentials secret and,
 // with SigV4, search and read the HealthLake data stores of the region.

@@ -482,3 +482,38 @@ func TestUpstreamSource(t *testing.T) {
 		t.Error("a FHIR server and a source bucket together were accepted")
 	}
 }
+
+// TestVpcForAPrivateUpstream: the functions that read the source run in the
+// given subnets with the ENI permissions Lambda needs; the others do not.
+func TestVpcForAPrivateUpstream(t *testing.T) {
+	s := synth(t, StackProps{BuildDir: fakeBuild(t), SourceURL: "https://fhir.internal.example/r4",
+		VpcSubnetIds: []string{"subnet-a", "subnet-b"}, VpcSecurityGroupIds: []string{"sg-1"}}, nil)
+	if len(s.errors) > 0 {
+		t.Errorf("cdk-nag errors:\n%s", strings.Join(s.errors, "\n"))
+	}
+	inVPC := map[string]bool{"kickoff": true, "status": true, "plan": true, "export": true}
+	fns := s.functions()
+	for _, name := range functions {
+		p := props(fns[s.logicalID(t, "AWS::Lambda::Function", title(name))])
+		got := js(p["VpcConfig"])
+		want := `{"SecurityGroupIds":["sg-1"],"SubnetIds":["subnet-a","subnet-b"]}`
+		if inVPC[name] != (got == want) {
+			t.Errorf("%s: VpcConfig %s", name, got)
+		}
+		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
+		eni := false
+		for _, pol := range s.ofType("AWS::IAM::Policy") {
+			pp := props(pol)
+			if strings.Contains(js(pp["Roles"]), roleID) && strings.Contains(js(pp["PolicyDocument"]), "ec2:CreateNetworkInterface") {
+				eni = true
+			}
+		}
+		if eni != inVPC[name] {
+			t.Errorf("%s: ENI permissions %v", name, eni)
+		}
+	}
+	ctx := map[string]any{"bulkfhir:vpcSubnetIds": "subnet-a"}
+	if _, err := propsFromContext(func(k string) any { return ctx[k] }); err == nil {
+		t.Error("subnets without security groups were accepted")
+	}
+}

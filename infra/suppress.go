@@ -20,6 +20,7 @@ const (
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
 	reasonNoAuth     = "No JWT issuer is configured for this deployment (context bulkfhir:jwtIssuer). Set it, with bulkfhir:jwtAudience, to require SMART Backend Services tokens; without it every caller is one anonymous client."
 	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
+	reasonVPC        = "In a VPC (bulkfhir:vpcSubnetIds), Lambda manages the function's network interfaces with EC2 actions that do not support resource-level permissions (as AWSLambdaVPCAccessExecutionRole grants them)."
 	reasonHealthLake = "SigV4 upstream: search and read the FHIR data stores of the configured HealthLake region (read-only actions; data store ids are not known to the stack)."
 	reasonSourceLogs = "The source bucket is created for convenience and only read by this stack; enable server access logging on it, or bring your own bucket (bulkfhir:sourceBucket), when required."
 )
@@ -38,7 +39,11 @@ func add(c constructs.IConstruct, id, reason string, appliesTo ...any) {
 func suppress(s *Stack, props StackProps) {
 	for name, role := range s.Roles {
 		add(role, "AwsSolutions-IAM5", reasonLogStreams, regex("/^Resource::<"+title(name)+"Logs[0-9A-F]+\\.Arn>:\\*$/g"))
-		add(role, "AwsSolutions-IAM5", reasonXRay, "Resource::*")
+		reason := reasonXRay
+		if len(props.VpcSubnetIds) > 0 && inList(sourceReaders, name) {
+			reason += " " + reasonVPC
+		}
+		add(role, "AwsSolutions-IAM5", reason, "Resource::*")
 		add(role, "AwsSolutions-IAM5", reasonSource, regex("/^Resource::<Source[A-Za-z0-9]*\\.Arn>\\/.*\\*$/g"), regex("/^Resource::arn:<AWS::Partition>:s3:::.*\\/.*\\*$/g"))
 		add(role, "AwsSolutions-IAM5", reasonExports, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/exports\\/\\*$/g"))
 		if props.SourceSigV4Region != "" {
@@ -57,4 +62,13 @@ func suppress(s *Stack, props StackProps) {
 	if b, ok := s.Source.(awss3.Bucket); ok {
 		add(b, "AwsSolutions-S1", reasonSourceLogs)
 	}
+}
+
+func inList(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
