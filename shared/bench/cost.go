@@ -29,20 +29,22 @@ import (
 
 // Public us-east-1 list prices (USD) the cost model uses.
 const (
-	priceLambdaGBs      = 0.0000133334 / 1 // arm64, per GB-second
-	priceLambdaRequest  = 0.20 / 1e6
-	priceTransition     = 0.025 / 1000 // Step Functions Standard
-	priceWRU            = 0.625 / 1e6  // DynamoDB on-demand write request unit
-	priceRRU            = 0.125 / 1e6  // DynamoDB on-demand read request unit
-	priceS3Put          = 0.005 / 1000 // PUT, COPY, POST, LIST
-	priceS3Get          = 0.0004 / 1000
-	priceAPIRequest     = 1.00 / 1e6 // API Gateway HTTP API
-	priceS3GBMonth      = 0.023      // S3 Standard storage
-	hoursPerMonth       = 730
-	lambdaMemoryExport  = 1024 // MB, the stack's defaults
-	lambdaMemoryPlan    = 512
-	lambdaMemoryAPI     = 512
-	lambdaMemoryFinalze = 256
+	priceLambdaGBs     = 0.0000133334 // arm64, per GB-second
+	priceLambdaRequest = 0.20 / 1e6
+	priceTransition    = 0.025 / 1000 // Step Functions Standard
+	priceWRU           = 0.625 / 1e6  // DynamoDB on-demand write request unit
+	priceRRU           = 0.125 / 1e6  // DynamoDB on-demand read request unit
+	priceS3Put         = 0.005 / 1000 // PUT, COPY, POST, LIST
+	priceS3Get         = 0.0004 / 1000
+	priceAPIRequest    = 1.00 / 1e6 // API Gateway HTTP API
+	priceS3GBMonth     = 0.023      // S3 Standard storage
+	hoursPerMonth      = 730
+	// Memory (MB) of the functions: the stack's defaults (infra/stack.go;
+	// infra is its own module, so they are repeated here).
+	lambdaMemoryExport   = 1024
+	lambdaMemoryPlan     = 512
+	lambdaMemoryAPI      = 512
+	lambdaMemoryFinalize = 256
 )
 
 // Cost is the AWS path's bill for one export, from the requests counted in
@@ -327,7 +329,7 @@ func priceRun(run *exportRun, counts map[string]float64, files int, apiTime time
 	add("Lambda invocations (plan, export chunks, finalize, kick-off, status)", inv, "requests", priceLambdaRequest, false)
 	gbs := run.StepTimes["plan"].Seconds()*lambdaMemoryPlan/1024 +
 		run.StepTimes["export"].Seconds()*lambdaMemoryExport/1024 +
-		run.StepTimes["finalize"].Seconds()*lambdaMemoryFinalze/1024 +
+		run.StepTimes["finalize"].Seconds()*lambdaMemoryFinalize/1024 +
 		2*apiTime.Seconds()*lambdaMemoryAPI/1024
 	add("Lambda compute (arm64, measured step time × memory)", gbs, "GB-s", priceLambdaGBs, false)
 	// Step Functions: Plan, the Map, per chunk ExportChunk and the Choice,

@@ -72,17 +72,6 @@ func (s *server) stop() {
 	}
 }
 
-type quiet struct{}
-
-func (quiet) Logf(string, ...any)                                {}
-func (quiet) Polling(string)                                     {}
-func (quiet) Downloads(int, int64)                               {}
-func (quiet) FileStarted(string, *int64) bulkclient.FileProgress { return quiet{} }
-func (quiet) Add(int64, int64)                                   {}
-func (quiet) Done(error)                                         {}
-func (quiet) FileDone(string, int64, int64, bool)                {}
-func (quiet) DownloadsDone()                                     {}
-
 // httpFigures: the embedded server and the client end to end on loopback,
 // then the API latency with many concurrent clients.
 func httpFigures(ctx context.Context, o Options, data string, rep *Report) error {
@@ -101,7 +90,7 @@ func httpFigures(ctx context.Context, o Options, data string, rep *Report) error
 	defer srv.stop()
 
 	out := filepath.Join(o.Work, "e2e-out")
-	c, err := bulkclient.New(bulkclient.Options{Server: srv.base, Level: "system", Token: "token-0", OutDir: out, Parallel: 4}, nil, quiet{})
+	c, err := bulkclient.New(bulkclient.Options{Server: srv.base, Level: "system", Token: "token-0", OutDir: out, Parallel: 4}, nil, nil)
 	if err != nil {
 		return err
 	}
