@@ -37,8 +37,6 @@ type client struct {
 	backoff    time.Duration // first retry's upper bound
 	maxBackoff time.Duration // cap of one wait, Retry-After included
 	log        *slog.Logger
-	// requests counts upstream requests (including retries), for benchmarks.
-	requests func()
 }
 
 // StatusError is an upstream response that retrying will not fix.
@@ -175,9 +173,6 @@ func (c *client) once(ctx context.Context, method, u string, body []byte) (*http
 		if err := c.auth.Authorize(ctx, req, body); err != nil {
 			return nil, fmt.Errorf("authorize upstream request: %w", err)
 		}
-	}
-	if c.requests != nil {
-		c.requests()
 	}
 	return c.http.Do(req)
 }

@@ -157,7 +157,7 @@ func (r *reader) Next() ([]byte, error) {
 			}
 			continue
 		}
-		line, err := r.nextEntry()
+		line, _, err := r.nextEntry()
 		if err == io.EOF {
 			continue // the search ended; the loop moves on
 		}
@@ -203,13 +203,13 @@ type loopError struct{ url string }
 
 func (e *loopError) Error() string { return "the upstream's next links loop back to " + e.url }
 
-// nextEntry returns the next wanted resource of the current search (nil
-// for an entry it dropped), or io.EOF when the search has ended (r.live
-// then points at the next search).
-func (r *reader) nextEntry() ([]byte, error) {
+// nextEntry returns the next wanted resource of the current search and its
+// id (nil for an entry it dropped), or io.EOF when the search has ended
+// (r.live then points at the next search).
+func (r *reader) nextEntry() ([]byte, string, error) {
 	if r.pg == nil {
 		if err := r.openPage(); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	line, err := r.pg.Next()
@@ -219,17 +219,17 @@ func (r *reader) nextEntry() ([]byte, error) {
 		r.bodyRetries = 0
 		if next == "" {
 			r.live = position{Search: r.live.Search + 1}
-			return nil, io.EOF
+			return nil, "", io.EOF
 		}
 		abs, err := r.src.client.resolve(next)
 		if err != nil {
-			return nil, &SyntaxError{Err: err}
+			return nil, "", &SyntaxError{Err: err}
 		}
 		if r.seen[abs] {
-			return nil, &loopError{url: abs}
+			return nil, "", &loopError{url: abs}
 		}
 		r.live.Page, r.live.Skip = abs, 0
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
 		r.closePage()
@@ -240,32 +240,38 @@ func (r *reader) nextEntry() ([]byte, error) {
 			// The body was cut short: read the page again, skipping what
 			// was consumed.
 			r.bodyRetries++
-			return nil, nil
+			return nil, "", nil
 		}
-		return nil, err
+		return nil, "", err
 	}
 	r.live.Skip++
 	if r.live.Skip <= r.skipTo {
-		return nil, nil
+		return nil, "", nil
 	}
-	if !r.history && !gjson.ValidBytes(line) {
+	if r.history {
+		ref := r.deletion()
+		_, id, _ := strings.Cut(string(ref), "/")
+		return ref, id, nil
+	}
+	if len(line) == 0 {
+		return nil, "", nil // an entry without a resource
+	}
+	// One pass validates the resource and reads what the filters need.
+	h, ok := fhir.Peek(line)
+	if !ok {
 		r.bad = &export.BadRecordError{
 			Position: fmt.Sprintf("%s entry %d of %s", r.typ, r.live.Skip, r.live.Page),
-			Reason:   "the upstream sent a resource that is not valid JSON",
+			Reason:   "the upstream sent a resource that is not valid JSON or has no resourceType",
 		}
 		r.badPos = r.live
-		return nil, nil
+		return nil, "", nil
 	}
-	return r.keep(line), nil
+	return r.keep(line, h), h.ID, nil
 }
 
 // keep returns line if the segment wants it, else nil.
-func (r *reader) keep(line []byte) []byte {
-	if r.history {
-		return r.deletion()
-	}
-	h, ok := fhir.Peek(line)
-	if !ok || h.ResourceType != r.typ {
+func (r *reader) keep(line []byte, h fhir.Head) []byte {
+	if h.ResourceType != r.typ {
 		return nil // an included resource or a search outcome
 	}
 	s := r.searches[r.live.Search]
@@ -404,7 +410,7 @@ func (r *reader) fillChecked() error {
 	var batch []item
 	search := r.live.Search
 	for len(batch) < dedupeBatch && r.live.Search == search {
-		line, err := r.nextEntry()
+		line, id, err := r.nextEntry()
 		if err == io.EOF {
 			break
 		}
@@ -416,13 +422,6 @@ func (r *reader) fillChecked() error {
 		}
 		if line == nil {
 			continue
-		}
-		id := ""
-		if r.history {
-			_, id, _ = strings.Cut(string(line), "/")
-		} else {
-			h, _ := fhir.Peek(line)
-			id = h.ID
 		}
 		batch = append(batch, item{line: append([]byte(nil), line...), id: id, pos: r.live})
 	}

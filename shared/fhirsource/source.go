@@ -66,10 +66,7 @@ type Options struct {
 	// CacheFor is how long the CapabilityStatement and Group memberships
 	// are reused (default 1 minute).
 	CacheFor time.Duration
-	// OnRequest is called for every upstream request (benchmarks count
-	// them).
-	OnRequest func()
-	Log       *slog.Logger
+	Log      *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -147,7 +144,7 @@ func New(opts Options) (*Source, error) {
 		opts: opts,
 		client: &client{
 			base: base, http: opts.HTTPClient, auth: opts.Auth, maxRetries: opts.MaxRetries,
-			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, log: opts.Log, requests: opts.OnRequest,
+			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, log: opts.Log,
 		},
 		groups:   map[string]cachedGroup{},
 		elements: map[string]bool{},
