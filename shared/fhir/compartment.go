@@ -226,3 +226,18 @@ func TargetsAnyType(provenance []byte, types map[string]bool) bool {
 	})
 	return hit
 }
+
+// ActiveMembers returns the ids of the Patients a Group lists as members,
+// leaving out members marked inactive, in the Group's order.
+func ActiveMembers(group []byte) []string {
+	var ids []string
+	gjson.GetBytes(group, "member").ForEach(func(_, m gjson.Result) bool {
+		if !m.Get("inactive").Bool() {
+			if pid, ok := PatientID(m.Get("entity.reference").Str); ok {
+				ids = append(ids, pid)
+			}
+		}
+		return true
+	})
+	return ids
+}

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidwall/gjson"
-
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
@@ -474,48 +472,51 @@ func (s *Source) matching(ctx context.Context, typ string, ids []string, bounds,
 	form.Set("_id", strings.Join(ids, ","))
 	form.Set("_elements", "id")
 	form.Set("_count", strconv.Itoa(len(ids)))
-	found := map[string]bool{}
 	resp, err := s.client.search(ctx, typ, form)
-	seen := map[string]bool{}
-	for {
-		if err != nil {
-			return nil, err
-		}
-		next, err2 := readIDs(resp.Body, typ, found)
-		resp.Body.Close()
-		if err2 != nil {
-			return nil, err2
-		}
-		if next == "" {
-			return found, nil
-		}
-		abs, rerr := s.client.resolve(next)
-		if rerr != nil || seen[abs] {
-			return nil, &loopError{url: abs}
-		}
-		seen[abs] = true
-		resp, err = s.client.get(ctx, abs)
+	if err != nil {
+		return nil, err
 	}
+	found := map[string]bool{}
+	err = s.eachResource(ctx, resp, typ, func(_ []byte, h fhir.Head) {
+		if h.ID != "" {
+			found[h.ID] = true
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return found, nil
 }
 
-// readIDs adds the ids of a page's resources of type typ to into and
-// returns the next link.
-func readIDs(body io.Reader, typ string, into map[string]bool) (string, error) {
-	pg, err := newPage(body, nil)
-	if err != nil {
-		return "", err
-	}
+// eachResource calls fn with every valid resource of type typ on the page
+// resp holds and on the pages its next links lead to (the line is valid
+// during the call). A next link seen before is an error.
+func (s *Source) eachResource(ctx context.Context, resp *http.Response, typ string, fn func(line []byte, h fhir.Head)) error {
+	seen := map[string]bool{}
 	for {
-		line, err := pg.Next()
-		if err == io.EOF {
-			return pg.next, nil
+		pg, err := newPage(resp.Body, nil)
+		for err == nil {
+			var line []byte
+			if line, err = pg.Next(); err == nil {
+				if h, ok := fhir.Peek(line); ok && h.ResourceType == typ {
+					fn(line, h)
+				}
+			}
 		}
-		if err != nil {
-			return "", err
+		resp.Body.Close()
+		if err != io.EOF {
+			return err
 		}
-		res := gjson.GetManyBytes(line, "resourceType", "id")
-		if res[0].Str == typ && res[1].Str != "" {
-			into[res[1].Str] = true
+		if pg.next == "" {
+			return nil
+		}
+		abs, err := s.client.resolve(pg.next)
+		if err != nil || seen[abs] {
+			return &loopError{url: abs}
+		}
+		seen[abs] = true
+		if resp, err = s.client.get(ctx, abs); err != nil {
+			return err
 		}
 	}
 }

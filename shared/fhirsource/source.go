@@ -307,42 +307,15 @@ func (s *Source) SearchGroups(ctx context.Context, identifier, name string) ([][
 	if err != nil {
 		return nil, err
 	}
-	var out [][]byte
-	next := u + "?" + q.Encode()
-	seen := map[string]bool{}
-	for next != "" && !seen[next] {
-		seen[next] = true
-		resp, err := s.client.get(ctx, next)
-		if err != nil {
-			return nil, err
-		}
-		pg, err := newPage(resp.Body, nil)
-		if err != nil {
-			resp.Body.Close()
-			return nil, err
-		}
-		for {
-			line, err := pg.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				resp.Body.Close()
-				return nil, err
-			}
-			if gjson.GetBytes(line, "resourceType").Str == "Group" {
-				out = append(out, append([]byte(nil), line...))
-			}
-		}
-		resp.Body.Close()
-		next = ""
-		if pg.next != "" {
-			if next, err = s.client.resolve(pg.next); err != nil {
-				return nil, err
-			}
-		}
+	resp, err := s.client.get(ctx, u+"?"+q.Encode())
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	var out [][]byte
+	err = s.eachResource(ctx, resp, "Group", func(line []byte, _ fhir.Head) {
+		out = append(out, append([]byte(nil), line...))
+	})
+	return out, err
 }
 
 // GroupMembers implements export.Source: the Patient members of the Group
@@ -359,14 +332,9 @@ func (s *Source) GroupMembers(ctx context.Context, id string) ([]string, error) 
 		return nil, err
 	}
 	set := map[string]bool{}
-	gjson.GetBytes(raw, "member").ForEach(func(_, m gjson.Result) bool {
-		if !m.Get("inactive").Bool() {
-			if pid, ok := fhir.PatientID(m.Get("entity.reference").Str); ok {
-				set[pid] = true
-			}
-		}
-		return true
-	})
+	for _, pid := range fhir.ActiveMembers(raw) {
+		set[pid] = true
+	}
 	members := sortedKeys(set)
 	s.mu.Lock()
 	s.groups[id] = cachedGroup{at: time.Now(), members: members}

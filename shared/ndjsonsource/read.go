@@ -287,17 +287,7 @@ func (s *Source) readMembers(ctx context.Context, id string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var members []string
-	gjson.GetBytes(raw, "member").ForEach(func(_, m gjson.Result) bool {
-		if m.Get("inactive").Bool() {
-			return true
-		}
-		if pid, ok := fhir.PatientID(m.Get("entity.reference").Str); ok {
-			members = append(members, pid)
-		}
-		return true
-	})
-	return members, nil
+	return fhir.ActiveMembers(raw), nil
 }
 
 // ReadResource returns the resource t/id; export.ErrGroupNotFound for a
