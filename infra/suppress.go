@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -40,7 +42,7 @@ func suppress(s *Stack, props StackProps) {
 	for name, role := range s.Roles {
 		add(role, "AwsSolutions-IAM5", reasonLogStreams, regex("/^Resource::<"+title(name)+"Logs[0-9A-F]+\\.Arn>:\\*$/g"))
 		reason := reasonXRay
-		if len(props.VpcSubnetIds) > 0 && inList(sourceReaders, name) {
+		if len(props.VpcSubnetIds) > 0 && slices.Contains(sourceReaders, name) {
 			reason += " " + reasonVPC
 		}
 		add(role, "AwsSolutions-IAM5", reason, "Resource::*")
@@ -62,13 +64,4 @@ func suppress(s *Stack, props StackProps) {
 	if b, ok := s.Source.(awss3.Bucket); ok {
 		add(b, "AwsSolutions-S1", reasonSourceLogs)
 	}
-}
-
-func inList(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -148,8 +149,8 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	// covered. Alone, Latest (a subset) and custom codes are not supported.
 	// "_relevantProvenance" is accepted as this server's custom code for
 	// the same set.
-	relevant := contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources) ||
-		contains(req.IncludeAssociatedData, relevantProvenanceCustom)
+	relevant := slices.Contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources) ||
+		slices.Contains(req.IncludeAssociatedData, relevantProvenanceCustom)
 	for _, code := range req.IncludeAssociatedData {
 		if code == bulkdata.RelevantProvenanceResources || code == relevantProvenanceCustom ||
 			(relevant && code == bulkdata.LatestProvenanceResources) {

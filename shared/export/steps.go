@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -168,7 +169,7 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 		}
 		out = append(out, t)
 	}
-	if associatedProvenance(job.Request) && has["Provenance"] && !contains(out, "Provenance") {
+	if associatedProvenance(job.Request) && has["Provenance"] && !slices.Contains(out, "Provenance") {
 		out = append(out, "Provenance")
 	}
 	sort.Strings(out)
@@ -180,19 +181,10 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 // its _type leaves Provenance out. Without _type every Provenance in scope
 // is exported anyway.
 func associatedProvenance(req bulkdata.Request) bool {
-	if len(req.Types) == 0 || contains(req.Types, "Provenance") {
+	if len(req.Types) == 0 || slices.Contains(req.Types, "Provenance") {
 		return false
 	}
-	return contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(req.IncludeAssociatedData, bulkdata.RelevantProvenanceResources)
 }
 
 // provenanceTargets is the set of types whose Provenance a Provenance unit

@@ -22,9 +22,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -335,20 +337,11 @@ func (s *Source) GroupMembers(ctx context.Context, id string) ([]string, error) 
 	for _, pid := range fhir.ActiveMembers(raw) {
 		set[pid] = true
 	}
-	members := sortedKeys(set)
+	members := slices.Sorted(maps.Keys(set))
 	s.mu.Lock()
 	s.groups[id] = cachedGroup{at: time.Now(), members: members}
 	s.mu.Unlock()
 	return members, nil
-}
-
-func sortedKeys(set map[string]bool) []string {
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // MissingPatients implements export.Source with _id searches in batches.
@@ -399,14 +392,14 @@ func (s *Source) selectedPatients(ctx context.Context, q export.Query) ([]string
 				set[p] = true
 			}
 		}
-		return sortedKeys(set), nil
+		return slices.Sorted(maps.Keys(set)), nil
 	}
 	if q.Level == bulkdata.LevelPatient && len(q.Patients) > 0 {
 		set := map[string]bool{}
 		for _, p := range q.Patients {
 			set[p] = true
 		}
-		return sortedKeys(set), nil
+		return slices.Sorted(maps.Keys(set)), nil
 	}
 	return nil, nil
 }
