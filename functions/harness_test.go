@@ -155,28 +155,36 @@ func newCluster() (*cluster, error) {
 		cl.close()
 		return nil, err
 	}
+	if cl.api, cl.task, err = cl.envs(os.Getenv); err != nil {
+		cl.close()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// envs configures the API and task functions as their main.go would, from
+// getenv.
+func (cl *cluster) envs(getenv func(string) string) (api, task *lambdaenv.Env, err error) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	// DynamoDB Local's error replies carry no valid checksum.
 	noChecksum := func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true }
 	for _, role := range []lambdaenv.Role{lambdaenv.RoleAPI, lambdaenv.RoleTask} {
-		cfg, err := lambdaenv.Load(os.Getenv, role)
+		cfg, err := lambdaenv.Load(getenv, role)
 		if err != nil {
-			cl.close()
-			return nil, err
+			return nil, nil, err
 		}
 		deps, err := lambdaenv.Build(cfg, cl.awsCfg, log, noChecksum)
 		if err != nil {
-			cl.close()
-			return nil, err
+			return nil, nil, err
 		}
 		env := &lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: log, Deps: deps}
 		if role == lambdaenv.RoleAPI {
-			cl.api = env
+			api = env
 		} else {
-			cl.task = env
+			task = env
 		}
 	}
-	return cl, nil
+	return api, task, nil
 }
 
 // withEnv runs the functions with extra environment variables (as a stack
@@ -189,23 +197,13 @@ func (cl *cluster) withEnv(t *testing.T, extra map[string]string) {
 		}
 		return os.Getenv(k)
 	}
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	noChecksum := func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true }
-	envs := map[lambdaenv.Role]*lambdaenv.Env{}
-	for _, role := range []lambdaenv.Role{lambdaenv.RoleAPI, lambdaenv.RoleTask} {
-		cfg, err := lambdaenv.Load(getenv, role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		deps, err := lambdaenv.Build(cfg, cl.awsCfg, log, noChecksum)
-		if err != nil {
-			t.Fatal(err)
-		}
-		envs[role] = &lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: log, Deps: deps}
+	apiEnv, taskEnv, err := cl.envs(getenv)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cl.mu.Lock()
 	api, task := cl.api, cl.task
-	cl.api, cl.task = envs[lambdaenv.RoleAPI], envs[lambdaenv.RoleTask]
+	cl.api, cl.task = apiEnv, taskEnv
 	cl.mu.Unlock()
 	t.Cleanup(func() {
 		cl.mu.Lock()
