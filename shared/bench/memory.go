@@ -9,14 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/memstat"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 )
 
@@ -104,30 +101,11 @@ func MeasureChunk(ctx context.Context, dir string) (*Memory, error) {
 	if len(plan.Units) != 1 {
 		return nil, fmt.Errorf("%d units, want one", len(plan.Units))
 	}
-	runtime.GC()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
+	sampler := memstat.Start(10 * time.Millisecond)
 	start := time.Now()
 	res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: job.ID, Unit: plan.Units[0]})
 	d := time.Since(start)
-	close(stop)
-	<-sampled
+	peakHeap := sampler.Stop()
 	if err != nil {
 		return nil, err
 	}
@@ -135,20 +113,5 @@ func MeasureChunk(ctx context.Context, dir string) (*Memory, error) {
 		return nil, fmt.Errorf("the chunk stopped before the end of the type")
 	}
 	return &Memory{Resources: res.Cursor.Resources, Seconds: d.Seconds(),
-		PeakHeapMiB: float64(peak.Load()) / (1 << 20), PeakRSSMiB: peakRSS()}, nil
-}
-
-// peakRSS is the process's high-water resident set (VmHWM), in MiB.
-func peakRSS() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+		PeakHeapMiB: peakHeap, PeakRSSMiB: memstat.PeakRSS()}, nil
 }

@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/memstat"
 )
 
 const benchObservation = `{"resourceType":"Observation","id":"obs-%07d","meta":{"lastUpdated":"2025-03-01T10:00:00.000Z"},"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}],"text":"Heart rate"},"subject":{"reference":"Patient/p-%05d"},"effectiveDateTime":"2025-03-01T10:00:00Z","valueQuantity":{"value":72,"unit":"beats/min","system":"http://unitsofmeasure.org","code":"/min"}}`
@@ -95,26 +93,7 @@ func BenchmarkBundlePageToNDJSON(b *testing.B) {
 // the page.
 func BenchmarkLargePageMemory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		runtime.GC()
-		var peak atomic.Uint64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var ms runtime.MemStats
-			for {
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peak.Load() {
-					peak.Store(ms.HeapInuse)
-				}
-				select {
-				case <-stop:
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-			}
-		}()
+		sampler := memstat.Start(5 * time.Millisecond)
 		src := &countingReader{r: &bundleStream{n: 400_000}}
 		pg, err := newPage(src, nil)
 		if err != nil {
@@ -127,10 +106,9 @@ func BenchmarkLargePageMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		close(stop)
-		wg.Wait()
+		peak := sampler.Stop()
 		b.SetBytes(src.n)
-		b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
+		b.ReportMetric(peak, "peak-heap-MiB")
 		b.ReportMetric(float64(src.n)/(1<<20), "page-MiB")
 	}
 }
