@@ -39,6 +39,7 @@ func (l listFlag) Set(v string) error {
 
 func exportCmd(ctx context.Context, args []string) error {
 	var o bulkclient.Options
+	var login loginFlags
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.StringVar(&o.Server, "server", "", "FHIR base URL of a Bulk Data server (required)")
 	fs.StringVar(&o.Level, "level", "system", "system, patient or group")
@@ -53,6 +54,10 @@ func exportCmd(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.Post, "post", false, "kick off with POST and a Parameters body")
 	fs.BoolVar(&o.Lenient, "lenient", false, "send Prefer: handling=lenient")
 	fs.StringVar(&o.Token, "token", os.Getenv("BULKFHIR_TOKEN"), "bearer token (default $BULKFHIR_TOKEN)")
+	fs.StringVar(&login.clientID, "client-id", "", "log in with SMART Backend Services as this client")
+	fs.StringVar(&login.keyFile, "key", "", "the client's PEM private key, RS384 or ES384 (default: PEM in $BULKFHIR_CLIENT_KEY)")
+	fs.StringVar(&login.keyID, "key-id", "", "kid of the key (default: its RFC 7638 thumbprint)")
+	fs.StringVar(&login.scope, "scope", "", "scope to request (default system/*.read)")
 	fs.StringVar(&o.OutDir, "out", "out", "output directory")
 	fs.IntVar(&o.Parallel, "parallel", 4, "parallel downloads")
 	fs.BoolVar(&o.Resume, "resume", false, "continue the export that last wrote into --out, keeping complete files")
@@ -62,6 +67,10 @@ func exportCmd(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("export: unexpected arguments %v", fs.Args())
+	}
+	var err error
+	if o.Tokens, err = login.tokens(o.Server); err != nil {
+		return err
 	}
 	var rep bulkclient.Reporter = &bulkclient.LineReporter{W: os.Stderr}
 	if isTerminal(os.Stderr) {

@@ -2,6 +2,7 @@
 //
 //	bulkfhir serve     the embedded Bulk Data export server (no AWS, no Docker)
 //	bulkfhir export    a Bulk Data client: kick off, watch progress, download
+//	bulkfhir clients   register SMART Backend Services clients (add, list, remove)
 //	bulkfhir verify    compare an export with its NDJSON source, type by type
 //	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
 //	bulkfhir bench     measure the export path (make bench)
@@ -43,6 +44,8 @@ func run(args []string) int {
 		err = exportCmd(ctx, args[1:])
 	case "verify":
 		err = verify(ctx, args[1:])
+	case "clients":
+		err = clientsCmd(ctx, args[1:])
 	case "bench":
 		err = benchCmd(ctx, args[1:])
 	case "version", "-version", "--version":
@@ -75,6 +78,7 @@ func usage() {
 commands:
   serve      run the embedded Bulk Data export server
   export     export from a Bulk Data server into a directory
+  clients    add, list or remove SMART Backend Services clients
   verify     compare an export directory with the NDJSON source it came from
   generate   write deterministic sample FHIR R4 data as NDJSON
   bench      measure throughput, memory, latency and cost of the export path

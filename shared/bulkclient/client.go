@@ -38,6 +38,8 @@ type Options struct {
 	Post                  bool
 	Lenient               bool
 	Token                 string
+	// Tokens, when set, logs in (SMART Backend Services) instead of Token.
+	Tokens TokenSource
 	OutDir                string
 	Parallel              int
 	Resume                bool
@@ -187,6 +189,15 @@ func (c *Client) abort(statusURL string, cause error) {
 }
 
 func (c *Client) authorize(req *http.Request) {
+	if c.opts.Tokens != nil {
+		tok, err := c.opts.Tokens.Token(req.Context())
+		if err != nil {
+			c.rep.Logf("login: %v", err)
+			return // the server answers 401, which send reports
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return
+	}
 	if c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
@@ -393,6 +404,7 @@ func transientStatus(code int) bool {
 // send performs a request with retries on 429, transient 5xx and network
 // errors. newReq is called per attempt.
 func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error)) (*http.Response, error) {
+	renewed := false
 	for attempt := 1; ; attempt++ {
 		req, err := newReq()
 		if err != nil {
@@ -415,6 +427,14 @@ func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error))
 			continue
 		}
 		c.reached.Store(true)
+		if resp.StatusCode == http.StatusUnauthorized && c.opts.Tokens != nil && !renewed && req.Header.Get("Authorization") != "" {
+			// The token expired or was revoked mid-export: log in again once.
+			renewed = true
+			c.opts.Tokens.Invalidate()
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			continue
+		}
 		if transientStatus(resp.StatusCode) && attempt <= c.opts.MaxRetries {
 			wait := retryAfter(resp.Header, attempt, c.opts.MaxWait)
 			c.rep.Logf("%s %s: %s; retrying in %s", req.Method, req.URL.Path, resp.Status, wait)

@@ -22,6 +22,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 // Deps are the adapters a function runs on.
@@ -118,22 +119,25 @@ func RequestID(r *http.Request) string {
 	return rc.RequestID
 }
 
-// GatewayAuth takes the caller from API Gateway's JWT authorizer: the
-// client_id claim (SMART Backend Services), else sub. Without an authorizer
+// GatewayAuth takes the caller from API Gateway's JWT authorizer (an
+// outside issuer): the client_id claim (SMART Backend Services), else sub,
+// and the scope claim, enforced as for bulkfhir's own tokens (a token with
+// no usable system read scope may read nothing). Without an authorizer
 // every caller is the anonymous client, as in the embedded server.
 type GatewayAuth struct{}
 
 // Authenticate implements api.Authenticator.
-func (GatewayAuth) Authenticate(r *http.Request) (string, error) {
+func (GatewayAuth) Authenticate(r *http.Request) (api.Caller, error) {
 	rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context())
 	if !ok || rc.Authorizer == nil || rc.Authorizer.JWT == nil {
-		return api.AnonymousClient, nil
+		return api.Caller{Client: api.AnonymousClient}, nil
 	}
 	claims := rc.Authorizer.JWT.Claims
+	scopes := smartauth.ReadScopes(claims["scope"])
 	for _, k := range []string{"client_id", "sub"} {
 		if v := claims[k]; v != "" {
-			return v, nil
+			return api.Caller{Client: v, Scopes: scopes}, nil
 		}
 	}
-	return "", fmt.Errorf("the token names no client")
+	return api.Caller{}, fmt.Errorf("the token names no client")
 }
