@@ -39,11 +39,11 @@ type Options struct {
 	Lenient               bool
 	Token                 string
 	// Tokens, when set, logs in (SMART Backend Services) instead of Token.
-	Tokens TokenSource
-	OutDir                string
-	Parallel              int
-	Resume                bool
-	CancelOnAbort         bool
+	Tokens        TokenSource
+	OutDir        string
+	Parallel      int
+	Resume        bool
+	CancelOnAbort bool
 	// MaxRetries bounds retries of one request; MaxWait caps one wait.
 	MaxRetries int
 	MaxWait    time.Duration

@@ -53,7 +53,9 @@ type BackendServices struct {
 // SEC 1) for BackendServices.
 func ParsePrivateKey(pem []byte) (crypto.Signer, error) { return smartclient.ParsePrivateKey(pem) }
 
-func (b *BackendServices) method() (jwt.SigningMethod, error) { return smartclient.SigningMethod(b.Key) }
+func (b *BackendServices) method() (jwt.SigningMethod, error) {
+	return smartclient.SigningMethod(b.Key)
+}
 
 func (b *BackendServices) source() *smartclient.TokenSource {
 	b.once.Do(func() {
