@@ -31,6 +31,8 @@ type Deps struct {
 	Files  *s3store.Store
 	Source export.Source
 	Steps  *export.Steps
+	// Keys verify bulkfhir's access tokens (API functions, Auth bulkfhir).
+	Keys *smartauth.Keys
 }
 
 // Build creates the clients and adapters from cfg. awsCfg comes from
@@ -62,6 +64,13 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		d.Source = src
 	}
 	d.Steps = export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log)
+	if cfg.Auth == AuthBulkfhir {
+		keys, err := TokenKeys(context.Background(), awsCfg, cfg.TokenSecretARN)
+		if err != nil {
+			return nil, err
+		}
+		d.Keys = keys
+	}
 	return d, nil
 }
 
@@ -103,7 +112,7 @@ func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Han
 	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
 	return api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
-		Auth:      GatewayAuth{},
+		Auth:      d.authenticator(cfg),
 		RequestID: RequestID,
 		Log:       log,
 	})

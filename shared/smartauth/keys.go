@@ -135,3 +135,21 @@ func randomID() string {
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%x", b)
 }
+
+// Issued checks that token is an access token bulkfhir signed (signature
+// and issuer), expired or not, and returns its client. API Gateway's
+// authorizer uses it to turn away what bulkfhir never issued; the API
+// itself checks expiry and scopes (Verify), so an expired token gets the
+// API's 401 with an OperationOutcome.
+func (k *Keys) Issued(token string) (string, error) {
+	var c Claims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return k.verify, nil },
+		jwt.WithValidMethods([]string{k.method.Alg()}), jwt.WithoutClaimsValidation())
+	if err != nil {
+		return "", fmt.Errorf("access token: %w", err)
+	}
+	if c.Issuer != Issuer || c.Subject == "" {
+		return "", errors.New("access token: not issued by bulkfhir")
+	}
+	return c.Subject, nil
+}
