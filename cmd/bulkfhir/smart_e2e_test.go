@@ -161,7 +161,10 @@ func TestSMARTResourceServer(t *testing.T) {
 	t.Run("metadata without a token holds only discovery", func(t *testing.T) {
 		type cs struct {
 			Rest []struct {
-				Resource []any `json:"resource"`
+				Operation []any `json:"operation"`
+				Resource  []struct {
+					Type string `json:"type"`
+				} `json:"resource"`
 				Security struct {
 					Extension []struct {
 						URL       string `json:"url"`
@@ -179,8 +182,14 @@ func TestSMARTResourceServer(t *testing.T) {
 			if err := json.Unmarshal(r.body, &c); r.status != 200 || err != nil || len(c.Rest) != 1 {
 				t.Fatalf("metadata %d %v %s", r.status, err, r.body)
 			}
-			if got := len(c.Rest[0].Resource) > 0; got != tc.resources {
-				t.Errorf("token %v: resources listed = %v", tc.header != nil, got)
+			// The export operations are always declared; the source's
+			// types only to an authenticated caller.
+			listed := false
+			for _, res := range c.Rest[0].Resource {
+				listed = listed || res.Type == "Observation"
+			}
+			if listed != tc.resources || len(c.Rest[0].Operation) == 0 {
+				t.Errorf("token %v: types listed = %v, operations %v", tc.header != nil, listed, c.Rest[0].Operation)
 			}
 			ext := c.Rest[0].Security.Extension
 			if len(ext) != 1 || !strings.HasSuffix(ext[0].URL, "/oauth-uris") || len(ext[0].Extension) != 1 ||

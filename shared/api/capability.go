@@ -20,8 +20,8 @@ const (
 // lists the exportable types.
 //
 // Without a valid token when authentication is on, it holds only what
-// discovery needs: the security section with the token URL, and no list of
-// types or operations.
+// discovery needs: the export operations and the security section with
+// the token URL, not the list of types the source holds.
 func (h *Handler) capabilityStatement(ctx context.Context, base string, full bool) ([]byte, error) {
 	var types []string
 	if full {
@@ -65,8 +65,6 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string, full boo
 	}
 	if !full {
 		rest["documentation"] = "Authenticate with SMART Backend Services (see security) to read the full CapabilityStatement."
-		delete(rest, "resource")
-		delete(rest, "operation")
 	}
 	if h.authOn() {
 		rest["security"] = h.security(base)
