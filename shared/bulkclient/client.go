@@ -321,7 +321,7 @@ func (c *Client) kickoff(ctx context.Context) (string, error) {
 
 // poll waits for the export to finish and returns the manifest.
 func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest, error) {
-	misses := 0
+	misses, renewed := 0, false
 	// The kick-off reply carries no Retry-After; a first look soon after it
 	// finishes small exports without a full polling interval.
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
@@ -345,6 +345,9 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 			if err := sleep(ctx, backoff(misses, c.opts.MaxWait)); err != nil {
 				return nil, nil, err
 			}
+			continue
+		}
+		if c.renewAfter401(resp, req, &renewed) {
 			continue
 		}
 		switch {
@@ -427,12 +430,7 @@ func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error))
 			continue
 		}
 		c.reached.Store(true)
-		if resp.StatusCode == http.StatusUnauthorized && c.opts.Tokens != nil && !renewed && req.Header.Get("Authorization") != "" {
-			// The token expired or was revoked mid-export: log in again once.
-			renewed = true
-			c.opts.Tokens.Invalidate()
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
+		if c.renewAfter401(resp, req, &renewed) {
 			continue
 		}
 		if transientStatus(resp.StatusCode) && attempt <= c.opts.MaxRetries {
