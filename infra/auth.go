@@ -137,9 +137,14 @@ func (s *Stack) authorization(props StackProps) awsapigatewayv2.IHttpRouteAuthor
 	}
 
 	token := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("TokenIntegration"), s.Functions["token"], nil)
-	s.publicRoutes = func(api awsapigatewayv2.HttpApi) {
+	s.publicRoutes = func(api awsapigatewayv2.HttpApi, kickoff awsapigatewayv2.HttpRouteIntegration) {
 		// The token endpoint and discovery must be reachable without a
-		// token: they are how a client gets one.
+		// token: they are how a client gets one. Without a token metadata
+		// answers only what discovery needs (operations, token URL).
+		api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
+			Path: jsii.String("/fhir/metadata"), Methods: &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_GET},
+			Integration: kickoff, Authorizer: awsapigatewayv2.NewHttpNoneAuthorizer(),
+		})
 		api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
 			Path: jsii.String("/fhir/auth/token"), Methods: &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_POST},
 			Integration: token, Authorizer: awsapigatewayv2.NewHttpNoneAuthorizer(),

@@ -53,7 +53,7 @@ type Stack struct {
 	// AuthTable and TokenSecret exist in the default authorization mode.
 	AuthTable    awsdynamodb.Table
 	TokenSecret  awssecretsmanager.Secret
-	publicRoutes func(awsapigatewayv2.HttpApi)
+	publicRoutes func(awsapigatewayv2.HttpApi, awsapigatewayv2.HttpRouteIntegration)
 }
 
 // NewStack builds the whole system: HTTP API → kickoff/status functions,
@@ -378,10 +378,10 @@ func (s *Stack) api(props StackProps) {
 		CreateDefaultStage: jsii.Bool(true),
 		DefaultAuthorizer:  auth,
 	})
-	if s.publicRoutes != nil {
-		s.publicRoutes(s.Api)
-	}
 	kickoff := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("KickoffIntegration"), s.Functions["kickoff"], nil)
+	if s.publicRoutes != nil {
+		s.publicRoutes(s.Api, kickoff)
+	}
 	status := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("StatusIntegration"), s.Functions["status"], nil)
 	s.Api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
 		Path: jsii.String("/fhir/bulkstatus/{job}"), Methods: &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_GET, awsapigatewayv2.HttpMethod_DELETE},

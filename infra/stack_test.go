@@ -131,7 +131,7 @@ func TestRoutesAndThrottling(t *testing.T) {
 		keys = append(keys, props(r)["RouteKey"].(string))
 	}
 	sort.Strings(keys)
-	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkstatus/{job},GET /fhir/{proxy+},POST /fhir/auth/token,POST /fhir/{proxy+}"
+	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkstatus/{job},GET /fhir/metadata,GET /fhir/{proxy+},POST /fhir/auth/token,POST /fhir/{proxy+}"
 	if strings.Join(keys, ",") != want {
 		t.Errorf("routes = %v, want %s", keys, want)
 	}
@@ -548,7 +548,7 @@ func TestAuthorization(t *testing.T) {
 	for _, r := range s.ofType("AWS::ApiGatewayV2::Route") {
 		p := props(r)
 		key := p["RouteKey"].(string)
-		public := key == "POST /fhir/auth/token" || key == "GET /fhir/.well-known/smart-configuration"
+		public := key == "POST /fhir/auth/token" || key == "GET /fhir/.well-known/smart-configuration" || key == "GET /fhir/metadata"
 		if public {
 			if p["AuthorizationType"] != nil && p["AuthorizationType"] != "NONE" {
 				t.Errorf("route %s needs a token to get a token: %v", key, p["AuthorizationType"])

@@ -21,7 +21,7 @@ const (
 	reasonSFNLogging = "CloudWatch Logs delivery APIs used for state machine logging, and X-Ray, do not support resource-level permissions."
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
 	reasonNoAuth     = "bulkfhir:allowAnonymous=true: this deployment was asked for an API without authentication (a development setting)."
-	reasonPublicAuth = "The OAuth token endpoint and the SMART discovery document are how a client gets a token; they cannot require one (the token endpoint authenticates the client's signed assertion itself)."
+	reasonPublicAuth = "The OAuth token endpoint, the SMART discovery document and the CapabilityStatement are how a client finds out how to get a token; they cannot require one (the token endpoint authenticates the client's signed assertion itself; metadata without a token holds only the operations and the token URL)."
 	reasonTokenKey   = "The access token key signs tokens that live five minutes; rotating it without a rotation function would only log clients out. Replace the secret value to rotate it."
 	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
 	reasonVPC        = "In a VPC (bulkfhir:vpcSubnetIds), Lambda manages the function's network interfaces with EC2 actions that do not support resource-level permissions (as AWSLambdaVPCAccessExecutionRole grants them)."
@@ -63,7 +63,7 @@ func suppress(s *Stack, props StackProps) {
 	if s.TokenSecret != nil {
 		add(s.TokenSecret, "AwsSolutions-SMG4", reasonTokenKey)
 		for _, r := range *s.Api.Node().Children() {
-			if id := *r.Node().Id(); id == "POST--fhir--auth--token" || id == "GET--fhir--.well-known--smart-configuration" {
+			if id := *r.Node().Id(); id == "POST--fhir--auth--token" || id == "GET--fhir--.well-known--smart-configuration" || id == "GET--fhir--metadata" {
 				add(r, "AwsSolutions-APIG4", reasonPublicAuth)
 			}
 		}
