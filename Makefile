@@ -118,7 +118,9 @@ demo: data ## generate data, serve it on a free port, log in as a demo client, e
 	./$(BIN) export --server "http://$$(cat "$$state/addr")/fhir" --client-id demo --key "$$state/demo-key.pem" --out out; \
 	./$(BIN) verify --data $(DATA) --out out
 
-serve: data ## run the embedded server on $(ADDR) over $(DATA)
+serve: data ## run the embedded server on $(ADDR) over $(DATA), with a local client registered in $(STATE)
+	@mkdir -p $(STATE); test -f $(STATE)/local-client.pem || ./$(BIN) clients add --state $(STATE) --client-id local --new-key $(STATE)/local-client.pem
+	@echo "export with: ./$(BIN) export --server http://$(ADDR)/fhir --client-id local --key $(STATE)/local-client.pem --out out"
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --state $(STATE)
 
 clean: ## remove build output, sample data and state

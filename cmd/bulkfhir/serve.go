@@ -57,7 +57,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.DurationVar(&c.retention, "retention", export.DefaultRetention, "how long files stay after an export completes")
 	fs.StringVar(&c.tokens, "tokens", "", "file of 'TOKEN CLIENT_ID' lines; when set, requests need a bearer token")
 	fs.StringVar(&c.clients, "clients", "", `SMART Backend Services clients file {"clients":[{"clientId","jwks"|"jwksUrl","scope"}]}`)
-	fs.BoolVar(&c.allowAnonymous, "allow-anonymous", false, "serve without authorization on a non-loopback address (development only)")
+	fs.BoolVar(&c.allowAnonymous, "allow-anonymous", false, "serve without authorization, every caller one anonymous client (development only)")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", export.DefaultMaxFileBytes, "roll output files at this size")
 	fs.DurationVar(&c.chunkBudget, "chunk-budget", 20*time.Second, "checkpoint each unit at least this often")
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 
@@ -24,15 +23,18 @@ type authSetup struct {
 }
 
 // authorization builds the embedded server's authorization. SMART Backend
-// Services is on when clients are known: a --clients file, or clients
-// registered in STATE/auth.db with `bulkfhir clients add`. A static tokens
-// file is the older alternative. With neither, the server runs anonymous,
-// which it allows only on a loopback address or with --allow-anonymous.
+// Services is on by default: its clients come from a --clients file and
+// from STATE/auth.db (`bulkfhir clients add`). A static tokens file is the
+// older alternative. With neither, the server refuses to start unless
+// --allow-anonymous asks for an open server (development only).
 func (c *serveConfig) authorization(ctx context.Context, log *slog.Logger) (*authSetup, error) {
 	reg := boltauth.New(filepath.Join(c.state, "auth.db"))
 	registered, err := reg.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if c.allowAnonymous && (c.tokens != "" || c.clients != "" || len(registered) > 0) {
+		return nil, errors.New("serve: --allow-anonymous and clients or tokens exclude each other")
 	}
 	if c.tokens != "" {
 		if c.clients != "" || len(registered) > 0 {
@@ -53,10 +55,10 @@ func (c *serveConfig) authorization(ctx context.Context, log *slog.Logger) (*aut
 		stores = append(stores, file)
 	}
 	if c.clients == "" && len(registered) == 0 {
-		if !c.allowAnonymous && !loopback(c.addr) {
-			return nil, fmt.Errorf("serve: %s is not a loopback address and no clients are registered: pass --clients FILE (or run bulkfhir clients add), or --allow-anonymous for an open server", c.addr)
+		if !c.allowAnonymous {
+			return nil, errors.New("serve: no clients are registered, so nobody could log in: pass --clients FILE or run 'bulkfhir clients add --state DIR …' first; --allow-anonymous serves without authorization (development only)")
 		}
-		log.Warn("authorization is off: every caller is one anonymous client (pass --clients FILE to require SMART Backend Services tokens)")
+		log.Warn("authorization is off (--allow-anonymous): every caller is one anonymous client")
 		return &authSetup{auth: api.Anonymous{}}, nil
 	}
 	stores = append(stores, reg)
@@ -70,17 +72,4 @@ func (c *serveConfig) authorization(ctx context.Context, log *slog.Logger) (*aut
 	}
 	log.Info("SMART Backend Services authorization is on", "registered", len(registered), "clientsFile", c.clients != "")
 	return &authSetup{auth: api.Tokens{Keys: keys}, server: srv, requireToken: true}, nil
-}
-
-// loopback reports whether a listen address is on the loopback interface.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

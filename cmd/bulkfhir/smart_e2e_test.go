@@ -266,13 +266,18 @@ func TestSMARTResourceServer(t *testing.T) {
 	})
 }
 
-// TestServeRefusesOpenNetwork: without clients the server runs anonymous
-// on loopback only.
-func TestServeRefusesOpenNetwork(t *testing.T) {
-	cmd := exec.Command(binPath, "serve", "--addr", "0.0.0.0:0", "--data", dataDir, "--state", t.TempDir())
+// TestServeRefusesToRunOpen: without clients the server does not start,
+// unless --allow-anonymous asks for an open server.
+func TestServeRefusesToRunOpen(t *testing.T) {
+	cmd := exec.Command(binPath, "serve", "--addr", "127.0.0.1:0", "--data", dataDir, "--state", t.TempDir())
 	b, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(b), "--allow-anonymous") {
-		t.Errorf("serve on 0.0.0.0 without clients: %v\n%s", err, b)
+		t.Errorf("serve without clients: %v\n%s", err, b)
+	}
+	// The opt-in works (the other end-to-end tests rely on it).
+	s := startServer(t, dataDir)
+	if r := do(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), ""); r.status != http.StatusAccepted {
+		t.Errorf("--allow-anonymous kick-off: %d %s", r.status, r.body)
 	}
 }
 
