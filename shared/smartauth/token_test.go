@@ -522,3 +522,36 @@ func ExampleDiscovery() {
 	fmt.Println(d["token_endpoint"])
 	// Output: https://bulk.example/fhir/auth/token
 }
+
+// TestJWKSFetchTimeout: a key server that never answers costs the token
+// request its timeout and an invalid_client, not a hang.
+func TestJWKSFetchTimeout(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	f := newFixture(t, "")
+	f.clients["rs"].JWKSURL = hang.URL + "/jwks.json"
+	s := &Server{Clients: f.clients, Replay: &memReplay{}, Keys: f.keys, BasePath: "/fhir", Log: slog.New(slog.DiscardHandler),
+		JWKS: &JWKSFetcher{HTTP: &http.Client{Timeout: 200 * time.Millisecond}}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	f.tokenURL = srv.URL + "/fhir" + TokenPath
+	resp, err := http.Post(f.tokenURL, formType, strings.NewReader(f.form(f.sign(t, assertion{client: "rs"}), "system/*.rs").Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != 401 || body["error"] != "invalid_client" {
+		t.Errorf("hanging JWKS URL: %d %v, want 401 invalid_client", resp.StatusCode, body)
+	}
+}
+
+func TestJWKSURLSchemes(t *testing.T) {
+	var fetcher JWKSFetcher
+	for _, u := range []string{"http://keys.example/jwks.json", "ftp://keys.example/jwks.json", "file:///etc/passwd"} {
+		if _, err := fetcher.Fetch(context.Background(), u, false); err == nil {
+			t.Errorf("fetched %s", u)
+		}
+	}
+}
