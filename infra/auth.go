@@ -78,6 +78,11 @@ func (s *Stack) authorization(props StackProps) awsapigatewayv2.IHttpRouteAuthor
 		return nil
 	case authJWT:
 		setAuth(lambdaenv.AuthGateway)
+		if props.JwtTokenURL != "" {
+			for _, fn := range []string{"kickoff", "status"} {
+				s.Functions[fn].AddEnvironment(jsii.String(lambdaenv.EnvTokenURL), jsii.String(props.JwtTokenURL), nil)
+			}
+		}
 		return awsapigatewayv2authorizers.NewHttpJwtAuthorizer(jsii.String("Jwt"), jsii.String(props.JwtIssuer),
 			&awsapigatewayv2authorizers.HttpJwtAuthorizerProps{JwtAudience: jsii.Strings(props.JwtAudience)})
 	}

@@ -63,6 +63,9 @@ type StackProps struct {
 	// (auth.go): the secure default.
 	JwtIssuer   string
 	JwtAudience string
+	// JwtTokenURL is the outside issuer's token endpoint, advertised in
+	// the CapabilityStatement.
+	JwtTokenURL string
 	// AllowAnonymous serves an API without authentication, every caller
 	// one anonymous client: a development setting, never the default.
 	AllowAnonymous bool
@@ -161,7 +164,7 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.RetainData = str("retainData") == "true"
 	p.KMS = str("kms") == "true"
 	p.AccessLogsBucket = str("accessLogsBucket")
-	p.JwtIssuer, p.JwtAudience = str("jwtIssuer"), str("jwtAudience")
+	p.JwtIssuer, p.JwtAudience, p.JwtTokenURL = str("jwtIssuer"), str("jwtAudience"), str("jwtTokenUrl")
 	p.AllowAnonymous = str("allowAnonymous") == "true"
 	p.Auth = str("auth")
 	p.PublicBaseURL = str("publicBaseUrl")

@@ -387,7 +387,7 @@ func TestCdkNagHasNoUnsuppressedErrors(t *testing.T) {
 		t.Errorf("cdk-nag errors:\n%s", strings.Join(errs, "\n"))
 	}
 	// The production variant: JWT authorizer, KMS, retained data, access logs.
-	prod := synth(t, StackProps{BuildDir: fakeBuild(t), JwtIssuer: "https://auth.example.org", JwtAudience: "bulkfhir",
+	prod := synth(t, StackProps{BuildDir: fakeBuild(t), JwtIssuer: "https://auth.example.org", JwtAudience: "bulkfhir", JwtTokenURL: "https://auth.example.org/token",
 		KMS: true, RetainData: true, AccessLogsBucket: "my-access-logs", SourceBucket: "my-data", SourcePrefix: "fhir/"}, nil)
 	if len(prod.errors) > 0 {
 		t.Errorf("cdk-nag errors (production variant):\n%s", strings.Join(prod.errors, "\n"))
@@ -396,6 +396,15 @@ func TestCdkNagHasNoUnsuppressedErrors(t *testing.T) {
 		if props(r)["AuthorizationType"] != "JWT" {
 			t.Errorf("route %v is not behind the JWT authorizer", props(r)["RouteKey"])
 		}
+	}
+	for id, r := range prod.functions() {
+		env := props(r)["Environment"].(map[string]any)["Variables"].(map[string]any)
+		if strings.HasPrefix(id, "Kickoff") && (env["BULKFHIR_AUTH"] != "gateway" || env["BULKFHIR_TOKEN_URL"] != "https://auth.example.org/token") {
+			t.Errorf("kickoff with an outside issuer: auth %v, token URL %v", env["BULKFHIR_AUTH"], env["BULKFHIR_TOKEN_URL"])
+		}
+	}
+	if n := len(prod.ofType("AWS::SecretsManager::Secret")); n != 0 {
+		t.Errorf("an outside issuer's stack has %d token secrets", n)
 	}
 	for _, r := range prod.ofType("AWS::DynamoDB::Table") {
 		if r["DeletionPolicy"] != "Retain" || !strings.Contains(js(props(r)["SSESpecification"]), "KMS") {

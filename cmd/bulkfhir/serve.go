@@ -115,7 +115,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	steps := export.NewSteps(jobs, files, source, cfg, log)
 	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
 	svc := export.NewService(jobs, files, runner, source, cfg, log)
-	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, Files: files, Version: version, Log: log})
+	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Version: version, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
 		return err

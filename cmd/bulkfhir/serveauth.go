@@ -20,6 +20,8 @@ type authSetup struct {
 	server http.Handler
 	// requireToken makes downloads need the owner's token too.
 	requireToken bool
+	// tokenURL is what the CapabilityStatement advertises (api.Config).
+	tokenURL string
 }
 
 // authorization builds the embedded server's authorization. SMART Backend
@@ -71,5 +73,5 @@ func (c *serveConfig) authorization(ctx context.Context, log *slog.Logger) (*aut
 		BaseURL: c.baseURL, BasePath: "/fhir", Log: log,
 	}
 	log.Info("SMART Backend Services authorization is on", "registered", len(registered), "clientsFile", c.clients != "")
-	return &authSetup{auth: api.Tokens{Keys: keys}, server: srv, requireToken: true}, nil
+	return &authSetup{auth: api.Tokens{Keys: keys}, server: srv, requireToken: true, tokenURL: smartauth.TokenPath}, nil
 }

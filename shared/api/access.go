@@ -10,7 +10,6 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
-	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 // authOn reports whether requests need credentials.
@@ -19,12 +18,13 @@ func (h *Handler) authOn() bool {
 	return !anon
 }
 
-// tokenURL is the token endpoint advertised in the CapabilityStatement.
+// tokenURL is the token endpoint advertised in the CapabilityStatement,
+// or "" for none.
 func (h *Handler) tokenURL(base string) string {
-	if h.cfg.TokenURL != "" {
-		return h.cfg.TokenURL
+	if strings.HasPrefix(h.cfg.TokenURL, "/") {
+		return base + h.cfg.TokenURL
 	}
-	return base + smartauth.TokenPath
+	return h.cfg.TokenURL
 }
 
 // authorizeTypes enforces the token's scopes at kick-off (A-12, G-03): an

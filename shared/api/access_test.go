@@ -108,3 +108,20 @@ func TestBearerToken(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenURL(t *testing.T) {
+	for _, tc := range []struct{ cfg, want string }{
+		{smartauth.TokenPath, "https://bulk.example/fhir/auth/token"},
+		{"https://auth.example/token", "https://auth.example/token"},
+		{"", ""}, // static tokens: no token endpoint to advertise
+	} {
+		h := &Handler{cfg: Config{TokenURL: tc.cfg}}
+		if got := h.tokenURL("https://bulk.example/fhir"); got != tc.want {
+			t.Errorf("tokenURL(%q) = %q, want %q", tc.cfg, got, tc.want)
+		}
+		_, has := h.security("https://bulk.example/fhir")["extension"]
+		if has != (tc.want != "") {
+			t.Errorf("TokenURL %q: oauth-uris extension present = %v", tc.cfg, has)
+		}
+	}
+}

@@ -124,10 +124,10 @@ func searchsetBundle(base, t string, resources [][]byte) []byte {
 }
 
 // security is rest.security: SMART on FHIR with the oauth-uris extension
-// naming the token endpoint (the STU1 discovery BDT still checks: BDT "Includes the token endpoint in the
-// CapabilityStatement").
+// naming the token endpoint, when there is one (the STU1 discovery that
+// BDT still checks: "Includes the token endpoint in the CapabilityStatement").
 func (h *Handler) security(base string) map[string]any {
-	return map[string]any{
+	sec := map[string]any{
 		"cors": false,
 		"service": []map[string]any{{
 			"coding": []map[string]any{{
@@ -136,12 +136,15 @@ func (h *Handler) security(base string) map[string]any {
 			}},
 			"text": "OAuth2 using SMART Backend Services (client_credentials, private_key_jwt)",
 		}},
-		"extension": []map[string]any{{
+	}
+	if u := h.tokenURL(base); u != "" {
+		sec["extension"] = []map[string]any{{
 			"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
 			"extension": []map[string]any{{
 				"url":      "token",
-				"valueUri": h.tokenURL(base),
+				"valueUri": u,
 			}},
-		}},
+		}}
 	}
+	return sec
 }

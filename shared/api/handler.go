@@ -53,7 +53,8 @@ type Config struct {
 	// discovery document under the base (smartauth.Server).
 	AuthServer http.Handler
 	// TokenURL is the token endpoint the CapabilityStatement advertises
-	// when authentication is on; empty means [base]/auth/token.
+	// when authentication is on: an absolute URL, or a path under the base
+	// (smartauth.TokenPath); empty advertises none.
 	TokenURL string
 	// Files serves download links; nil when links point elsewhere (S3).
 	Files FileServer

@@ -33,6 +33,9 @@ const (
 	EnvTokenSecretARN = "BULKFHIR_TOKEN_SECRET_ARN"
 	// EnvAuthTable is the DynamoDB table of clients and used jti values.
 	EnvAuthTable = "BULKFHIR_AUTH_TABLE"
+	// EnvTokenURL is the outside issuer's token endpoint (Auth gateway),
+	// advertised in the CapabilityStatement.
+	EnvTokenURL = "BULKFHIR_TOKEN_URL"
 )
 
 // Values of EnvAuth.
@@ -49,6 +52,7 @@ func loadAuth(getenv func(string) string, c *Config, problems *[]string) {
 		c.Auth = AuthBulkfhir
 	}
 	c.TokenSecretARN = strings.TrimSpace(getenv(EnvTokenSecretARN))
+	c.TokenURL = strings.TrimSpace(getenv(EnvTokenURL))
 	switch c.Auth {
 	case AuthBulkfhir:
 		if c.TokenSecretARN == "" {
@@ -108,6 +112,18 @@ func TokenServer(c AuthConfig, keys *smartauth.Keys, db dynamoauth.API, log *slo
 		Clients: store, Replay: store, Keys: keys, JWKS: &smartauth.JWKSFetcher{},
 		BaseURL: c.PublicBaseURL, BasePath: "/fhir", Log: log,
 	}
+}
+
+// tokenURL is the token endpoint the API advertises: bulkfhir's own
+// (the token function, under the same base) or the outside issuer's.
+func tokenURL(cfg Config) string {
+	switch cfg.Auth {
+	case AuthBulkfhir:
+		return smartauth.TokenPath
+	case AuthGateway:
+		return cfg.TokenURL
+	}
+	return ""
 }
 
 // authenticator is the API's Authenticator for the configured mode.

@@ -68,8 +68,8 @@ type Config struct {
 	DeadlineMargin, ChunkBudget                           time.Duration
 	MaxFileBytes                                          int64
 	MaxLiveJobs                                           int
-	// Auth and TokenSecretARN: how the API authenticates (auth.go).
-	Auth, TokenSecretARN string
+	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
+	Auth, TokenSecretARN, TokenURL string
 }
 
 // Export is the core configuration this Config implies.

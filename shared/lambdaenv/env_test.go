@@ -107,6 +107,10 @@ func TestLoadAuth(t *testing.T) {
 			if err != nil || c.Auth != tc.want {
 				t.Fatalf("Auth = %q, %v; want %s", c.Auth, err, tc.want)
 			}
+			wantURL := map[string]string{AuthBulkfhir: "/auth/token", AuthGateway: "", AuthNone: ""}[tc.want]
+			if got := tokenURL(c); got != wantURL {
+				t.Errorf("advertised token URL %q, want %q", got, wantURL)
+			}
 		})
 	}
 	// Task functions need no authorization settings.

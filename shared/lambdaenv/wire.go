@@ -113,6 +113,7 @@ func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Han
 	return api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
 		Auth:      d.authenticator(cfg),
+		TokenURL:  tokenURL(cfg),
 		RequestID: RequestID,
 		Log:       log,
 	})
