@@ -242,8 +242,12 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 	if req.SeparateExportStatus {
 		w.Header().Set("Preference-Applied", "respond-async, separate-export-status")
 	}
-	writeJSON(w, http.StatusAccepted, "application/fhir+json",
-		fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, "export accepted; poll the Content-Location URL for its status").JSON())
+	// The parameters dropped under lenient handling are in the body too, so
+	// a client can report (or refuse) them before it downloads anything;
+	// they also stay in the manifest's error files.
+	issues := append([]fhir.Issue{{Severity: fhir.SeverityInformation, Code: fhir.CodeInformational,
+		Diagnostics: "export accepted; poll the Content-Location URL for its status"}}, req.Ignored...)
+	writeJSON(w, http.StatusAccepted, "application/fhir+json", fhir.NewOutcome(issues...).JSON())
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
