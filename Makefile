@@ -31,8 +31,11 @@ CDK_ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# The version bulkfhir version prints (without it: the Go build info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build: ## build bin/bulkfhir
-	$(GO) build -trimpath -o $(BIN) ./cmd/bulkfhir
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/bulkfhir
 
 tools: $(NODE_TOOLS) $(MINIO) ## install the emulators the tests use (DynamoDB Local, MinIO, aws-local-stepfunctions)
 	@command -v java >/dev/null || { echo "installing Java for DynamoDB Local"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }

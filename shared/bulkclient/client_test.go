@@ -181,7 +181,16 @@ func TestClientAgainstFlakyServers(t *testing.T) {
 			}
 		}, wantErr: "not an absolute"},
 		{name: "file that is not NDJSON", setup: func(f *fakeServer) { f.files["/files/Observation.ndjson"] = `[{"resourceType":"Observation"}]` }, wantErr: "not a JSON resource"},
-		{name: "count mismatch", setup: func(f *fakeServer) { f.files["/files/Patient.ndjson"] = `{"resourceType":"Patient","id":"1"}` + "\n" }, wantErr: "manifest says 2"},
+		// A wrong count is reported and the file kept, as SMART's client does
+		// with the reference server's some_file_generation_failed case.
+		{name: "count mismatch", setup: func(f *fakeServer) { f.files["/files/Patient.ndjson"] = `{"resourceType":"Patient","id":"1"}` + "\n" }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
+			if len(s.Mismatches) != 1 || !strings.Contains(s.Mismatches[0], "manifest says 2") || !s.HasErrors() {
+				t.Errorf("mismatches = %q, HasErrors %v; want the Patient file reported", s.Mismatches, s.HasErrors())
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "Patient.1.ndjson")); err != nil || !strings.Contains(string(b), `"id":"1"`) {
+				t.Errorf("the file with the wrong count was not kept: %v", err)
+			}
+		}},
 		{name: "missing file", setup: func(f *fakeServer) { delete(f.files, "/files/Patient.ndjson") }, wantErr: "404"},
 		{name: "gzip", setup: func(f *fakeServer) { f.gzipFiles = true }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
 			b, _ := os.ReadFile(filepath.Join(dir, "Patient.1.ndjson"))
