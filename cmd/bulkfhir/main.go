@@ -237,8 +237,8 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 
 const exitCodesHelp = `
 exit status: 0 ok, 1 failure, 2 usage error, 3 completed with errors in the
-manifest's error files (or counts that disagree with the manifest), 130
-interrupted (Ctrl-C; a second Ctrl-C exits at once).
+manifest's error files (or counts that disagree with the manifest),
+130 interrupted (Ctrl-C; a second Ctrl-C exits at once).
 `
 
 func usage(w io.Writer) {

@@ -385,8 +385,7 @@ func (c *Client) Run(ctx context.Context) (sum *Summary, err error) {
 			c.rep.Logf("the server dropped a parameter: %s", w.Diagnostics)
 		}
 		if err := c.checkFilters(warnings); err != nil {
-			c.cancelExport(statusURL)
-			return nil, err
+			return nil, c.refuse(statusURL, err)
 		}
 	} else if c.opts.StatusURL != "" {
 		if err := c.writeState(ctx, statusURL, false); err != nil {
@@ -411,6 +410,9 @@ func (c *Client) Run(ctx context.Context) (sum *Summary, err error) {
 		if ctx.Err() != nil {
 			return nil, c.interrupted("downloading", statusURL, plan(m), sum)
 		}
+		if errors.Is(err, ErrFilterDropped) {
+			return nil, c.refuse(statusURL, err)
+		}
 		return nil, err
 	}
 	sum.Wall = time.Since(start)
@@ -431,7 +433,7 @@ func (c *Client) checkFilters(issues []Issue) error {
 	}
 	for _, is := range issues {
 		if droppedFilter(is) {
-			return fmt.Errorf("%w (%s); the export would be wider than asked, so nothing is downloaded and the export is cancelled (--strict-filters=false accepts it)",
+			return fmt.Errorf("%w (%s); the export would be wider than asked, so no data is downloaded (--strict-filters=false accepts it)",
 				ErrFilterDropped, is.Diagnostics)
 		}
 	}
@@ -446,6 +448,15 @@ func droppedFilter(is Issue) bool {
 		return true
 	}
 	return strings.Contains(is.Diagnostics, "_typeFilter")
+}
+
+// refuse cancels an export the client will not download and says so.
+func (c *Client) refuse(statusURL string, cause error) error {
+	ok, note := c.cancelExport(statusURL)
+	if ok {
+		return fmt.Errorf("%w; the export was cancelled on the server (%s)", cause, note)
+	}
+	return fmt.Errorf("%w; cancelling the export failed (%s): %s", cause, note, statusURL)
 }
 
 // interrupted builds the report of an interrupted run and, when asked,
