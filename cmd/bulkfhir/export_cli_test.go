@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -332,5 +335,55 @@ func TestJSONOutputStatusAndCancel(t *testing.T) {
 	var failed struct{ Status, Error string }
 	if code != 1 || json.Unmarshal([]byte(stdout), &failed) != nil || failed.Status != "failed" || !strings.Contains(failed.Error, "NotAType") {
 		t.Errorf("failed export: status %d, stdout %q", code, stdout)
+	}
+}
+
+// TestCountMismatchIsReported mirrors SMART's reference server's
+// some_file_generation_failed simulation: one error file's count is wrong.
+// The client keeps every file, reports the mismatch and exits 3 (completed
+// with errors) instead of failing and throwing the data away.
+func TestCountMismatchIsReported(t *testing.T) {
+	var base string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fhir/$export":
+			w.Header().Set("Content-Location", base+"/status/1")
+			w.WriteHeader(http.StatusAccepted)
+		case "/status/1":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"transactionTime":"2026-01-01T00:00:00.000Z","request":"%[1]s/fhir/$export","requiresAccessToken":false,
+				"output":[{"type":"Patient","url":"%[1]s/files/p","count":2}],
+				"error":[{"type":"OperationOutcome","url":"%[1]s/files/e","count":100}]}`, base)
+		case "/files/p":
+			fmt.Fprint(w, "{\"resourceType\":\"Patient\",\"id\":\"1\"}\n{\"resourceType\":\"Patient\",\"id\":\"2\"}\n")
+		case "/files/e":
+			fmt.Fprint(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"processing","diagnostics":"failed to export 99 resources"}]}`+"\n")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	base = srv.URL
+	out := t.TempDir()
+	stdout, stderr, code := runCLI(t, "export", "--server", srv.URL+"/fhir", "--out", out)
+	if code != 3 {
+		t.Errorf("status %d, want 3\n%s%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "manifest says 100") || !strings.Contains(stdout, "failed to export 99 resources") {
+		t.Errorf("the mismatch and the server's issue are not reported:\n%s", stdout)
+	}
+	for _, name := range []string{"Patient.1.ndjson", "error/OperationOutcome.1.ndjson"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Errorf("%s was not kept: %v", name, err)
+		}
+	}
+	// --output json says the same to a script.
+	stdout, _, code = runCLI(t, "export", "--server", srv.URL+"/fhir", "--out", t.TempDir(), "--output", "json")
+	var sum struct {
+		Status          string   `json:"status"`
+		CountMismatches []string `json:"countMismatches"`
+	}
+	if code != 3 || json.Unmarshal([]byte(stdout), &sum) != nil || sum.Status != "complete-with-errors" || len(sum.CountMismatches) != 1 {
+		t.Errorf("json: status %d, %s", code, stdout)
 	}
 }
