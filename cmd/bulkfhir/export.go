@@ -66,11 +66,15 @@ type clientFlags struct {
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.server, "server", "", "FHIR base URL of a Bulk Data server")
-	fs.StringVar(&f.token, "token", os.Getenv("BULKFHIR_TOKEN"), "bearer token (default $BULKFHIR_TOKEN; prefer the variable: flags show in ps)")
+	// The default is read after parsing, so -h never prints the secret.
+	fs.StringVar(&f.token, "token", "", "bearer token (default $BULKFHIR_TOKEN; prefer the variable: flags show in ps)")
 	fs.StringVar(&f.output, "output", "text", "text, or json for one JSON summary on stdout")
 }
 
 func (f *clientFlags) check() error {
+	if f.token == "" {
+		f.token = os.Getenv("BULKFHIR_TOKEN")
+	}
 	if f.output != "text" && f.output != "json" {
 		return usagef("--output %q: want text or json", f.output)
 	}

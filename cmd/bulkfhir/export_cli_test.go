@@ -16,8 +16,13 @@ import (
 // runCLI runs the built binary and returns its stdout, stderr and status.
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIEnv(t, nil, args...)
+}
+
+func runCLIEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), "BULKFHIR_TOKEN=")
+	cmd.Env = append(append(os.Environ(), "BULKFHIR_TOKEN="), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -81,7 +86,10 @@ func TestCLIConventions(t *testing.T) {
 					args[i] = t.TempDir()
 				}
 			}
-			stdout, stderr, code := runCLI(t, args...)
+			stdout, stderr, code := runCLIEnv(t, []string{"BULKFHIR_TOKEN=s3cr3t-token"}, args...)
+			if strings.Contains(stdout+stderr, "s3cr3t-token") {
+				t.Errorf("the token from $BULKFHIR_TOKEN is printed:\n%s%s", stdout, stderr)
+			}
 			if code != tc.code {
 				t.Errorf("status %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
 			}
