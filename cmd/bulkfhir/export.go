@@ -163,6 +163,12 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if cf.output == "json" {
 			writeJSON(stdout, failureJSON(err))
 		}
+		var ie *bulkclient.Interrupted
+		if ctx.Err() != nil && !errors.As(err, &ie) {
+			// Interrupted before or after the protocol steps (reading the
+			// folder, writing the record): still an interrupt.
+			return &exitCodeError{code: exitInterrupted, msg: "interrupted: " + err.Error()}
+		}
 		return clientError(err)
 	}
 	if cf.output == "json" {
