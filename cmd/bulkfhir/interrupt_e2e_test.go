@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,22 +85,30 @@ func (s *stallingServer) serve(w http.ResponseWriter, r *http.Request) {
 // cli is the bulkfhir binary running as a child, with or without a
 // pseudo-terminal.
 type cli struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	tty  *os.File // pty master, nil without one
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-	err  error
+	t   *testing.T
+	cmd *exec.Cmd
+	tty *os.File // pty master, nil without one
+	mu  sync.Mutex
+	out bytes.Buffer // stdout and stderr as they came
+	// stdout alone, without a pty (under one both are the terminal)
+	stdout bytes.Buffer
+	done   chan struct{}
+	err    error
 	// copied is closed when the terminal's output has been read to its end.
 	copied chan struct{}
 }
 
-type lockedWriter struct{ c *cli }
+type lockedWriter struct {
+	c      *cli
+	stdout bool
+}
 
 func (w lockedWriter) Write(p []byte) (int, error) {
 	w.c.mu.Lock()
 	defer w.c.mu.Unlock()
+	if w.stdout {
+		w.c.stdout.Write(p)
+	}
 	return w.c.out.Write(p)
 }
 
@@ -115,12 +124,12 @@ func startCLI(t *testing.T, withPTY bool, args ...string) *cli {
 		c.tty = tty
 		// Drain the terminal: a full pty buffer would block the child.
 		go func() {
-			io.Copy(lockedWriter{c}, tty) // ends with EIO once the child has exited
+			io.Copy(lockedWriter{c: c}, tty) // ends with EIO once the child has exited
 			close(c.copied)
 		}()
 	} else {
 		close(c.copied)
-		c.cmd.Stdout, c.cmd.Stderr = lockedWriter{c}, lockedWriter{c}
+		c.cmd.Stdout, c.cmd.Stderr = lockedWriter{c: c, stdout: true}, lockedWriter{c: c}
 		c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := c.cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -295,5 +304,40 @@ func TestSecondCtrlCExitsAtOnce(t *testing.T) {
 				t.Errorf("output does not say why it exited:\n%s", c.output())
 			}
 		})
+	}
+}
+
+// TestCtrlCWithJSONOutput: a script that asked for --output json gets a
+// JSON report of the interrupt on stdout.
+func TestCtrlCWithJSONOutput(t *testing.T) {
+	s := newStallingServer(t, "downloading", false)
+	out := t.TempDir()
+	c := startCLI(t, false, "export", "--server", s.URL+"/fhir", "--out", out, "--output", "json")
+	waitFor(t, c, "the stalled download", func() bool {
+		_, errP := os.Stat(filepath.Join(out, "Patient.1.ndjson"))
+		_, errC := os.Stat(filepath.Join(out, "Condition.1.ndjson"))
+		return s.stalled.Load() && errP == nil && errC == nil
+	})
+	c.interrupt()
+	if code := c.waitExit(2 * time.Second); code != 130 {
+		t.Errorf("exit status %d, want 130", code)
+	}
+	c.mu.Lock()
+	stdout := c.stdout.String()
+	c.mu.Unlock()
+	var rep struct {
+		Status        string   `json:"status"`
+		Stage         string   `json:"stage"`
+		StatusURL     string   `json:"statusUrl"`
+		FilesComplete int      `json:"filesComplete"`
+		FilesLeft     []string `json:"filesLeft"`
+		ServerRunning bool     `json:"serverRunning"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("stdout is not one JSON document: %v\n%s", err, stdout)
+	}
+	if rep.Status != "interrupted" || rep.Stage != "downloading" || rep.StatusURL != s.URL+"/status/1" ||
+		rep.FilesComplete != 2 || len(rep.FilesLeft) != 1 || rep.FilesLeft[0] != "Observation.1.ndjson" || rep.ServerRunning {
+		t.Errorf("report = %+v", rep)
 	}
 }

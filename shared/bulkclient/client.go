@@ -1,9 +1,16 @@
 // Package bulkclient is a FHIR Bulk Data Access client: kick-off (GET or
 // POST), polling that honours Retry-After, parallel downloads of every
-// output, error and deleted file, and a summary. It works against any Bulk
+// output, error and deleted file into a Sink (a folder, or an object store
+// prefix through package s3sink), and a summary. It works against any Bulk
 // Data v2 server. Transient failures (429, 5xx, network errors) are retried
 // with bounded exponential backoff; the bearer token goes only where the
-// manifest says downloads need it.
+// manifest says downloads need it. Every request leaves through Client.do.
+//
+// A run never exports more than asked and never mixes exports: the sink
+// records the request, a sink holding another export is refused, a resumed
+// run must ask the same, and a _typeFilter the server dropped stops a strict
+// run. A cancelled context ends a run with *Interrupted (complete files
+// kept, partial ones removed), after a DELETE when CancelOnAbort is set.
 package bulkclient
 
 import (
