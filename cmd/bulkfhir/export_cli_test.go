@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -351,8 +352,8 @@ func TestJSONOutputStatusAndCancel(t *testing.T) {
 // The client keeps every file, reports the mismatch and exits 3 (completed
 // with errors) instead of failing and throwing the data away.
 func TestCountMismatchIsReported(t *testing.T) {
-	var base string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base := "http://" + r.Host
 		switch r.URL.Path {
 		case "/fhir/$export":
 			w.Header().Set("Content-Location", base+"/status/1")
@@ -371,7 +372,6 @@ func TestCountMismatchIsReported(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	base = srv.URL
 	out := t.TempDir()
 	stdout, stderr, code := runCLI(t, "export", "--server", srv.URL+"/fhir", "--out", out)
 	if code != 3 {
@@ -393,5 +393,50 @@ func TestCountMismatchIsReported(t *testing.T) {
 	}
 	if code != 3 || json.Unmarshal([]byte(stdout), &sum) != nil || sum.Status != "complete-with-errors" || len(sum.CountMismatches) != 1 {
 		t.Errorf("json: status %d, %s", code, stdout)
+	}
+}
+
+// TestAttachmentsFlag: --attachments fetches a DocumentReference's
+// attachment from the FHIR server (with the token) into attachments/, and
+// verify accepts the folder.
+func TestAttachmentsFlag(t *testing.T) {
+	var binaryAuth atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base := "http://" + r.Host
+		switch r.URL.Path {
+		case "/fhir/$export":
+			w.Header().Set("Content-Location", base+"/status/1")
+			w.WriteHeader(http.StatusAccepted)
+		case "/status/1":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"transactionTime":"2026-01-01T00:00:00.000Z","request":"%[1]s/fhir/$export","requiresAccessToken":false,
+				"output":[{"type":"DocumentReference","url":"%[1]s/files/d","count":1}],"error":[]}`, base)
+		case "/files/d":
+			fmt.Fprint(w, `{"resourceType":"DocumentReference","id":"note-1","content":[{"attachment":{"url":"Binary/b1","contentType":"text/plain"}}]}`+"\n")
+		case "/fhir/Binary/b1":
+			binaryAuth.Store(r.Header.Get("Authorization"))
+			fmt.Fprint(w, "discharge summary")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	out := t.TempDir()
+	stdout, stderr, code := runCLIEnv(t, []string{"BULKFHIR_TOKEN=tok"}, "export", "--server", srv.URL+"/fhir", "--out", out, "--attachments")
+	if code != 0 {
+		t.Fatalf("status %d\n%s%s", code, stdout, stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "attachments", "DocumentReference-note-1.1.txt"))
+	if err != nil || string(b) != "discharge summary" {
+		t.Errorf("attachment = %q, %v", b, err)
+	}
+	if got, _ := binaryAuth.Load().(string); got != "Bearer tok" {
+		t.Errorf("the FHIR server's Binary got Authorization %q, want the token", got)
+	}
+	if !strings.Contains(stdout, "1 attachments") {
+		t.Errorf("the summary does not count the attachment:\n%s", stdout)
+	}
+	if stdout, _, code := runCLI(t, "verify", "--out", out); code != 0 {
+		t.Errorf("verify of a folder with attachments: status %d\n%s", code, stdout)
 	}
 }

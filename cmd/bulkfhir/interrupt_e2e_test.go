@@ -41,9 +41,12 @@ func newStallingServer(t *testing.T, stage string, deleteHang bool) *stallingSer
 }
 
 func (s *stallingServer) serve(w http.ResponseWriter, r *http.Request) {
+	// From the request, not s.URL: the handler may run before the test's
+	// goroutine has stored the server (a race for the detector).
+	base := "http://" + r.Host
 	switch {
 	case r.URL.Path == "/fhir/$export":
-		w.Header().Set("Content-Location", s.URL+"/status/1")
+		w.Header().Set("Content-Location", base+"/status/1")
 		w.WriteHeader(http.StatusAccepted)
 	case r.URL.Path == "/status/1" && r.Method == http.MethodDelete:
 		s.deletes.Add(1)
@@ -63,7 +66,7 @@ func (s *stallingServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"transactionTime":"2026-01-01T00:00:00.000Z","request":"%[1]s/fhir/$export","requiresAccessToken":false,
 			"output":[{"type":"Patient","url":"%[1]s/files/p","count":2},{"type":"Condition","url":"%[1]s/files/c","count":1},
-			{"type":"Observation","url":"%[1]s/files/o","count":1000}],"error":[]}`, s.URL)
+			{"type":"Observation","url":"%[1]s/files/o","count":1000}],"error":[]}`, base)
 	case r.URL.Path == "/files/p":
 		fmt.Fprint(w, "{\"resourceType\":\"Patient\",\"id\":\"1\"}\n{\"resourceType\":\"Patient\",\"id\":\"2\"}\n")
 	case r.URL.Path == "/files/c":
