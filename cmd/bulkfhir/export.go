@@ -180,7 +180,10 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if sum.HasErrors() {
 		msg := "the export completed with errors (see the error files"
 		if len(sum.Mismatches) > 0 {
-			msg += " and the count mismatches"
+			msg += ", the count mismatches"
+		}
+		if len(sum.Unasked) > 0 {
+			msg += ", the files of types not asked for"
 		}
 		msg += ")"
 		if sinceFile != "" {

@@ -192,6 +192,22 @@ func TestClientAgainstFlakyServers(t *testing.T) {
 				t.Errorf("the file with the wrong count was not kept: %v", err)
 			}
 		}},
+		{name: "line of another type", setup: func(f *fakeServer) {
+			f.files["/files/Observation.ndjson"] = `{"resourceType":"Patient","id":"9"}` + "\n"
+		}, wantErr: "is a Patient in a file the manifest says holds Observation"},
+		// A server that sends a type the request did not ask for exports
+		// more than asked: the file is not downloaded, and it is reported.
+		{name: "type not asked for", opts: func(o *Options) { o.Types = []string{"Patient"} }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
+			if f.fileGets["/files/Observation.ndjson"] != 0 {
+				t.Errorf("the Observation file was downloaded")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "Observation.1.ndjson")); err == nil {
+				t.Errorf("the Observation file was kept")
+			}
+			if len(s.Unasked) != 1 || !s.HasErrors() || s.Resources != 2 {
+				t.Errorf("unasked = %q, HasErrors %v, resources %d", s.Unasked, s.HasErrors(), s.Resources)
+			}
+		}},
 		{name: "missing file", setup: func(f *fakeServer) { delete(f.files, "/files/Patient.ndjson") }, wantErr: "404"},
 		{name: "gzip", setup: func(f *fakeServer) { f.gzipFiles = true }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
 			b, _ := os.ReadFile(filepath.Join(dir, "Patient.1.ndjson"))

@@ -5,12 +5,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
 // downloadAll fetches every file of the manifest with Parallel workers. The
@@ -26,8 +30,9 @@ func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error)
 			total += *e.Count
 		}
 	}
-	c.rep.Downloads(len(jobs), total)
 	sum := &Summary{RequiresAccessToken: m.RequiresAccessToken}
+	jobs = c.asked(jobs, sum)
+	c.rep.Downloads(len(jobs), total)
 	if c.opts.StrictFilters && len(c.opts.TypeFilters) > 0 {
 		var errs, rest []job
 		for _, j := range jobs {
@@ -103,6 +108,28 @@ func (c *Client) fetch(ctx context.Context, jobs []job, withToken bool, sum *Sum
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// asked drops output files of types the request did not ask for: a server
+// that sends them exports more than asked, and the client does not keep
+// it. Each is reported (exit 3). Provenance may come with
+// includeAssociatedData.
+func (c *Client) asked(jobs []job, sum *Summary) []job {
+	if len(c.opts.Types) == 0 {
+		return jobs
+	}
+	var keep []job
+	for _, j := range jobs {
+		if j.kind != "output" || slices.Contains(c.opts.Types, j.entry.Type) ||
+			(j.entry.Type == "Provenance" && len(c.opts.IncludeAssociatedData) > 0) {
+			keep = append(keep, j)
+			continue
+		}
+		msg := fmt.Sprintf("%s not downloaded: the server sent %s although --type asked for %s", j.name, j.entry.Type, strings.Join(c.opts.Types, ","))
+		c.rep.Logf("%s", msg)
+		sum.Unasked = append(sum.Unasked, msg)
+	}
+	return keep
 }
 
 func known(list []Entry) bool {
@@ -207,8 +234,12 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 				pendBytes += int64(len(line))
 				trimmed := bytes.TrimSpace(line)
 				if len(trimmed) > 0 {
-					if trimmed[0] != '{' || !json.Valid(trimmed) {
+					h, ok := fhir.Peek(trimmed)
+					if !ok {
 						return fail("download %s: line %d is not a JSON resource (is this NDJSON?)", j.name, res.lines+1)
+					}
+					if j.kind == "output" && h.ResourceType != j.entry.Type {
+						return fail("download %s: line %d is a %s in a file the manifest says holds %s", j.name, res.lines+1, h.ResourceType, j.entry.Type)
 					}
 					res.lines++
 					pendLines++

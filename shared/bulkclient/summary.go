@@ -24,7 +24,10 @@ type Summary struct {
 	Files, Skipped      int
 	FileList            []FileInfo
 	// Mismatches are files whose line count differs from the manifest's.
-	Mismatches  []string
+	Mismatches []string
+	// Unasked are output files of types the request did not ask for; they
+	// are not downloaded.
+	Unasked     []string
 	Attachments int
 }
 
@@ -42,7 +45,7 @@ type FileInfo struct {
 // severity error or fatal in its error files, or counts that differ from
 // the manifest.
 func (s *Summary) HasErrors() bool {
-	if len(s.Mismatches) > 0 {
+	if len(s.Mismatches) > 0 || len(s.Unasked) > 0 {
 		return true
 	}
 	for _, is := range s.Errors {
@@ -79,8 +82,15 @@ func (s *Summary) JSON() map[string]any {
 	return map[string]any{
 		"status": status, "statusUrl": s.StatusURL, "transactionTime": s.TransactionTime, "location": s.Location,
 		"files": files, "types": types, "resources": s.Resources, "bytes": s.Bytes, "errors": errs,
-		"countMismatches": mism, "keptFiles": s.Skipped, "attachments": s.Attachments, "seconds": s.Wall.Seconds(),
+		"countMismatches": mism, "notAsked": nonNil(s.Unasked), "keptFiles": s.Skipped, "attachments": s.Attachments, "seconds": s.Wall.Seconds(),
 	}
+}
+
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 func fmtMismatch(name string, lines, count int64) string {
@@ -169,6 +179,9 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	for _, m := range s.Mismatches {
 		fmt.Fprintf(w, "count mismatch: %s\n", m)
+	}
+	for _, m := range s.Unasked {
+		fmt.Fprintf(w, "not asked for: %s\n", m)
 	}
 	if s.Attachments > 0 {
 		fmt.Fprintf(w, "%d attachments in attachments/\n", s.Attachments)
