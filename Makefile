@@ -95,6 +95,7 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s
 	$(GO) test ./shared/fhir -run '^$$' -fuzz FuzzPeek -fuzztime 30s
+	$(GO) test ./shared/bulkclient -run '^$$' -fuzz FuzzParseManifest -fuzztime 30s
 
 BENCH_PATIENTS ?= 1000
 bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
