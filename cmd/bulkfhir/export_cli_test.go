@@ -204,10 +204,10 @@ func TestOutputFolder(t *testing.T) {
 		t.Errorf("a second export into the folder: status %d, %q; want 2 and a hint", code, stderr)
 	}
 	_, stderr, code = runCLI(t, "export", "--server", s.base, "--out", out, "--type", "Patient", "--resume")
-	if code != 2 || !strings.Contains(stderr, `"type":["Patient","Condition"]`) {
+	if code != 2 || !strings.Contains(stderr, `"type":["Condition","Patient"]`) {
 		t.Errorf("--resume with other flags: status %d, %q; want 2 naming the recorded request", code, stderr)
 	}
-	stdout := mustExport(t, "--server", s.base, "--out", out, "--type", "Patient,Condition", "--resume")
+	stdout := mustExport(t, "--server", s.base, "--out", out, "--type", "Condition", "--type", "Patient", "--resume")
 	if !strings.Contains(stdout, "files already complete were kept") {
 		t.Errorf("--resume of a complete export kept nothing:\n%s", stdout)
 	}

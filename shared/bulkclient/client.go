@@ -265,8 +265,15 @@ type Request struct {
 }
 
 func requestOf(o Options) Request {
-	r := Request{Level: o.Level, Group: o.Group, Types: o.Types, Since: o.Since, Until: o.Until, Elements: o.Elements,
-		TypeFilters: o.TypeFilters, Patients: o.Patients, IncludeAssociatedData: o.IncludeAssociatedData, StatusURL: o.StatusURL}
+	// Order does not change what is exported: --type A,B resumes --type B,A.
+	sorted := func(l []string) []string {
+		if len(l) == 0 {
+			return nil
+		}
+		return slices.Sorted(slices.Values(l))
+	}
+	r := Request{Level: o.Level, Group: o.Group, Types: sorted(o.Types), Since: o.Since, Until: o.Until, Elements: sorted(o.Elements),
+		TypeFilters: sorted(o.TypeFilters), Patients: sorted(o.Patients), IncludeAssociatedData: sorted(o.IncludeAssociatedData), StatusURL: o.StatusURL}
 	if r.Level == "" {
 		r.Level = "system"
 	}
