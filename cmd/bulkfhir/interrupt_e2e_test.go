@@ -31,6 +31,15 @@ type stallingServer struct {
 	polls      atomic.Int32
 	deletes    atomic.Int32
 	stalled    atomic.Bool
+	// unstall makes the Observation file download whole (1000 lines).
+	unstall  atomic.Bool
+	kickoffs atomic.Int32
+	gets     sync.Map // path → *atomic.Int32
+}
+
+func (s *stallingServer) count(path string) *atomic.Int32 {
+	v, _ := s.gets.LoadOrStore(path, new(atomic.Int32))
+	return v.(*atomic.Int32)
 }
 
 func newStallingServer(t *testing.T, stage string, deleteHang bool) *stallingServer {
@@ -44,8 +53,10 @@ func (s *stallingServer) serve(w http.ResponseWriter, r *http.Request) {
 	// From the request, not s.URL: the handler may run before the test's
 	// goroutine has stored the server (a race for the detector).
 	base := "http://" + r.Host
+	s.count(r.URL.Path).Add(1)
 	switch {
 	case r.URL.Path == "/fhir/$export":
+		s.kickoffs.Add(1)
 		w.Header().Set("Content-Location", base+"/status/1")
 		w.WriteHeader(http.StatusAccepted)
 	case r.URL.Path == "/status/1" && r.Method == http.MethodDelete:
@@ -71,6 +82,10 @@ func (s *stallingServer) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "{\"resourceType\":\"Patient\",\"id\":\"1\"}\n{\"resourceType\":\"Patient\",\"id\":\"2\"}\n")
 	case r.URL.Path == "/files/c":
 		fmt.Fprint(w, "{\"resourceType\":\"Condition\",\"id\":\"1\"}\n")
+	case r.URL.Path == "/files/o" && s.unstall.Load():
+		for i := 0; i < 1000; i++ {
+			fmt.Fprintf(w, "{\"resourceType\":\"Observation\",\"id\":\"%d\"}\n", i)
+		}
 	case r.URL.Path == "/files/o":
 		for i := 0; i < 10; i++ {
 			fmt.Fprintf(w, "{\"resourceType\":\"Observation\",\"id\":\"%d\"}\n", i)
@@ -343,4 +358,46 @@ func TestCtrlCWithJSONOutput(t *testing.T) {
 		rep.FilesComplete != 2 || len(rep.FilesLeft) != 1 || rep.FilesLeft[0] != "Observation.1.ndjson" || rep.ServerRunning {
 		t.Errorf("report = %+v", rep)
 	}
+}
+
+// TestResumeAfterCtrlC: after an interrupted download, --resume continues
+// the same export (no new kick-off), keeps the complete files and fetches
+// only the one that was left.
+func TestResumeAfterCtrlC(t *testing.T) {
+	s := newStallingServer(t, "downloading", false)
+	out := t.TempDir()
+	c := startCLI(t, false, "export", "--server", s.URL+"/fhir", "--out", out, "--type", "Patient,Condition,Observation")
+	waitFor(t, c, "the stalled download", func() bool {
+		_, errP := os.Stat(filepath.Join(out, "Patient.1.ndjson"))
+		_, errC := os.Stat(filepath.Join(out, "Condition.1.ndjson"))
+		return s.stalled.Load() && errP == nil && errC == nil
+	})
+	c.interrupt()
+	if code := c.waitExit(2 * time.Second); code != 130 {
+		t.Fatalf("exit status %d, want 130\n%s", code, c.output())
+	}
+	s.unstall.Store(true)
+	stdout, stderr, code := runCLI(t, "export", "--server", s.URL+"/fhir", "--out", out, "--type", "Patient,Condition,Observation", "--resume")
+	if code != 0 {
+		t.Fatalf("--resume: status %d\n%s%s", code, stdout, stderr)
+	}
+	if n := s.kickoffs.Load(); n != 1 {
+		t.Errorf("kick-offs = %d, want 1: --resume started a new export", n)
+	}
+	for path, want := range map[string]int32{"/files/p": 1, "/files/c": 1, "/files/o": 2} {
+		if n := s.count(path).Load(); n != want {
+			t.Errorf("GET %s %d times, want %d", path, n, want)
+		}
+	}
+	if n, _, err := countFileLines(filepath.Join(out, "Observation.1.ndjson")); err != nil || n != 1000 {
+		t.Errorf("Observation.1.ndjson has %d lines (%v), want 1000", n, err)
+	}
+	if stdout, _, code := runCLI(t, "verify", "--out", out); code != 0 {
+		t.Errorf("verify after resume: status %d\n%s", code, stdout)
+	}
+}
+
+func countFileLines(path string) (int, int64, error) {
+	b, err := os.ReadFile(path)
+	return bytes.Count(b, []byte("\n")), int64(len(b)), err
 }
