@@ -138,9 +138,9 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		o.Since = since
 	}
-	if o.Since != "" {
-		if _, err := fhir.ParseInstant(o.Since); err != nil {
-			return usagef("--since %q is not a FHIR instant (e.g. 2026-01-02T15:04:05Z)", o.Since)
+	for name, v := range map[string]string{"--since": o.Since, "--until": o.Until} {
+		if _, err := fhir.ParseInstant(v); v != "" && err != nil {
+			return usagef("%s %q is not a FHIR instant (e.g. 2026-01-02T15:04:05Z)", name, v)
 		}
 	}
 	if strings.HasPrefix(o.OutDir, "s3://") {
