@@ -6,7 +6,11 @@
 // evaluator over JSON needs to find "valueQuantity" for "value".
 package searchparam
 
-import "sort"
+import (
+	"iter"
+	"maps"
+	"sort"
+)
 
 // Search parameter types (SearchParameter.type).
 const (
@@ -49,3 +53,6 @@ func ForType(typ string) []Param { return byType[typ] }
 // ChoiceTypes returns the types of the choice element at path (such as
 // "Observation.value" for value[x]), or nil when path is no choice element.
 func ChoiceTypes(path string) []string { return choiceTypes[path] }
+
+// AllTypes yields every resource type that has search parameters.
+func AllTypes() iter.Seq[string] { return maps.Keys(byType) }
