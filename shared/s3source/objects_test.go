@@ -19,6 +19,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
 	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter/typefiltertest"
 )
 
 var startErr error
@@ -110,4 +111,25 @@ func TestS3SourceMatchesDirectorySource(t *testing.T) {
 	if len(segs) < 5 {
 		t.Errorf("Observation planned as %d segments, want ranged segments", len(segs))
 	}
+}
+
+func TestS3SourceTypeFilterCases(t *testing.T) {
+	awstest.Handle(t, startErr)
+	ctx := context.Background()
+	cfg, err := awstest.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("filtered")}); err != nil {
+		t.Fatal(err)
+	}
+	// One object per type, typed by its name (no index scan), as in a
+	// deployed source bucket.
+	for typ, body := range typefiltertest.ByType() {
+		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("filtered"), Key: aws.String("fhir/" + typ + ".ndjson"), Body: bytes.NewReader(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	typefiltertest.RunSource(t, s3source.New(client, "filtered", "fhir/", 0))
 }

@@ -1,8 +1,6 @@
 package typefilter
 
 import (
-	"bufio"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -10,150 +8,27 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/bulkfhir/bulkfhir/shared/searchparam"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter/typefiltertest"
 )
 
-// fixture reads testdata/resources.ndjson: resources crafted so each case
-// below separates matches from near misses.
-func fixture(t *testing.T) [][]byte {
-	t.Helper()
-	f, err := os.Open("testdata/resources.ndjson")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out [][]byte
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		out = append(out, append([]byte(nil), sc.Bytes()...))
-	}
-	return out
-}
-
-// matching returns the ids of the fixture resources of typ that s matches.
-func matching(t *testing.T, lines [][]byte, typ string, s Set) []string {
-	t.Helper()
-	var ids []string
-	for _, l := range lines {
-		if gjson.GetBytes(l, "resourceType").Str == typ && s.Match(l) {
-			ids = append(ids, gjson.GetBytes(l, "id").Str)
-		}
-	}
-	return ids
-}
-
-// The want column is the oracle: worked out by hand from the R4 search
-// rules for each resource of testdata/resources.ndjson.
+// The cases' want lists are the oracle: worked out by hand from the R4
+// search rules for each fixture resource.
 func TestMatch(t *testing.T) {
-	lines := fixture(t)
-	tests := []struct {
-		name   string
-		filter string // "Type?query"; several joined with " OR "
-		want   []string
-	}{
-		// token
-		{"token code", "Observation?code=4548-4", []string{"o1", "o5"}},
-		{"token system|code", "Observation?code=http://loinc.org|4548-4", []string{"o1", "o5"}},
-		{"token wrong system", "Observation?code=http://snomed.info/sct|4548-4", nil},
-		{"token system|", "Observation?code=http://loinc.org|", []string{"o1", "o2", "o5"}},
-		{"token |code needs no system", "Observation?code=|4548-4", nil},
-		{"token comma is OR", "Observation?code=4548-4,8310-5", []string{"o1", "o2", "o5"}},
-		{"token primitive code", "Observation?status=final", []string{"o1", "o3", "o4"}},
-		{"token :not", "Observation?status:not=final", []string{"o2", "o5"}},
-		{"token :not of OR", "Observation?status:not=final,amended", []string{"o2"}},
-		{"token :text on text", "Observation?code:text=hemo", []string{"o1"}},
-		{"token :text on display", "Observation?code:text=body", []string{"o2"}},
-		{"token identifier system|value", "Patient?identifier=urn:mrn|A1", []string{"p1"}},
-		{"token identifier value", "Patient?identifier=B2", []string{"p2"}},
-		{"token identifier other system", "Patient?identifier=urn:mrn|B2", nil},
-		{"token gender", "Patient?gender=female", []string{"p1"}},
-		{"token |code on a primitive", "Patient?gender=|female", []string{"p1"}},
-		{"token system on a primitive cannot match", "Patient?gender=http://hl7.org/fhir/administrative-gender|female", nil},
-		{"token boolean", "Patient?active=false", []string{"p2"}},
-		{"token ContactPoint", "Patient?telecom=555-1234", []string{"p1"}},
-		{"token _id", "Patient?_id=p2,p3", []string{"p2", "p3"}},
-		{"token choice ofType", "Observation?value-concept=http://snomed.info/sct|8517006", []string{"o3"}},
-		{"token :missing=true", "Patient?identifier:missing=true", []string{"p3"}},
-		{"repeated parameter is AND", "Observation?status=final&category=laboratory", []string{"o1"}},
-		{"repeated same parameter is AND", "Observation?status=final&status=preliminary", nil},
-		{"filters are OR", "Patient?gender=male OR Patient?_id=p3", []string{"p2", "p3"}},
-		// reference
-		{"reference Type/id", "Observation?subject=Patient/p1", []string{"o1"}},
-		{"reference id", "Observation?subject=p2", []string{"o2"}},
-		{"reference :Type", "Observation?subject:Patient=p2", []string{"o2"}},
-		{"reference :Type other type", "Observation?subject:Group=p2", nil},
-		{"reference resolve() is Patient", "Observation?patient=Patient/p1,g1", []string{"o1"}},
-		{"reference to a Group", "Observation?subject=Group/g1", []string{"o3"}},
-		{"reference absolute", "Observation?subject=http://other.example/fhir/Patient/p9", []string{"o5"}},
-		{"reference relative misses absolute", "Observation?subject=Patient/p9", nil},
-		{"reference patient of RiskAssessment", "RiskAssessment?patient=p1", []string{"ra1"}},
-		{"reference :missing=false", "Observation?patient:missing=false", []string{"o1", "o2", "o5"}},
-		// date
-		{"date day", "Observation?date=2024-03-01", []string{"o1"}},
-		{"date year contains dateTime, Period, year", "Observation?date=2024", []string{"o1", "o2", "o3"}},
-		{"date instant", "Observation?date=2024-03-01T10:00:00Z", []string{"o1"}},
-		{"date other time zone", "Observation?date=2024-03-01T11:00:00%2B01:00", []string{"o1"}},
-		{"date minutes", "Observation?date=2024-03-01T10:00Z", []string{"o1"}},
-		{"date gt", "Observation?date=gt2024-01-15", []string{"o1", "o2", "o3"}},
-		{"date lt", "Observation?date=lt2024-01-15", []string{"o2", "o3"}},
-		{"date ge", "Observation?date=ge2024-03-01", []string{"o1", "o3"}},
-		{"date le", "Observation?date=le2024-01-31", []string{"o2", "o3"}},
-		{"date le at the start", "Observation?date=le2024-01-01", nil},
-		{"date sa", "Observation?date=sa2024-02", []string{"o1"}},
-		{"date eb", "Observation?date=eb2024-02", []string{"o2"}},
-		{"date ne", "Observation?date=ne2024-03-01", []string{"o2", "o3"}},
-		{"date :missing=true", "Observation?date:missing=true", []string{"o4", "o5"}},
-		{"date birthdate year", "Patient?birthdate=1980", []string{"p1", "p2"}},
-		{"date birthdate month", "Patient?birthdate=1980-05", []string{"p1"}},
-		{"date _lastUpdated gt", "Patient?_lastUpdated=gt2024-06-01", []string{"p2"}},
-		{"date _lastUpdated zone", "Patient?_lastUpdated=2023-06-15T10:30:00Z", []string{"p3"}},
-		// string
-		{"string prefix, case and accents", "Patient?name=mul", []string{"p1", "p2"}},
-		{"string accented search", "Patient?name=MÜLLER", []string{"p1"}},
-		{"string :exact", "Patient?name:exact=Müller", []string{"p1"}},
-		{"string :exact is exact", "Patient?name:exact=muller", nil},
-		{"string :contains", "Patient?name:contains=LIN", []string{"p2"}},
-		{"string given", "Patient?given=ann", []string{"p1"}},
-		{"string not a prefix", "Patient?family=ller", nil},
-		{"string address part", "Patient?address=bost", []string{"p1"}},
-		{"string address-city", "Patient?address-city=Boston", []string{"p1"}},
-		{"string :missing=true", "Patient?name:missing=true", []string{"p3"}},
-		{"string choice value", "Observation?value-string=hi", []string{"o4"}},
-		// quantity
-		{"quantity precision", "Observation?value-quantity=7", []string{"o1"}},
-		{"quantity exact precision", "Observation?value-quantity=7.20", []string{"o1"}},
-		{"quantity outside precision", "Observation?value-quantity=7.3", nil},
-		{"quantity gt with system and code", "Observation?value-quantity=gt37|http://unitsofmeasure.org|Cel", []string{"o2"}},
-		{"quantity code without system", "Observation?value-quantity=37.5||Cel", []string{"o2"}},
-		{"quantity unit without system", "Observation?value-quantity=37.5||C", []string{"o2"}},
-		{"quantity other code", "Observation?value-quantity=37.5|http://unitsofmeasure.org|%25", nil},
-		{"quantity lt", "Observation?value-quantity=lt10", []string{"o1"}},
-		{"quantity ap", "Observation?value-quantity=ap35", []string{"o2"}},
-		// number
-		{"number eq", "RiskAssessment?probability=0.02", []string{"ra1"}},
-		{"number gt", "RiskAssessment?probability=gt0.1", []string{"ra2"}},
-		{"number le", "RiskAssessment?probability=le0.5", []string{"ra1", "ra2"}},
-		{"number ne", "RiskAssessment?probability=ne0.02", []string{"ra2"}},
-		// uri
-		{"uri exact", "Patient?_profile=http://example.org/StructureDefinition/p", []string{"p3"}},
-		{"uri is exact", "Patient?_profile=http://example.org/", nil},
-		{"uri :below", "Patient?_profile:below=http://example.org/", []string{"p3"}},
-		{"uri :above", "Patient?_profile:above=http://example.org/StructureDefinition/p/x", []string{"p3"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var typ string
-			var queries []string
-			for _, f := range strings.Split(tc.filter, " OR ") {
-				ty, q, _ := strings.Cut(f, "?")
-				typ = ty
-				queries = append(queries, q)
-			}
-			s, err := Compile(typ, queries)
+	lines := typefiltertest.Lines()
+	for _, tc := range typefiltertest.Cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			s, err := Compile(tc.Type, tc.Queries)
 			if err != nil {
 				t.Fatalf("Compile: %v", err)
 			}
-			if got := matching(t, lines, typ, s); !slices.Equal(got, tc.want) {
-				t.Errorf("%s matched %v, want %v", tc.filter, got, tc.want)
+			var got []string
+			for _, l := range lines {
+				if gjson.GetBytes(l, "resourceType").Str == tc.Type && s.Match(l) {
+					got = append(got, gjson.GetBytes(l, "id").Str)
+				}
+			}
+			if !slices.Equal(got, tc.Want) {
+				t.Errorf("%s?%s matched %v, want %v", tc.Type, strings.Join(tc.Queries, " OR "), got, tc.Want)
 			}
 		})
 	}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// filterable is what the oracle decodes of each resource: the whole
+// resource with encoding/json, independent of package typefilter.
+type filterable struct {
+	ResourceType string `json:"resourceType"`
+	Status       string `json:"status"`
+	Gender       string `json:"gender"`
+	BirthDate    string `json:"birthDate"`
+	Category     []struct {
+		Coding []coding `json:"coding"`
+	} `json:"category"`
+	Code struct {
+		Coding []coding `json:"coding"`
+	} `json:"code"`
+	EffectiveDateTime string `json:"effectiveDateTime"`
+	ValueQuantity     *struct {
+		Value  float64 `json:"value"`
+		System string  `json:"system"`
+		Code   string  `json:"code"`
+	} `json:"valueQuantity"`
+	Name []struct {
+		Family string `json:"family"`
+	} `json:"name"`
+	Subject struct {
+		Reference string `json:"reference"`
+	} `json:"subject"`
+}
+
+type coding struct {
+	System string `json:"system"`
+	Code   string `json:"code"`
+}
+
+func hasCode(cs []coding, system, code string) bool {
+	for _, c := range cs {
+		if (system == "" || c.System == system) && c.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTypeFilterExportEqualsOracle exports with _typeFilter over the
+// NDJSON source and checks the files hold exactly the resources an
+// independent oracle selects: filters of a type are OR-ed, parameters of a
+// filter AND-ed, and a requested type without a filter is exported whole.
+func TestTypeFilterExportEqualsOracle(t *testing.T) {
+	s := startServer(t, dataDir, "--max-file-bytes", "100000")
+	src := sourceResources(t, dataDir)
+	var somePatient string
+	for k := range src {
+		if id, ok := strings.CutPrefix(k, "Patient/"); ok && (somePatient == "" || id < somePatient) {
+			somePatient = id
+		}
+	}
+	labSince := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	filters := []string{
+		"Observation?category=laboratory&date=ge2025-01-01",             // token AND date
+		"Observation?value-quantity=gt37|http://unitsofmeasure.org|Cel", // quantity, OR-ed with the above
+		"Condition?code=http://snomed.info/sct|44054006",                // token system|code
+		"Patient?gender=female&birthdate=lt1990",                        // token AND date
+		"Patient?family=ro",                                             // string prefix, OR-ed
+		"MedicationRequest?status:not=active",                           // token :not
+		"Procedure?subject=Patient/" + somePatient,                      // reference
+	}
+	oracle := func(r filterable) bool {
+		switch r.ResourceType {
+		case "Observation":
+			lab := false
+			for _, c := range r.Category {
+				lab = lab || hasCode(c.Coding, "", "laboratory")
+			}
+			eff, err := time.Parse(time.RFC3339, r.EffectiveDateTime)
+			labRecent := lab && err == nil && !eff.Before(labSince)
+			fever := r.ValueQuantity != nil && r.ValueQuantity.Value > 37 &&
+				r.ValueQuantity.System == "http://unitsofmeasure.org" && r.ValueQuantity.Code == "Cel"
+			return labRecent || fever
+		case "Condition":
+			return hasCode(r.Code.Coding, "http://snomed.info/sct", "44054006")
+		case "Patient":
+			ro := false
+			for _, n := range r.Name {
+				ro = ro || strings.HasPrefix(strings.ToLower(n.Family), "ro")
+			}
+			return (r.Gender == "female" && r.BirthDate < "1990-01-01") || ro
+		case "MedicationRequest":
+			return r.Status != "active"
+		case "Procedure":
+			return r.Subject.Reference == "Patient/"+somePatient
+		case "Encounter":
+			return true // requested, no filter
+		}
+		return false
+	}
+	want := map[string][]byte{}
+	perType := map[string][2]int{} // selected, total
+	for k, line := range src {
+		switch typ, _, _ := strings.Cut(k, "/"); typ {
+		case "Observation", "Condition", "Patient", "MedicationRequest", "Procedure", "Encounter":
+		default:
+			continue // not requested
+		}
+		var r filterable
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatal(err)
+		}
+		c := perType[r.ResourceType]
+		c[1]++
+		if oracle(r) {
+			want[k] = line
+			c[0]++
+		}
+		perType[r.ResourceType] = c
+	}
+	for _, typ := range []string{"Observation", "Condition", "Patient", "MedicationRequest", "Procedure"} {
+		if c := perType[typ]; c[0] == 0 || c[0] == c[1] {
+			t.Fatalf("bad fixture: the %s filters select %d of %d", typ, c[0], c[1])
+		}
+	}
+	q := url.Values{"_type": {"Observation,Condition,Patient,MedicationRequest,Procedure,Encounter"}, "_typeFilter": filters}
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?"+q.Encode(), kickHeaders(), ""), nil)
+	if len(m.Error) != 0 {
+		t.Errorf("error files: %+v", m.Error)
+	}
+	sameSet(t, download(t, m), want)
+
+	// The same request as a POST Parameters body, one valueString each.
+	var params []map[string]any
+	params = append(params, map[string]any{"name": "_type", "valueString": q.Get("_type")})
+	for _, f := range filters {
+		params = append(params, map[string]any{"name": "_typeFilter", "valueString": f})
+	}
+	body, _ := json.Marshal(map[string]any{"resourceType": "Parameters", "parameter": params})
+	m = waitManifest(t, kickoff(t, http.MethodPost, s.base+"/$export", kickHeaders("Content-Type", "application/fhir+json"), string(body)), nil)
+	sameSet(t, download(t, m), want)
+}
