@@ -144,3 +144,60 @@ func TestTypeFilterExportEqualsOracle(t *testing.T) {
 	m = waitManifest(t, kickoff(t, http.MethodPost, s.base+"/$export", kickHeaders("Content-Type", "application/fhir+json"), string(body)), nil)
 	sameSet(t, download(t, m), want)
 }
+
+// TestCapabilityStatementListsTypeFilterParameters checks C-05: each type
+// lists the search parameters its _typeFilter accepts, and only those.
+func TestCapabilityStatementListsTypeFilterParameters(t *testing.T) {
+	s := startServer(t, dataDir)
+	var cs struct {
+		Rest []struct {
+			Resource []struct {
+				Type        string `json:"type"`
+				SearchParam []struct {
+					Name, Definition, Type string
+				} `json:"searchParam"`
+			} `json:"resource"`
+		} `json:"rest"`
+	}
+	if err := json.Unmarshal(do(t, http.MethodGet, s.base+"/metadata", nil, "").body, &cs); err != nil || len(cs.Rest) == 0 {
+		t.Fatalf("metadata: %v", err)
+	}
+	params := map[string]map[string]string{} // type → name → type
+	for _, r := range cs.Rest[0].Resource {
+		params[r.Type] = map[string]string{}
+		for _, p := range r.SearchParam {
+			params[r.Type][p.Name] = p.Type
+			if r.Type == "Group" && p.Name == "name" {
+				continue // the Group search interaction's own parameter (R4 defines none)
+			}
+			if !strings.HasPrefix(p.Definition, "http://hl7.org/fhir/SearchParameter/") {
+				t.Errorf("%s.%s definition = %q", r.Type, p.Name, p.Definition)
+			}
+		}
+	}
+	for typ, want := range map[string]map[string]string{
+		"Observation": {"code": "token", "date": "date", "value-quantity": "quantity", "subject": "reference", "_lastUpdated": "date"},
+		"Patient":     {"name": "string", "birthdate": "date", "_id": "token", "_profile": "uri"},
+		"Group":       {"identifier": "token", "member": "reference", "name": "string"},
+	} {
+		for name, pt := range want {
+			if params[typ][name] != pt {
+				t.Errorf("%s searchParam %s = %q, want type %s", typ, name, params[typ][name], pt)
+			}
+		}
+	}
+	for typ, name := range map[string]string{"Patient": "deceased", "Observation": "code-value-quantity"} {
+		if _, listed := params[typ][name]; listed {
+			t.Errorf("%s lists %s, which _typeFilter refuses", typ, name)
+		}
+	}
+	// What is listed is accepted at kick-off.
+	for _, f := range []string{"Observation?value-quantity=gt5", "Patient?_profile=http://x", "Encounter?date=ge2024"} {
+		typ, q, _ := strings.Cut(f, "?")
+		name, _, _ := strings.Cut(q, "=")
+		if _, listed := params[typ][name]; !listed {
+			t.Errorf("%s %s is not listed", typ, name)
+		}
+		waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type="+typ+"&_typeFilter="+url.QueryEscape(f), kickHeaders(), ""), nil)
+	}
+}
