@@ -188,7 +188,11 @@ func TestKickoffHeaders(t *testing.T) {
 	}{
 		{name: "ok", header: http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
 		{name: "list", header: http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async, handling=lenient"}}, want: Preferences{RespondAsync: true, Lenient: true}},
-		{name: "repeated", header: http.Header{"Accept": {"application/json"}, "Prefer": {"handling=lenient", "respond-async"}}, want: Preferences{RespondAsync: true, Lenient: true}},
+		{name: "repeated", header: http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"handling=lenient", "respond-async"}}, want: Preferences{RespondAsync: true, Lenient: true}},
+		{name: "plain json accept", header: http.Header{"Accept": {"application/json"}, "Prefer": {"respond-async"}}, wantStatus: 406},
+		{name: "fhir json refused by q=0", header: http.Header{"Accept": {"application/fhir+json;q=0, application/json"}, "Prefer": {"respond-async"}}, wantStatus: 406},
+		{name: "json and fhir json", header: http.Header{"Accept": {"application/json, application/fhir+json;q=0.5"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
+		{name: "application wildcard", header: http.Header{"Accept": {"application/*"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
 		{name: "separate status", header: http.Header{"Accept": {"*/*"}, "Prefer": {"respond-async, separate-export-status"}}, want: Preferences{RespondAsync: true, SeparateExportStatus: true}},
 		{name: "accept with params", header: http.Header{"Accept": {"application/fhir+json; fhirVersion=4.0"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
 		{name: "no accept", header: http.Header{"Prefer": {"respond-async"}}, wantStatus: 400},
