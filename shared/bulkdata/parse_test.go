@@ -84,6 +84,15 @@ func TestParseQuery(t *testing.T) {
 		{name: "unknown parameter", level: LevelSystem, query: "_foo=bar", wantErr: "_foo"},
 		{name: "stu3 unsupported", level: LevelSystem, query: "organizeOutputBy=Patient", wantErr: "organizeOutputBy"},
 		{name: "format ignored", level: LevelSystem, query: "_format=json"},
+		{name: "file sizes", level: LevelSystem, query: "_maximumFileSize=2000000&_minimumFileSize=1000", check: func(t *testing.T, r *Request) {
+			if r.MaxFileSize != 2000000 || r.MinFileSize != 1000 {
+				t.Errorf("file sizes = %d, %d", r.MaxFileSize, r.MinFileSize)
+			}
+		}},
+		{name: "file size not a number", level: LevelSystem, query: "_maximumFileSize=1MB", wantErr: "_maximumFileSize"},
+		{name: "file size zero", level: LevelSystem, query: "_minimumFileSize=0", wantErr: "_minimumFileSize"},
+		{name: "file size twice", level: LevelSystem, query: "_maximumFileSize=5000&_maximumFileSize=6000", wantErr: "only once"},
+		{name: "minimum above maximum", level: LevelSystem, query: "_maximumFileSize=5000&_minimumFileSize=6000", wantErr: "_minimumFileSize"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

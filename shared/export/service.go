@@ -148,6 +148,11 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	if c, ok := s.source.(TypeFilterChecker); ok && len(req.TypeFilters) > 0 {
 		req.TypeFilters = checkTypeFilters(c, req.TypeFilters, &probs)
 	}
+	if req.MaxFileSize > 0 && req.MaxFileSize < s.cfg.MinFileBytes {
+		probs.Add(fhir.CodeNotSupported, "_maximumFileSize", fmt.Sprintf(
+			"%d bytes is below the smallest file size this server makes (%d bytes); ask for at least that", req.MaxFileSize, s.cfg.MinFileBytes))
+		req.MaxFileSize = 0
+	}
 	// RelevantProvenanceResources is honoured; when values conflict the
 	// least restrictive wins, so LatestProvenanceResources beside it is
 	// covered. Alone, Latest (a subset) and custom codes are not supported.
@@ -343,8 +348,8 @@ func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, e
 		if err != nil {
 			return nil, fmt.Errorf("manifest: link %s: %w", f.Key, err)
 		}
-		count := f.Count
-		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count}
+		count, size := f.Count, f.Bytes
+		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count, FileSize: &size}
 		switch f.Kind {
 		case KindOutput:
 			m.Output = append(m.Output, entry)
