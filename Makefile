@@ -103,10 +103,11 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s
 	$(GO) test ./shared/fhir -run '^$$' -fuzz FuzzPeek -fuzztime 30s
+	$(GO) test ./shared/typefilter -run '^$$' -fuzz FuzzParse -fuzztime 30s
 
 BENCH_PATIENTS ?= 1000
 bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
-	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/bench
+	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./shared/bench
 	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
 
 lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)

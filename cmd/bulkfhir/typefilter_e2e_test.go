@@ -201,3 +201,38 @@ func TestCapabilityStatementListsTypeFilterParameters(t *testing.T) {
 		waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type="+typ+"&_typeFilter="+url.QueryEscape(f), kickHeaders(), ""), nil)
 	}
 }
+
+// TestEveryParameterHonouredOrRefused checks P-19 for the parameters of
+// the STU3 and current builds: each is honoured (202) or refused with an
+// OperationOutcome naming it, never silently ignored.
+func TestEveryParameterHonouredOrRefused(t *testing.T) {
+	s := startServer(t, dataDir)
+	cases := []struct {
+		query   string
+		refused string // the name the OperationOutcome must carry; "" for 202
+	}{
+		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?gender=female"), ""},
+		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?deceased=true"), "deceased"},
+		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?_has:Observation:patient:code=1"), "_has"},
+		{"_type=Patient&_maximumFileSize=2000000", ""},
+		{"_type=Patient&_minimumFileSize=1000", ""},
+		{"_type=Patient&_until=2030-01-01T00:00:00Z", ""},
+		{"_type=Patient&_elements=gender", ""},
+		{"_type=Patient&organizeOutputBy=Patient", "organizeOutputBy"},
+		{"_type=Patient&allowPartialManifests=true", "allowPartialManifests"},
+		{"_type=Patient&_count=10", "_count"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.query, func(t *testing.T) {
+			r := do(t, http.MethodGet, s.base+"/$export?"+tc.query, kickHeaders(), "")
+			if tc.refused == "" {
+				if r.status != http.StatusAccepted {
+					t.Fatalf("status %d, want 202: %s", r.status, r.body)
+				}
+				waitManifest(t, r.header.Get("Content-Location"), nil)
+				return
+			}
+			requireOutcome(t, r, 400, tc.refused)
+		})
+	}
+}

@@ -2,6 +2,7 @@ package typefilter
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -287,12 +288,25 @@ func children(nodes []node, name, want string) []node {
 			out = appendValues(out, n.val.Get(gjsonKey(name)), p, "")
 			continue
 		}
-		for _, t := range types {
-			if want != "" && t != want {
-				continue
+		if want != "" {
+			if slices.Contains(types, want) {
+				out = appendValues(out, n.val.Get(gjsonKey(name+upperFirst(want))), p, want)
 			}
-			out = appendValues(out, n.val.Get(gjsonKey(name+upperFirst(t))), p, t)
+			continue
 		}
+		// One pass over the keys finds whichever name+Type is present.
+		n.val.ForEach(func(k, v gjson.Result) bool {
+			suffix, ok := strings.CutPrefix(k.Str, name)
+			if !ok || suffix == "" || suffix[0] < 'A' || suffix[0] > 'Z' {
+				return true
+			}
+			for _, t := range types {
+				if upperFirst(t) == suffix {
+					out = appendValues(out, v, p, t)
+				}
+			}
+			return true
+		})
 	}
 	return out
 }
