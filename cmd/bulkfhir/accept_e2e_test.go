@@ -43,8 +43,14 @@ func TestKickoffAcceptMustAllowFHIRJSON(t *testing.T) {
 				}
 				for _, accept := range []string{"application/fhir+json", "*/*", "application/json, application/fhir+json;q=0.9", "application/*"} {
 					h := http.Header{"Accept": {accept}, "Prefer": {"respond-async"}}
-					if r := do(t, method, s.base+path, h, ""); r.status != http.StatusAccepted {
+					r := do(t, method, s.base+path+"?_type=Patient", h, "")
+					if r.status != http.StatusAccepted {
 						t.Errorf("Accept %q: status %d, want 202: %s", accept, r.status, r.body)
+						continue
+					}
+					// Cancel at once, so the client's live-job cap is never reached.
+					if d := do(t, http.MethodDelete, r.header.Get("Content-Location"), nil, ""); d.status != http.StatusAccepted {
+						t.Errorf("DELETE = %d", d.status)
 					}
 				}
 			})
