@@ -1,9 +1,6 @@
 package typefiltertest
 
 import (
-	"context"
-	"errors"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +9,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 )
 
 // ByType returns the fixture's lines grouped by resource type, for sources
@@ -32,7 +30,10 @@ func RunSource(t *testing.T, src export.Source) {
 	for _, tc := range Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			q := export.Query{Level: bulkdata.LevelSystem, TypeFilters: tc.Queries}
-			got := read(t, src, q, tc.Type)
+			var got []string
+			for _, line := range exporttest.ReadType(t, src, q, tc.Type) {
+				got = append(got, gjson.GetBytes(line, "id").Str)
+			}
 			want := slices.Clone(tc.Want)
 			slices.Sort(got)
 			slices.Sort(want)
@@ -41,36 +42,4 @@ func RunSource(t *testing.T, src export.Source) {
 			}
 		})
 	}
-}
-
-func read(t *testing.T, src export.Source, q export.Query, typ string) []string {
-	t.Helper()
-	ctx := context.Background()
-	segs, err := src.Plan(ctx, q, typ)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, seg := range segs {
-		r, err := src.Open(ctx, q, typ, seg, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			line, err := r.Next()
-			if err == io.EOF {
-				break
-			}
-			var bad *export.BadRecordError
-			if errors.As(err, &bad) {
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, gjson.GetBytes(line, "id").Str)
-		}
-		r.Close()
-	}
-	return ids
 }
