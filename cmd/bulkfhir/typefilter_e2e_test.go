@@ -102,26 +102,31 @@ func TestTypeFilterExportEqualsOracle(t *testing.T) {
 		}
 		return false
 	}
-	want := map[string][]byte{}
-	perType := map[string][2]int{} // selected, total
-	for k, line := range src {
-		switch typ, _, _ := strings.Cut(k, "/"); typ {
-		case "Observation", "Condition", "Patient", "MedicationRequest", "Procedure", "Encounter":
-		default:
-			continue // not requested
+	// expected applies the oracle to the requested types of a set of resources.
+	expected := func(in map[string][]byte) (map[string][]byte, map[string][2]int) {
+		want := map[string][]byte{}
+		perType := map[string][2]int{} // selected, total
+		for k, line := range in {
+			switch typ, _, _ := strings.Cut(k, "/"); typ {
+			case "Observation", "Condition", "Patient", "MedicationRequest", "Procedure", "Encounter":
+			default:
+				continue // not requested
+			}
+			var r filterable
+			if err := json.Unmarshal(line, &r); err != nil {
+				t.Fatal(err)
+			}
+			c := perType[r.ResourceType]
+			c[1]++
+			if oracle(r) {
+				want[k] = line
+				c[0]++
+			}
+			perType[r.ResourceType] = c
 		}
-		var r filterable
-		if err := json.Unmarshal(line, &r); err != nil {
-			t.Fatal(err)
-		}
-		c := perType[r.ResourceType]
-		c[1]++
-		if oracle(r) {
-			want[k] = line
-			c[0]++
-		}
-		perType[r.ResourceType] = c
+		return want, perType
 	}
+	want, perType := expected(src)
 	for _, typ := range []string{"Observation", "Condition", "Patient", "MedicationRequest", "Procedure"} {
 		if c := perType[typ]; c[0] == 0 || c[0] == c[1] {
 			t.Fatalf("bad fixture: the %s filters select %d of %d", typ, c[0], c[1])
@@ -143,6 +148,14 @@ func TestTypeFilterExportEqualsOracle(t *testing.T) {
 	body, _ := json.Marshal(map[string]any{"resourceType": "Parameters", "parameter": params})
 	m = waitManifest(t, kickoff(t, http.MethodPost, s.base+"/$export", kickHeaders("Content-Type", "application/fhir+json"), string(body)), nil)
 	sameSet(t, download(t, m), want)
+
+	// At Group level the filters apply within the members' compartment.
+	groupWant, _ := expected(expectedCompartment(src, groupMembers(t, src, "diabetes-registry")))
+	if len(groupWant) == 0 {
+		t.Fatal("bad fixture: nothing of diabetes-registry passes the filters")
+	}
+	m = waitManifest(t, kickoff(t, http.MethodGet, s.base+"/Group/diabetes-registry/$export?"+q.Encode(), kickHeaders(), ""), nil)
+	sameSet(t, download(t, m), groupWant)
 }
 
 // TestCapabilityStatementListsTypeFilterParameters checks C-05: each type
