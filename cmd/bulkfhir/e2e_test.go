@@ -212,7 +212,7 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 	}
 	// K-06/K-07: Prefer as a list, lenient handling reports ignored
 	// parameters in error files.
-	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient&_foo=bar&_typeFilter=Patient%3Fdeceased%3Dtrue",
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient&_foo=bar&_typeFilter=Patient%3Fgender%3Ain%3Dx",
 		http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async, handling=lenient"}}, "")
 	m := waitManifest(t, loc, nil)
 	if len(m.Output) != 1 || m.Output[0].Type != "Patient" {

@@ -190,7 +190,7 @@ func TestCapabilityStatementListsTypeFilterParameters(t *testing.T) {
 	}
 	for typ, want := range map[string]map[string]string{
 		"Observation": {"code": "token", "date": "date", "value-quantity": "quantity", "subject": "reference", "_lastUpdated": "date"},
-		"Patient":     {"name": "string", "birthdate": "date", "_id": "token", "_profile": "uri"},
+		"Patient":     {"name": "string", "birthdate": "date", "_id": "token", "_profile": "uri", "deceased": "token"},
 		"Group":       {"identifier": "token", "member": "reference", "name": "string"},
 	} {
 		for name, pt := range want {
@@ -199,7 +199,7 @@ func TestCapabilityStatementListsTypeFilterParameters(t *testing.T) {
 			}
 		}
 	}
-	for typ, name := range map[string]string{"Patient": "deceased", "Observation": "code-value-quantity"} {
+	for typ, name := range map[string]string{"Patient": "_text", "Observation": "code-value-quantity"} {
 		if _, listed := params[typ][name]; listed {
 			t.Errorf("%s lists %s, which _typeFilter refuses", typ, name)
 		}
@@ -225,7 +225,8 @@ func TestEveryParameterHonouredOrRefused(t *testing.T) {
 		refused string // the name the OperationOutcome must carry; "" for 202
 	}{
 		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?gender=female"), ""},
-		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?deceased=true"), "deceased"},
+		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?deceased=false"), ""},
+		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?gender:in=http://x/vs"), "gender:in"},
 		{"_type=Patient&_typeFilter=" + url.QueryEscape("Patient?_has:Observation:patient:code=1"), "_has"},
 		{"_type=Patient&_maximumFileSize=2000000", ""},
 		{"_type=Patient&_minimumFileSize=1000", ""},

@@ -2,6 +2,7 @@ package typefilter
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -20,10 +21,11 @@ import (
 type opKind int
 
 const (
-	opField       opKind = iota // child element name (choice elements too)
-	opOfType                    // keep nodes of a type
-	opWhereType                 // where(resolve() is T): references to T
-	opWhereEquals               // where(field = 'literal')
+	opField          opKind = iota // child element name (choice elements too)
+	opOfType                       // keep nodes of a type
+	opWhereType                    // where(resolve() is T): references to T
+	opWhereEquals                  // where(field = 'literal')
+	opExistsNotFalse               // the boolean "exists() and != false" of the nodes so far
 )
 
 type op struct {
@@ -44,8 +46,19 @@ type node struct {
 	typ  string
 }
 
+// existsNotFalse is the one boolean form in the R4 definitions
+// (Patient-deceased): "X.exists() and X != false".
+var existsNotFalse = regexp.MustCompile(`^([A-Za-z.]+)\.exists\(\) and ([A-Za-z.]+) != false$`)
+
 // compile parses expr, an expression of resource type typ, into branches.
 func compile(typ, expr string) ([]path, error) {
+	if m := existsNotFalse.FindStringSubmatch(expr); m != nil && m[1] == m[2] {
+		branches, err := compile(typ, m[1])
+		if err != nil || len(branches) != 1 {
+			return nil, fmt.Errorf("unsupported FHIRPath %q", expr)
+		}
+		return []path{append(branches[0], op{kind: opExistsNotFalse})}, nil
+	}
 	p := &parser{typ: typ, toks: tokenize(expr)}
 	if p.toks == nil {
 		return nil, fmt.Errorf("unsupported FHIRPath %q", expr)
@@ -247,9 +260,14 @@ func eval(typ string, root gjson.Result, branches []path) []node {
 	var out []node
 	for _, b := range branches {
 		nodes := []node{{val: root, path: typ}}
-		for i := 0; i < len(b) && len(nodes) > 0; i++ {
+		for i := 0; i < len(b); i++ {
 			o := b[i]
+			if len(nodes) == 0 && o.kind != opExistsNotFalse {
+				continue
+			}
 			switch o.kind {
+			case opExistsNotFalse:
+				nodes = []node{existsNotFalseNode(nodes)}
 			case opField:
 				// A choice element followed by ofType reads the one key.
 				want := ""
@@ -268,6 +286,17 @@ func eval(typ string, root gjson.Result, branches []path) []node {
 		out = append(out, nodes...)
 	}
 	return out
+}
+
+// existsNotFalseNode is a boolean node: true when some node exists and is
+// not the boolean false (a deceasedDateTime counts as deceased).
+func existsNotFalseNode(nodes []node) node {
+	for _, n := range nodes {
+		if n.val.Type != gjson.False {
+			return node{val: gjson.Result{Type: gjson.True, Raw: "true"}, typ: "boolean"}
+		}
+	}
+	return node{val: gjson.Result{Type: gjson.False, Raw: "false"}, typ: "boolean"}
 }
 
 // children selects element name of each node, flattening arrays. A choice

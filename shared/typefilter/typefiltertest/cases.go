@@ -54,6 +54,8 @@ var Cases = []Case{
 	{"token ContactPoint", "Patient", []string{"telecom=555-1234"}, []string{"p1"}},
 	{"token _id", "Patient", []string{"_id=p2,p3"}, []string{"p2", "p3"}},
 	{"token choice ofType", "Observation", []string{"value-concept=http://snomed.info/sct|8517006"}, []string{"o3"}},
+	{"token boolean expression true", "Patient", []string{"deceased=true"}, []string{"p3"}},
+	{"token boolean expression false", "Patient", []string{"deceased=false"}, []string{"p1", "p2"}},
 	{"token :missing=true", "Patient", []string{"identifier:missing=true"}, []string{"p3"}},
 	{"repeated parameter is AND", "Observation", []string{"status=final&category=laboratory"}, []string{"o1"}},
 	{"repeated same parameter is AND", "Observation", []string{"status=final&status=preliminary"}, nil},
