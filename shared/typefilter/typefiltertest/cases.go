@@ -11,7 +11,8 @@ import (
 )
 
 // Resources is the fixture, one resource per line: Patients p1..p3,
-// Observations o1..o5, RiskAssessments ra1, ra2.
+// Observations o1..o5, RiskAssessments ra1, ra2, MedicationRequests mr1,
+// mr2, Encounters e1, e2, Conditions c1, c2.
 //
 //go:embed resources.ndjson
 var Resources []byte
@@ -116,4 +117,17 @@ var Cases = []Case{
 	{"uri is exact", "Patient", []string{"_profile=http://example.org/"}, nil},
 	{"uri :below", "Patient", []string{"_profile:below=http://example.org/"}, []string{"p3"}},
 	{"uri :above", "Patient", []string{"_profile:above=http://example.org/StructureDefinition/p/x"}, []string{"p3"}},
+	// choice elements and data types of other resources
+	{"choice CodeableConcept", "MedicationRequest", []string{"code=860975"}, []string{"mr1"}},
+	{"choice Reference", "MedicationRequest", []string{"medication=Medication/m1"}, []string{"mr2"}},
+	{"dateTime month", "MedicationRequest", []string{"authoredon=2025-04"}, []string{"mr1"}},
+	{"Timing event", "MedicationRequest", []string{"date=2025-04-05"}, []string{"mr1"}},
+	{"Period within a day", "Encounter", []string{"date=2025-04-03"}, []string{"e1"}},
+	{"open Period reaches the future", "Encounter", []string{"date=ge2030"}, []string{"e2"}},
+	{"Coding", "Encounter", []string{"class=http://terminology.hl7.org/CodeSystem/v3-ActCode|IMP"}, []string{"e1"}},
+	{"choice dateTime or Period", "Condition", []string{"onset-date=2024-07"}, []string{"c1"}},
+	{"Period before", "Condition", []string{"onset-date=lt2023-03"}, []string{"c2"}},
+	{"Period contained", "Condition", []string{"onset-date=2023"}, []string{"c2"}},
+	{"CodeableConcept status", "Condition", []string{"clinical-status=active"}, []string{"c1"}},
+	{"code :not without codings", "Condition", []string{"code:not=44054006"}, []string{"c2"}},
 }
