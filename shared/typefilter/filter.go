@@ -94,7 +94,7 @@ func Check(typ, query string) (kept string, problems []*ParamError) {
 	var parts []string
 	for _, pair := range strings.Split(query, "&") {
 		k, _, _ := strings.Cut(pair, "=")
-		if name, err := url.QueryUnescape(k); err == nil && !bad[name] {
+		if name, err := url.PathUnescape(k); err == nil && !bad[name] {
 			parts = append(parts, pair)
 		}
 	}
@@ -111,9 +111,11 @@ func parse(typ, query string) (*Filter, []*ParamError) {
 		if pair == "" {
 			continue
 		}
+		// A "+" stays a "+": the kick-off's own query decoding has already
+		// run, and a time zone such as +01:00 must survive it.
 		k, v, _ := strings.Cut(pair, "=")
-		name, err1 := url.QueryUnescape(k)
-		val, err2 := url.QueryUnescape(v)
+		name, err1 := url.PathUnescape(k)
+		val, err2 := url.PathUnescape(v)
 		if err1 != nil || err2 != nil {
 			problems = append(problems, &ParamError{Param: k, Reason: "is not URL-encoded correctly"})
 			continue

@@ -34,6 +34,16 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+func TestPlusIsNotASpace(t *testing.T) {
+	f, err := Parse("Observation", "date=2024-03-01T11:00:00+01:00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Match([]byte(`{"resourceType":"Observation","id":"o1","effectiveDateTime":"2024-03-01T10:00:00Z"}`)) {
+		t.Error("a + time zone was not read as one")
+	}
+}
+
 func TestParseRefuses(t *testing.T) {
 	tests := []struct {
 		typ, query, param, reason string
