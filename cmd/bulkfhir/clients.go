@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -34,9 +35,9 @@ type clientRegistry interface {
 }
 
 // clientsCmd is `bulkfhir clients add|list|remove`.
-func clientsCmd(ctx context.Context, args []string) error {
+func clientsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("clients: want add, list or remove")
+		return usagef("want add, list or remove")
 	}
 	verb, args := args[0], args[1:]
 	fs := flag.NewFlagSet("clients "+verb, flag.ContinueOnError)
@@ -54,7 +55,7 @@ func clientsCmd(ctx context.Context, args []string) error {
 		fs.StringVar(&keyID, "key-id", "", "kid of the --new-key key (default its RFC 7638 thumbprint)")
 		fs.StringVar(&c.Scope, "scope", "system/*.read", "the scopes the client may be granted")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	reg, err := openRegistry(ctx, *state, *table)
@@ -87,7 +88,7 @@ func clientsCmd(ctx context.Context, args []string) error {
 		if err := reg.Put(ctx, &c); err != nil {
 			return fmt.Errorf("clients add: %w", err)
 		}
-		fmt.Printf("registered client %s (scope %s)\n", c.ClientID, c.Scope)
+		fmt.Fprintf(stdout, "registered client %s (scope %s)\n", c.ClientID, c.Scope)
 	case "remove":
 		if c.ClientID == "" {
 			return errors.New("clients remove: --client-id is required")
@@ -95,13 +96,13 @@ func clientsCmd(ctx context.Context, args []string) error {
 		if err := reg.Delete(ctx, c.ClientID); err != nil {
 			return fmt.Errorf("clients remove: %w", err)
 		}
-		fmt.Printf("removed client %s\n", c.ClientID)
+		fmt.Fprintf(stdout, "removed client %s\n", c.ClientID)
 	case "list":
 		list, err := reg.List(ctx)
 		if err != nil {
 			return fmt.Errorf("clients list: %w", err)
 		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "CLIENT ID\tKEYS\tSCOPE")
 		for _, c := range list {
 			keys := "jwks value"
@@ -112,7 +113,7 @@ func clientsCmd(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	default:
-		return fmt.Errorf("clients: unknown command %q (want add, list or remove)", verb)
+		return usagef("unknown command %q (want add, list or remove)", verb)
 	}
 	return nil
 }

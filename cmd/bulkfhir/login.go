@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"flag"
 	"fmt"
 	"os"
 
@@ -14,6 +14,13 @@ type loginFlags struct {
 	clientID, keyFile, keyID, scope string
 }
 
+func (l *loginFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.clientID, "client-id", "", "log in with SMART Backend Services as this client")
+	fs.StringVar(&l.keyFile, "key", "", "the client's PEM private key, RS384 or ES384 (default: PEM in $BULKFHIR_CLIENT_KEY)")
+	fs.StringVar(&l.keyID, "key-id", "", "kid of the key (default: its RFC 7638 thumbprint)")
+	fs.StringVar(&l.scope, "scope", "", "scope to request (default system/*.read)")
+}
+
 // tokens returns the client's token source, or nil without --client-id.
 // The private key comes from --key FILE or, as PEM, $BULKFHIR_CLIENT_KEY,
 // so it need not be on the command line. The token endpoint is discovered
@@ -21,7 +28,7 @@ type loginFlags struct {
 func (l loginFlags) tokens(server string) (bulkclient.TokenSource, error) {
 	if l.clientID == "" {
 		if l.keyFile != "" || l.keyID != "" {
-			return nil, errors.New("export: --key and --key-id need --client-id")
+			return nil, usagef("--key and --key-id need --client-id")
 		}
 		return nil, nil
 	}
@@ -36,7 +43,7 @@ func (l loginFlags) tokens(server string) (bulkclient.TokenSource, error) {
 	case os.Getenv("BULKFHIR_CLIENT_KEY") != "":
 		pem = []byte(os.Getenv("BULKFHIR_CLIENT_KEY"))
 	default:
-		return nil, errors.New("export: --client-id needs --key FILE (or the PEM key in $BULKFHIR_CLIENT_KEY)")
+		return nil, usagef("--client-id needs --key FILE (or the PEM key in $BULKFHIR_CLIENT_KEY)")
 	}
 	key, err := smartclient.ParsePrivateKey(pem)
 	if err != nil {
