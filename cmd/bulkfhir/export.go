@@ -308,9 +308,15 @@ func isTerminal(f *os.File) bool {
 // urlCommand parses the flags of a command that takes one status URL.
 func urlCommand(name string, args []string) (*bulkclient.Client, clientFlags, string, error) {
 	var cf clientFlags
+	var login loginFlags
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cf.register(fs)
+	login.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return nil, cf, "", err
+	}
+	tokens, err := login.tokens(cf.server)
+	if err != nil {
 		return nil, cf, "", err
 	}
 	if err := cf.check(); err != nil {
@@ -319,7 +325,7 @@ func urlCommand(name string, args []string) (*bulkclient.Client, clientFlags, st
 	if fs.NArg() != 1 {
 		return nil, cf, "", usagef("want one status URL, got %d arguments", fs.NArg())
 	}
-	c, err := bulkclient.New(bulkclient.Options{Server: cf.server, StatusURL: fs.Arg(0), Token: cf.token}, nil, nil)
+	c, err := bulkclient.New(bulkclient.Options{Server: cf.server, StatusURL: fs.Arg(0), Token: cf.token, Tokens: tokens}, nil, nil)
 	if err != nil {
 		return nil, cf, "", clientError(err)
 	}

@@ -32,6 +32,9 @@ func (l loginFlags) tokens(server string) (bulkclient.TokenSource, error) {
 		}
 		return nil, nil
 	}
+	if server == "" {
+		return nil, usagef("--client-id needs --server, where the token endpoint is found")
+	}
 	var pem []byte
 	switch {
 	case l.keyFile != "":
