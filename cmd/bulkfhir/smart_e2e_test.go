@@ -258,6 +258,18 @@ func TestSMARTResourceServer(t *testing.T) {
 		}
 	})
 
+	t.Run("bulkfhir status logs in", func(t *testing.T) {
+		out, err := exec.Command(binPath, "status", "--server", s.base, "--client-id", "es", "--key", keys["es"], loc).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "complete") {
+			t.Errorf("status with a login: %v\n%s", err, out)
+		}
+		cmd := exec.Command(binPath, "status", "--server", s.base, loc)
+		cmd.Env = append(os.Environ(), "BULKFHIR_TOKEN=")
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Errorf("status without a login succeeded:\n%s", out)
+		}
+	})
+
 	t.Run("Group read needs Group scope", func(t *testing.T) {
 		requireOutcome(t, do(t, http.MethodGet, s.base+"/Group", bearer(pat), ""), 403, "Group")
 		if r := do(t, http.MethodGet, s.base+"/Group", bearer(es), ""); r.status != 200 {
