@@ -140,7 +140,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 		if token != "" {
 			h["authorization"] = "Bearer " + token
 		}
-		resp, err := api(ctx, events.APIGatewayV2HTTPRequest{
+		resp, err := gatewayCall(ctx, api, events.APIGatewayV2HTTPRequest{
 			Version: "2.0", RouteKey: "ANY /fhir/{proxy+}", RawPath: path, RawQueryString: query, Headers: h,
 			RequestContext: events.APIGatewayV2HTTPRequestContext{
 				RequestID: exportID(), Stage: "$default", DomainName: "bulkfhirapi.execute-api.us-east-1.amazonaws.com",

@@ -43,7 +43,7 @@ func apiRequest(t *testing.T, method, path, query, body, requestID string) event
 	cl.mu.Lock()
 	api := cl.api
 	cl.mu.Unlock()
-	resp, err := api.APIHandler()(context.Background(), ev)
+	resp, err := gatewayCall(context.Background(), api.APIHandler(), ev)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -72,15 +71,12 @@ func TestEvents(t *testing.T) {
 					checkAuthEvent(t, name, raw)
 					return
 				}
-				var ev events.APIGatewayV2HTTPRequest
-				if err := json.Unmarshal(raw, &ev); err != nil {
-					t.Fatalf("not an API Gateway v2 event: %v", err)
-				}
-				resp, err := cl.api.APIHandler()(ctx, ev)
+				out, err := cl.api.APIHandler()(ctx, raw)
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := map[string]int{"kickoff-invalid": 400, "metadata-get": 200, "status-get": 200, "status-delete": 202}[name]
+				resp := asV2(t, name, out)
+				want := map[string]int{"kickoff-invalid": 400, "metadata-get": 200, "status-get": 200, "status-delete": 202}[strings.TrimSuffix(name, "-rest")]
 				if strings.HasPrefix(name, "kickoff-") && name != "kickoff-invalid" {
 					want = 202
 				}
@@ -89,6 +85,8 @@ func TestEvents(t *testing.T) {
 				}
 				switch {
 				case want == 202 && strings.HasPrefix(name, "kickoff-"):
+					// The harness sets a public base URL, which wins over the
+					// REST API's stage (token-discovery-rest checks the stage).
 					if !strings.HasPrefix(header(resp, "Content-Location"), publicBase+"/bulkstatus/") {
 						t.Errorf("Content-Location = %q", header(resp, "Content-Location"))
 					}
@@ -161,36 +159,71 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		t.Fatal(err)
 	}
 	if strings.HasPrefix(name, "authorizer-") {
-		var ev events.APIGatewayV2CustomAuthorizerV2Request
-		if err := json.Unmarshal(raw, &ev); err != nil || len(ev.IdentitySource) == 0 {
-			t.Fatalf("not an authorizer event: %v", err)
-		}
-		resp, err := lambdaenv.Authorizer(keys)(ctx, ev)
-		if err != nil || resp.IsAuthorized {
-			t.Errorf("a token bulkfhir did not sign was authorized: %+v %v", resp, err)
+		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		switch resp := out.(type) {
+		case events.APIGatewayV2CustomAuthorizerSimpleResponse:
+			if err != nil || resp.IsAuthorized {
+				t.Errorf("a token bulkfhir did not sign was authorized: %+v %v", resp, err)
+			}
+		case events.APIGatewayCustomAuthorizerResponse:
+			// REST API TOKEN authorizer: refusal is the "Unauthorized" error.
+			if err == nil || err.Error() != "Unauthorized" {
+				t.Errorf("a token bulkfhir did not sign: %+v %v, want the Unauthorized error", resp, err)
+			}
+		default:
+			t.Fatalf("authorizer answered %T, %v", out, err)
 		}
 		return
 	}
-	var ev events.APIGatewayV2HTTPRequest
-	if err := json.Unmarshal(raw, &ev); err != nil {
-		t.Fatalf("not an API Gateway v2 event: %v", err)
-	}
 	ddb := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
 	h := lambdaenv.TokenServer(lambdaenv.AuthConfig{AuthTable: "auth-events"}, keys, ddb, slog.New(slog.DiscardHandler))
-	resp, err := httpadapter.NewV2(h).ProxyWithContext(ctx, ev)
+	out, err := lambdaenv.NewGateway(h).Invoke(ctx, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	resp := asV2(t, name, out)
 	switch name {
-	case "token-discovery":
-		if resp.StatusCode != 200 || !strings.Contains(resp.Body, `"token_endpoint":"https://bulkfhirapi.execute-api.us-east-1.amazonaws.com/fhir/auth/token"`) {
+	case "token-discovery", "token-discovery-rest":
+		base := "https://bulkfhirapi.execute-api.us-east-1.amazonaws.com"
+		if name == "token-discovery-rest" {
+			base += "/prod"
+		}
+		if resp.StatusCode != 200 || !strings.Contains(resp.Body, `"token_endpoint":"`+base+`/fhir/auth/token"`) {
 			t.Errorf("discovery = %d %s", resp.StatusCode, resp.Body)
 		}
-	case "token-post":
+	case "token-post", "token-post-rest":
 		if resp.StatusCode != 400 || !strings.Contains(resp.Body, `"unsupported_grant_type"`) {
 			t.Errorf("token = %d %s", resp.StatusCode, resp.Body)
 		}
 	default:
 		t.Fatalf("events/%s.json: no check for this token event", name)
 	}
+}
+
+// asV2 reads either API's response into one shape; the "-rest" events
+// must be answered in the REST API's format and the others in 2.0's.
+func asV2(t *testing.T, name string, out any) events.APIGatewayV2HTTPResponse {
+	t.Helper()
+	rest := strings.HasSuffix(name, "-rest")
+	switch r := out.(type) {
+	case events.APIGatewayV2HTTPResponse:
+		if rest {
+			t.Fatalf("a REST API event was answered in payload format 2.0")
+		}
+		return r
+	case events.APIGatewayProxyResponse:
+		if !rest {
+			t.Fatalf("a 2.0 event was answered in the REST API's format")
+		}
+		h := map[string]string{}
+		for k, v := range r.Headers {
+			h[k] = v
+		}
+		for k, v := range r.MultiValueHeaders {
+			h[k] = strings.Join(v, ",")
+		}
+		return events.APIGatewayV2HTTPResponse{StatusCode: r.StatusCode, Headers: h, Body: r.Body}
+	}
+	t.Fatalf("answered with %T", out)
+	return events.APIGatewayV2HTTPResponse{}
 }

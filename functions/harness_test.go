@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -448,4 +449,22 @@ func (cl *cluster) execution(job string) *execution {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	return cl.executions[job]
+}
+
+// gatewayCall sends an API Gateway event through a function's handler as
+// Lambda would (JSON in) and returns the HTTP API response it answered with.
+func gatewayCall(ctx context.Context, h func(context.Context, json.RawMessage) (any, error), ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return events.APIGatewayV2HTTPResponse{}, err
+	}
+	out, err := h(ctx, raw)
+	if err != nil {
+		return events.APIGatewayV2HTTPResponse{}, err
+	}
+	resp, ok := out.(events.APIGatewayV2HTTPResponse)
+	if !ok {
+		return resp, fmt.Errorf("a 2.0 event was answered with a %T", out)
+	}
+	return resp, nil
 }

@@ -1,4 +1,4 @@
-// Command authorizer is API Gateway's Lambda authorizer for the export
+// Command authorizer is API Gateway's Lambda authorizer (HTTP API or REST API TOKEN) for the export
 // routes: it admits requests carrying an access token bulkfhir signed
 // (the key from Secrets Manager, read once per container).
 package main
@@ -11,5 +11,5 @@ import (
 
 func main() {
 	_, _, keys := lambdaenv.MustSetupAuth(false)
-	lambda.Start(lambdaenv.Authorizer(keys))
+	lambda.Start(lambdaenv.Authorizers(keys))
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
@@ -17,5 +16,5 @@ import (
 func main() {
 	cfg, awsCfg, keys := lambdaenv.MustSetupAuth(true)
 	handler := lambdaenv.TokenServer(cfg, keys, dynamodb.NewFromConfig(awsCfg), lambdacontext.NewLogger())
-	lambda.Start(httpadapter.NewV2(handler).ProxyWithContext)
+	lambda.Start(lambdaenv.NewGateway(handler).Invoke)
 }

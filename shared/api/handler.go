@@ -188,14 +188,7 @@ func (h *Handler) baseURL(r *http.Request) string {
 	if h.cfg.BaseURL != "" {
 		return h.cfg.BaseURL
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
-		scheme = p
-	}
-	return scheme + "://" + r.Host + h.cfg.BasePath
+	return smartauth.RequestBase(r, h.cfg.BasePath)
 }
 
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (Caller, bool) {

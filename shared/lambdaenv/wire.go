@@ -122,11 +122,13 @@ func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Han
 // RequestID is API Gateway's id of the request (stable across a retried
 // invocation of the same request).
 func RequestID(r *http.Request) string {
-	rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context())
-	if !ok {
-		return ""
+	if rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context()); ok {
+		return rc.RequestID
 	}
-	return rc.RequestID
+	if rc, ok := requestContextV1(r); ok {
+		return rc.RequestID
+	}
+	return ""
 }
 
 // GatewayAuth takes the caller from API Gateway's JWT authorizer (an

@@ -98,7 +98,17 @@ func RequestBase(r *http.Request, basePath string) string {
 	if basePath == "" {
 		basePath = "/fhir"
 	}
-	return scheme + "://" + r.Host + "/" + strings.Trim(basePath, "/")
+	prefix, _ := r.Context().Value(pathPrefixKey{}).(string)
+	return scheme + "://" + r.Host + prefix + "/" + strings.Trim(basePath, "/")
+}
+
+type pathPrefixKey struct{}
+
+// WithPathPrefix records a path the public URL has before the base path
+// and the request's path has not: a REST API's stage ("/prod"). The
+// gateway adapter sets it, never a client.
+func WithPathPrefix(ctx context.Context, prefix string) context.Context {
+	return context.WithValue(ctx, pathPrefixKey{}, prefix)
 }
 
 // ServeHTTP serves TokenPath and DiscoveryPath below the base path.
