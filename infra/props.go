@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 )
 
@@ -77,6 +78,13 @@ type StackProps struct {
 	PublicBaseURL string
 	// Memory (MB) of the export function, the one that streams data.
 	ExportMemoryMB int
+	// ApiType is "http" (API Gateway HTTP API, the default) or "rest" (a
+	// REST API with the same routes, throttling, access log and
+	// authorization: what LocalStack's free edition emulates).
+	ApiType string
+	// Architecture of the functions: "arm64" (default) or "x86_64"; `make
+	// lambdas ARCH=…` builds the matching binaries.
+	Architecture string
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -101,7 +109,49 @@ func (p StackProps) withDefaults() StackProps {
 	if p.ExportMemoryMB <= 0 {
 		p.ExportMemoryMB = 1024
 	}
+	if p.ApiType == "" {
+		p.ApiType = apiHTTP
+	}
+	if p.Architecture == "" {
+		p.Architecture = archARM64
+	}
 	return p
+}
+
+// Function architectures (bulkfhir:architecture).
+const (
+	archARM64 = "arm64"
+	archX8664 = "x86_64"
+)
+
+// check refuses combinations the stack cannot build.
+func (p StackProps) check() error {
+	switch p.ApiType {
+	case "", apiHTTP, apiREST:
+	default:
+		return fmt.Errorf("bulkfhir:apiType must be http or rest, not %q", p.ApiType)
+	}
+	switch p.Architecture {
+	case "", archARM64, archX8664:
+	default:
+		return fmt.Errorf("bulkfhir:architecture must be arm64 or x86_64, not %q", p.Architecture)
+	}
+	mode, err := p.authMode()
+	if err != nil {
+		return err
+	}
+	if mode == authJWT && p.ApiType == apiREST {
+		// A REST API has no JWT authorizer (only Cognito user pools).
+		return fmt.Errorf("bulkfhir:auth=jwt (an outside issuer) needs bulkfhir:apiType=http: REST APIs have no JWT authorizer")
+	}
+	return nil
+}
+
+func (p StackProps) lambdaArchitecture() awslambda.Architecture {
+	if p.Architecture == archX8664 {
+		return awslambda.Architecture_X86_64()
+	}
+	return awslambda.Architecture_ARM_64()
 }
 
 // RetentionDays is the S3 lifecycle expiration for a retention: whole days,
@@ -168,7 +218,8 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.AllowAnonymous = str("allowAnonymous") == "true"
 	p.Auth = str("auth")
 	p.PublicBaseURL = str("publicBaseUrl")
-	if _, err := p.authMode(); err != nil {
+	p.ApiType, p.Architecture = str("apiType"), str("architecture")
+	if err := p.check(); err != nil {
 		return p, fmt.Errorf("context: %w", err)
 	}
 	return p, nil

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigateway"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
@@ -43,13 +44,18 @@ type function struct {
 // Stack is the bulkfhir stack and the constructs its tests look at.
 type Stack struct {
 	awscdk.Stack
-	Api          awsapigatewayv2.HttpApi
-	Table        awsdynamodb.Table
-	Bucket       awss3.Bucket
-	Source       awss3.IBucket
-	StateMachine awsstepfunctions.StateMachine
-	Functions    map[string]awslambda.Function
-	Roles        map[string]awsiam.Role
+	// Api is the HTTP API (bulkfhir:apiType=http), RestApi the REST API
+	// (apiType=rest) with its authorizer: one of the two is nil.
+	Api            awsapigatewayv2.HttpApi
+	RestApi        awsapigateway.RestApi
+	RestAuthorizer awsapigateway.TokenAuthorizer
+	restPublic     []awsapigateway.Method
+	Table          awsdynamodb.Table
+	Bucket         awss3.Bucket
+	Source         awss3.IBucket
+	StateMachine   awsstepfunctions.StateMachine
+	Functions      map[string]awslambda.Function
+	Roles          map[string]awsiam.Role
 	// AuthTable and TokenSecret exist in the default authorization mode.
 	AuthTable    awsdynamodb.Table
 	TokenSecret  awssecretsmanager.Secret
@@ -61,6 +67,9 @@ type Stack struct {
 // the jobs table, the export bucket and the source.
 func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	props = props.withDefaults()
+	if err := props.check(); err != nil {
+		panic(err.Error())
+	}
 	stack := awscdk.NewStack(scope, &id, &props.StackProps)
 	s := &Stack{Stack: stack, Functions: map[string]awslambda.Function{}, Roles: map[string]awsiam.Role{}}
 
@@ -208,10 +217,14 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 	s.grant(props)
 	s.vpc(props)
-	s.api(props)
+	if props.ApiType == apiREST {
+		s.restAPI(props)
+	} else {
+		s.api(props)
+	}
 
 	awscdk.NewCfnOutput(stack, jsii.String("FhirBaseUrl"), &awscdk.CfnOutputProps{
-		Value:       awscdk.Fn_Join(jsii.String(""), &[]*string{s.Api.ApiEndpoint(), jsii.String("/fhir")}),
+		Value:       awscdk.Fn_Join(jsii.String(""), &[]*string{s.apiURL(), jsii.String("/fhir")}),
 		Description: jsii.String("FHIR base URL: [base]/$export, [base]/Patient/$export, [base]/Group/{id}/$export"),
 	})
 	awscdk.NewCfnOutput(stack, jsii.String("ExportBucket"), &awscdk.CfnOutputProps{Value: s.Bucket.BucketName()})
@@ -248,7 +261,7 @@ func (s *Stack) newFunction(f function, props StackProps, env map[string]*string
 	fn := awslambda.NewFunction(s.Stack, jsii.String(title(f.name)), &awslambda.FunctionProps{
 		FunctionName:  join(awscdk.Aws_STACK_NAME(), jsii.String("-"+f.name)),
 		Runtime:       awslambda.Runtime_PROVIDED_AL2023(),
-		Architecture:  awslambda.Architecture_ARM_64(),
+		Architecture:  props.lambdaArchitecture(),
 		Handler:       jsii.String("bootstrap"),
 		Code:          awslambda.Code_FromAsset(jsii.String(filepath.Join(props.BuildDir, f.name)), nil),
 		MemorySize:    jsii.Number(f.memory),

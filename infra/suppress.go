@@ -57,15 +57,29 @@ func suppress(s *Stack, props StackProps) {
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonInvoke, regex("/^Resource::<(Plan|Export|Finalize|Fail)[0-9A-F]+\\.Arn>:\\*$/g"))
+	var api constructs.IConstruct = s.Api
+	if s.RestApi != nil {
+		api = s.RestApi
+		suppressREST(s)
+	}
 	if mode, _ := props.authMode(); mode == authNone {
-		add(s.Api, "AwsSolutions-APIG4", reasonNoAuth)
+		add(api, "AwsSolutions-APIG4", reasonNoAuth)
+		if s.RestApi != nil {
+			add(api, "AwsSolutions-COG4", reasonNoAuth)
+		}
 	}
 	if s.TokenSecret != nil {
 		add(s.TokenSecret, "AwsSolutions-SMG4", reasonTokenKey)
-		for _, r := range *s.Api.Node().Children() {
-			if id := *r.Node().Id(); id == "POST--fhir--auth--token" || id == "GET--fhir--.well-known--smart-configuration" || id == "GET--fhir--metadata" {
-				add(r, "AwsSolutions-APIG4", reasonPublicAuth)
+		if s.Api != nil {
+			for _, r := range *s.Api.Node().Children() {
+				if id := *r.Node().Id(); id == "POST--fhir--auth--token" || id == "GET--fhir--.well-known--smart-configuration" || id == "GET--fhir--metadata" {
+					add(r, "AwsSolutions-APIG4", reasonPublicAuth)
+				}
 			}
+		}
+		for _, m := range s.restPublic {
+			add(m, "AwsSolutions-APIG4", reasonPublicAuth)
+			add(m, "AwsSolutions-COG4", reasonPublicAuth)
 		}
 	}
 	if props.AccessLogsBucket == "" {
