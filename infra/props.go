@@ -85,6 +85,10 @@ type StackProps struct {
 	// Architecture of the functions: "arm64" (default) or "x86_64"; `make
 	// lambdas ARCH=…` builds the matching binaries.
 	Architecture string
+	// AwsEndpointURL declares AWS_ENDPOINT_URL on every function: only for
+	// SAM, which sets just the variables a template declares (make sam-*
+	// sets it; the --env-vars file from make sam-env gives the value).
+	AwsEndpointURL string
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -219,6 +223,7 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.Auth = str("auth")
 	p.PublicBaseURL = str("publicBaseUrl")
 	p.ApiType, p.Architecture = str("apiType"), str("architecture")
+	p.AwsEndpointURL = str("awsEndpointUrl")
 	if err := p.check(); err != nil {
 		return p, fmt.Errorf("context: %w", err)
 	}

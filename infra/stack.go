@@ -240,6 +240,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		})
 	}
 	awscdk.NewCfnOutput(stack, jsii.String("StateMachineArn"), &awscdk.CfnOutputProps{Value: s.StateMachine.StateMachineArn()})
+	s.localOutputs(props)
 	suppress(s, props)
 	return s
 }
