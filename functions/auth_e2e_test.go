@@ -116,6 +116,19 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 		if err != nil || resp.IsAuthorized != tc.want {
 			t.Errorf("authorizer(%.20q) = %v %v, want %v", tc.header, resp.IsAuthorized, err, tc.want)
 		}
+		// The REST API's TOKEN authorizer decides the same; its policy
+		// covers the whole API so the cached answer serves every route.
+		raw, _ := json.Marshal(events.APIGatewayCustomAuthorizerRequest{Type: "TOKEN", AuthorizationToken: tc.header,
+			MethodArn: "arn:aws:execute-api:us-east-1:123456789012:bulkfhirapi/prod/GET/fhir/bulkstatus/x"})
+		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		policy, _ := out.(events.APIGatewayCustomAuthorizerResponse)
+		switch {
+		case tc.want && (err != nil || policy.PrincipalID != "owner" || policy.PolicyDocument.Statement[0].Effect != "Allow" ||
+			policy.PolicyDocument.Statement[0].Resource[0] != "arn:aws:execute-api:us-east-1:123456789012:bulkfhirapi/prod/*/*"):
+			t.Errorf("TOKEN authorizer(%.20q) = %+v %v, want an Allow for the API", tc.header, out, err)
+		case !tc.want && (err == nil || err.Error() != "Unauthorized"):
+			t.Errorf("TOKEN authorizer(%.20q) = %+v %v, want the Unauthorized error", tc.header, out, err)
+		}
 	}
 
 	// The API functions as the stack configures them by default.
@@ -173,6 +186,18 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	}
 	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, `"type":"Patient"`) {
 		t.Fatalf("owner's status: %d %s", r.StatusCode, r.Body)
+	}
+	// The same status through the REST API's proxy event (stage "prod"):
+	// the owner's token reads it, and the links point at the stage.
+	rawREST, _ := json.Marshal(events.APIGatewayProxyRequest{
+		Resource: "/fhir/bulkstatus/{job}", Path: status, HTTPMethod: http.MethodGet,
+		Headers: map[string]string{"Authorization": "Bearer " + owner, "Host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https"},
+		RequestContext: events.APIGatewayProxyRequestContext{Stage: "prod", RequestID: exportID(), DomainName: "bulkfhirapi.execute-api.us-east-1.amazonaws.com"},
+	})
+	if out, err := api(ctx, rawREST); err != nil {
+		t.Errorf("status via the REST API: %v", err)
+	} else if rr, ok := out.(events.APIGatewayProxyResponse); !ok || rr.StatusCode != http.StatusOK || !strings.Contains(rr.Body, `"type":"Patient"`) {
+		t.Errorf("status via the REST API: %T %+v", out, out)
 	}
 	if r := call(http.MethodGet, status, "", other); r.StatusCode != http.StatusNotFound {
 		t.Errorf("another client's status: %d, want 404", r.StatusCode)
