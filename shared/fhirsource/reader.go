@@ -320,7 +320,7 @@ func (r *reader) matchesEarlierComp(line []byte, id string, k int) bool {
 			continue
 		}
 		hit := false
-		fhir.ReferencedPatients(line, c.Path, func(pid string) bool {
+		fhir.ReferencedPatients(line, c.Paths, func(pid string) bool {
 			hit = r.patients[pid]
 			return !hit
 		})

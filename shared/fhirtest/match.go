@@ -17,9 +17,9 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 	var preds []func(*record) bool
 	var sortDesc, sorted bool
 	var sel *fhir.ElementSelector
-	comps := map[string]string{}
+	comps := map[string][]string{}
 	for _, c := range fhir.PatientCompartmentParams(typ) {
-		comps[c.Name] = c.Path
+		comps[c.Name] = c.Paths
 	}
 	for name, values := range q {
 		base, _, _ := strings.Cut(name, ":")
@@ -64,16 +64,18 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 				preds = append(preds, p)
 			}
 		default:
-			path, isRef := comps[base]
+			paths, isRef := comps[base]
 			if base == "patient" && !isRef {
-				path, isRef = "subject", true
+				paths, isRef = []string{"subject"}, true
 			}
 			for _, v := range values {
 				if isRef {
-					idx := s.refIndex(typ, path)
 					var sets []map[*record]bool
-					for _, ref := range strings.Split(v, ",") {
-						sets = append(sets, idx[strings.TrimPrefix(ref, "Patient/")])
+					for _, path := range paths {
+						idx := s.refIndex(typ, path)
+						for _, ref := range strings.Split(v, ",") {
+							sets = append(sets, idx[strings.TrimPrefix(ref, "Patient/")])
+						}
 					}
 					preds = append(preds, func(r *record) bool {
 						for _, set := range sets {
@@ -136,7 +138,7 @@ func (s *Server) refIndex(typ, path string) map[string]map[*record]bool {
 	}
 	idx := map[string]map[*record]bool{}
 	for _, r := range td.records {
-		fhir.ReferencedPatients(r.raw, path, func(id string) bool {
+		fhir.ReferencedPatients(r.raw, []string{path}, func(id string) bool {
 			if idx[id] == nil {
 				idx[id] = map[*record]bool{}
 			}
