@@ -49,6 +49,10 @@ func (e *JobNotRunningError) Error() string { return e.Msg }
 type BadRecordError struct {
 	Position string
 	Reason   string
+	// Warning marks a notice rather than a lost record (resources the
+	// source dropped because they were not asked for); it is reported
+	// with severity warning.
+	Warning bool
 }
 
 func (e *BadRecordError) Error() string {

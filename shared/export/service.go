@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
@@ -69,6 +70,10 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 			return job, nil
 		}
 	}
+	probe, err := s.probe(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.checkAgainstSource(ctx, req); err != nil {
 		return nil, err
 	}
@@ -83,6 +88,14 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		return nil, e
 	}
 	now := s.now().UTC()
+	// The upper bound of every search is the upstream's clock when it
+	// tells it: a clock of ours running ahead would miss nothing, but one
+	// running behind would leave out what the upstream wrote meanwhile
+	// from this export and from the next one's _since.
+	txTime := now
+	if !probe.Now.IsZero() {
+		txTime = probe.Now.UTC()
+	}
 	id := s.newID()
 	if idempotencyKey != "" {
 		id = IdempotentJobID(owner, idempotencyKey)
@@ -93,7 +106,8 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		Status:          StatusAccepted,
 		Request:         *req,
 		RequestURL:      requestURL,
-		TransactionTime: now,
+		TransactionTime: txTime,
+		Upstream:        probe.State,
 		CreatedAt:       now,
 		UpdatedAt:       now,
 		ExpiresAt:       now.Add(s.cfg.MaxJobDuration + s.cfg.Retention),
@@ -123,9 +137,11 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 // checkAgainstSource applies the checks that depend on the source's data
 // and features, as problems (4xx, or warnings under lenient handling).
 func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request) error {
-	if r, ok := s.source.(readySource); ok {
-		if err := r.Ready(ctx); err != nil {
-			return s.unavailable(ctx, "check the source", err)
+	if _, ok := s.source.(ProbingSource); !ok {
+		if r, ok := s.source.(readySource); ok {
+			if err := r.Ready(ctx); err != nil {
+				return s.unavailable(ctx, "check the source", err)
+			}
 		}
 	}
 	var probs bulkdata.Problems
@@ -143,6 +159,9 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	if len(req.TypeFilters) > 0 && !s.source.Caps().TypeFilter {
 		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it, or send Prefer: handling=lenient to export without it")
 		req.TypeFilters = nil
+	}
+	if err := s.checkFilterParams(ctx, req, &probs); err != nil {
+		return err
 	}
 	// RelevantProvenanceResources is honoured; when values conflict the
 	// least restrictive wins, so LatestProvenanceResources beside it is
@@ -208,6 +227,79 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		return err
 	}
 	return nil
+}
+
+// filterChecker is a Source that knows which search parameters its
+// upstream supports for each type.
+type filterChecker interface {
+	// UnsupportedParams lists the parameters of query ("a=1&b=2") that
+	// the upstream does not support for typ.
+	UnsupportedParams(ctx context.Context, typ, query string) ([]string, error)
+}
+
+// checkFilterParams refuses a _typeFilter whose parameters the upstream
+// does not support: a server that ignores a parameter it does not know
+// would return more than the filter asks for. Under lenient handling the
+// filter is dropped with a warning, and a type left without any of its
+// filters is not exported at all (never unfiltered).
+func (s *Service) checkFilterParams(ctx context.Context, req *bulkdata.Request, probs *bulkdata.Problems) error {
+	fc, ok := s.source.(filterChecker)
+	if !ok || len(req.TypeFilters) == 0 {
+		return nil
+	}
+	var kept []string
+	emptied := map[string]bool{}
+	for _, f := range req.TypeFilters {
+		typ, query, _ := strings.Cut(f, "?")
+		bad, err := fc.UnsupportedParams(ctx, typ, query)
+		if err != nil {
+			return s.unavailable(ctx, "read the upstream's search parameters", err)
+		}
+		if len(bad) == 0 {
+			kept = append(kept, f)
+			continue
+		}
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", fmt.Sprintf("%s: the upstream FHIR server does not support the search parameter %s for %s, so this filter cannot be applied; %s resources matched only by it are not exported",
+			f, strings.Join(bad, ", "), typ, typ))
+		emptied[typ] = true
+	}
+	for _, f := range kept {
+		typ, _, _ := strings.Cut(f, "?")
+		delete(emptied, typ)
+	}
+	req.TypeFilters = kept
+	if len(emptied) == 0 {
+		return nil
+	}
+	types := req.Types
+	if len(types) == 0 {
+		all, err := s.source.Types(ctx)
+		if err != nil {
+			return s.unavailable(ctx, "list the source's types", err)
+		}
+		types = all
+	}
+	req.Types = slices.DeleteFunc(slices.Clone(types), func(t string) bool { return emptied[t] })
+	if len(req.Types) == 0 {
+		// Nothing is left to export; an empty list would mean everything.
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", "no type is left to export")
+		req.Lenient = false
+	}
+	return nil
+}
+
+// probe asks a ProbingSource about its upstream (a 503 when it does not
+// answer); other sources give a zero Probe.
+func (s *Service) probe(ctx context.Context) (Probe, error) {
+	ps, ok := s.source.(ProbingSource)
+	if !ok {
+		return Probe{}, nil
+	}
+	p, err := ps.Probe(ctx)
+	if err != nil {
+		return Probe{}, s.unavailable(ctx, "probe the source", err)
+	}
+	return p, nil
 }
 
 // relevantProvenanceCustom is the server-defined includeAssociatedData code

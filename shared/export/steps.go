@@ -219,6 +219,7 @@ func (s *Steps) query(job *Job, typ string) Query {
 		Until:       &until,
 		TypeFilters: req.TypeFiltersFor(typ),
 		Elements:    req.ElementsFor(typ),
+		Upstream:    job.Upstream,
 	}
 }
 
@@ -258,6 +259,14 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	start := cur
 	stopAt := s.stopTime(ctx)
+	// The source reads within the chunk's time, so a read that waits (on
+	// a throttled upstream) gives up in time for the chunk to commit.
+	readCtx := ctx
+	if !stopAt.IsZero() {
+		var cancel context.CancelFunc
+		readCtx, cancel = context.WithDeadline(ctx, stopAt)
+		defer cancel()
+	}
 
 	var rd Reader
 	if in.Unit.Deleted {
@@ -265,9 +274,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		if !ok {
 			return nil, fmt.Errorf("export chunk %s: the source lists no deletions", in.Unit.ID)
 		}
-		rd, err = ds.OpenDeleted(ctx, s.query(job, in.Unit.Type), in.Unit.Type, cur.Source)
+		rd, err = ds.OpenDeleted(readCtx, s.query(job, in.Unit.Type), in.Unit.Type, cur.Source)
 	} else {
-		rd, err = s.source.Open(ctx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
+		rd, err = s.source.Open(readCtx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
 	}
 	if err != nil {
 		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: open source: %v", in.Unit.ID, err)}
@@ -301,13 +310,23 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		}
 		var bad *BadRecordError
 		if errors.As(err, &bad) {
-			badRecords = append(badRecords, fhir.Issue{
+			is := fhir.Issue{
 				Severity:    fhir.SeverityError,
 				Code:        fhir.CodeProcessing,
 				Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
-			})
+			}
+			if bad.Warning {
+				is.Severity, is.Diagnostics = fhir.SeverityWarning, fmt.Sprintf("%s at %s: %s", in.Unit.Type, bad.Position, bad.Reason)
+			}
+			badRecords = append(badRecords, is)
 			cur.Source = rd.Cursor()
 			continue
+		}
+		if err != nil && (readCtx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			// The chunk ran out of time inside a read (a throttled
+			// upstream): it ends here with its cursor, the next chunk
+			// goes on from it.
+			break
 		}
 		if err != nil {
 			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: read source: %v", in.Unit.ID, err)}
