@@ -83,6 +83,15 @@ var until = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 // their time budget do. It fails on a resource returned twice.
 func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int) (got map[string][]byte, bad []string) {
 	t.Helper()
+	got, bad, _ = readTypeChanging(t, s, q, typ, stopEvery, nil)
+	return got, bad
+}
+
+// readTypeChanging is readType that calls mid (when not nil) once, after
+// the first chunk, so the upstream can change while the type is read. It
+// returns the warnings (BadRecordError.Warning) apart.
+func readTypeChanging(t *testing.T, s *Source, q export.Query, typ string, stopEvery int, mid func()) (got map[string][]byte, bad, warnings []string) {
+	t.Helper()
 	ctx := context.Background()
 	got = map[string][]byte{}
 	segs, err := s.Plan(ctx, q, typ)
@@ -101,7 +110,11 @@ func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int
 				line, err := r.Next()
 				var br *export.BadRecordError
 				if errors.As(err, &br) {
-					bad = append(bad, br.Error())
+					if br.Warning {
+						warnings = append(warnings, br.Error())
+					} else {
+						bad = append(bad, br.Error())
+					}
 					continue
 				}
 				if err == io.EOF {
@@ -125,9 +138,13 @@ func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int
 			}
 			cursor = r.Cursor()
 			r.Close()
+			if mid != nil {
+				mid()
+				mid = nil
+			}
 		}
 	}
-	return got, bad
+	return got, bad, warnings
 }
 
 func readAll(t *testing.T, s *Source, q export.Query, types []string, stopEvery int) map[string][]byte {

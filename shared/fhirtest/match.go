@@ -2,6 +2,7 @@ package fhirtest
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -21,8 +22,23 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 	for _, c := range fhir.PatientCompartmentParams(typ) {
 		comps[c.Name] = c.Paths
 	}
+	known := map[string]bool{"_count": true, "_summary": true, "_format": true, "_sort": true, "_elements": true, "patient": true}
+	for _, p := range knownParams(typ) {
+		known[p] = true
+	}
 	for name, values := range q {
 		base, _, _ := strings.Cut(name, ":")
+		if !known[base] && !strings.HasPrefix(base, "_include") && base != "_revinclude" && base != "_contained" {
+			switch s.opts.Unknown {
+			case "ignore":
+				continue
+			case "reject":
+				return nil, nil, fmt.Errorf("unknown search parameter %s for %s", name, typ)
+			}
+		}
+		if _, isComp := comps[base]; (isComp || base == "patient") && s.opts.IgnoreCompartment {
+			continue
+		}
 		switch base {
 		case "_count", "_summary", "_format":
 		case "_include", "_revinclude", "_contained":
@@ -148,6 +164,18 @@ func (s *Server) refIndex(typ, path string) map[string]map[*record]bool {
 	}
 	td.refs[path] = idx
 	return idx
+}
+
+// knownParams lists the search parameters the server supports for typ:
+// KnownParams and the Patient compartment's.
+func knownParams(typ string) []string {
+	out := slices.Clone(KnownParams)
+	for _, c := range fhir.PatientCompartmentParams(typ) {
+		if !slices.Contains(out, c.Name) {
+			out = append(out, c.Name)
+		}
+	}
+	return out
 }
 
 func toSet(v string) map[string]bool {
