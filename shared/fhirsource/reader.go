@@ -356,7 +356,9 @@ func (r *reader) syncKeyset() {
 func (r *reader) keyset() bool { return r.sorted && !r.history }
 
 // advance moves the keyset past an entry of the open page; false when the
-// entry was consumed before (at the instant the keyset stands on).
+// entry was consumed before: at the instant the keyset stands on, or
+// earlier (a page reopened from a cursor; a search from the keyset would
+// not return it either, as it is sorted).
 func (r *reader) advance(h fhir.Head) bool {
 	r.syncKeyset()
 	at, ok := fhir.ParseLastUpdated(h.LastUpdated)
@@ -376,9 +378,9 @@ func (r *reader) advance(h fhir.Head) bool {
 	case r.afterT.IsZero() || at.After(r.afterT):
 		r.live.After, r.live.AtIDs, r.live.Broke = h.LastUpdated, []string{h.ID}, false
 		r.afterRaw, r.afterT, r.atSet = h.LastUpdated, at, map[string]bool{h.ID: true}
+	default:
+		return false
 	}
-	// An entry before the keyset (an upstream not quite in order) is
-	// returned; the keyset stays where it is.
 	r.pageNew = true
 	return true
 }
