@@ -231,7 +231,8 @@ func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Sour
 
 // warmUp indexes an NDJSON source, or checks an upstream answers, before
 // the server listens, so the first export does not wait and a wrong URL is
-// reported at once.
+// reported at once. An upstream that does not answer is logged and the
+// server starts anyway: kick-offs answer 503 until it is back.
 func warmUp(ctx context.Context, source export.Source, log *slog.Logger) error {
 	switch src := source.(type) {
 	case *ndjsonsource.Source:
@@ -245,10 +246,11 @@ func warmUp(ctx context.Context, source export.Source, log *slog.Logger) error {
 		}
 		log.Info("source indexed", "types", len(counts), "resources", total)
 	case *fhirsource.Source:
-		types, err := src.Types(ctx)
-		if err != nil {
-			return fmt.Errorf("serve: the upstream FHIR server does not answer: %w", err)
+		if err := src.Ready(ctx); err != nil {
+			log.Warn("the upstream FHIR server does not answer yet; kick-offs answer 503 until it does", "err", err)
+			return nil
 		}
+		types, _ := src.Types(ctx)
 		log.Info("upstream ready", "types", len(types))
 	}
 	return nil

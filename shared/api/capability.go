@@ -17,11 +17,19 @@ const (
 )
 
 // capabilityStatement declares the three export operations (C-01..C-05) and
-// lists the exportable types.
+// lists the exportable types. A source that does not answer within a few
+// seconds (an upstream that is down) leaves its types out rather than
+// holding the answer: the operations are there all the same.
 func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte, error) {
-	types, err := h.svc.Source().Types(ctx)
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	types, err := h.svc.Source().Types(tctx)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		h.log.WarnContext(ctx, "the source's types are not listed: it does not answer", "err", err)
+		types = nil
 	}
 	op := func(def string) []map[string]any {
 		return []map[string]any{{"name": "export", "definition": def}}

@@ -314,7 +314,13 @@ type readySource interface {
 
 // unavailable reports a source failure at kick-off as a transient 503.
 func (s *Service) unavailable(ctx context.Context, what string, err error) error {
-	s.log.ErrorContext(ctx, "source unavailable", "op", what, "err", err)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// The client disconnected during an upstream call: not a
+		// failure of the source.
+		s.log.InfoContext(ctx, "client disconnected during a source call", "op", what)
+	} else {
+		s.log.ErrorContext(ctx, "source unavailable", "op", what, "err", err)
+	}
 	e := bulkdata.NewError(http.StatusServiceUnavailable, fhir.CodeTransient, "the data source is unavailable right now; try again later")
 	e.RetryAfter = 10 * time.Second
 	return e

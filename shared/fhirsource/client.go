@@ -170,8 +170,10 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			return nil, fmt.Errorf("gave up after %d attempts in %v (the retry budget): %w", attempt+1, time.Since(started).Round(time.Second), err)
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-			// Waiting would outlive the caller: stop now, so a chunk
-			// can still commit and hand on its cursor.
+			// The wait outlives the caller: wait what is left and stop
+			// without asking again, so a chunk commits and hands on its
+			// cursor (and chunks do not hammer a throttled upstream).
+			<-ctx.Done()
 			return nil, fmt.Errorf("the upstream asks to wait %v, past this step's deadline: %w", wait, context.DeadlineExceeded)
 		}
 		c.log.WarnContext(ctx, "upstream retry", "url", u, "attempt", attempt+1, "wait", wait.String(), "err", err)
