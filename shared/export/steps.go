@@ -158,6 +158,11 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 	want := job.Request.Types
 	if len(want) == 0 {
 		want = have
+		if d, ok := s.source.(defaultTyper); ok {
+			if want, err = d.DefaultTypes(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var out []string
 	for _, t := range want {
@@ -174,6 +179,13 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// defaultTyper is a Source that exports fewer types than it has when _type
+// does not name them (an upstream's conformance resources, types whose
+// search it refuses).
+type defaultTyper interface {
+	DefaultTypes(ctx context.Context) ([]string, error)
 }
 
 // associatedProvenance reports whether a request asks for the Provenance of

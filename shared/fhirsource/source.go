@@ -16,6 +16,7 @@ package fhirsource
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,11 +143,13 @@ type Source struct {
 	// params are the search parameters the CapabilityStatement lists per
 	// type ("" for those of every type); refused the types listed as
 	// searchable whose search answered with a permanent error.
-	params   map[string]map[string]bool
-	refused  map[string]bool
-	typesAt  time.Time
-	groups   map[string]cachedGroup
-	elements map[string]bool // per type: does the upstream honour _elements?
+	params map[string]map[string]bool
+	// defaults is DefaultTypes' answer, from defaultsAt.
+	defaults   []string
+	defaultsAt time.Time
+	typesAt    time.Time
+	groups     map[string]cachedGroup
+	elements   map[string]bool // per type: does the upstream honour _elements?
 }
 
 type cachedGroup struct {
@@ -267,6 +270,97 @@ func (s *Source) readTypes(ctx context.Context, c *client) ([]string, time.Time,
 	s.types, s.history, s.params, s.typesAt = types, history, params, time.Now()
 	s.mu.Unlock()
 	return types, date, nil
+}
+
+// administrative lists the conformance and terminology types (FHIR R4's
+// Conformance and Terminology modules): the upstream's own definitions,
+// often thousands, which an export leaves out unless _type names them.
+var administrative = map[string]bool{
+	"CapabilityStatement": true, "StructureDefinition": true, "ImplementationGuide": true,
+	"SearchParameter": true, "MessageDefinition": true, "OperationDefinition": true,
+	"CompartmentDefinition": true, "StructureMap": true, "GraphDefinition": true,
+	"ExampleScenario": true, "CodeSystem": true, "ValueSet": true, "ConceptMap": true,
+	"NamingSystem": true, "TerminologyCapabilities": true,
+}
+
+// DefaultTypes lists the types an export without _type reads: the
+// upstream's searchable types less the conformance and terminology types,
+// those it counts as empty, and those whose search it refuses (Medplum
+// lists Binary as searchable but answers 400). One _summary=count per type,
+// eight at a time, reused for CacheFor.
+func (s *Source) DefaultTypes(ctx context.Context) ([]string, error) {
+	types, err := s.Types(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.defaults != nil && time.Since(s.defaultsAt) < s.opts.CacheFor {
+		d := s.defaults
+		s.mu.Unlock()
+		return d, nil
+	}
+	s.mu.Unlock()
+	keep := make([]bool, len(types))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	var firstErr error
+	var errMu sync.Mutex
+	for i, t := range types {
+		if administrative[t] {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ok, err := s.searchable(ctx, t)
+			if err != nil {
+				errMu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				errMu.Unlock()
+			}
+			keep[i] = ok
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	var out []string
+	for i, t := range types {
+		if keep[i] {
+			out = append(out, t)
+		}
+	}
+	s.mu.Lock()
+	s.defaults, s.defaultsAt = out, time.Now()
+	s.mu.Unlock()
+	return out, nil
+}
+
+// searchable reports whether typ has resources and the upstream searches
+// it: a count of zero is empty; a permanent refusal of the count and of a
+// plain search is a type the upstream does not search. A count the
+// upstream does not give keeps the type.
+func (s *Source) searchable(ctx context.Context, typ string) (bool, error) {
+	n, err := s.count(ctx, typ, nil)
+	switch {
+	case err == nil:
+		return n > 0, nil
+	case errors.Is(err, errNoTotal):
+		return true, nil
+	case !Permanent(err):
+		return false, err
+	}
+	if _, err := s.read(ctx, typ+"?_count=1"); err != nil {
+		if Permanent(err) {
+			s.opts.Log.InfoContext(ctx, "the upstream refuses to search a type it lists; left out unless _type names it", "type", typ, "err", err)
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // UnsupportedParams lists the parameters of a _typeFilter query that the
@@ -415,7 +509,10 @@ func notFound(t, id string) error {
 	return fmt.Errorf("%s/%s: %w", t, id, errNotFound)
 }
 
-var errNotFound = errors.New("not found")
+var (
+	errNotFound = errors.New("not found")
+	errNoTotal  = errors.New("no total in the count Bundle")
+)
 
 // validID is the FHIR id syntax, which also keeps ids out of URL paths'
 // special characters.
@@ -665,7 +762,7 @@ func (s *Source) count(ctx context.Context, typ string, bounds url.Values) (int6
 	}
 	total := gjson.GetBytes(body, "total")
 	if total.Type != gjson.Number {
-		return 0, fmt.Errorf("no total in the count Bundle")
+		return 0, errNoTotal
 	}
 	return total.Int(), nil
 }

@@ -327,3 +327,36 @@ func TestRateLimitWithoutRetryAfter(t *testing.T) {
 		t.Fatalf("the upstream was asked %d times, want once", n)
 	}
 }
+
+// An export without _type leaves out the conformance and terminology
+// types, empty types, and a type the upstream lists but refuses to search.
+func TestDefaultTypes(t *testing.T) {
+	fs, hs := upstream(t, fhirtest.Options{Fault: func(r *http.Request, _ int64) *fhirtest.Fault {
+		if r.URL.Path == "/Organization" {
+			return &fhirtest.Fault{Status: http.StatusBadRequest}
+		}
+		return nil
+	}})
+	if err := fs.Add([]byte(`{"resourceType":"StructureDefinition","id":"sd"}`), []byte(`{"resourceType":"CodeSystem","id":"cs"}`)); err != nil {
+		t.Fatal(err)
+	}
+	s := newSource(t, hs.URL, nil)
+	all, err := s.Types(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.DefaultTypes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := map[string]bool{}
+	for _, typ := range got {
+		has[typ] = true
+	}
+	if !has["Patient"] || !has["Observation"] || has["Organization"] || has["StructureDefinition"] || has["CodeSystem"] {
+		t.Fatalf("default types %v: want Patient and Observation, not Organization (refused) nor the conformance types (of %v)", got, all)
+	}
+	if len(got) != len(all)-3 {
+		t.Fatalf("default types %v, want all of %v but three", got, all)
+	}
+}
