@@ -104,3 +104,28 @@ func TestTypeFilterWithUnsupportedParameter(t *testing.T) {
 		t.Errorf("warning file: %s", r.body)
 	}
 }
+
+// A Group export from an upstream that ignores the compartment's search
+// parameters (so it returns every patient's data) contains only the
+// members' data, with a warning in error.
+func TestGroupExportFromUpstreamIgnoringCompartment(t *testing.T) {
+	_, hs := startUpstream(t, fhirtest.Options{IgnoreCompartment: true})
+	s := startServer(t, "", "--source-url", hs.URL)
+	src := sourceResources(t, dataDir)
+	members := groupMembers(t, src, "care-team-a")
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/Group/care-team-a/$export?_type=Patient,Observation,Condition", kickHeaders(), ""), nil)
+	want := map[string][]byte{}
+	for k, v := range expectedCompartment(src, members) {
+		if strings.HasPrefix(k, "Patient/") || strings.HasPrefix(k, "Observation/") || strings.HasPrefix(k, "Condition/") {
+			want[k] = v
+		}
+	}
+	sameSet(t, download(t, m), want)
+	if len(m.Error) == 0 {
+		t.Fatal("no warning about the dropped resources")
+	}
+	r := do(t, http.MethodGet, m.Error[0].URL, nil, "")
+	if !strings.Contains(string(r.body), "warning") || !strings.Contains(string(r.body), "dropped") {
+		t.Errorf("error file: %s", r.body)
+	}
+}

@@ -91,6 +91,7 @@ func Profiles() map[string]Options {
 		"links after entries": {LinksLast: true, AbsoluteLinks: true},
 		"no sort":             {NoSort: true},
 		"ignores unknown":     {Unknown: "ignore"},
+		"ignores compartment": {IgnoreCompartment: true},
 		"rejects unknown":     {Unknown: "reject"},
 		"ratelimit no retry-after": {Fault: func(r *http.Request, n int64) *Fault {
 			if r.URL.Path == "/metadata" || n%5 != 0 {
