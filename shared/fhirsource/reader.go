@@ -104,6 +104,7 @@ type reader struct {
 	// sorted: the upstream sorts by _lastUpdated, searches are paged by
 	// keyset (see position). atSet mirrors live.AtIDs, afterT live.After.
 	sorted   bool
+	idSort   bool // _sort=_lastUpdated,_id
 	atSet    map[string]bool
 	afterT   time.Time
 	afterRaw string // the live.After that atSet and afterT reflect
@@ -540,6 +541,9 @@ func (r *reader) firstURL(s search) (string, error) {
 	q.Set("_count", strconv.Itoa(r.src.opts.PageSize))
 	if r.keyset() {
 		q.Set("_sort", "_lastUpdated")
+		if r.idSort {
+			q.Set("_sort", "_lastUpdated,_id")
+		}
 		if r.live.After != "" {
 			q.Add("_lastUpdated", "ge"+r.live.After)
 		}

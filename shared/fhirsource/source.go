@@ -394,6 +394,9 @@ type upstreamState struct {
 	// Sorted: the upstream sorts searches by _lastUpdated, so they are
 	// paged by keyset rather than by its next links.
 	Sorted bool `json:"sorted"`
+	// IDTieBreak: it also sorts by _id (_sort=_lastUpdated,_id), so
+	// resources of one instant come in a stable order.
+	IDTieBreak bool `json:"idTieBreak,omitempty"`
 }
 
 // Probe implements export.ProbingSource: it reads the CapabilityStatement
@@ -446,6 +449,14 @@ func (s *Source) Probe(ctx context.Context) (export.Probe, error) {
 			prev = t
 			return st.Sorted
 		})
+	}
+	if st.Sorted {
+		if u, err := quick.resolve(typ + "?_sort=_lastUpdated,_id&_count=1"); err == nil {
+			if resp, err := quick.get(ctx, u); err == nil {
+				resp.Body.Close()
+				st.IDTieBreak = true
+			}
+		}
 	}
 	b, _ := json.Marshal(st)
 	p.State = string(b)
@@ -856,6 +867,7 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		seen: map[string]bool{}, live: pos, cur: pos,
 		anyPatient: q.Level != bulkdata.LevelSystem && !compartmentSearch(q),
 		sorted:     state(q).Sorted,
+		idSort:     state(q).IDTieBreak,
 	}
 	comps := []fhir.CompartmentParam{{}}
 	if compartmentSearch(q) {

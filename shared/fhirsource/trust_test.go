@@ -360,3 +360,23 @@ func TestDefaultTypes(t *testing.T) {
 		t.Fatalf("default types %v, want all of %v but three", got, all)
 	}
 }
+
+func TestProbeRecordsSortSupport(t *testing.T) {
+	for _, tc := range []struct {
+		opts fhirtest.Options
+		want string
+	}{
+		{fhirtest.Options{}, `{"sorted":true,"idTieBreak":true}`},
+		{fhirtest.Options{NoSort: true}, `{"sorted":false}`},
+	} {
+		_, hs := upstream(t, tc.opts)
+		s := newSource(t, hs.URL, nil)
+		p, err := s.Probe(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.State != tc.want || p.Now.IsZero() {
+			t.Errorf("NoSort=%v: state %s, clock %v; want %s and the upstream's clock", tc.opts.NoSort, p.State, p.Now, tc.want)
+		}
+	}
+}

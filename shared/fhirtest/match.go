@@ -48,7 +48,7 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 				return nil, nil, fmt.Errorf("_sort is not supported")
 			}
 			switch values[0] {
-			case "_lastUpdated":
+			case "_lastUpdated", "_lastUpdated,_id": // records are in id order already
 				sorted = true
 			case "-_lastUpdated":
 				sorted, sortDesc = true, true
