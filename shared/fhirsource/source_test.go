@@ -345,9 +345,15 @@ func TestUpstreamFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, hs := upstream(t, tc.opts)
 			s := newSource(t, hs.URL, tc.mod)
-			q := export.Query{Level: bulkdata.LevelGroup, GroupID: "even-cohort", Until: &until}
-			got := readAll(t, s, q, types, 6)
-			exporttest.SameSet(t, got, want)
+			// By next links, then by keyset as the probe finds.
+			for _, probe := range []bool{false, true} {
+				q := export.Query{Level: bulkdata.LevelGroup, GroupID: "even-cohort", Until: &until}
+				if probe {
+					q = probed(t, s, q)
+				}
+				got := readAll(t, s, q, types, 6)
+				exporttest.SameSet(t, got, want)
+			}
 			if fs.Requests() < 10 {
 				t.Fatalf("only %d upstream requests", fs.Requests())
 			}
@@ -484,7 +490,7 @@ func TestPlanSplitsLargeTypesByLastUpdated(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, hs := upstream(t, tc.opts)
 			s := newSource(t, hs.URL, func(o *Options) { o.SegmentResources = int64(len(want) / 5) })
-			q := export.Query{Level: bulkdata.LevelSystem, Until: &until}
+			q := probed(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until})
 			segs, err := s.Plan(context.Background(), q, "Observation")
 			if err != nil {
 				t.Fatal(err)
