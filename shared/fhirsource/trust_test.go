@@ -210,7 +210,7 @@ func TestNextLinkToAnotherOriginGetsNoCredentials(t *testing.T) {
 			leaked = nil
 			mu.Unlock()
 			s := newSource(t, proxy.URL, func(o *Options) {
-				o.Auth = staticToken("s3cret")
+				o.Auth = StaticToken("s3cret")
 				o.FollowCrossOrigin = follow
 			})
 			// Offset paging (no keyset), so the next links are followed.
@@ -235,14 +235,6 @@ func TestNextLinkToAnotherOriginGetsNoCredentials(t *testing.T) {
 		})
 	}
 }
-
-type staticToken string
-
-func (s staticToken) Authorize(_ context.Context, req *http.Request, _ []byte) error {
-	req.Header.Set("Authorization", "Bearer "+string(s))
-	return nil
-}
-func (staticToken) Invalidate() {}
 
 func TestThrottleWait(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
