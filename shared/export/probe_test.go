@@ -63,9 +63,13 @@ func TestClientDisconnectDuringProbeIsNotAnError(t *testing.T) {
 
 // throttledSource's readers give up after every third line, as a source
 // does when its upstream asks to wait past the chunk's deadline.
-type throttledSource struct{ exporttest.Source }
+type throttledSource struct {
+	exporttest.Source
+	sawStop bool // a reader was opened with the chunk's stop time
+}
 
 func (s *throttledSource) Open(ctx context.Context, q export.Query, t, seg, cursor string) (export.Reader, error) {
+	_, s.sawStop = export.StopTime(ctx)
 	r, err := s.Source.Open(ctx, q, t, seg, cursor)
 	return &throttledReader{Reader: r}, err
 }
@@ -77,7 +81,7 @@ type throttledReader struct {
 
 func (r *throttledReader) Next() ([]byte, error) {
 	if r.n++; r.n%4 == 0 {
-		return nil, fmt.Errorf("the upstream asks to wait: %w", context.DeadlineExceeded)
+		return nil, fmt.Errorf("the upstream asks to wait: %w", export.ErrOutOfTime)
 	}
 	return r.Reader.Next()
 }
@@ -85,9 +89,9 @@ func (r *throttledReader) Next() ([]byte, error) {
 // A chunk whose read runs out of time ends with its cursor, not an error;
 // the chunks after it export the rest exactly once.
 func TestChunkOutOfTimeInAReadKeepsItsCursor(t *testing.T) {
-	src := &throttledSource{exporttest.Source{Lines: map[string][]string{"Observation": lines("Observation", 10)}}}
+	src := &throttledSource{Source: exporttest.Source{Lines: map[string][]string{"Observation": lines("Observation", 10)}}}
 	jobs, files := exporttest.NewJobStore(), exporttest.NewFileStore()
-	steps := export.NewSteps(jobs, files, src, export.Config{}, slog.New(slog.DiscardHandler))
+	steps := export.NewSteps(jobs, files, src, export.Config{ChunkBudget: time.Hour}, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	if err := jobs.Create(ctx, &export.Job{ID: "j", Owner: "c", Status: export.StatusAccepted, TransactionTime: time.Now(),
 		Request: bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON}}); err != nil {
@@ -108,6 +112,9 @@ func TestChunkOutOfTimeInAReadKeepsItsCursor(t *testing.T) {
 		if calls > 20 {
 			t.Fatal("no progress")
 		}
+	}
+	if !src.sawStop {
+		t.Error("the source was not told the chunk's stop time")
 	}
 	if calls < 3 || cur.Resources != 10 {
 		t.Fatalf("%d chunks, %d resources: want several chunks and the 10 resources once", calls, cur.Resources)

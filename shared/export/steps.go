@@ -271,13 +271,11 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	start := cur
 	stopAt := s.stopTime(ctx)
-	// The source reads within the chunk's time, so a read that waits (on
-	// a throttled upstream) gives up in time for the chunk to commit.
+	// The source learns when the chunk stops, so a read that would wait
+	// past it (on a throttled upstream) ends the chunk with its cursor.
 	readCtx := ctx
 	if !stopAt.IsZero() {
-		var cancel context.CancelFunc
-		readCtx, cancel = context.WithDeadline(ctx, stopAt)
-		defer cancel()
+		readCtx = WithStopTime(ctx, stopAt)
 	}
 
 	var rd Reader
@@ -334,7 +332,7 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			cur.Source = rd.Cursor()
 			continue
 		}
-		if err != nil && (readCtx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil {
+		if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
 			// The chunk ran out of time inside a read (a throttled
 			// upstream): it ends here with its cursor, the next chunk
 			// goes on from it.

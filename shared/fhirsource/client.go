@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
 )
 
 // Authorizer adds credentials to an upstream request. Invalidate drops a
@@ -169,20 +171,22 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 		if c.budget > 0 && time.Since(started)+wait > c.budget {
 			return nil, fmt.Errorf("gave up after %d attempts in %v (the retry budget): %w", attempt+1, time.Since(started).Round(time.Second), err)
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-			// The wait outlives the caller: wait what is left and stop
-			// without asking again, so a chunk commits and hands on its
+		if stop, ok := export.StopTime(ctx); ok && time.Now().Add(wait).After(stop) {
+			// The wait outlives the step: wait what is left and stop
+			// without asking again, so the chunk commits and hands on its
 			// cursor (and chunks do not hammer a throttled upstream).
+			if err := sleep(ctx, time.Until(stop)); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("the upstream asks to wait %v, past this step's stop time: %w (%w)", wait, export.ErrOutOfTime, err)
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
 			<-ctx.Done()
-			return nil, fmt.Errorf("the upstream asks to wait %v, past this step's deadline: %w", wait, context.DeadlineExceeded)
+			return nil, fmt.Errorf("the upstream asks to wait %v, past the deadline: %w", wait, ctx.Err())
 		}
 		c.log.WarnContext(ctx, "upstream retry", "url", u, "attempt", attempt+1, "wait", wait.String(), "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -213,6 +217,18 @@ func (c *client) once(ctx context.Context, method, u string, body []byte) (*http
 		}
 	}
 	return c.http.Do(req)
+}
+
+// sleep waits d or until ctx is done (its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // jitter is the full-jitter backoff for a retry: uniform in [0, base·2^n].

@@ -266,8 +266,8 @@ func TestThrottleWait(t *testing.T) {
 }
 
 // A 429 with only a RateLimit header is waited out; a wait that would end
-// past the caller's deadline gives up at the deadline with
-// DeadlineExceeded (a chunk then keeps its cursor), without asking again.
+// past the step's stop time gives up then with ErrOutOfTime (the chunk
+// keeps its cursor), without asking again.
 func TestRateLimitWithoutRetryAfter(t *testing.T) {
 	var mu sync.Mutex
 	var refusedAt, retriedAt time.Time
@@ -304,16 +304,15 @@ func TestRateLimitWithoutRetryAfter(t *testing.T) {
 		return &fhirtest.Fault{Status: 429, Header: map[string]string{"X-RateLimit-Reset": "60"}}
 	}})
 	s = newSource(t, hs.URL, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
+	ctx := export.WithStopTime(context.Background(), time.Now().Add(time.Second))
 	r, err := s.Open(ctx, export.Query{Level: bulkdata.LevelSystem, Until: &until}, "Patient", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	_, err = r.Next()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want DeadlineExceeded", err)
+	if !errors.Is(err, export.ErrOutOfTime) {
+		t.Fatalf("got %v, want ErrOutOfTime", err)
 	}
 	if n := asked.Load(); n != 1 {
 		t.Fatalf("the upstream was asked %d times, want once", n)
