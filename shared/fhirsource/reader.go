@@ -45,12 +45,19 @@ type position struct {
 	After  string   `json:"a,omitempty"`
 	AtIDs  []string `json:"i,omitempty"`
 	Broke  bool     `json:"b,omitempty"`
+	// Full: more than maxAtIDs were read at After; AtIDs holds the first
+	// (the cursor must fit a Step Functions payload), the page and Skip
+	// place the rest, and a failed next link cannot fall back to keyset.
+	Full bool `json:"f,omitempty"`
 	// Dropped counts the resources of the segment an upstream returned
 	// for a compartment search that are in none of the selected patients'
 	// compartments; Warned says the count was reported.
 	Dropped int  `json:"d,omitempty"`
 	Warned  bool `json:"w,omitempty"`
 }
+
+// maxAtIDs bounds the ids a cursor keeps of one instant.
+const maxAtIDs = 1000
 
 // nextSearch moves to the start of the next search of the segment.
 func (p *position) nextSearch() {
@@ -236,7 +243,7 @@ func (r *reader) failed(err error) error {
 	if !Permanent(err) && !errors.As(err, &se) && !errors.As(err, &loop) {
 		return err
 	}
-	if r.keyset() && r.live.Page != "" && r.live.After != "" && !r.live.Broke {
+	if r.keyset() && r.live.Page != "" && r.live.After != "" && !r.live.Broke && !r.live.Full {
 		r.src.opts.Log.InfoContext(r.ctx, "upstream next link failed; paging on by _lastUpdated", "type", r.typ, "err", err)
 		r.closePage()
 		r.live.Page, r.live.Skip, r.live.Broke = "", 0, true
@@ -375,9 +382,13 @@ func (r *reader) advance(h fhir.Head) bool {
 			return false
 		}
 		r.atSet[h.ID] = true
-		r.live.AtIDs = append(r.live.AtIDs, h.ID)
+		if len(r.live.AtIDs) < maxAtIDs {
+			r.live.AtIDs = append(r.live.AtIDs, h.ID)
+		} else {
+			r.live.Full = true
+		}
 	case r.afterT.IsZero() || at.After(r.afterT):
-		r.live.After, r.live.AtIDs, r.live.Broke = h.LastUpdated, []string{h.ID}, false
+		r.live.After, r.live.AtIDs, r.live.Broke, r.live.Full = h.LastUpdated, []string{h.ID}, false, false
 		r.afterRaw, r.afterT, r.atSet = h.LastUpdated, at, map[string]bool{h.ID: true}
 	default:
 		return false
@@ -500,8 +511,8 @@ func (r *reader) openPage() error {
 		r.live.Page = u
 	}
 	r.skipTo, r.live.Skip = r.live.Skip, 0
-	if r.keyset() {
-		r.skipTo = 0 // what was consumed is skipped by id
+	if r.keyset() && r.live.Page == "" {
+		r.skipTo = 0 // a search from the keyset: what was consumed is skipped by id
 	}
 	return nil
 }

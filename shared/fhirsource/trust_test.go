@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -369,5 +372,53 @@ func TestProbeRecordsSortSupport(t *testing.T) {
 		if p.State != tc.want || p.Now.IsZero() {
 			t.Errorf("NoSort=%v: state %s, clock %v; want %s and the upstream's clock", tc.opts.NoSort, p.State, p.Now, tc.want)
 		}
+	}
+}
+
+// More resources at one instant than a cursor keeps ids of are read
+// exactly once across chunks, and every cursor stays small enough for a
+// Step Functions payload.
+func TestCursorStaysSmallAtOneCrowdedInstant(t *testing.T) {
+	fs := fhirtest.New(fhirtest.Options{})
+	n := maxAtIDs + 150
+	for i := range n {
+		if err := fs.Add([]byte(fmt.Sprintf(`{"resourceType":"Basic","id":"basic-%05d","meta":{"lastUpdated":"2025-01-01T00:00:00.000Z"}}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs := httptest.NewServer(fs)
+	defer hs.Close()
+	s := newSource(t, hs.URL, func(o *Options) { o.PageSize = 100 })
+	q := probed(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until})
+	seen := map[string]bool{}
+	cursor := ""
+	for done := false; !done; {
+		r, err := s.Open(context.Background(), q, "Basic", "", cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 97; i++ {
+			line, err := r.Next()
+			if err == io.EOF {
+				done = true
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := gjson.GetBytes(line, "id").Str
+			if seen[id] {
+				t.Fatalf("%s read twice", id)
+			}
+			seen[id] = true
+		}
+		cursor = r.Cursor()
+		r.Close()
+		if len(cursor) > 64<<10 {
+			t.Fatalf("cursor of %d bytes", len(cursor))
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("read %d of %d", len(seen), n)
 	}
 }
