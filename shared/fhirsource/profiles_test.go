@@ -158,7 +158,7 @@ func (c *changes) check(t *testing.T, got, want map[string][]byte, keysOnly bool
 }
 
 // TestExportsAgainstEveryProfile runs every export against every fhirtest
-// profile, read in chunks of 5 resources resumed from their cursors, with
+// profile, read in chunks of 23 resources resumed from their cursors, with
 // the upstream still and with 10 % of each type updated and 5 % deleted
 // after the type's first chunk.
 func TestExportsAgainstEveryProfile(t *testing.T) {
@@ -172,7 +172,9 @@ func TestExportsAgainstEveryProfile(t *testing.T) {
 						t.Fatal(err)
 					}
 					hs := httptest.NewServer(fs)
-					s := newSource(t, hs.URL, nil)
+					// Pages of 20, chunks of 23: every export pages and
+					// resumes from cursors many times.
+					s := newSource(t, hs.URL, func(o *Options) { o.PageSize = 20 })
 					p, err := s.Probe(context.Background())
 					if err != nil {
 						t.Fatal(err)
@@ -189,7 +191,7 @@ func TestExportsAgainstEveryProfile(t *testing.T) {
 						if changing {
 							mid = func() { c.change(t, typ) }
 						}
-						g, bad, _ := readTypeChanging(t, s, q, typ, 13, mid)
+						g, bad, _ := readTypeChanging(t, s, q, typ, 23, mid)
 						if len(bad) > 0 {
 							t.Errorf("%s %s: %v", tc.name, typ, bad)
 						}
@@ -200,7 +202,6 @@ func TestExportsAgainstEveryProfile(t *testing.T) {
 							got[k] = v
 						}
 					}
-					t.Logf("%s: %d requests", tc.name, fs.Requests())
 					hs.Close()
 					if len(tc.want) == 0 {
 						t.Fatalf("%s: the oracle expects nothing: the case tests nothing", tc.name)

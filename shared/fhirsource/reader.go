@@ -54,6 +54,10 @@ type position struct {
 	// compartments; Warned says the count was reported.
 	Dropped int  `json:"d,omitempty"`
 	Warned  bool `json:"w,omitempty"`
+	// Early counts resources returned that were last updated at or before
+	// _since (an upstream ignoring _lastUpdated), dropped and reported
+	// with the warning.
+	Early int `json:"e,omitempty"`
 }
 
 // maxAtIDs bounds the ids a cursor keeps of one instant.
@@ -61,7 +65,7 @@ const maxAtIDs = 1000
 
 // nextSearch moves to the start of the next search of the segment.
 func (p *position) nextSearch() {
-	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned}
+	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned, Early: p.Early}
 }
 
 func (p position) String() string {
@@ -100,7 +104,10 @@ type reader struct {
 	searches []search
 	filters  []url.Values // the _typeFilter queries, for dedupe checks
 	bounds   url.Values   // the _lastUpdated bounds, for dedupe checks
-	comps    []fhir.CompartmentParam
+	// lo and hi are the same bounds (gt lo, le hi; nil: none), checked
+	// on every resource.
+	lo, hi *time.Time
+	comps  []fhir.CompartmentParam
 	// batchOf maps every selected patient to its batch (nil: no
 	// compartment search), batch is this segment's; anyPatient keeps only
 	// resources in some patient's compartment (patient-level export of
@@ -189,15 +196,10 @@ func (r *reader) Next() ([]byte, error) {
 			return nil, err
 		}
 		if r.live.Search >= len(r.searches) {
-			if r.live.Dropped > 0 && !r.live.Warned {
+			if (r.live.Dropped > 0 || r.live.Early > 0) && !r.live.Warned {
 				r.live.Warned = true
 				r.cur = r.live
-				return nil, &export.BadRecordError{
-					Warning:  true,
-					Position: fmt.Sprintf("the compartment searches of patient batch %d", r.batch+1),
-					Reason: fmt.Sprintf("the upstream FHIR server returned %d %s resources that are in none of the selected patients' compartments "+
-						"(it seems to ignore a Patient compartment search parameter); each resource was checked here and these were dropped", r.live.Dropped, r.typ),
-				}
+				return nil, r.warning()
 			}
 			r.cur = r.live
 			return nil, io.EOF
@@ -226,6 +228,28 @@ func (r *reader) Next() ([]byte, error) {
 		}
 		r.cur = r.live
 		return line, nil
+	}
+}
+
+// warning reports, once per segment, the resources the upstream returned
+// that the request did not ask for and that were dropped here.
+func (r *reader) warning() error {
+	var parts []string
+	if r.live.Dropped > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s resources that are in none of the selected patients' compartments "+
+			"(it seems to ignore a Patient compartment search parameter)", r.live.Dropped, r.typ))
+	}
+	if r.live.Early > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s resources last updated before _since (it seems to ignore _lastUpdated)", r.live.Early, r.typ))
+	}
+	where := "this search"
+	if r.batchOf != nil {
+		where = fmt.Sprintf("the compartment searches of patient batch %d", r.batch+1)
+	}
+	return &export.BadRecordError{
+		Warning:  true,
+		Position: where,
+		Reason:   "the upstream FHIR server returned " + strings.Join(parts, " and ") + "; each resource was checked here and these were dropped",
 	}
 }
 
@@ -340,6 +364,9 @@ func (r *reader) nextEntry() ([]byte, string, error) {
 		r.badPos = r.live
 		return nil, "", nil
 	}
+	if h.ResourceType == r.typ && !r.inBounds(h) {
+		return nil, "", nil
+	}
 	if r.keyset() && h.ResourceType == r.typ && !r.advance(h) {
 		return nil, "", nil // consumed before
 	}
@@ -358,6 +385,26 @@ func (r *reader) syncKeyset() {
 	for _, id := range r.live.AtIDs {
 		r.atSet[id] = true
 	}
+}
+
+// inBounds checks a resource against the search's _lastUpdated bounds
+// here, whatever the upstream did with them. One last updated after the
+// upper bound (a newer version of what a snapshot listed) belongs to the
+// next export and must not move the keyset; one at or before _since is
+// what an upstream ignoring _lastUpdated returns, dropped and counted.
+// A resource without lastUpdated is kept: no bound can place it.
+func (r *reader) inBounds(h fhir.Head) bool {
+	at, ok := fhir.ParseLastUpdated(h.LastUpdated)
+	switch {
+	case !ok:
+		return true
+	case r.hi != nil && at.After(*r.hi):
+		return false
+	case r.lo != nil && !at.After(*r.lo):
+		r.live.Early++
+		return false
+	}
+	return true
 }
 
 // keyset reports whether searches are paged by keyset (see position).

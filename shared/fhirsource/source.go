@@ -811,6 +811,7 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		return nil, err
 	}
 	bounds := timeBounds(q.Since, q.Until)
+	lo, hi := q.Since, q.Until
 	var patients []string
 	var batchOf map[string]int
 	batch := 0
@@ -823,6 +824,7 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			return nil, fmt.Errorf("bad segment %q", seg)
 		}
 		bounds = timeBounds(&f, &t)
+		lo, hi = &f, &t
 	case strings.HasPrefix(seg, "p"):
 		i, err := strconv.Atoi(seg[1:])
 		if err != nil || i < 0 {
@@ -863,7 +865,7 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		}
 	}
 	r := &reader{
-		src: s, typ: typ, filters: filters, bounds: bounds,
+		src: s, typ: typ, filters: filters, bounds: bounds, lo: lo, hi: hi,
 		seen: map[string]bool{}, live: pos, cur: pos,
 		anyPatient: q.Level != bulkdata.LevelSystem && !compartmentSearch(q),
 		sorted:     state(q).Sorted,

@@ -422,3 +422,31 @@ func TestCursorStaysSmallAtOneCrowdedInstant(t *testing.T) {
 		t.Fatalf("read %d of %d", len(seen), n)
 	}
 }
+
+// A _since export from an upstream that ignores _lastUpdated contains only
+// what changed since, with a warning; resources updated after the upper
+// bound are left to the next export.
+func TestSinceFromUpstreamIgnoringLastUpdated(t *testing.T) {
+	d := sample(t)
+	since := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	hi := time.Date(2025, 9, 1, 0, 0, 0, 0, time.UTC)
+	want := where(ofTypes(d.src, "Observation"), func(l []byte) bool {
+		lu, _ := time.Parse(time.RFC3339Nano, gjson.GetBytes(l, "meta.lastUpdated").Str)
+		return lu.After(since) && !lu.After(hi)
+	})
+	for _, ignore := range []bool{false, true} {
+		t.Run(fmt.Sprint("ignores=", ignore), func(t *testing.T) {
+			_, hs := upstream(t, fhirtest.Options{IgnoreLastUpdated: ignore})
+			s := newSource(t, hs.URL, nil)
+			q := probed(t, s, export.Query{Level: bulkdata.LevelSystem, Since: &since, Until: &hi})
+			got, bad, warnings := readTypeChanging(t, s, q, "Observation", 11, nil)
+			if len(bad) > 0 {
+				t.Fatal(bad)
+			}
+			exporttest.SameSet(t, got, want)
+			if ignore != (len(warnings) == 1) || (ignore && !strings.Contains(warnings[0], "_lastUpdated")) {
+				t.Fatalf("warnings %v, want one about _lastUpdated only when the upstream ignores it", warnings)
+			}
+		})
+	}
+}

@@ -72,6 +72,9 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 				preds = append(preds, func(r *record) bool { return set[r.id] })
 			}
 		case "_lastUpdated":
+			if s.opts.IgnoreLastUpdated {
+				continue
+			}
 			for _, v := range values {
 				p, err := datePredicate(v)
 				if err != nil {

@@ -61,6 +61,9 @@ type Options struct {
 	// parameters (while listing them), as a server that does not know them
 	// would.
 	IgnoreCompartment bool
+	// IgnoreLastUpdated ignores _lastUpdated (as a server that does not
+	// support it and drops unknown parameters would).
+	IgnoreLastUpdated bool
 	// Token, when set, is the bearer token every request must carry.
 	Token string
 	// Fault, when set, is asked before each request is served; a non-nil
