@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter"
 )
 
 // search is one upstream type-level search of a segment. A segment runs
@@ -55,9 +56,11 @@ type position struct {
 	Dropped int  `json:"d,omitempty"`
 	Warned  bool `json:"w,omitempty"`
 	// Early counts resources returned that were last updated at or before
-	// _since (an upstream ignoring _lastUpdated), dropped and reported
-	// with the warning.
-	Early int `json:"e,omitempty"`
+	// _since (an upstream ignoring _lastUpdated), Unmatched those that do
+	// not match the _typeFilter of their search; both are dropped and
+	// reported with the warning.
+	Early     int `json:"e,omitempty"`
+	Unmatched int `json:"u,omitempty"`
 }
 
 // maxAtIDs bounds the ids a cursor keeps of one instant.
@@ -65,7 +68,7 @@ const maxAtIDs = 1000
 
 // nextSearch moves to the start of the next search of the segment.
 func (p *position) nextSearch() {
-	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned, Early: p.Early}
+	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned, Early: p.Early, Unmatched: p.Unmatched}
 }
 
 func (p position) String() string {
@@ -103,7 +106,10 @@ type reader struct {
 	typ      string
 	searches []search
 	filters  []url.Values // the _typeFilter queries, for dedupe checks
-	bounds   url.Values   // the _lastUpdated bounds, for dedupe checks
+	// checks are the same queries, evaluated here on every resource their
+	// search returns (nil: no _typeFilter).
+	checks []*typefilter.Filter
+	bounds url.Values // the _lastUpdated bounds, for dedupe checks
 	// lo and hi are the same bounds (gt lo, le hi; nil: none), checked
 	// on every resource.
 	lo, hi *time.Time
@@ -196,7 +202,7 @@ func (r *reader) Next() ([]byte, error) {
 			return nil, err
 		}
 		if r.live.Search >= len(r.searches) {
-			if (r.live.Dropped > 0 || r.live.Early > 0) && !r.live.Warned {
+			if (r.live.Dropped > 0 || r.live.Early > 0 || r.live.Unmatched > 0) && !r.live.Warned {
 				r.live.Warned = true
 				r.cur = r.live
 				return nil, r.warning()
@@ -241,6 +247,9 @@ func (r *reader) warning() error {
 	}
 	if r.live.Early > 0 {
 		parts = append(parts, fmt.Sprintf("%d %s resources last updated before _since (it seems to ignore _lastUpdated)", r.live.Early, r.typ))
+	}
+	if r.live.Unmatched > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s resources that do not match the _typeFilter of their search (it seems to ignore a parameter)", r.live.Unmatched, r.typ))
 	}
 	where := "this search"
 	if r.batchOf != nil {
@@ -450,6 +459,10 @@ func (r *reader) keep(line []byte, h fhir.Head) []byte {
 		return nil // an included resource or a search outcome
 	}
 	s := r.searches[r.live.Search]
+	if r.checks != nil && !r.checks[s.filter].Match(line) {
+		r.live.Unmatched++
+		return nil
+	}
 	if r.anyPatient && r.typ != "Patient" {
 		in := false
 		fhir.CompartmentPatients(r.typ, line, func(string) bool { in = true; return false })

@@ -39,6 +39,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter"
 )
 
 // Options configure a Source. Zero values take the defaults.
@@ -365,8 +366,11 @@ func (s *Source) searchable(ctx context.Context, typ string) (bool, error) {
 
 // UnsupportedParams lists the parameters of a _typeFilter query that the
 // upstream's CapabilityStatement does not list for typ (nor for every
-// type). Modifiers and chains are read as their parameter; _id and
-// _lastUpdated, which every search here relies on, are taken as given.
+// type), and those bulkfhir cannot evaluate itself (package typefilter):
+// every resource a filter's search returns is checked here too, so a
+// filter that cannot be checked is not run. Modifiers and chains are read
+// as their parameter; _id and _lastUpdated, which every search here relies
+// on, are taken as listed.
 func (s *Source) UnsupportedParams(ctx context.Context, typ, query string) ([]string, error) {
 	if _, err := s.Types(ctx); err != nil {
 		return nil, err
@@ -375,13 +379,19 @@ func (s *Source) UnsupportedParams(ctx context.Context, typ, query string) ([]st
 	if err != nil {
 		return nil, fmt.Errorf("bad _typeFilter query %q: %w", query, err)
 	}
+	_, problems := typefilter.Check(typ, query)
+	local := map[string]bool{}
+	for _, p := range problems {
+		local[p.Param] = true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var bad []string
 	for _, name := range slices.Sorted(maps.Keys(v)) {
 		base, _, _ := strings.Cut(name, ":")
 		base, _, _ = strings.Cut(base, ".")
-		if base == "_id" || base == "_lastUpdated" || s.params[typ][base] || s.params[""][base] {
+		listed := base == "_id" || base == "_lastUpdated" || s.params[typ][base] || s.params[""][base]
+		if listed && !local[name] {
 			continue
 		}
 		bad = append(bad, name)
@@ -850,10 +860,12 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 	}
 
 	base := cloneValues(bounds)
-	if len(q.Elements) > 0 && s.honoursElements(ctx, typ) {
+	// _elements upstream would take away what the _typeFilter checks read.
+	if len(q.Elements) > 0 && len(q.TypeFilters) == 0 && s.honoursElements(ctx, typ) {
 		base.Set("_elements", strings.Join(q.Elements, ","))
 	}
 	filters := []url.Values{{}}
+	var checks []*typefilter.Filter
 	if len(q.TypeFilters) > 0 {
 		filters = filters[:0]
 		for _, f := range q.TypeFilters {
@@ -861,11 +873,17 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			if err != nil {
 				return nil, fmt.Errorf("bad _typeFilter %q: %w", f, err)
 			}
+			// Kick-off refuses what cannot be checked here.
+			check, err := typefilter.Parse(typ, f)
+			if err != nil {
+				return nil, fmt.Errorf("_typeFilter %s?%s cannot be checked here: %w", typ, f, err)
+			}
 			filters = append(filters, v)
+			checks = append(checks, check)
 		}
 	}
 	r := &reader{
-		src: s, typ: typ, filters: filters, bounds: bounds, lo: lo, hi: hi,
+		src: s, typ: typ, filters: filters, checks: checks, bounds: bounds, lo: lo, hi: hi,
 		seen: map[string]bool{}, live: pos, cur: pos,
 		anyPatient: q.Level != bulkdata.LevelSystem && !compartmentSearch(q),
 		sorted:     state(q).Sorted,

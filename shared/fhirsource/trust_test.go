@@ -450,3 +450,43 @@ func TestSinceFromUpstreamIgnoringLastUpdated(t *testing.T) {
 		})
 	}
 }
+
+// A _typeFilter the upstream lists but does not apply (it returns every
+// Observation) exports only the matching resources: each is checked here,
+// and the others are counted in a warning.
+func TestTypeFilterCheckedLocally(t *testing.T) {
+	d := sample(t)
+	want := where(ofTypes(d.src, "Observation"), func(l []byte) bool {
+		return gjson.GetBytes(l, "category.0.coding.0.code").Str == "laboratory"
+	})
+	for _, ignore := range []bool{false, true} {
+		t.Run(fmt.Sprint("ignores=", ignore), func(t *testing.T) {
+			opts := fhirtest.Options{}
+			if ignore {
+				opts.IgnoreParams = []string{"category"}
+			}
+			_, hs := upstream(t, opts)
+			s := newSource(t, hs.URL, nil)
+			q := probed(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until, TypeFilters: []string{"category=laboratory"}})
+			got, bad, warnings := readTypeChanging(t, s, q, "Observation", 9, nil)
+			if len(bad) > 0 {
+				t.Fatal(bad)
+			}
+			exporttest.SameSet(t, got, want)
+			if ignore != (len(warnings) == 1) || (ignore && !strings.Contains(warnings[0], "_typeFilter")) {
+				t.Fatalf("warnings %v, want one about the _typeFilter only when the upstream ignores it", warnings)
+			}
+		})
+	}
+	// A parameter bulkfhir cannot evaluate is refused even when the
+	// upstream lists it.
+	_, hs := upstream(t, fhirtest.Options{})
+	s := newSource(t, hs.URL, nil)
+	bad, err := s.UnsupportedParams(context.Background(), "Observation", "category=laboratory&code:above=x&not-listed=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(bad, ",") != "code:above,not-listed" {
+		t.Fatalf("unsupported = %v, want code:above (not evaluable here) and not-listed (not listed upstream)", bad)
+	}
+}

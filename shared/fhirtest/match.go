@@ -39,6 +39,9 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 		if _, isComp := comps[base]; (isComp || base == "patient") && s.opts.IgnoreCompartment {
 			continue
 		}
+		if slices.Contains(s.opts.IgnoreParams, base) {
+			continue
+		}
 		switch base {
 		case "_count", "_summary", "_format":
 		case "_include", "_revinclude", "_contained":

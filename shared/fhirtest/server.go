@@ -64,6 +64,9 @@ type Options struct {
 	// IgnoreLastUpdated ignores _lastUpdated (as a server that does not
 	// support it and drops unknown parameters would).
 	IgnoreLastUpdated bool
+	// IgnoreParams are search parameters the server lists but does not
+	// apply (as a server that stores a filter and never uses it).
+	IgnoreParams []string
 	// Token, when set, is the bearer token every request must carry.
 	Token string
 	// Fault, when set, is asked before each request is served; a non-nil
