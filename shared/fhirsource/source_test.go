@@ -361,31 +361,45 @@ func TestUpstreamFaults(t *testing.T) {
 	}
 }
 
+// A 429's wait is what the upstream asks for, with Retry-After or with
+// rate-limit headers alone (Medplum's 429 has no Retry-After).
 func TestRetryAfterIsHonoured(t *testing.T) {
-	var mu sync.Mutex
-	var refusedAt, retriedAt time.Time
-	_, hs := upstream(t, fhirtest.Options{Fault: func(r *http.Request, n int64) *fhirtest.Fault {
-		if r.URL.Path != "/Patient" {
-			return nil
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if refusedAt.IsZero() {
-			refusedAt = time.Now()
-			return &fhirtest.Fault{Status: 429, RetryAfter: "1"}
-		}
-		if retriedAt.IsZero() {
-			retriedAt = time.Now()
-		}
-		return nil
-	}})
-	s := newSource(t, hs.URL, func(o *Options) { o.MaxBackoff = 5 * time.Second })
-	got, _ := readType(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until}, "Patient", 0)
-	if len(got) == 0 {
-		t.Fatal("nothing read")
-	}
-	if gap := retriedAt.Sub(refusedAt); gap < 900*time.Millisecond {
-		t.Fatalf("retried %v after a 429 with Retry-After: 1", gap)
+	for _, tc := range []struct {
+		name  string
+		fault fhirtest.Fault
+	}{
+		{"Retry-After", fhirtest.Fault{Status: 429, RetryAfter: "1"}},
+		{"RateLimit without Retry-After", fhirtest.Fault{Status: 429, Header: map[string]string{"RateLimit": `"default";r=0;t=1`}}},
+		{"X-RateLimit-Reset without Retry-After", fhirtest.Fault{Status: 429, Header: map[string]string{"X-RateLimit-Reset": "1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var refusedAt, retriedAt time.Time
+			_, hs := upstream(t, fhirtest.Options{Fault: func(r *http.Request, n int64) *fhirtest.Fault {
+				if r.URL.Path != "/Patient" {
+					return nil
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if refusedAt.IsZero() {
+					refusedAt = time.Now()
+					return &tc.fault
+				}
+				if retriedAt.IsZero() {
+					retriedAt = time.Now()
+				}
+				return nil
+			}})
+			// The backoff alone would retry within 50 ms.
+			s := newSource(t, hs.URL, nil)
+			got, _ := readType(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until}, "Patient", 0)
+			if len(got) == 0 {
+				t.Fatal("nothing read")
+			}
+			if gap := retriedAt.Sub(refusedAt); gap < 900*time.Millisecond {
+				t.Fatalf("retried %v after a 429 asking for 1 s", gap)
+			}
+		})
 	}
 }
 
