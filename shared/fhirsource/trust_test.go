@@ -2,11 +2,15 @@ package fhirsource
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -462,5 +466,28 @@ func TestTypeFilterCheckedLocally(t *testing.T) {
 	}
 	if strings.Join(bad, ",") != "code:above,not-listed" {
 		t.Fatalf("unsupported = %v, want code:above (not evaluable here) and not-listed (not listed upstream)", bad)
+	}
+}
+
+// An export through SMART Backend Services from an upstream whose token
+// endpoint refuses an array aud (as Medplum's does) gets its token and its
+// data.
+func TestBackendServicesAgainstAStrictTokenEndpoint(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := &fhirtest.TokenEndpoint{PublicKey: key.Public(), ClientID: "bulkfhir", RejectArrayAud: true}
+	tokens := httptest.NewServer(ep)
+	defer tokens.Close()
+	ep.Audience = tokens.URL + "/token"
+	fs, hs := upstream(t, fhirtest.Options{})
+	fs.SetTokenCheck(func(bearer string) bool { return slices.Contains(ep.Issued(), bearer) })
+	s := newSource(t, hs.URL, func(o *Options) {
+		o.Auth = &BackendServices{ClientID: "bulkfhir", TokenURL: ep.Audience, Key: key}
+	})
+	got, bad := readType(t, s, probed(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until}), "Patient", 0)
+	if len(bad) > 0 || len(got) != len(ofTypes(sample(t).src, "Patient")) || len(ep.Issued()) == 0 {
+		t.Fatalf("read %d patients (%v) with %d tokens issued", len(got), bad, len(ep.Issued()))
 	}
 }

@@ -122,7 +122,13 @@ type Server struct {
 	snapshots map[string]*snapshot
 	nextSnap  int64
 	requests  atomic.Int64
+	// tokenCheck, when set, decides whether a bearer token is valid.
+	tokenCheck atomic.Pointer[func(string) bool]
 }
+
+// SetTokenCheck makes every request carry a bearer token that check
+// accepts (for tokens a TokenEndpoint issued).
+func (s *Server) SetTokenCheck(check func(bearer string) bool) { s.tokenCheck.Store(&check) }
 
 type record struct {
 	id          string
@@ -278,6 +284,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Token != "" && r.Header.Get("Authorization") != "Bearer "+s.opts.Token {
 		s.outcome(w, http.StatusUnauthorized, "login", "a valid bearer token is required")
 		return
+	}
+	if check := s.tokenCheck.Load(); check != nil {
+		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !(*check)(bearer) {
+			s.outcome(w, http.StatusUnauthorized, "login", "a valid bearer token is required")
+			return
+		}
 	}
 	path := strings.Trim(r.URL.Path, "/")
 	parts := strings.Split(path, "/")
