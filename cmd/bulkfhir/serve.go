@@ -32,6 +32,7 @@ type serveConfig struct {
 	upstream                           fhirsource.Settings
 	sourceKeyFile                      string
 	sourcePageSize                     int
+	sourceFollowOtherOrigins           bool
 	retention                          time.Duration
 	maxFileBytes                       int64
 	chunkBudget                        time.Duration
@@ -52,6 +53,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.StringVar(&c.upstream.KeyID, "source-key-id", "", "kid of the signing key in the client's JWK Set")
 	fs.StringVar(&c.upstream.SigV4Region, "source-sigv4-region", "", "sign upstream requests with AWS SigV4 for this region (AWS HealthLake)")
 	fs.IntVar(&c.sourcePageSize, "source-page-size", 0, "_count of upstream searches (default 500)")
+	fs.BoolVar(&c.sourceFollowOtherOrigins, "source-follow-other-origins", false, "follow upstream next links to other origins, without credentials (default: such a link ends its search with an error)")
 	fs.StringVar(&c.state, "state", "", "directory for job state and exported files (required)")
 	fs.StringVar(&c.baseURL, "base-url", "", "public FHIR base URL (default: from each request, http://HOST/fhir)")
 	fs.DurationVar(&c.retention, "retention", export.DefaultRetention, "how long files stay after an export completes")
@@ -228,12 +230,14 @@ func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Sour
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	return fhirsource.New(fhirsource.Options{BaseURL: st.URL, Auth: auth, PageSize: c.sourcePageSize, Log: log})
+	return fhirsource.New(fhirsource.Options{BaseURL: st.URL, Auth: auth, PageSize: c.sourcePageSize,
+		FollowCrossOrigin: c.sourceFollowOtherOrigins, Log: log})
 }
 
 // warmUp indexes an NDJSON source, or checks an upstream answers, before
 // the server listens, so the first export does not wait and a wrong URL is
-// reported at once.
+// reported at once. An upstream that does not answer is logged and the
+// server starts anyway: kick-offs answer 503 until it is back.
 func warmUp(ctx context.Context, source export.Source, log *slog.Logger) error {
 	switch src := source.(type) {
 	case *ndjsonsource.Source:
@@ -247,10 +251,11 @@ func warmUp(ctx context.Context, source export.Source, log *slog.Logger) error {
 		}
 		log.Info("source indexed", "types", len(counts), "resources", total)
 	case *fhirsource.Source:
-		types, err := src.Types(ctx)
-		if err != nil {
-			return fmt.Errorf("serve: the upstream FHIR server does not answer: %w", err)
+		if err := src.Ready(ctx); err != nil {
+			log.Warn("the upstream FHIR server does not answer yet; kick-offs answer 503 until it does", "err", err)
+			return nil
 		}
+		types, _ := src.Types(ctx)
 		log.Info("upstream ready", "types", len(types))
 	}
 	return nil

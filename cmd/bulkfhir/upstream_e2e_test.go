@@ -86,7 +86,10 @@ func TestUpstreamExportsMatchTheSource(t *testing.T) {
 		}
 	})
 	t.Run("deleted and relevant provenance", func(t *testing.T) {
-		since := time.Now().UTC().Add(-time.Second)
+		// The changes are stamped two seconds back: the job's upper bound
+		// is the upstream's clock, from a Date header of whole seconds.
+		since := time.Now().UTC().Add(-5 * time.Second)
+		at := time.Now().UTC().Add(-2 * time.Second)
 		var obs []string
 		for k := range src {
 			if strings.HasPrefix(k, "Observation/") && len(obs) < 2 {
@@ -94,9 +97,9 @@ func TestUpstreamExportsMatchTheSource(t *testing.T) {
 			}
 		}
 		for _, id := range obs {
-			fs.Delete("Observation", id, time.Now().UTC())
+			fs.Delete("Observation", id, at)
 		}
-		now := time.Now().UTC().Format(time.RFC3339Nano)
+		now := at.Format(time.RFC3339Nano)
 		if err := fs.Add(
 			[]byte(`{"resourceType":"Provenance","id":"prov-obs","meta":{"lastUpdated":"`+now+`"},"target":[{"reference":"Observation/x"}],"recorded":"2025-01-01T00:00:00Z","agent":[{"who":{"reference":"Practitioner/p"}}]}`),
 			[]byte(`{"resourceType":"Provenance","id":"prov-org","meta":{"lastUpdated":"`+now+`"},"target":[{"reference":"Organization/y"}],"recorded":"2025-01-01T00:00:00Z","agent":[{"who":{"reference":"Practitioner/p"}}]}`),
@@ -159,7 +162,11 @@ func keys(m map[string][]byte) []string {
 func TestUpstreamPageFailureIsPartialSuccess(t *testing.T) {
 	var pages atomic.Int64
 	_, hs := startUpstream(t, fhirtest.Options{Fault: func(r *http.Request, _ int64) *fhirtest.Fault {
-		if r.URL.Query().Get("_getpages") != "" && strings.Contains(r.URL.RawQuery, "_getpagesoffset=") && pages.Add(1) == 2 {
+		// A later page of the Observation search: a next link, or a
+		// search from the last instant read (keyset paging).
+		later := strings.Contains(r.URL.RawQuery, "_getpagesoffset=") ||
+			(r.URL.Path == "/Observation" && strings.Contains(strings.Join(r.URL.Query()["_lastUpdated"], ","), "ge"))
+		if later && pages.Add(1) == 2 {
 			return &fhirtest.Fault{Status: http.StatusBadRequest}
 		}
 		return nil

@@ -22,13 +22,22 @@ const (
 //
 // Without a valid token when authentication is on, it holds only what
 // discovery needs: the export operations and the security section with
-// the token URL, not the list of types the source holds.
+// the token URL, not the list of types the source holds. A source that
+// does not answer within a few seconds (an upstream that is down) leaves
+// its types out rather than holding the answer: the operations are there
+// all the same.
 func (h *Handler) capabilityStatement(ctx context.Context, base string, full bool) ([]byte, error) {
 	var types []string
 	if full {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		var err error
-		if types, err = h.svc.Source().Types(ctx); err != nil {
-			return nil, err
+		if types, err = h.svc.Source().Types(tctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			h.log.WarnContext(ctx, "the source's types are not listed: it does not answer", "err", err)
+			types = nil
 		}
 	}
 	op := func(def string) []map[string]any {

@@ -409,6 +409,12 @@ func (h *Handler) serviceError(w http.ResponseWriter, r *http.Request, op string
 }
 
 func (h *Handler) internalError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client went away during an upstream call: nothing failed
+		// here, and nobody reads the answer.
+		h.log.InfoContext(r.Context(), "client disconnected", "op", op)
+		return
+	}
 	h.log.ErrorContext(r.Context(), "internal error", "op", op, "err", err)
 	w.Header().Set("Retry-After", "5")
 	writeOutcome(w, http.StatusInternalServerError, fhir.CodeTransient, "internal error during "+op+"; try again")

@@ -94,6 +94,9 @@ func item(j *export.Job) map[string]types.AttributeValue {
 	it["request"] = s(mustJSON(j.Request))
 	it["requestUrl"] = s(j.RequestURL)
 	it["transactionTime"] = s(ts(j.TransactionTime))
+	if j.Upstream != "" {
+		it["upstream"] = s(j.Upstream)
+	}
 	it["createdAt"] = s(ts(j.CreatedAt))
 	it["updatedAt"] = s(ts(j.UpdatedAt))
 	it["expires"] = s(ts(j.ExpiresAt))
@@ -124,7 +127,7 @@ func parseTime(it map[string]types.AttributeValue, k string) (time.Time, error) 
 func decode(it map[string]types.AttributeValue) (*export.Job, error) {
 	j := &export.Job{
 		ID: str(it, "id"), Owner: str(it, AttrOwner), Status: export.Status(str(it, "status")),
-		RequestURL: str(it, "requestUrl"), Progress: map[string]export.UnitProgress{},
+		RequestURL: str(it, "requestUrl"), Upstream: str(it, "upstream"), Progress: map[string]export.UnitProgress{},
 	}
 	var err error
 	for _, f := range []struct {

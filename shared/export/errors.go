@@ -1,8 +1,10 @@
 package export
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel errors the ports return; callers decide with errors.Is.
@@ -49,8 +51,33 @@ func (e *JobNotRunningError) Error() string { return e.Msg }
 type BadRecordError struct {
 	Position string
 	Reason   string
+	// Warning marks a notice rather than a lost record (resources the
+	// source dropped because they were not asked for); it is reported
+	// with severity warning.
+	Warning bool
 }
 
 func (e *BadRecordError) Error() string {
 	return fmt.Sprintf("bad record at %s: %s", e.Position, e.Reason)
+}
+
+// ErrOutOfTime is returned (wrapped) by a Source reader that would have to
+// wait past the step's stop time (StopTime) to go on, for example because
+// its upstream asks to retry later. The chunk ends there with its cursor
+// and the next chunk goes on; it is not a failure.
+var ErrOutOfTime = errors.New("out of time for this step")
+
+type stopTimeKey struct{}
+
+// WithStopTime returns a context that tells sources when the step stops
+// taking resources (before the context's deadline, which keeps a margin to
+// commit).
+func WithStopTime(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, stopTimeKey{}, t)
+}
+
+// StopTime is the step's stop time set by WithStopTime, if any.
+func StopTime(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(stopTimeKey{}).(time.Time)
+	return t, ok
 }

@@ -31,9 +31,12 @@ type Job struct {
 	Request         bulkdata.Request `json:"request"`
 	RequestURL      string           `json:"requestUrl"`
 	TransactionTime time.Time        `json:"transactionTime"`
-	CreatedAt       time.Time        `json:"createdAt"`
-	UpdatedAt       time.Time        `json:"updatedAt"`
-	CompletedAt     *time.Time       `json:"completedAt,omitempty"`
+	// Upstream is what the source probed of its upstream at kick-off
+	// (Probe.State), handed to every Plan and chunk in Query.Upstream.
+	Upstream    string     `json:"upstream,omitempty"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	CompletedAt *time.Time `json:"completedAt,omitempty"`
 	// ExpiresAt is when the job record and its files may be removed: the
 	// retention period counted from completion (before that, a generous
 	// bound on how long a live job may take).

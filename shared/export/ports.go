@@ -64,6 +64,26 @@ type Query struct {
 	// (without a type prefix). The engine subsets every resource itself; a
 	// source may also pass them on to save reading what is dropped.
 	Elements []string
+	// Upstream is what the source recorded about its upstream when the job
+	// was kicked off (Job.Upstream; opaque, may be empty).
+	Upstream string
+}
+
+// ProbingSource is a Source that looks at its upstream once per kick-off:
+// whether it answers, its clock (the job's transactionTime, so that the
+// upper bound of every search is the upstream's time, not ours) and what
+// it can do, recorded in the job so every later step sees the same.
+type ProbingSource interface {
+	Source
+	Probe(ctx context.Context) (Probe, error)
+}
+
+// Probe is what a ProbingSource found at kick-off.
+type Probe struct {
+	// Now is the upstream's clock (zero: unknown, ours is used).
+	Now time.Time
+	// State is recorded as Job.Upstream and handed back in Query.Upstream.
+	State string
 }
 
 // SourceCaps says which optional request features a Source implements.

@@ -70,6 +70,10 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 			return job, nil
 		}
 	}
+	probe, err := s.probe(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.checkAgainstSource(ctx, req); err != nil {
 		return nil, err
 	}
@@ -84,6 +88,14 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		return nil, e
 	}
 	now := s.now().UTC()
+	// The upper bound of every search is the upstream's clock when it
+	// tells it: a clock of ours running ahead would miss nothing, but one
+	// running behind would leave out what the upstream wrote meanwhile
+	// from this export and from the next one's _since.
+	txTime := now
+	if !probe.Now.IsZero() {
+		txTime = probe.Now.UTC()
+	}
 	id := s.newID()
 	if idempotencyKey != "" {
 		id = IdempotentJobID(owner, idempotencyKey)
@@ -94,7 +106,8 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		Status:          StatusAccepted,
 		Request:         *req,
 		RequestURL:      requestURL,
-		TransactionTime: now,
+		TransactionTime: txTime,
+		Upstream:        probe.State,
 		CreatedAt:       now,
 		UpdatedAt:       now,
 		ExpiresAt:       now.Add(s.cfg.MaxJobDuration + s.cfg.Retention),
@@ -124,9 +137,11 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 // checkAgainstSource applies the checks that depend on the source's data
 // and features, as problems (4xx, or warnings under lenient handling).
 func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request) error {
-	if r, ok := s.source.(readySource); ok {
-		if err := r.Ready(ctx); err != nil {
-			return s.unavailable(ctx, "check the source", err)
+	if _, ok := s.source.(ProbingSource); !ok {
+		if r, ok := s.source.(readySource); ok {
+			if err := r.Ready(ctx); err != nil {
+				return s.unavailable(ctx, "check the source", err)
+			}
 		}
 	}
 	var probs bulkdata.Problems
@@ -147,6 +162,9 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	}
 	if c, ok := s.source.(TypeFilterChecker); ok && len(req.TypeFilters) > 0 {
 		req.TypeFilters = checkTypeFilters(c, req.TypeFilters, &probs)
+	}
+	if err := s.checkFilterParams(ctx, req, &probs); err != nil {
+		return err
 	}
 	if req.MaxFileSize > 0 && req.MaxFileSize < s.cfg.MinFileBytes {
 		probs.Add(fhir.CodeNotSupported, "_maximumFileSize", fmt.Sprintf(
@@ -246,6 +264,79 @@ func checkTypeFilters(c TypeFilterChecker, filters []string, probs *bulkdata.Pro
 	return out
 }
 
+// filterChecker is a Source that knows which search parameters its
+// upstream supports for each type.
+type filterChecker interface {
+	// UnsupportedParams lists the parameters of query ("a=1&b=2") that
+	// the upstream does not support for typ.
+	UnsupportedParams(ctx context.Context, typ, query string) ([]string, error)
+}
+
+// checkFilterParams refuses a _typeFilter whose parameters the upstream
+// does not support: a server that ignores a parameter it does not know
+// would return more than the filter asks for. Under lenient handling the
+// filter is dropped with a warning, and a type left without any of its
+// filters is not exported at all (never unfiltered).
+func (s *Service) checkFilterParams(ctx context.Context, req *bulkdata.Request, probs *bulkdata.Problems) error {
+	fc, ok := s.source.(filterChecker)
+	if !ok || len(req.TypeFilters) == 0 {
+		return nil
+	}
+	var kept []string
+	emptied := map[string]bool{}
+	for _, f := range req.TypeFilters {
+		typ, query, _ := strings.Cut(f, "?")
+		bad, err := fc.UnsupportedParams(ctx, typ, query)
+		if err != nil {
+			return s.unavailable(ctx, "read the upstream's search parameters", err)
+		}
+		if len(bad) == 0 {
+			kept = append(kept, f)
+			continue
+		}
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", fmt.Sprintf("%s: the upstream FHIR server does not support the search parameter %s for %s, so this filter cannot be applied; %s resources matched only by it are not exported",
+			f, strings.Join(bad, ", "), typ, typ))
+		emptied[typ] = true
+	}
+	for _, f := range kept {
+		typ, _, _ := strings.Cut(f, "?")
+		delete(emptied, typ)
+	}
+	req.TypeFilters = kept
+	if len(emptied) == 0 {
+		return nil
+	}
+	types := req.Types
+	if len(types) == 0 {
+		all, err := s.source.Types(ctx)
+		if err != nil {
+			return s.unavailable(ctx, "list the source's types", err)
+		}
+		types = all
+	}
+	req.Types = slices.DeleteFunc(slices.Clone(types), func(t string) bool { return emptied[t] })
+	if len(req.Types) == 0 {
+		// Nothing is left to export; an empty list would mean everything.
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", "no type is left to export")
+		req.Lenient = false
+	}
+	return nil
+}
+
+// probe asks a ProbingSource about its upstream (a 503 when it does not
+// answer); other sources give a zero Probe.
+func (s *Service) probe(ctx context.Context) (Probe, error) {
+	ps, ok := s.source.(ProbingSource)
+	if !ok {
+		return Probe{}, nil
+	}
+	p, err := ps.Probe(ctx)
+	if err != nil {
+		return Probe{}, s.unavailable(ctx, "probe the source", err)
+	}
+	return p, nil
+}
+
 // relevantProvenanceCustom is the server-defined includeAssociatedData code
 // bulkfhir treats as RelevantProvenanceResources.
 const relevantProvenanceCustom = "_relevantProvenance"
@@ -258,7 +349,13 @@ type readySource interface {
 
 // unavailable reports a source failure at kick-off as a transient 503.
 func (s *Service) unavailable(ctx context.Context, what string, err error) error {
-	s.log.ErrorContext(ctx, "source unavailable", "op", what, "err", err)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// The client disconnected during an upstream call: not a
+		// failure of the source.
+		s.log.InfoContext(ctx, "client disconnected during a source call", "op", what)
+	} else {
+		s.log.ErrorContext(ctx, "source unavailable", "op", what, "err", err)
+	}
 	e := bulkdata.NewError(http.StatusServiceUnavailable, fhir.CodeTransient, "the data source is unavailable right now; try again later")
 	e.RetryAfter = 10 * time.Second
 	return e

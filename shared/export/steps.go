@@ -158,6 +158,11 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 	want := job.Request.Types
 	if len(want) == 0 {
 		want = have
+		if d, ok := s.source.(defaultTyper); ok {
+			if want, err = d.DefaultTypes(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var out []string
 	for _, t := range want {
@@ -174,6 +179,13 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// defaultTyper is a Source that exports fewer types than it has when _type
+// does not name them (an upstream's conformance resources, types whose
+// search it refuses).
+type defaultTyper interface {
+	DefaultTypes(ctx context.Context) ([]string, error)
 }
 
 // associatedProvenance reports whether a request asks for the Provenance of
@@ -219,6 +231,7 @@ func (s *Steps) query(job *Job, typ string) Query {
 		Until:       &until,
 		TypeFilters: req.TypeFiltersFor(typ),
 		Elements:    req.ElementsFor(typ),
+		Upstream:    job.Upstream,
 	}
 }
 
@@ -260,6 +273,13 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	start := cur
 	budgetAt, hardAt := s.stopTimes(ctx)
 	maxBytes, minBytes := s.fileLimits(job.Request)
+	// The source learns when the chunk stops at the latest, so a read
+	// that would wait past it (on a throttled upstream) ends the chunk
+	// with its cursor.
+	readCtx := ctx
+	if stopAt := earliest(budgetAt, hardAt); !stopAt.IsZero() {
+		readCtx = WithStopTime(ctx, stopAt)
+	}
 
 	var rd Reader
 	if in.Unit.Deleted {
@@ -267,9 +287,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		if !ok {
 			return nil, fmt.Errorf("export chunk %s: the source lists no deletions", in.Unit.ID)
 		}
-		rd, err = ds.OpenDeleted(ctx, s.query(job, in.Unit.Type), in.Unit.Type, cur.Source)
+		rd, err = ds.OpenDeleted(readCtx, s.query(job, in.Unit.Type), in.Unit.Type, cur.Source)
 	} else {
-		rd, err = s.source.Open(ctx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
+		rd, err = s.source.Open(readCtx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
 	}
 	if err != nil {
 		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: open source: %v", in.Unit.ID, err)}
@@ -310,13 +330,23 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		}
 		var bad *BadRecordError
 		if errors.As(err, &bad) {
-			badRecords = append(badRecords, fhir.Issue{
+			is := fhir.Issue{
 				Severity:    fhir.SeverityError,
 				Code:        fhir.CodeProcessing,
 				Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
-			})
+			}
+			if bad.Warning {
+				is.Severity, is.Diagnostics = fhir.SeverityWarning, fmt.Sprintf("%s at %s: %s", in.Unit.Type, bad.Position, bad.Reason)
+			}
+			badRecords = append(badRecords, is)
 			cur.Source = rd.Cursor()
 			continue
+		}
+		if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
+			// The chunk ran out of time inside a read (a throttled
+			// upstream): it ends here with its cursor, the next chunk
+			// goes on from it.
+			break
 		}
 		if err != nil {
 			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: read source: %v", in.Unit.ID, err)}
@@ -386,6 +416,14 @@ func (s *Steps) stopTimes(ctx context.Context) (budgetAt, hardAt time.Time) {
 		hardAt = dl.Add(-s.cfg.DeadlineMargin)
 	}
 	return budgetAt, hardAt
+}
+
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // fileLimits are the size a job's output files roll at (the server's,

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -8,77 +9,83 @@ import (
 )
 
 // patientCompartment maps each resource type in the R4 Patient compartment
-// (CompartmentDefinition/patient, FHIR 4.0.1) to the element paths behind the
-// compartment's search parameters. A resource is in a patient's compartment
-// when any Reference at one of these paths points at that Patient. Paths are
-// dot-separated; arrays are walked at every step.
-var patientCompartment = map[string][]string{
-	"Account":                     {"subject"},
-	"AdverseEvent":                {"subject"},
-	"AllergyIntolerance":          {"patient", "recorder", "asserter"},
-	"Appointment":                 {"participant.actor"},
-	"AppointmentResponse":         {"actor"},
-	"AuditEvent":                  {"agent.who", "entity.what"},
-	"Basic":                       {"subject", "author"},
-	"BodyStructure":               {"patient"},
-	"CarePlan":                    {"subject", "activity.detail.performer"},
-	"CareTeam":                    {"subject", "participant.member"},
-	"ChargeItem":                  {"subject"},
-	"Claim":                       {"patient", "payee.party"},
-	"ClaimResponse":               {"patient"},
-	"ClinicalImpression":          {"subject"},
-	"Communication":               {"subject", "sender", "recipient"},
-	"CommunicationRequest":        {"subject", "sender", "recipient", "requester"},
-	"Composition":                 {"subject", "author", "attester.party"},
-	"Condition":                   {"subject", "asserter"},
-	"Consent":                     {"patient"},
-	"Coverage":                    {"policyHolder", "subscriber", "beneficiary", "payor"},
-	"CoverageEligibilityRequest":  {"patient"},
-	"CoverageEligibilityResponse": {"patient"},
-	"DetectedIssue":               {"patient"},
-	"DeviceRequest":               {"subject", "performer"},
-	"DeviceUseStatement":          {"subject"},
-	"DiagnosticReport":            {"subject"},
-	"DocumentManifest":            {"subject", "author", "recipient"},
-	"DocumentReference":           {"subject", "author"},
-	"Encounter":                   {"subject"},
-	"EnrollmentRequest":           {"candidate"},
-	"EpisodeOfCare":               {"patient"},
-	"ExplanationOfBenefit":        {"patient", "payee.party"},
-	"FamilyMemberHistory":         {"patient"},
-	"Flag":                        {"subject"},
-	"Goal":                        {"subject"},
-	"Group":                       {"member.entity"},
-	"ImagingStudy":                {"subject"},
-	"Immunization":                {"patient"},
-	"ImmunizationEvaluation":      {"patient"},
-	"ImmunizationRecommendation":  {"patient"},
-	"Invoice":                     {"subject", "recipient"},
-	"List":                        {"subject", "source"},
-	"MeasureReport":               {"subject"},
-	"Media":                       {"subject"},
-	"MedicationAdministration":    {"subject", "performer.actor"},
-	"MedicationDispense":          {"subject", "receiver"},
-	"MedicationRequest":           {"subject"},
-	"MedicationStatement":         {"subject"},
-	"MolecularSequence":           {"patient"},
-	"NutritionOrder":              {"patient"},
-	"Observation":                 {"subject", "performer"},
-	"Patient":                     {"link.other"},
-	"Person":                      {"link.target"},
-	"Procedure":                   {"subject", "performer.actor"},
-	"Provenance":                  {"target"},
-	"QuestionnaireResponse":       {"subject", "author"},
-	"RelatedPerson":               {"patient"},
-	"RequestGroup":                {"subject", "action.participant"},
-	"ResearchSubject":             {"individual"},
-	"RiskAssessment":              {"subject"},
-	"Schedule":                    {"actor"},
-	"ServiceRequest":              {"subject", "performer"},
-	"Specimen":                    {"subject"},
-	"SupplyDelivery":              {"patient"},
-	"SupplyRequest":               {"requester"},
-	"VisionPrescription":          {"patient"},
+// (CompartmentDefinition/patient, FHIR 4.0.1) to the compartment's search
+// parameters, in the definition's order, each with the element paths behind
+// it (from the parameter's FHIRPath expression, ".where(resolve() is
+// Patient)" read as "a Reference to a Patient"). A resource is in a
+// patient's compartment when any Reference at one of these paths points at
+// that Patient. Paths are dot-separated; arrays are walked at every step.
+// TestPatientCompartmentMatchesR4 checks the table against the official
+// definitions (testdata/r4-patient-compartment.json, see
+// internal/compartmentgen).
+var patientCompartment = map[string][]CompartmentParam{
+	"Account":                     {{"subject", []string{"subject"}}},
+	"AdverseEvent":                {{"subject", []string{"subject"}}},
+	"AllergyIntolerance":          {{"patient", []string{"patient"}}, {"recorder", []string{"recorder"}}, {"asserter", []string{"asserter"}}},
+	"Appointment":                 {{"actor", []string{"participant.actor"}}},
+	"AppointmentResponse":         {{"actor", []string{"actor"}}},
+	"AuditEvent":                  {{"patient", []string{"agent.who", "entity.what"}}},
+	"Basic":                       {{"patient", []string{"subject"}}, {"author", []string{"author"}}},
+	"BodyStructure":               {{"patient", []string{"patient"}}},
+	"CarePlan":                    {{"patient", []string{"subject"}}, {"performer", []string{"activity.detail.performer"}}},
+	"CareTeam":                    {{"patient", []string{"subject"}}, {"participant", []string{"participant.member"}}},
+	"ChargeItem":                  {{"subject", []string{"subject"}}},
+	"Claim":                       {{"patient", []string{"patient"}}, {"payee", []string{"payee.party"}}},
+	"ClaimResponse":               {{"patient", []string{"patient"}}},
+	"ClinicalImpression":          {{"subject", []string{"subject"}}},
+	"Communication":               {{"subject", []string{"subject"}}, {"sender", []string{"sender"}}, {"recipient", []string{"recipient"}}},
+	"CommunicationRequest":        {{"subject", []string{"subject"}}, {"sender", []string{"sender"}}, {"recipient", []string{"recipient"}}, {"requester", []string{"requester"}}},
+	"Composition":                 {{"subject", []string{"subject"}}, {"author", []string{"author"}}, {"attester", []string{"attester.party"}}},
+	"Condition":                   {{"patient", []string{"subject"}}, {"asserter", []string{"asserter"}}},
+	"Consent":                     {{"patient", []string{"patient"}}},
+	"Coverage":                    {{"policy-holder", []string{"policyHolder"}}, {"subscriber", []string{"subscriber"}}, {"beneficiary", []string{"beneficiary"}}, {"payor", []string{"payor"}}},
+	"CoverageEligibilityRequest":  {{"patient", []string{"patient"}}},
+	"CoverageEligibilityResponse": {{"patient", []string{"patient"}}},
+	"DetectedIssue":               {{"patient", []string{"patient"}}},
+	"DeviceRequest":               {{"subject", []string{"subject"}}, {"performer", []string{"performer"}}},
+	"DeviceUseStatement":          {{"subject", []string{"subject"}}},
+	"DiagnosticReport":            {{"subject", []string{"subject"}}},
+	"DocumentManifest":            {{"subject", []string{"subject"}}, {"author", []string{"author"}}, {"recipient", []string{"recipient"}}},
+	"DocumentReference":           {{"subject", []string{"subject"}}, {"author", []string{"author"}}},
+	"Encounter":                   {{"subject", []string{"subject"}}},
+	"EnrollmentRequest":           {{"subject", []string{"candidate"}}},
+	"EpisodeOfCare":               {{"patient", []string{"patient"}}},
+	"ExplanationOfBenefit":        {{"patient", []string{"patient"}}, {"payee", []string{"payee.party"}}},
+	"FamilyMemberHistory":         {{"patient", []string{"patient"}}},
+	"Flag":                        {{"patient", []string{"subject"}}},
+	"Goal":                        {{"patient", []string{"subject"}}},
+	"Group":                       {{"member", []string{"member.entity"}}},
+	"ImagingStudy":                {{"patient", []string{"subject"}}},
+	"Immunization":                {{"patient", []string{"patient"}}},
+	"ImmunizationEvaluation":      {{"patient", []string{"patient"}}},
+	"ImmunizationRecommendation":  {{"patient", []string{"patient"}}},
+	"Invoice":                     {{"subject", []string{"subject"}}, {"patient", []string{"subject"}}, {"recipient", []string{"recipient"}}},
+	"List":                        {{"subject", []string{"subject"}}, {"source", []string{"source"}}},
+	"MeasureReport":               {{"patient", []string{"subject"}}},
+	"Media":                       {{"subject", []string{"subject"}}},
+	"MedicationAdministration":    {{"patient", []string{"subject"}}, {"performer", []string{"performer.actor"}}, {"subject", []string{"subject"}}},
+	"MedicationDispense":          {{"subject", []string{"subject"}}, {"patient", []string{"subject"}}, {"receiver", []string{"receiver"}}},
+	"MedicationRequest":           {{"subject", []string{"subject"}}},
+	"MedicationStatement":         {{"subject", []string{"subject"}}},
+	"MolecularSequence":           {{"patient", []string{"patient"}}},
+	"NutritionOrder":              {{"patient", []string{"patient"}}},
+	"Observation":                 {{"subject", []string{"subject"}}, {"performer", []string{"performer"}}},
+	"Patient":                     {{"link", []string{"link.other"}}},
+	"Person":                      {{"patient", []string{"link.target"}}},
+	"Procedure":                   {{"patient", []string{"subject"}}, {"performer", []string{"performer.actor"}}},
+	"Provenance":                  {{"patient", []string{"target"}}},
+	"QuestionnaireResponse":       {{"subject", []string{"subject"}}, {"author", []string{"author"}}},
+	"RelatedPerson":               {{"patient", []string{"patient"}}},
+	"RequestGroup":                {{"subject", []string{"subject"}}, {"participant", []string{"action.participant"}}},
+	"ResearchSubject":             {{"individual", []string{"individual"}}},
+	"RiskAssessment":              {{"subject", []string{"subject"}}},
+	"Schedule":                    {{"actor", []string{"actor"}}},
+	"ServiceRequest":              {{"subject", []string{"subject"}}, {"performer", []string{"performer"}}},
+	"Specimen":                    {{"subject", []string{"subject"}}},
+	"SupplyDelivery":              {{"patient", []string{"patient"}}},
+	"SupplyRequest":               {{"subject", []string{"deliverTo"}}},
+	"Task":                        {{"patient", []string{"for"}}, {"focus", []string{"focus"}}},
+	"VisionPrescription":          {{"patient", []string{"patient"}}},
 }
 
 // InPatientCompartment reports whether resources of type t can belong to the
@@ -111,18 +118,7 @@ func CompartmentPatients(t string, resource []byte, fn func(id string) bool) {
 			}
 		}
 	}
-	for _, path := range patientCompartment[t] {
-		cont := true
-		walkReferences(gjson.ParseBytes(resource), strings.Split(path, "."), func(ref string) bool {
-			if id, ok := PatientID(ref); ok {
-				cont = fn(id)
-			}
-			return cont
-		})
-		if !cont {
-			return
-		}
-	}
+	ReferencedPatients(resource, compartmentPaths(t), fn)
 }
 
 // walkReferences visits Reference.reference values found under path,
@@ -167,48 +163,51 @@ func PatientID(ref string) (string, bool) {
 }
 
 // CompartmentParam is one search parameter of the Patient compartment and
-// the element path behind it.
+// the element paths behind it.
 type CompartmentParam struct {
-	Name string // the search parameter, e.g. "subject"
-	Path string // the element path, e.g. "subject" or "performer.actor"
-}
-
-// compartmentParamNames names the search parameters whose name is not the
-// first step of their path.
-var compartmentParamNames = map[string]string{
-	"Appointment.participant.actor":      "actor",
-	"CarePlan.activity.detail.performer": "performer",
-	"Coverage.policyHolder":              "policy-holder",
-	"EnrollmentRequest.candidate":        "subject",
+	Name  string   // the search parameter, e.g. "subject"
+	Paths []string // the element paths, e.g. "subject" or "performer.actor"
 }
 
 // PatientCompartmentParams returns the search parameters that put resources
 // of type t in a patient's compartment, in the order of the compartment
-// definition. For Patient it leaves out the resource's own id (searched with
-// _id).
+// definition. Two may cover the same paths (Invoice's patient and subject).
+// For Patient it leaves out the resource's own id (searched with _id).
 func PatientCompartmentParams(t string) []CompartmentParam {
-	paths := patientCompartment[t]
-	out := make([]CompartmentParam, 0, len(paths))
-	for _, p := range paths {
-		name, ok := compartmentParamNames[t+"."+p]
-		if !ok {
-			name, _, _ = strings.Cut(p, ".")
+	return slices.Clone(patientCompartment[t])
+}
+
+// compartmentPaths lists the distinct element paths of t's compartment
+// parameters.
+func compartmentPaths(t string) []string {
+	var out []string
+	for _, p := range patientCompartment[t] {
+		for _, path := range p.Paths {
+			if !slices.Contains(out, path) {
+				out = append(out, path)
+			}
 		}
-		out = append(out, CompartmentParam{Name: name, Path: p})
 	}
 	return out
 }
 
 // ReferencedPatients calls fn with the id of every Patient referenced at
-// path (as returned by PatientCompartmentParams) in resource, until fn
+// any of paths (as a CompartmentParam lists them) in resource, until fn
 // returns false.
-func ReferencedPatients(resource []byte, path string, fn func(id string) bool) {
-	walkReferences(gjson.ParseBytes(resource), strings.Split(path, "."), func(ref string) bool {
-		if id, ok := PatientID(ref); ok {
-			return fn(id)
+func ReferencedPatients(resource []byte, paths []string, fn func(id string) bool) {
+	doc := gjson.ParseBytes(resource)
+	for _, path := range paths {
+		cont := true
+		walkReferences(doc, strings.Split(path, "."), func(ref string) bool {
+			if id, ok := PatientID(ref); ok {
+				cont = fn(id)
+			}
+			return cont
+		})
+		if !cont {
+			return
 		}
-		return true
-	})
+	}
 }
 
 // TargetsAnyType reports whether a Provenance's target references a

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 	"github.com/bulkfhir/bulkfhir/shared/memstat"
 )
@@ -125,14 +127,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // BenchmarkUpstreamRead reads Observations from the test FHIR server over
-// loopback HTTP through the Source (paging, prefetch, compaction): the
-// resources/s an export chunk gets from an upstream that answers at once.
+// loopback HTTP through the Source (paging, compaction): the resources/s an
+// export chunk gets from an upstream that answers at once, paged by next
+// links (with prefetch) and by keyset (the default on an upstream that
+// sorts by _lastUpdated; each page is a search).
 func BenchmarkUpstreamRead(b *testing.B) {
 	fs := fhirtest.New(fhirtest.Options{})
 	const n = 20_000
 	batch := make([][]byte, 0, n)
+	start := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	for i := 0; i < n; i++ {
-		batch = append(batch, []byte(fmt.Sprintf(benchObservation, i, i%500)))
+		line := fmt.Sprintf(benchObservation, i, i%500)
+		line = strings.Replace(line, "2025-03-01T10:00:00.000Z", fhir.FormatInstant(start.Add(time.Duration(i)*time.Millisecond)), 1)
+		batch = append(batch, []byte(line))
 	}
 	if err := fs.Add(batch...); err != nil {
 		b.Fatal(err)
@@ -143,7 +150,18 @@ func BenchmarkUpstreamRead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	q := export.Query{Level: bulkdata.LevelSystem, Until: &until}
+	p, err := s.Probe(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []struct{ name, upstream string }{{"next links", `{"sorted":false}`}, {"keyset", p.State}} {
+		b.Run(mode.name, func(b *testing.B) {
+			benchUpstreamRead(b, s, export.Query{Level: bulkdata.LevelSystem, Until: &until, Upstream: mode.upstream}, n)
+		})
+	}
+}
+
+func benchUpstreamRead(b *testing.B, s *Source, q export.Query, n int) {
 	b.ResetTimer()
 	var bytesRead int64
 	for i := 0; i < b.N; i++ {

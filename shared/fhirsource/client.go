@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
 )
 
 // Authorizer adds credentials to an upstream request. Invalidate drops a
@@ -28,15 +30,33 @@ type Authorizer interface {
 
 // client talks to the upstream server: authentication, retries with
 // exponential backoff and full jitter on 408, 429, 5xx and transport errors,
-// honouring Retry-After.
+// honouring the waits the upstream asks for (Retry-After, RateLimit,
+// X-RateLimit-Reset). Retries stop after maxRetries attempts, when the
+// retry budget is spent, or when the next wait would end past the
+// context's deadline (a chunk then stops in time to keep its cursor).
+//
+// Credentials go only to the base URL's origin: a link elsewhere is
+// refused (an *OriginError), or followed without credentials when
+// crossOrigin is set.
 type client struct {
-	base       *url.URL
-	http       *http.Client
-	auth       Authorizer
-	maxRetries int
-	backoff    time.Duration // first retry's upper bound
-	maxBackoff time.Duration // cap of one wait, Retry-After included
-	log        *slog.Logger
+	base        *url.URL
+	http        *http.Client
+	auth        Authorizer
+	maxRetries  int
+	backoff     time.Duration // first retry's upper bound
+	maxBackoff  time.Duration // cap of one backoff wait
+	maxWait     time.Duration // cap of one wait the upstream asks for
+	budget      time.Duration // total time one request may spend retrying
+	crossOrigin bool          // follow links to other origins, without credentials
+	log         *slog.Logger
+}
+
+// OriginError is a link to a server other than the configured upstream.
+// Following it would send the upstream's credentials elsewhere.
+type OriginError struct{ URL string }
+
+func (e *OriginError) Error() string {
+	return fmt.Sprintf("the upstream linked to %s, another origin than the configured FHIR base; it was not followed, so the upstream's credentials stay with the upstream", e.URL)
 }
 
 // StatusError is an upstream response that retrying will not fix.
@@ -58,6 +78,10 @@ func (e *StatusError) Error() string {
 
 // Permanent reports whether err is an upstream answer no retry will change.
 func Permanent(err error) bool {
+	var oe *OriginError
+	if errors.As(err, &oe) {
+		return true
+	}
 	var se *StatusError
 	return errors.As(err, &se) && !transientStatus(se.Status) &&
 		se.Status != http.StatusUnauthorized && se.Status != http.StatusForbidden
@@ -106,6 +130,7 @@ func (c *client) search(ctx context.Context, typ string, form url.Values) (*http
 // retrying will not change).
 func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.Response, error) {
 	refreshed := false
+	started := time.Now()
 	for attempt := 0; ; attempt++ {
 		resp, err := c.once(ctx, method, u, body)
 		if err == nil && resp.StatusCode < 300 {
@@ -132,26 +157,36 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 				return nil, &StatusError{URL: u, Status: status, Diagnostics: diag}
 			}
 			err = &StatusError{URL: u, Status: status, Diagnostics: diag}
-			wait = parseRetryAfter(retryAfter, time.Now())
+			wait = max(parseRetryAfter(retryAfter, time.Now()), throttleWait(resp.Header, time.Now()))
+			wait = min(wait, c.maxWait)
 		} else if !transientError(err) {
 			return nil, err
 		}
 		if attempt >= c.maxRetries {
 			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt+1, err)
 		}
-		if j := c.jitter(attempt); j > wait {
+		if j := min(c.jitter(attempt), c.maxBackoff); j > wait {
 			wait = j
 		}
-		if wait > c.maxBackoff {
-			wait = c.maxBackoff
+		if c.budget > 0 && time.Since(started)+wait > c.budget {
+			return nil, fmt.Errorf("gave up after %d attempts in %v (the retry budget): %w", attempt+1, time.Since(started).Round(time.Second), err)
+		}
+		if stop, ok := export.StopTime(ctx); ok && time.Now().Add(wait).After(stop) {
+			// The wait outlives the step: wait what is left and stop
+			// without asking again, so the chunk commits and hands on its
+			// cursor (and chunks do not hammer a throttled upstream).
+			if err := sleep(ctx, time.Until(stop)); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("the upstream asks to wait %v, past this step's stop time: %w (%w)", wait, export.ErrOutOfTime, err)
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+			<-ctx.Done()
+			return nil, fmt.Errorf("the upstream asks to wait %v, past the deadline: %w", wait, ctx.Err())
 		}
 		c.log.WarnContext(ctx, "upstream retry", "url", u, "attempt", attempt+1, "wait", wait.String(), "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -166,15 +201,34 @@ func (c *client) once(ctx context.Context, method, u string, body []byte) (*http
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/fhir+json")
+	// An unknown or unsupported search parameter is an error rather
+	// than silently ignored (which would return more than was asked).
+	req.Header.Set("Prefer", "handling=strict")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	if c.auth != nil {
+	sameOrigin := req.URL.Scheme == c.base.Scheme && req.URL.Host == c.base.Host
+	if !sameOrigin && !c.crossOrigin {
+		return nil, &OriginError{URL: u}
+	}
+	if c.auth != nil && sameOrigin {
 		if err := c.auth.Authorize(ctx, req, body); err != nil {
 			return nil, fmt.Errorf("authorize upstream request: %w", err)
 		}
 	}
 	return c.http.Do(req)
+}
+
+// sleep waits d or until ctx is done (its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // jitter is the full-jitter backoff for a retry: uniform in [0, base·2^n].
@@ -214,6 +268,39 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		return t.Sub(now)
 	}
 	return 0
+}
+
+// throttleWait reads the rate-limit headers that say when to try again:
+// the IETF RateLimit header (draft-07 "reset=N", draft-08 and later
+// "t=N"), RateLimit-Reset and X-RateLimit-Reset (seconds, or a Unix time
+// when the number is that large).
+func throttleWait(h http.Header, now time.Time) time.Duration {
+	var wait time.Duration
+	secs := func(v string) {
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || n < 0 {
+			return
+		}
+		d := time.Duration(n * float64(time.Second))
+		if n > 1e9 { // a Unix time
+			d = time.Unix(int64(n), 0).Sub(now)
+		}
+		wait = max(wait, d)
+	}
+	for _, v := range h.Values("RateLimit") {
+		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' }) {
+			k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && (k == "reset" || k == "t") {
+				secs(val)
+			}
+		}
+	}
+	for _, name := range []string{"RateLimit-Reset", "X-RateLimit-Reset"} {
+		if v := h.Get(name); v != "" {
+			secs(v)
+		}
+	}
+	return wait
 }
 
 // outcomeText reads the diagnostics of an error response: the

@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter"
 )
 
 // search is one upstream type-level search of a segment. A segment runs
@@ -28,10 +30,45 @@ type search struct {
 
 // position is where a reader stands: a search, the page being read (""
 // for the search's first page) and how many of its entries were consumed.
+//
+// On an upstream that sorts by _lastUpdated a search is paged by keyset:
+// After is the lastUpdated of the last entry consumed and AtIDs the ids
+// consumed at that instant. The next page is a fresh search from After
+// (_lastUpdated=ge…) that skips AtIDs, so no update or deletion made
+// meanwhile can shift what is left to read, and an offset cap or a broken
+// next link does not matter. Next links are followed only through a page
+// whose entries all share one instant; when one of those fails, the search
+// goes on by keyset once more (Broke) before it gives up.
 type position struct {
-	Search int    `json:"s"`
-	Page   string `json:"p,omitempty"`
-	Skip   int    `json:"n,omitempty"`
+	Search int      `json:"s"`
+	Page   string   `json:"p,omitempty"`
+	Skip   int      `json:"n,omitempty"`
+	After  string   `json:"a,omitempty"`
+	AtIDs  []string `json:"i,omitempty"`
+	Broke  bool     `json:"b,omitempty"`
+	// Full: more than maxAtIDs were read at After; AtIDs holds the first
+	// (the cursor must fit a Step Functions payload), the page and Skip
+	// place the rest, and a failed next link cannot fall back to keyset.
+	Full bool `json:"f,omitempty"`
+	// Dropped counts the resources of the segment an upstream returned
+	// for a compartment search that are in none of the selected patients'
+	// compartments; Warned says the count was reported.
+	Dropped int  `json:"d,omitempty"`
+	Warned  bool `json:"w,omitempty"`
+	// Early counts resources returned that were last updated at or before
+	// _since (an upstream ignoring _lastUpdated), Unmatched those that do
+	// not match the _typeFilter of their search; both are dropped and
+	// reported with the warning.
+	Early     int `json:"e,omitempty"`
+	Unmatched int `json:"u,omitempty"`
+}
+
+// maxAtIDs bounds the ids a cursor keeps of one instant.
+const maxAtIDs = 1000
+
+// nextSearch moves to the start of the next search of the segment.
+func (p *position) nextSearch() {
+	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned, Early: p.Early, Unmatched: p.Unmatched}
 }
 
 func (p position) String() string {
@@ -69,13 +106,33 @@ type reader struct {
 	typ      string
 	searches []search
 	filters  []url.Values // the _typeFilter queries, for dedupe checks
-	bounds   url.Values   // the _lastUpdated bounds, for dedupe checks
-	comps    []fhir.CompartmentParam
-	// patients is the segment's patient batch (nil: no compartment
-	// search); anyPatient keeps only resources in some patient's
-	// compartment (patient-level export of all patients).
-	patients   map[string]bool
+	// checks are the same queries, evaluated here on every resource their
+	// search returns (nil: no _typeFilter).
+	checks []*typefilter.Filter
+	bounds url.Values // the _lastUpdated bounds, for dedupe checks
+	// lo and hi are the same bounds (gt lo, le hi; nil: none), checked
+	// on every resource.
+	lo, hi *time.Time
+	comps  []fhir.CompartmentParam
+	// batchOf maps every selected patient to its batch (nil: no
+	// compartment search), batch is this segment's; anyPatient keeps only
+	// resources in some patient's compartment (patient-level export of
+	// all patients).
+	batchOf    map[string]int
+	batch      int
 	anyPatient bool
+	// sorted: the upstream sorts by _lastUpdated, searches are paged by
+	// keyset (see position). atSet mirrors live.AtIDs, afterT live.After.
+	sorted   bool
+	idSort   bool // _sort=_lastUpdated,_id
+	atSet    map[string]bool
+	afterT   time.Time
+	afterRaw string // the live.After that atSet and afterT reflect
+	// Of the open page: entries read, whether any was new, the first
+	// resource's lastUpdated.
+	pageEntries      int
+	pageNew, pageAny bool
+	pageFirst        time.Time
 	// history reads [type]/_history for deletions: the reader returns
 	// "Type/id" of each resource deleted in (since, until] that does not
 	// exist now.
@@ -145,13 +202,20 @@ func (r *reader) Next() ([]byte, error) {
 			return nil, err
 		}
 		if r.live.Search >= len(r.searches) {
+			if (r.live.Dropped > 0 || r.live.Early > 0 || r.live.Unmatched > 0) && !r.live.Warned {
+				r.live.Warned = true
+				r.cur = r.live
+				return nil, r.warning()
+			}
 			r.cur = r.live
 			return nil, io.EOF
 		}
 		s := r.searches[r.live.Search]
 		if s.filter > 0 || r.history {
 			if err := r.fillChecked(); err != nil {
-				return nil, r.failed(err)
+				if err := r.failed(err); err != nil {
+					return nil, err
+				}
 			}
 			continue
 		}
@@ -160,7 +224,10 @@ func (r *reader) Next() ([]byte, error) {
 			continue // the search ended; the loop moves on
 		}
 		if err != nil {
-			return nil, r.failed(err)
+			if err := r.failed(err); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if line == nil {
 			continue // not wanted
@@ -170,17 +237,50 @@ func (r *reader) Next() ([]byte, error) {
 	}
 }
 
+// warning reports, once per segment, the resources the upstream returned
+// that the request did not ask for and that were dropped here.
+func (r *reader) warning() error {
+	var parts []string
+	if r.live.Dropped > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s resources that are in none of the selected patients' compartments "+
+			"(it seems to ignore a Patient compartment search parameter)", r.live.Dropped, r.typ))
+	}
+	if r.live.Early > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s resources last updated before _since (it seems to ignore _lastUpdated)", r.live.Early, r.typ))
+	}
+	if r.live.Unmatched > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s resources that do not match the _typeFilter of their search (it seems to ignore a parameter)", r.live.Unmatched, r.typ))
+	}
+	where := "this search"
+	if r.batchOf != nil {
+		where = fmt.Sprintf("the compartment searches of patient batch %d", r.batch+1)
+	}
+	return &export.BadRecordError{
+		Warning:  true,
+		Position: where,
+		Reason:   "the upstream FHIR server returned " + strings.Join(parts, " and ") + "; each resource was checked here and these were dropped",
+	}
+}
+
 // failed turns a read error into the reader's answer. A permanent upstream
 // failure of a page (a 4xx answer, broken JSON, a next-link loop) ends that
 // search: it is reported as a bad record, so the export goes on with the
 // next search and lists the loss in the manifest's error array. Anything
 // else (transient failures that outlived the retries, authorization) is
-// returned as it is and stops the chunk.
+// returned as it is and stops the chunk. Under keyset paging a failed next
+// link is first replaced by a search from the last instant read (nil: go
+// on).
 func (r *reader) failed(err error) error {
 	var se *SyntaxError
 	var loop *loopError
 	if !Permanent(err) && !errors.As(err, &se) && !errors.As(err, &loop) {
 		return err
+	}
+	if r.keyset() && r.live.Page != "" && r.live.After != "" && !r.live.Broke && !r.live.Full {
+		r.src.opts.Log.InfoContext(r.ctx, "upstream next link failed; paging on by _lastUpdated", "type", r.typ, "err", err)
+		r.closePage()
+		r.live.Page, r.live.Skip, r.live.Broke = "", 0, true
+		return nil
 	}
 	s := r.live.Search
 	where := fmt.Sprintf("%s search %d of %d", r.typ, s+1, len(r.searches))
@@ -189,7 +289,7 @@ func (r *reader) failed(err error) error {
 	}
 	r.closePage()
 	r.buf = nil
-	r.live = position{Search: s + 1}
+	r.live.nextSearch()
 	r.cur = r.live
 	return &export.BadRecordError{
 		Position: where,
@@ -213,11 +313,19 @@ func (r *reader) nextEntry() ([]byte, string, error) {
 	line, err := r.pg.Next()
 	if err == io.EOF {
 		next := r.pg.next
+		r.syncKeyset()
+		entries, fresh, allAt := r.pageEntries, r.pageNew, !r.afterT.IsZero() && r.pageFirst.Equal(r.afterT)
 		r.closePage()
 		r.bodyRetries = 0
-		if next == "" {
-			r.live = position{Search: r.live.Search + 1}
+		if next == "" || (r.keyset() && entries == 0) {
+			r.live.nextSearch()
 			return nil, "", io.EOF
+		}
+		if r.keyset() && fresh && !allAt {
+			// Page on from the last instant read: a fresh search, which
+			// no change made meanwhile can shift.
+			r.live.Page, r.live.Skip = "", 0
+			return nil, "", nil
 		}
 		abs, err := r.src.client.resolve(next)
 		if err != nil {
@@ -243,6 +351,7 @@ func (r *reader) nextEntry() ([]byte, string, error) {
 		return nil, "", err
 	}
 	r.live.Skip++
+	r.pageEntries++
 	if r.live.Skip <= r.skipTo {
 		return nil, "", nil
 	}
@@ -264,7 +373,84 @@ func (r *reader) nextEntry() ([]byte, string, error) {
 		r.badPos = r.live
 		return nil, "", nil
 	}
+	if h.ResourceType == r.typ && !r.inBounds(h) {
+		return nil, "", nil
+	}
+	if r.keyset() && h.ResourceType == r.typ && !r.advance(h) {
+		return nil, "", nil // consumed before
+	}
 	return r.keep(line, h), h.ID, nil
+}
+
+// syncKeyset makes atSet and afterT reflect live.After and live.AtIDs (a
+// new search, or a reader opened at a cursor).
+func (r *reader) syncKeyset() {
+	if r.atSet != nil && r.live.After == r.afterRaw {
+		return
+	}
+	r.afterRaw = r.live.After
+	r.afterT, _ = fhir.ParseLastUpdated(r.live.After)
+	r.atSet = map[string]bool{}
+	for _, id := range r.live.AtIDs {
+		r.atSet[id] = true
+	}
+}
+
+// inBounds checks a resource against the search's _lastUpdated bounds
+// here, whatever the upstream did with them. One last updated after the
+// upper bound (a newer version of what a snapshot listed) belongs to the
+// next export and must not move the keyset; one at or before _since is
+// what an upstream ignoring _lastUpdated returns, dropped and counted.
+// A resource without lastUpdated is kept: no bound can place it.
+func (r *reader) inBounds(h fhir.Head) bool {
+	at, ok := fhir.ParseLastUpdated(h.LastUpdated)
+	switch {
+	case !ok:
+		return true
+	case r.hi != nil && at.After(*r.hi):
+		return false
+	case r.lo != nil && !at.After(*r.lo):
+		r.live.Early++
+		return false
+	}
+	return true
+}
+
+// keyset reports whether searches are paged by keyset (see position).
+func (r *reader) keyset() bool { return r.sorted && !r.history }
+
+// advance moves the keyset past an entry of the open page; false when the
+// entry was consumed before: at the instant the keyset stands on, or
+// earlier (a page reopened from a cursor; a search from the keyset would
+// not return it either, as it is sorted).
+func (r *reader) advance(h fhir.Head) bool {
+	r.syncKeyset()
+	at, ok := fhir.ParseLastUpdated(h.LastUpdated)
+	if !r.pageAny {
+		r.pageAny, r.pageFirst = true, at // zero when unknown
+	}
+	switch {
+	case !ok:
+		// Without lastUpdated the keyset cannot place it; no search
+		// bounded by _lastUpdated returns it twice either.
+	case !r.afterT.IsZero() && at.Equal(r.afterT):
+		if r.atSet[h.ID] {
+			return false
+		}
+		r.atSet[h.ID] = true
+		if len(r.live.AtIDs) < maxAtIDs {
+			r.live.AtIDs = append(r.live.AtIDs, h.ID)
+		} else {
+			r.live.Full = true
+		}
+	case r.afterT.IsZero() || at.After(r.afterT):
+		r.live.After, r.live.AtIDs, r.live.Broke, r.live.Full = h.LastUpdated, []string{h.ID}, false, false
+		r.afterRaw, r.afterT, r.atSet = h.LastUpdated, at, map[string]bool{h.ID: true}
+	default:
+		return false
+	}
+	r.pageNew = true
+	return true
 }
 
 // keep returns line if the segment wants it, else nil.
@@ -273,6 +459,10 @@ func (r *reader) keep(line []byte, h fhir.Head) []byte {
 		return nil // an included resource or a search outcome
 	}
 	s := r.searches[r.live.Search]
+	if r.checks != nil && !r.checks[s.filter].Match(line) {
+		r.live.Unmatched++
+		return nil
+	}
 	if r.anyPatient && r.typ != "Patient" {
 		in := false
 		fhir.CompartmentPatients(r.typ, line, func(string) bool { in = true; return false })
@@ -280,8 +470,17 @@ func (r *reader) keep(line []byte, h fhir.Head) []byte {
 			return nil
 		}
 	}
-	if r.patients != nil && s.comp > 0 && r.matchesEarlierComp(line, h.ID, s.comp) {
-		return nil
+	if r.batchOf != nil {
+		b, c, ok := r.owner(line, h.ID)
+		if !ok {
+			// The upstream returned what the search did not ask for
+			// (another patient's data): never exported, counted.
+			r.live.Dropped++
+			return nil
+		}
+		if b != r.batch || c != s.comp {
+			return nil // exported by the batch and search that own it
+		}
 	}
 	return line
 }
@@ -308,27 +507,29 @@ func (r *reader) deletion() []byte {
 	return []byte(r.typ + "/" + parts[len(parts)-1])
 }
 
-// matchesEarlierComp reports whether a resource found through compartment
-// parameter k was also found through an earlier one.
-func (r *reader) matchesEarlierComp(line []byte, id string, k int) bool {
-	for j := 0; j < k; j++ {
-		c := r.comps[j]
+// owner is where a resource of a compartment search is exported, so that
+// it is exported exactly once however many patients, batches and
+// parameters find it: the first batch holding a selected patient it
+// references through the Patient compartment, and in that batch the first
+// compartment parameter that references one. ok is false when it
+// references none of the selected patients.
+func (r *reader) owner(line []byte, id string) (batch, comp int, ok bool) {
+	batch = -1
+	for j, c := range r.comps {
 		if c.Name == "_id" {
-			if r.patients[id] {
-				return true
+			if b, in := r.batchOf[id]; in && (batch < 0 || b < batch) {
+				batch, comp = b, j
 			}
 			continue
 		}
-		hit := false
-		fhir.ReferencedPatients(line, c.Path, func(pid string) bool {
-			hit = r.patients[pid]
-			return !hit
-		})
-		if hit {
+		fhir.ReferencedPatients(line, c.Paths, func(pid string) bool {
+			if b, in := r.batchOf[pid]; in && (batch < 0 || b < batch) {
+				batch, comp = b, j
+			}
 			return true
-		}
+		})
 	}
-	return false
+	return batch, comp, batch >= 0
 }
 
 // openPage requests the current page (or takes the prefetched response) and
@@ -354,14 +555,25 @@ func (r *reader) openPage() error {
 	if err != nil {
 		return err
 	}
-	pg, err := newPage(resp.Body, r.prefetch)
+	var pre func(string)
+	if !r.keyset() {
+		// Under keyset paging the next page is known only at the end.
+		pre = r.prefetch
+	}
+	pg, err := newPage(resp.Body, pre)
 	if err != nil {
 		resp.Body.Close()
 		return err
 	}
 	r.pg, r.body = pg, resp.Body
-	r.live.Page = u
+	r.pageEntries, r.pageNew, r.pageAny, r.pageFirst = 0, false, false, time.Time{}
+	if r.live.Page != "" || !r.keyset() {
+		r.live.Page = u
+	}
 	r.skipTo, r.live.Skip = r.live.Skip, 0
+	if r.keyset() && r.live.Page == "" {
+		r.skipTo = 0 // a search from the keyset: what was consumed is skipped by id
+	}
 	return nil
 }
 
@@ -395,9 +607,18 @@ func (r *reader) firstURL(s search) (string, error) {
 	}
 	q := url.Values{}
 	for k, v := range s.params {
-		q[k] = v
+		q[k] = slices.Clone(v)
 	}
 	q.Set("_count", strconv.Itoa(r.src.opts.PageSize))
+	if r.keyset() {
+		q.Set("_sort", "_lastUpdated")
+		if r.idSort {
+			q.Set("_sort", "_lastUpdated,_id")
+		}
+		if r.live.After != "" {
+			q.Add("_lastUpdated", "ge"+r.live.After)
+		}
+	}
 	return u + "?" + q.Encode(), nil
 }
 

@@ -16,6 +16,7 @@ package fhirsource
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,6 +39,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter"
 )
 
 // Options configure a Source. Zero values take the defaults.
@@ -51,20 +53,31 @@ type Options struct {
 	Auth Authorizer
 	// PageSize is the _count of each search (default 500).
 	PageSize int
-	// PatientBatch is how many patient ids one compartment search names
-	// (default 50), which is also the unit of fan-out of Patient and Group
-	// exports.
+	// PatientBatch caps how many patient ids one compartment search names
+	// (default: as many as MaxIDBytes allows); a batch is also the unit of
+	// fan-out of Patient and Group exports.
 	PatientBatch int
 	// SegmentResources is the size above which a type is split into
 	// _lastUpdated ranges (default 100,000; negative: never split).
 	SegmentResources int64
 	// MaxSegments bounds the ranges of one type (default 64).
 	MaxSegments int
-	// MaxRetries is how often a request is retried (default 6); Backoff
+	// MaxRetries is how often a request is retried (default 10); Backoff
 	// the first retry's upper bound (default 500 ms), MaxBackoff the cap on
-	// one wait, Retry-After included (default 60 s).
-	MaxRetries          int
-	Backoff, MaxBackoff time.Duration
+	// one backoff wait (default 60 s), MaxWait the cap on one wait the
+	// upstream asks for with Retry-After or rate-limit headers (default 2
+	// minutes), RetryBudget the time one request may spend retrying
+	// (default 5 minutes; a step's deadline bounds it too).
+	MaxRetries                                int
+	Backoff, MaxBackoff, MaxWait, RetryBudget time.Duration
+	// FollowCrossOrigin follows next links to another origin than
+	// BaseURL's, without credentials (default: such a link ends its search
+	// with an error, so the upstream's credentials never leave it).
+	FollowCrossOrigin bool
+	// MaxIDBytes bounds the patient ids one compartment search names, in
+	// URL-encoded bytes (default 6,000, which keeps URLs under the 8 KB
+	// most servers accept).
+	MaxIDBytes int
 	// CacheFor is how long the CapabilityStatement and Group memberships
 	// are reused (default 1 minute).
 	CacheFor time.Duration
@@ -82,7 +95,10 @@ func (o Options) withDefaults() Options {
 		o.PageSize = 500
 	}
 	if o.PatientBatch <= 0 {
-		o.PatientBatch = 50
+		o.PatientBatch = 1000
+	}
+	if o.MaxIDBytes <= 0 {
+		o.MaxIDBytes = 6000
 	}
 	if o.SegmentResources == 0 {
 		o.SegmentResources = 100_000
@@ -91,7 +107,7 @@ func (o Options) withDefaults() Options {
 		o.MaxSegments = 64
 	}
 	if o.MaxRetries == 0 {
-		o.MaxRetries = 6
+		o.MaxRetries = 10
 	}
 	if o.MaxRetries < 0 {
 		o.MaxRetries = 0
@@ -101,6 +117,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 60 * time.Second
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 2 * time.Minute
+	}
+	if o.RetryBudget <= 0 {
+		o.RetryBudget = 5 * time.Minute
 	}
 	if o.CacheFor <= 0 {
 		o.CacheFor = time.Minute
@@ -116,12 +138,19 @@ type Source struct {
 	opts   Options
 	client *client
 
-	mu       sync.Mutex
-	types    []string
-	history  map[string]bool // types whose history the upstream serves
-	typesAt  time.Time
-	groups   map[string]cachedGroup
-	elements map[string]bool // per type: does the upstream honour _elements?
+	mu      sync.Mutex
+	types   []string
+	history map[string]bool // types whose history the upstream serves
+	// params are the search parameters the CapabilityStatement lists per
+	// type ("" for those of every type); refused the types listed as
+	// searchable whose search answered with a permanent error.
+	params map[string]map[string]bool
+	// defaults is DefaultTypes' answer, from defaultsAt.
+	defaults   []string
+	defaultsAt time.Time
+	typesAt    time.Time
+	groups     map[string]cachedGroup
+	elements   map[string]bool // per type: does the upstream honour _elements?
 }
 
 type cachedGroup struct {
@@ -146,7 +175,8 @@ func New(opts Options) (*Source, error) {
 		opts: opts,
 		client: &client{
 			base: base, http: opts.HTTPClient, auth: opts.Auth, maxRetries: opts.MaxRetries,
-			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, log: opts.Log,
+			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, maxWait: opts.MaxWait, budget: opts.RetryBudget,
+			crossOrigin: opts.FollowCrossOrigin, log: opts.Log,
 		},
 		groups:   map[string]cachedGroup{},
 		elements: map[string]bool{},
@@ -166,37 +196,54 @@ func (s *Source) Types(ctx context.Context) ([]string, error) {
 		return t, nil
 	}
 	s.mu.Unlock()
-	return s.readTypes(ctx, s.client)
+	types, _, err := s.readTypes(ctx, s.client)
+	return types, err
 }
 
-// readTypes reads the CapabilityStatement through c and caches its types.
-func (s *Source) readTypes(ctx context.Context, c *client) ([]string, error) {
+// readTypes reads the CapabilityStatement through c and caches its types;
+// it also returns the response's Date (zero if none).
+func (s *Source) readTypes(ctx context.Context, c *client) ([]string, time.Time, error) {
 	u, err := c.resolve("metadata")
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	resp, err := c.get(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("read upstream CapabilityStatement: %w", err)
+		return nil, time.Time{}, fmt.Errorf("read upstream CapabilityStatement: %w", err)
 	}
+	date, _ := http.ParseTime(resp.Header.Get("Date"))
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	resp.Body.Close()
 	if err != nil {
-		return nil, fmt.Errorf("read upstream CapabilityStatement: %w", err)
+		return nil, time.Time{}, fmt.Errorf("read upstream CapabilityStatement: %w", err)
 	}
 	if gjson.GetBytes(body, "resourceType").Str != "CapabilityStatement" {
-		return nil, fmt.Errorf("upstream metadata is not a CapabilityStatement")
+		return nil, time.Time{}, fmt.Errorf("upstream metadata is not a CapabilityStatement")
 	}
 	set, history := map[string]bool{}, map[string]bool{}
+	params := map[string]map[string]bool{"": {}}
+	addParams := func(t string, list gjson.Result) {
+		if params[t] == nil {
+			params[t] = map[string]bool{}
+		}
+		list.ForEach(func(_, p gjson.Result) bool {
+			if n := p.Get("name").Str; n != "" {
+				params[t][n] = true
+			}
+			return true
+		})
+	}
 	gjson.GetBytes(body, "rest").ForEach(func(_, rest gjson.Result) bool {
 		if m := rest.Get("mode").Str; m != "" && m != "server" {
 			return true
 		}
+		addParams("", rest.Get("searchParam"))
 		rest.Get("resource").ForEach(func(_, res gjson.Result) bool {
 			t := res.Get("type").Str
 			if !fhir.IsResourceType(t) {
 				return true
 			}
+			addParams(t, res.Get("searchParam"))
 			ia := res.Get("interaction")
 			ok := !ia.Exists()
 			ia.ForEach(func(_, i gjson.Result) bool {
@@ -221,9 +268,219 @@ func (s *Source) readTypes(ctx context.Context, c *client) ([]string, error) {
 	}
 	sort.Strings(types)
 	s.mu.Lock()
-	s.types, s.history, s.typesAt = types, history, time.Now()
+	s.types, s.history, s.params, s.typesAt = types, history, params, time.Now()
 	s.mu.Unlock()
-	return types, nil
+	return types, date, nil
+}
+
+// administrative lists the conformance and terminology types (FHIR R4's
+// Conformance and Terminology modules): the upstream's own definitions,
+// often thousands, which an export leaves out unless _type names them.
+var administrative = map[string]bool{
+	"CapabilityStatement": true, "StructureDefinition": true, "ImplementationGuide": true,
+	"SearchParameter": true, "MessageDefinition": true, "OperationDefinition": true,
+	"CompartmentDefinition": true, "StructureMap": true, "GraphDefinition": true,
+	"ExampleScenario": true, "CodeSystem": true, "ValueSet": true, "ConceptMap": true,
+	"NamingSystem": true, "TerminologyCapabilities": true,
+}
+
+// DefaultTypes lists the types an export without _type reads: the
+// upstream's searchable types less the conformance and terminology types,
+// those it counts as empty, and those whose search it refuses (Medplum
+// lists Binary as searchable but answers 400). One _summary=count per type,
+// eight at a time, reused for CacheFor.
+func (s *Source) DefaultTypes(ctx context.Context) ([]string, error) {
+	types, err := s.Types(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.defaults != nil && time.Since(s.defaultsAt) < s.opts.CacheFor {
+		d := s.defaults
+		s.mu.Unlock()
+		return d, nil
+	}
+	s.mu.Unlock()
+	keep := make([]bool, len(types))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	var firstErr error
+	var errMu sync.Mutex
+	for i, t := range types {
+		if administrative[t] {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ok, err := s.searchable(ctx, t)
+			if err != nil {
+				errMu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				errMu.Unlock()
+			}
+			keep[i] = ok
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	var out []string
+	for i, t := range types {
+		if keep[i] {
+			out = append(out, t)
+		}
+	}
+	s.mu.Lock()
+	s.defaults, s.defaultsAt = out, time.Now()
+	s.mu.Unlock()
+	return out, nil
+}
+
+// searchable reports whether typ has resources and the upstream searches
+// it: a count of zero is empty; a permanent refusal of the count and of a
+// plain search is a type the upstream does not search. A count the
+// upstream does not give keeps the type.
+func (s *Source) searchable(ctx context.Context, typ string) (bool, error) {
+	n, err := s.count(ctx, typ, nil)
+	switch {
+	case err == nil:
+		return n > 0, nil
+	case errors.Is(err, errNoTotal):
+		return true, nil
+	case !Permanent(err):
+		return false, err
+	}
+	if _, err := s.read(ctx, typ+"?_count=1"); err != nil {
+		if Permanent(err) {
+			s.opts.Log.InfoContext(ctx, "the upstream refuses to search a type it lists; left out unless _type names it", "type", typ, "err", err)
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// UnsupportedParams lists the parameters of a _typeFilter query that the
+// upstream's CapabilityStatement does not list for typ (nor for every
+// type), and those bulkfhir cannot evaluate itself (package typefilter):
+// every resource a filter's search returns is checked here too, so a
+// filter that cannot be checked is not run. Modifiers and chains are read
+// as their parameter; _id and _lastUpdated, which every search here relies
+// on, are taken as listed.
+func (s *Source) UnsupportedParams(ctx context.Context, typ, query string) ([]string, error) {
+	if _, err := s.Types(ctx); err != nil {
+		return nil, err
+	}
+	v, err := url.ParseQuery(query)
+	if err != nil {
+		return nil, fmt.Errorf("bad _typeFilter query %q: %w", query, err)
+	}
+	_, problems := typefilter.Check(typ, query)
+	local := map[string]bool{}
+	for _, p := range problems {
+		local[p.Param] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var bad []string
+	for _, name := range slices.Sorted(maps.Keys(v)) {
+		base, _, _ := strings.Cut(name, ":")
+		base, _, _ = strings.Cut(base, ".")
+		listed := base == "_id" || base == "_lastUpdated" || s.params[typ][base] || s.params[""][base]
+		if listed && !local[name] {
+			continue
+		}
+		bad = append(bad, name)
+	}
+	return bad, nil
+}
+
+// upstreamState is what Probe records in the job (Job.Upstream).
+type upstreamState struct {
+	// Sorted: the upstream sorts searches by _lastUpdated, so they are
+	// paged by keyset rather than by its next links.
+	Sorted bool `json:"sorted"`
+	// IDTieBreak: it also sorts by _id (_sort=_lastUpdated,_id), so
+	// resources of one instant come in a stable order.
+	IDTieBreak bool `json:"idTieBreak,omitempty"`
+}
+
+// Probe implements export.ProbingSource: it reads the CapabilityStatement
+// afresh (retried once, within 10 seconds), takes the upstream's clock
+// from the Date header of a search (or the Bundle's meta.lastUpdated), and
+// checks whether a search sorted by _lastUpdated comes back in that order.
+func (s *Source) Probe(ctx context.Context) (export.Probe, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	quick := *s.client
+	quick.maxRetries = min(quick.maxRetries, 1)
+	types, date, err := s.readTypes(ctx, &quick)
+	if err != nil {
+		return export.Probe{}, fmt.Errorf("upstream not ready: %w", err)
+	}
+	p := export.Probe{Now: date}
+	st := upstreamState{}
+	typ := "Patient"
+	if !slices.Contains(types, typ) && len(types) > 0 {
+		typ = types[0]
+	}
+	u, err := quick.resolve(typ + "?_sort=_lastUpdated&_count=3")
+	if err != nil {
+		return export.Probe{}, err
+	}
+	resp, err := quick.get(ctx, u)
+	if err != nil && !Permanent(err) {
+		return export.Probe{}, fmt.Errorf("upstream not ready: %w", err)
+	}
+	if err == nil {
+		body, rerr := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+		if rerr != nil {
+			return export.Probe{}, fmt.Errorf("upstream not ready: %w", rerr)
+		}
+		// A search's Bundle may carry the upstream's time to the
+		// millisecond; Date has seconds.
+		if t, ok := fhir.ParseLastUpdated(gjson.GetBytes(body, "meta.lastUpdated").Str); ok {
+			p.Now = t
+		} else if t, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			p.Now = t
+		}
+		st.Sorted = gjson.GetBytes(body, "resourceType").Str == "Bundle"
+		var prev time.Time
+		gjson.GetBytes(body, "entry.#.resource.meta.lastUpdated").ForEach(func(_, v gjson.Result) bool {
+			t, ok := fhir.ParseLastUpdated(v.Str)
+			if !ok || t.Before(prev) {
+				st.Sorted = false
+			}
+			prev = t
+			return st.Sorted
+		})
+	}
+	if st.Sorted {
+		if u, err := quick.resolve(typ + "?_sort=_lastUpdated,_id&_count=1"); err == nil {
+			if resp, err := quick.get(ctx, u); err == nil {
+				resp.Body.Close()
+				st.IDTieBreak = true
+			}
+		}
+	}
+	b, _ := json.Marshal(st)
+	p.State = string(b)
+	return p, nil
+}
+
+// state reads what Probe recorded (a job kicked off before Probe existed
+// has none: sorted is then assumed false, the next links are followed).
+func state(q export.Query) upstreamState {
+	var st upstreamState
+	if q.Upstream != "" {
+		_ = json.Unmarshal([]byte(q.Upstream), &st)
+	}
+	return st
 }
 
 // Ready checks the upstream answers, for a kick-off to fail fast with a
@@ -231,14 +488,8 @@ func (s *Source) readTypes(ctx context.Context, c *client) ([]string, error) {
 // (so the export sees the upstream's current types), retried once, within
 // 10 seconds.
 func (s *Source) Ready(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	quick := *s.client
-	quick.maxRetries = min(quick.maxRetries, 1)
-	if _, err := s.readTypes(ctx, &quick); err != nil {
-		return fmt.Errorf("upstream not ready: %w", err)
-	}
-	return nil
+	_, err := s.Probe(ctx)
+	return err
 }
 
 // read GETs a path below the base and returns the whole (small) body.
@@ -279,7 +530,10 @@ func notFound(t, id string) error {
 	return fmt.Errorf("%s/%s: %w", t, id, errNotFound)
 }
 
-var errNotFound = errors.New("not found")
+var (
+	errNotFound = errors.New("not found")
+	errNoTotal  = errors.New("no total in the count Bundle")
+)
 
 // validID is the FHIR id syntax, which also keeps ids out of URL paths'
 // special characters.
@@ -404,6 +658,27 @@ func (s *Source) selectedPatients(ctx context.Context, q export.Query) ([]string
 	return nil, nil
 }
 
+// batches splits the sorted patient ids into the batches of compartment
+// searches: as many ids as MaxIDBytes of URL-encoded "Patient/<id>," allow,
+// at most PatientBatch. The split depends only on the ids, so Plan and
+// every chunk agree on it.
+func (s *Source) batches(patients []string) [][]string {
+	var out [][]string
+	start, size := 0, 0
+	for i, id := range patients {
+		n := len(url.QueryEscape("Patient/"+id)) + 3 // and an encoded comma
+		if i > start && (size+n > s.opts.MaxIDBytes || i-start >= s.opts.PatientBatch) {
+			out = append(out, patients[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(patients) {
+		out = append(out, patients[start:])
+	}
+	return out
+}
+
 // compartmentSearch reports whether q reads the compartments of a list of
 // patients (rather than a whole type).
 func compartmentSearch(q export.Query) bool {
@@ -413,15 +688,23 @@ func compartmentSearch(q export.Query) bool {
 // Segments are "" (the whole type), "p<i>" (the i-th batch of patients) or
 // "t<gt>~<le>" (a _lastUpdated range).
 
-// Plan implements export.Source.
+// Plan implements export.Source. A type the upstream counts as empty
+// (_summary=count, one request) has no segments, so a Patient or Group
+// export runs no compartment searches for it.
 func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string, error) {
 	if compartmentSearch(q) {
 		patients, err := s.selectedPatients(ctx, q)
 		if err != nil {
 			return nil, err
 		}
+		if len(patients) == 0 {
+			return nil, nil
+		}
+		if n, err := s.count(ctx, typ, timeBounds(q.Since, q.Until)); err == nil && n == 0 {
+			return nil, nil
+		}
 		var segs []string
-		for i := 0; i*s.opts.PatientBatch < len(patients); i++ {
+		for i := range s.batches(patients) {
 			segs = append(segs, "p"+strconv.Itoa(i))
 		}
 		return segs, nil
@@ -500,7 +783,7 @@ func (s *Source) count(ctx context.Context, typ string, bounds url.Values) (int6
 	}
 	total := gjson.GetBytes(body, "total")
 	if total.Type != gjson.Number {
-		return 0, fmt.Errorf("no total in the count Bundle")
+		return 0, errNoTotal
 	}
 	return total.Int(), nil
 }
@@ -538,7 +821,10 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		return nil, err
 	}
 	bounds := timeBounds(q.Since, q.Until)
+	lo, hi := q.Since, q.Until
 	var patients []string
+	var batchOf map[string]int
+	batch := 0
 	switch {
 	case strings.HasPrefix(seg, "t"):
 		from, to, ok := strings.Cut(seg[1:], "~")
@@ -548,6 +834,7 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			return nil, fmt.Errorf("bad segment %q", seg)
 		}
 		bounds = timeBounds(&f, &t)
+		lo, hi = &f, &t
 	case strings.HasPrefix(seg, "p"):
 		i, err := strconv.Atoi(seg[1:])
 		if err != nil || i < 0 {
@@ -557,17 +844,28 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		if err != nil {
 			return nil, err
 		}
-		start := i * s.opts.PatientBatch
-		patients = all[min(start, len(all)):min(start+s.opts.PatientBatch, len(all))]
+		batches := s.batches(all)
+		if i >= len(batches) {
+			return nil, fmt.Errorf("bad segment %q: %d patient batches", seg, len(batches))
+		}
+		patients, batch = batches[i], i
+		batchOf = map[string]int{}
+		for b, ids := range batches {
+			for _, id := range ids {
+				batchOf[id] = b
+			}
+		}
 	case seg != "":
 		return nil, fmt.Errorf("bad segment %q", seg)
 	}
 
 	base := cloneValues(bounds)
-	if len(q.Elements) > 0 && s.honoursElements(ctx, typ) {
+	// _elements upstream would take away what the _typeFilter checks read.
+	if len(q.Elements) > 0 && len(q.TypeFilters) == 0 && s.honoursElements(ctx, typ) {
 		base.Set("_elements", strings.Join(q.Elements, ","))
 	}
 	filters := []url.Values{{}}
+	var checks []*typefilter.Filter
 	if len(q.TypeFilters) > 0 {
 		filters = filters[:0]
 		for _, f := range q.TypeFilters {
@@ -575,21 +873,33 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			if err != nil {
 				return nil, fmt.Errorf("bad _typeFilter %q: %w", f, err)
 			}
+			// Kick-off refuses what cannot be checked here.
+			check, err := typefilter.Parse(typ, f)
+			if err != nil {
+				return nil, fmt.Errorf("_typeFilter %s?%s cannot be checked here: %w", typ, f, err)
+			}
 			filters = append(filters, v)
+			checks = append(checks, check)
 		}
 	}
 	r := &reader{
-		src: s, typ: typ, filters: filters, bounds: bounds,
+		src: s, typ: typ, filters: filters, checks: checks, bounds: bounds, lo: lo, hi: hi,
 		seen: map[string]bool{}, live: pos, cur: pos,
 		anyPatient: q.Level != bulkdata.LevelSystem && !compartmentSearch(q),
+		sorted:     state(q).Sorted,
+		idSort:     state(q).IDTieBreak,
 	}
 	comps := []fhir.CompartmentParam{{}}
 	if compartmentSearch(q) {
-		r.patients = map[string]bool{}
-		for _, p := range patients {
-			r.patients[p] = true
+		r.batchOf, r.batch = batchOf, batch
+		comps = nil
+		for _, c := range fhir.PatientCompartmentParams(typ) {
+			// One search per set of paths: Invoice's patient and subject
+			// find the same resources.
+			if !slices.ContainsFunc(comps, func(d fhir.CompartmentParam) bool { return slices.Equal(c.Paths, d.Paths) }) {
+				comps = append(comps, c)
+			}
 		}
-		comps = fhir.PatientCompartmentParams(typ)
 		if typ == "Patient" {
 			comps = append([]fhir.CompartmentParam{{Name: "_id"}}, comps...)
 		}

@@ -83,6 +83,15 @@ var until = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 // their time budget do. It fails on a resource returned twice.
 func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int) (got map[string][]byte, bad []string) {
 	t.Helper()
+	got, bad, _ = readTypeChanging(t, s, q, typ, stopEvery, nil)
+	return got, bad
+}
+
+// readTypeChanging is readType that calls mid (when not nil) once, after
+// the first chunk, so the upstream can change while the type is read. It
+// returns the warnings (BadRecordError.Warning) apart.
+func readTypeChanging(t *testing.T, s *Source, q export.Query, typ string, stopEvery int, mid func()) (got map[string][]byte, bad, warnings []string) {
+	t.Helper()
 	ctx := context.Background()
 	got = map[string][]byte{}
 	segs, err := s.Plan(ctx, q, typ)
@@ -101,7 +110,11 @@ func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int
 				line, err := r.Next()
 				var br *export.BadRecordError
 				if errors.As(err, &br) {
-					bad = append(bad, br.Error())
+					if br.Warning {
+						warnings = append(warnings, br.Error())
+					} else {
+						bad = append(bad, br.Error())
+					}
 					continue
 				}
 				if err == io.EOF {
@@ -125,9 +138,13 @@ func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int
 			}
 			cursor = r.Cursor()
 			r.Close()
+			if mid != nil {
+				mid()
+				mid = nil
+			}
 		}
 	}
-	return got, bad
+	return got, bad, warnings
 }
 
 func readAll(t *testing.T, s *Source, q export.Query, types []string, stopEvery int) map[string][]byte {
@@ -328,9 +345,15 @@ func TestUpstreamFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, hs := upstream(t, tc.opts)
 			s := newSource(t, hs.URL, tc.mod)
-			q := export.Query{Level: bulkdata.LevelGroup, GroupID: "even-cohort", Until: &until}
-			got := readAll(t, s, q, types, 6)
-			exporttest.SameSet(t, got, want)
+			// By next links, then by keyset as the probe finds.
+			for _, probe := range []bool{false, true} {
+				q := export.Query{Level: bulkdata.LevelGroup, GroupID: "even-cohort", Until: &until}
+				if probe {
+					q = probed(t, s, q)
+				}
+				got := readAll(t, s, q, types, 6)
+				exporttest.SameSet(t, got, want)
+			}
 			if fs.Requests() < 10 {
 				t.Fatalf("only %d upstream requests", fs.Requests())
 			}
@@ -338,31 +361,45 @@ func TestUpstreamFaults(t *testing.T) {
 	}
 }
 
+// A 429's wait is what the upstream asks for, with Retry-After or with
+// rate-limit headers alone (Medplum's 429 has no Retry-After).
 func TestRetryAfterIsHonoured(t *testing.T) {
-	var mu sync.Mutex
-	var refusedAt, retriedAt time.Time
-	_, hs := upstream(t, fhirtest.Options{Fault: func(r *http.Request, n int64) *fhirtest.Fault {
-		if r.URL.Path != "/Patient" {
-			return nil
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if refusedAt.IsZero() {
-			refusedAt = time.Now()
-			return &fhirtest.Fault{Status: 429, RetryAfter: "1"}
-		}
-		if retriedAt.IsZero() {
-			retriedAt = time.Now()
-		}
-		return nil
-	}})
-	s := newSource(t, hs.URL, func(o *Options) { o.MaxBackoff = 5 * time.Second })
-	got, _ := readType(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until}, "Patient", 0)
-	if len(got) == 0 {
-		t.Fatal("nothing read")
-	}
-	if gap := retriedAt.Sub(refusedAt); gap < 900*time.Millisecond {
-		t.Fatalf("retried %v after a 429 with Retry-After: 1", gap)
+	for _, tc := range []struct {
+		name  string
+		fault fhirtest.Fault
+	}{
+		{"Retry-After", fhirtest.Fault{Status: 429, RetryAfter: "1"}},
+		{"RateLimit without Retry-After", fhirtest.Fault{Status: 429, Header: map[string]string{"RateLimit": `"default";r=0;t=1`}}},
+		{"X-RateLimit-Reset without Retry-After", fhirtest.Fault{Status: 429, Header: map[string]string{"X-RateLimit-Reset": "1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var refusedAt, retriedAt time.Time
+			_, hs := upstream(t, fhirtest.Options{Fault: func(r *http.Request, n int64) *fhirtest.Fault {
+				if r.URL.Path != "/Patient" {
+					return nil
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if refusedAt.IsZero() {
+					refusedAt = time.Now()
+					return &tc.fault
+				}
+				if retriedAt.IsZero() {
+					retriedAt = time.Now()
+				}
+				return nil
+			}})
+			// The backoff alone would retry within 50 ms.
+			s := newSource(t, hs.URL, nil)
+			got, _ := readType(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until}, "Patient", 0)
+			if len(got) == 0 {
+				t.Fatal("nothing read")
+			}
+			if gap := retriedAt.Sub(refusedAt); gap < 900*time.Millisecond {
+				t.Fatalf("retried %v after a 429 asking for 1 s", gap)
+			}
+		})
 	}
 }
 
@@ -467,7 +504,7 @@ func TestPlanSplitsLargeTypesByLastUpdated(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, hs := upstream(t, tc.opts)
 			s := newSource(t, hs.URL, func(o *Options) { o.SegmentResources = int64(len(want) / 5) })
-			q := export.Query{Level: bulkdata.LevelSystem, Until: &until}
+			q := probed(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until})
 			segs, err := s.Plan(context.Background(), q, "Observation")
 			if err != nil {
 				t.Fatal(err)

@@ -2,6 +2,7 @@ package fhirtest
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,12 +18,30 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 	var preds []func(*record) bool
 	var sortDesc, sorted bool
 	var sel *fhir.ElementSelector
-	comps := map[string]string{}
+	comps := map[string][]string{}
 	for _, c := range fhir.PatientCompartmentParams(typ) {
-		comps[c.Name] = c.Path
+		comps[c.Name] = c.Paths
+	}
+	known := map[string]bool{"_count": true, "_summary": true, "_format": true, "_sort": true, "_elements": true, "patient": true}
+	for _, p := range knownParams(typ) {
+		known[p] = true
 	}
 	for name, values := range q {
 		base, _, _ := strings.Cut(name, ":")
+		if !known[base] && !strings.HasPrefix(base, "_include") && base != "_revinclude" && base != "_contained" {
+			switch s.opts.Unknown {
+			case "ignore":
+				continue
+			case "reject":
+				return nil, nil, fmt.Errorf("unknown search parameter %s for %s", name, typ)
+			}
+		}
+		if _, isComp := comps[base]; (isComp || base == "patient") && s.opts.IgnoreCompartment {
+			continue
+		}
+		if slices.Contains(s.opts.IgnoreParams, base) {
+			continue
+		}
 		switch base {
 		case "_count", "_summary", "_format":
 		case "_include", "_revinclude", "_contained":
@@ -32,7 +51,7 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 				return nil, nil, fmt.Errorf("_sort is not supported")
 			}
 			switch values[0] {
-			case "_lastUpdated":
+			case "_lastUpdated", "_lastUpdated,_id": // records are in id order already
 				sorted = true
 			case "-_lastUpdated":
 				sorted, sortDesc = true, true
@@ -56,6 +75,9 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 				preds = append(preds, func(r *record) bool { return set[r.id] })
 			}
 		case "_lastUpdated":
+			if s.opts.IgnoreLastUpdated {
+				continue
+			}
 			for _, v := range values {
 				p, err := datePredicate(v)
 				if err != nil {
@@ -64,16 +86,18 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 				preds = append(preds, p)
 			}
 		default:
-			path, isRef := comps[base]
+			paths, isRef := comps[base]
 			if base == "patient" && !isRef {
-				path, isRef = "subject", true
+				paths, isRef = []string{"subject"}, true
 			}
 			for _, v := range values {
 				if isRef {
-					idx := s.refIndex(typ, path)
 					var sets []map[*record]bool
-					for _, ref := range strings.Split(v, ",") {
-						sets = append(sets, idx[strings.TrimPrefix(ref, "Patient/")])
+					for _, path := range paths {
+						idx := s.refIndex(typ, path)
+						for _, ref := range strings.Split(v, ",") {
+							sets = append(sets, idx[strings.TrimPrefix(ref, "Patient/")])
+						}
 					}
 					preds = append(preds, func(r *record) bool {
 						for _, set := range sets {
@@ -136,7 +160,7 @@ func (s *Server) refIndex(typ, path string) map[string]map[*record]bool {
 	}
 	idx := map[string]map[*record]bool{}
 	for _, r := range td.records {
-		fhir.ReferencedPatients(r.raw, path, func(id string) bool {
+		fhir.ReferencedPatients(r.raw, []string{path}, func(id string) bool {
 			if idx[id] == nil {
 				idx[id] = map[*record]bool{}
 			}
@@ -146,6 +170,18 @@ func (s *Server) refIndex(typ, path string) map[string]map[*record]bool {
 	}
 	td.refs[path] = idx
 	return idx
+}
+
+// knownParams lists the search parameters the server supports for typ:
+// KnownParams and the Patient compartment's.
+func knownParams(typ string) []string {
+	out := slices.Clone(KnownParams)
+	for _, c := range fhir.PatientCompartmentParams(typ) {
+		if !slices.Contains(out, c.Name) {
+			out = append(out, c.Name)
+		}
+	}
+	return out
 }
 
 func toSet(v string) map[string]bool {

@@ -44,6 +44,29 @@ type Options struct {
 	NoSort, NoElements, NoCount bool
 	// MaxCount caps _count (default 1000).
 	MaxCount int
+	// MaxOffset refuses, with 400, a page starting past this many entries
+	// (0: no cap), as Medplum (10,000), HAPI and Azure do.
+	MaxOffset int
+	// LivePaging evaluates the search afresh for every page and serves the
+	// page's offset into the new result (as servers that page by SQL
+	// OFFSET do), instead of paging a snapshot taken by the first page.
+	LivePaging bool
+	// Unknown says what a search parameter outside the server's list
+	// (KnownParams, and those of the Patient compartment) does: "" or
+	// "match" matches it as a token against the element of that name,
+	// "ignore" leaves it out (FHIR's default handling, which returns more
+	// than was asked), "reject" answers 400.
+	Unknown string
+	// IgnoreCompartment ignores the Patient compartment's search
+	// parameters (while listing them), as a server that does not know them
+	// would.
+	IgnoreCompartment bool
+	// IgnoreLastUpdated ignores _lastUpdated (as a server that does not
+	// support it and drops unknown parameters would).
+	IgnoreLastUpdated bool
+	// IgnoreParams are search parameters the server lists but does not
+	// apply (as a server that stores a filter and never uses it).
+	IgnoreParams []string
 	// Token, when set, is the bearer token every request must carry.
 	Token string
 	// Fault, when set, is asked before each request is served; a non-nil
@@ -60,7 +83,34 @@ type Fault struct {
 	LoopNext bool
 	// Truncate cuts the response body after this many bytes.
 	Truncate int
+	// Header is set on the fault's answer (for example RateLimit).
+	Header map[string]string
 }
+
+// Profiles are the upstream behaviours the REST source is tested against,
+// by name; each export test runs against every one.
+func Profiles() map[string]Options {
+	return map[string]Options{
+		"plain":               {},
+		"offset cap":          {MaxOffset: 20, LivePaging: true},
+		"live paging":         {LivePaging: true},
+		"links after entries": {LinksLast: true, AbsoluteLinks: true},
+		"no sort":             {NoSort: true},
+		"ignores unknown":     {Unknown: "ignore"},
+		"ignores compartment": {IgnoreCompartment: true},
+		"rejects unknown":     {Unknown: "reject"},
+		"ratelimit no retry-after": {Fault: func(r *http.Request, n int64) *Fault {
+			if r.URL.Path == "/metadata" || n%5 != 0 {
+				return nil
+			}
+			return &Fault{Status: http.StatusTooManyRequests, Header: map[string]string{"RateLimit": `"default";r=0;t=0`, "X-RateLimit-Reset": "0"}}
+		}},
+	}
+}
+
+// KnownParams are the search parameters the server lists for every type
+// (beside those of the Patient compartment), all matched as tokens.
+var KnownParams = []string{"_id", "_lastUpdated", "status", "category", "code", "clinical-status", "verification-status", "class", "gender", "type", "intent", "active", "name", "identifier"}
 
 // Server is the test server. Create it with New, load data, then serve it
 // (for example with httptest.NewServer(s)).
@@ -72,7 +122,13 @@ type Server struct {
 	snapshots map[string]*snapshot
 	nextSnap  int64
 	requests  atomic.Int64
+	// tokenCheck, when set, decides whether a bearer token is valid.
+	tokenCheck atomic.Pointer[func(string) bool]
 }
+
+// SetTokenCheck makes every request carry a bearer token that check
+// accepts (for tokens a TokenEndpoint issued).
+func (s *Server) SetTokenCheck(check func(bearer string) bool) { s.tokenCheck.Store(&check) }
 
 type record struct {
 	id          string
@@ -218,6 +274,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if f.RetryAfter != "" {
 				w.Header().Set("Retry-After", f.RetryAfter)
 			}
+			for k, v := range f.Header {
+				w.Header().Set(k, v)
+			}
 			s.outcome(w, f.Status, "transient", "injected fault")
 			return
 		}
@@ -225,6 +284,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Token != "" && r.Header.Get("Authorization") != "Bearer "+s.opts.Token {
 		s.outcome(w, http.StatusUnauthorized, "login", "a valid bearer token is required")
 		return
+	}
+	if check := s.tokenCheck.Load(); check != nil {
+		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !(*check)(bearer) {
+			s.outcome(w, http.StatusUnauthorized, "login", "a valid bearer token is required")
+			return
+		}
 	}
 	path := strings.Trim(r.URL.Path, "/")
 	parts := strings.Split(path, "/")
@@ -266,7 +332,11 @@ func (s *Server) capabilities(w http.ResponseWriter) {
 	sort.Strings(types)
 	var res []string
 	for _, t := range types {
-		res = append(res, fmt.Sprintf(`{"type":%q,"interaction":[{"code":"read"},{"code":"search-type"},{"code":"history-type"}]}`, t))
+		var params []string
+		for _, p := range knownParams(t) {
+			params = append(params, fmt.Sprintf(`{"name":%q,"type":"token"}`, p))
+		}
+		res = append(res, fmt.Sprintf(`{"type":%q,"interaction":[{"code":"read"},{"code":"search-type"},{"code":"history-type"}],"searchParam":[%s]}`, t, strings.Join(params, ",")))
 	}
 	w.Header().Set("Content-Type", "application/fhir+json")
 	fmt.Fprintf(w, `{"resourceType":"CapabilityStatement","status":"active","kind":"instance","fhirVersion":"4.0.1","format":["json"],"rest":[{"mode":"server","resource":[%s]}]}`, strings.Join(res, ","))
@@ -360,6 +430,19 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, id string, of
 	if snap == nil {
 		s.outcome(w, http.StatusGone, "not-found", "search "+id+" has expired")
 		return
+	}
+	if s.opts.MaxOffset > 0 && off > s.opts.MaxOffset {
+		s.outcome(w, http.StatusBadRequest, "too-costly", fmt.Sprintf("search offset %d is past the server's limit of %d", off, s.opts.MaxOffset))
+		return
+	}
+	if s.opts.LivePaging && off > 0 {
+		q, _ := url.ParseQuery(snap.params)
+		recs, sel, err := s.evaluate(snap.typ, q)
+		if err != nil {
+			s.outcome(w, http.StatusBadRequest, "invalid", err.Error())
+			return
+		}
+		snap = &snapshot{typ: snap.typ, records: recs, sel: sel, params: snap.params}
 	}
 	end := min(off+count, len(snap.records))
 	off = min(off, end)
