@@ -191,7 +191,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	// the owner's token reads it, and the links point at the stage.
 	rawREST, _ := json.Marshal(events.APIGatewayProxyRequest{
 		Resource: "/fhir/bulkstatus/{job}", Path: status, HTTPMethod: http.MethodGet,
-		Headers: map[string]string{"Authorization": "Bearer " + owner, "Host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https"},
+		Headers:        map[string]string{"Authorization": "Bearer " + owner, "Host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https"},
 		RequestContext: events.APIGatewayProxyRequestContext{Stage: "prod", RequestID: exportID(), DomainName: "bulkfhirapi.execute-api.us-east-1.amazonaws.com"},
 	})
 	if out, err := api(ctx, rawREST); err != nil {
