@@ -92,12 +92,14 @@ func (s *Stack) apiURL() *string {
 const (
 	reasonRestValidation = "The handler validates every request itself and answers a bad one with a 4xx and an OperationOutcome; a gateway model would duplicate the FHIR rules."
 	reasonRestCognito    = "Clients authenticate with SMART Backend Services (signed JWT assertions) against bulkfhir's token endpoint; the TOKEN authorizer checks those tokens. There is no Cognito user pool."
+	reasonRestWAF        = "A WAF web ACL is a per-account choice with its own cost (the default HTTP API cannot take one at all); attach one to the stage where policy asks for it. The stage is throttled and every route but token, discovery and metadata needs a token."
 	reasonRestRole       = "API Gateway's account-level CloudWatch role for access logs uses AWS's managed policy AmazonAPIGatewayPushToCloudWatchLogs (created by CDK's cloudWatchRole)."
 )
 
 // suppressREST records the REST API's accepted findings.
 func suppressREST(s *Stack) {
 	add(s.RestApi, "AwsSolutions-APIG2", reasonRestValidation)
+	add(s.RestApi.DeploymentStage(), "AwsSolutions-APIG3", reasonRestWAF)
 	add(s.RestApi, "AwsSolutions-COG4", reasonRestCognito)
 	add(s.RestApi, "AwsSolutions-IAM4", reasonRestRole, "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs")
 }
