@@ -193,8 +193,8 @@ func TestSystemExportOnAWS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if calls <= len(j.Units)+injected {
-		t.Errorf("%d ExportChunk invocations for %d units: no unit looped through its cursor", calls, len(j.Units))
+	if calls <= j.Plan.Units+injected {
+		t.Errorf("%d ExportChunk invocations for %d units: no unit looped through its cursor", calls, j.Plan.Units)
 	}
 }
 

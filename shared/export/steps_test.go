@@ -65,6 +65,16 @@ func (f *fixture) runUnit(t *testing.T, u export.Unit) int {
 	return 0
 }
 
+// units reads the plan object, as the runners do.
+func units(t *testing.T, steps *export.Steps, plan *export.PlanResult) []export.Unit {
+	t.Helper()
+	us, err := steps.Units(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return us
+}
+
 // outputLines concatenates the output objects of the fake store.
 func outputLines(f *fixture) []string {
 	var out []string
@@ -75,7 +85,7 @@ func outputLines(f *fixture) []string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if strings.Contains(k, "/errors.") {
+		if strings.Contains(k, "/errors.") || !strings.HasSuffix(k, ".ndjson") {
 			continue
 		}
 		out = append(out, strings.Split(strings.TrimSuffix(snap[k], "\n"), "\n")...)
@@ -101,11 +111,11 @@ func TestExportChunkIsIdempotentAndResumesExactlyOnce(t *testing.T) {
 			f := newFixture(t, src, tc.cfg)
 			ctx := context.Background()
 			plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
-			if err != nil || len(plan.Units) != 1 {
+			if err != nil || plan.Units != 1 {
 				t.Fatalf("plan = %+v, %v", plan, err)
 			}
 			// The same first chunk twice writes the same objects.
-			in := export.ChunkInput{JobID: "job1", Unit: plan.Units[0]}
+			in := export.ChunkInput{JobID: "job1", Unit: units(t, f.steps, plan)[0]}
 			r1, err := f.steps.ExportChunk(ctx, in)
 			if err != nil {
 				t.Fatal(err)
@@ -118,7 +128,7 @@ func TestExportChunkIsIdempotentAndResumesExactlyOnce(t *testing.T) {
 			if fmt.Sprint(snap1) != fmt.Sprint(f.files.Snapshot()) || *r1.Cursor != *r2.Cursor {
 				t.Fatalf("a retried chunk wrote different objects or cursor: %+v vs %+v", r1.Cursor, r2.Cursor)
 			}
-			if calls := f.runUnit(t, plan.Units[0]); calls != tc.wantCalls {
+			if calls := f.runUnit(t, units(t, f.steps, plan)[0]); calls != tc.wantCalls {
 				t.Errorf("chunks = %d, want %d", calls, tc.wantCalls)
 			}
 			if got := outputLines(f); strings.Join(got, "\n") != strings.Join(src.Lines["Observation"], "\n") {
@@ -144,12 +154,12 @@ func TestCommitFailureIsRetryableWithoutDuplicates(t *testing.T) {
 	ctx := context.Background()
 	plan, _ := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
 	f.files.FailCommits = 1
-	_, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: plan.Units[0]})
+	_, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: units(t, f.steps, plan)[0]})
 	var re *export.RetryableError
 	if !errors.As(err, &re) {
 		t.Fatalf("err = %v, want a RetryableError", err)
 	}
-	f.runUnit(t, plan.Units[0]) // the runner's retry, same input
+	f.runUnit(t, units(t, f.steps, plan)[0]) // the runner's retry, same input
 	if got := outputLines(f); len(got) != 50 {
 		t.Errorf("output has %d lines after a failed attempt and a retry, want 50", len(got))
 	}
@@ -162,7 +172,7 @@ func TestBadRecordsGoToErrorFiles(t *testing.T) {
 	f := newFixture(t, src, export.Config{})
 	ctx := context.Background()
 	plan, _ := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
-	f.runUnit(t, plan.Units[0])
+	f.runUnit(t, units(t, f.steps, plan)[0])
 	if _, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +199,7 @@ func TestCancelledJobIsNeverResurrected(t *testing.T) {
 	f := newFixture(t, src, export.Config{})
 	ctx := context.Background()
 	plan, _ := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
-	f.runUnit(t, plan.Units[0])
+	f.runUnit(t, units(t, f.steps, plan)[0])
 	if _, err := f.jobs.Transition(ctx, "job1", export.Transition{
 		From: []export.Status{export.StatusInProgress}, To: export.StatusCancelled,
 	}); err != nil {
@@ -197,7 +207,7 @@ func TestCancelledJobIsNeverResurrected(t *testing.T) {
 	}
 	// A chunk still running when the cancel landed: its progress write is
 	// refused and it removes the job's files.
-	_, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: plan.Units[0]})
+	_, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: units(t, f.steps, plan)[0]})
 	var nr *export.JobNotRunningError
 	if !errors.As(err, &nr) {
 		t.Fatalf("chunk after cancel: %v, want JobNotRunningError", err)
@@ -295,7 +305,7 @@ func TestIncludeAssociatedData(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []string
-			for _, u := range plan.Units {
+			for _, u := range units(t, steps, plan) {
 				if _, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: job.ID, Unit: u}); err != nil {
 					t.Fatal(err)
 				}
@@ -315,3 +325,75 @@ func TestIncludeAssociatedData(t *testing.T) {
 		})
 	}
 }
+
+// countingSource counts Group reads and the patients each Open is asked for.
+type countingSource struct {
+	*exporttest.Source
+	groupReads int
+	opened     [][]string
+}
+
+func (c *countingSource) GroupMembers(ctx context.Context, id string) ([]string, error) {
+	c.groupReads++
+	return c.Source.GroupMembers(ctx, id)
+}
+
+func (c *countingSource) Open(ctx context.Context, q export.Query, t, seg, cur string) (export.Reader, error) {
+	c.opened = append(c.opened, q.Patients)
+	return c.Source.Open(ctx, q, t, seg, cur)
+}
+
+func (c *countingSource) PatientBatch() int { return 3 }
+
+// TestPlanResolvesGroupOnceIntoStoredBatches: Plan reads the Group once,
+// stores sorted patient batches of the source's size and a plan object of
+// type × batch units; chunks read their batch, never the Group.
+func TestPlanResolvesGroupOnceIntoStoredBatches(t *testing.T) {
+	ctx := context.Background()
+	members := []string{"p7", "p1", "p3", "p2", "p9", "p4", "p8"}
+	src := &countingSource{Source: &exporttest.Source{
+		Lines:  map[string][]string{"Observation": lines("Observation", 3), "Patient": lines("Patient", 3), "Organization": lines("Organization", 1)},
+		Groups: map[string][]string{"g": members},
+	}}
+	f := newFixture(t, nil, export.Config{})
+	f.steps = export.NewSteps(f.jobs, f.files, src, export.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.jobs.Create(ctx, &export.Job{ID: "g1", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
+		Request: bulkdata.Request{Level: bulkdata.LevelGroup, GroupID: "g", Patients: []string{"p9", "p1", "p2", "p3", "p4", "p8", "nope"}}})
+	plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "g1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := units(t, f.steps, plan)
+	// Members ∩ request = p1 p2 p3 p4 p8 p9: two batches of 3, for the two
+	// compartment types with data (not Organization).
+	if plan.Units != 4 || len(us) != 4 || src.groupReads != 1 {
+		t.Fatalf("plan = %+v %+v after %d Group reads; want 4 units from one read", plan, us, src.groupReads)
+	}
+	job, _ := f.jobs.Get(ctx, "g1")
+	if job.Plan == nil || job.Plan.Key != plan.PlanKey || job.Plan.Units != 4 {
+		t.Errorf("job plan = %+v", job.Plan)
+	}
+	for _, u := range us {
+		if _, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "g1", Unit: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := fmt.Sprint(src.opened)
+	if want := "[[p1 p2 p3] [p4 p8 p9] [p1 p2 p3] [p4 p8 p9]]"; got != want || src.groupReads != 1 {
+		t.Errorf("chunks opened with %s after %d Group reads, want %s and 1", got, src.groupReads, want)
+	}
+}
+
+// TestRetryableErrorWrapsItsCause: errors.Is and errors.As see through it.
+func TestRetryableErrorWrapsItsCause(t *testing.T) {
+	cause := &exporttestCause{}
+	var err error = &export.RetryableError{Msg: "read source", Err: fmt.Errorf("page 3: %w", cause)}
+	var c *exporttestCause
+	if !errors.As(err, &c) || !errors.Is(err, cause) || err.Error() != "read source: page 3: upstream 503" {
+		t.Errorf("RetryableError %q does not wrap its cause", err)
+	}
+}
+
+type exporttestCause struct{}
+
+func (*exporttestCause) Error() string { return "upstream 503" }
