@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -46,6 +47,10 @@ func apiRequest(t *testing.T, method, path, query, body, requestID string) event
 	resp, err := api.APIHandler()(context.Background(), ev)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if n := len(resp.Body); n > maxLambdaResponse {
+		// API Gateway gets an error from Lambda instead of this response.
+		cl.crossed(fmt.Sprintf("%s %s: response of %d bytes is over the %d-byte Lambda limit", method, path, n, maxLambdaResponse))
 	}
 	return resp
 }

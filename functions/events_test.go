@@ -108,7 +108,8 @@ func TestEvents(t *testing.T) {
 // checkTask runs a state machine task event through its function's handler.
 func checkTask(t *testing.T, name string, raw []byte) {
 	cl := need(t)
-	fn := strings.TrimPrefix(name, "task-")
+	// task-<function>[-<variant>].json
+	fn, _, _ := strings.Cut(strings.TrimPrefix(name, "task-"), "-")
 	h := cl.handlerFor(fn)
 	if h == nil {
 		t.Fatalf("no handler for %s", fn)
