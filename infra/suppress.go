@@ -20,6 +20,8 @@ const (
 	reasonExecutions = "StopExecution on this state machine's executions only; execution names are job ids created at run time."
 	reasonSFNLogging = "CloudWatch Logs delivery APIs used for state machine logging, and X-Ray, do not support resource-level permissions."
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
+	reasonChildren   = "The Distributed Map starts, describes and stops its own child executions (state machine <stack>-export, map run executions created at run time); no other state machine."
+	reasonPlanItems  = "The Distributed Map's ItemReader reads the plan object of each job (exports/<job id>/plan.json, job ids created at run time) and its ResultWriter writes under exports/mapruns/ of the stack's own bucket."
 	reasonNoAuth     = "No JWT issuer is configured for this deployment (context bulkfhir:jwtIssuer). Set it, with bulkfhir:jwtAudience, to require SMART Backend Services tokens; without it every caller is one anonymous client."
 	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
 	reasonVPC        = "In a VPC (bulkfhir:vpcSubnetIds), Lambda manages the function's network interfaces with EC2 actions that do not support resource-level permissions (as AWSLambdaVPCAccessExecutionRole grants them)."
@@ -54,6 +56,8 @@ func suppress(s *Stack, props StackProps) {
 	}
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")
+	add(s.StateMachine, "AwsSolutions-IAM5", reasonChildren, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<AWS::StackName>-export\\/\\*$/g"))
+	add(s.StateMachine, "AwsSolutions-IAM5", reasonPlanItems, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/exports\\/(\\*\\/plan\\.json|mapruns\\/\\*)$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonInvoke, regex("/^Resource::<(Plan|Export|Finalize|Fail)[0-9A-F]+\\.Arn>:\\*$/g"))
 	if props.JwtIssuer == "" {
 		add(s.Api, "AwsSolutions-APIG4", reasonNoAuth)
