@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
@@ -149,13 +150,8 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 			return nil, retryable(err, "plan: write lenient warnings")
 		}
 	}
-	for i, b := range batches {
-		if b == nil {
-			continue
-		}
-		if err := s.putJSON(ctx, batchKey(job.ID, i), b); err != nil {
-			return nil, retryable(err, "plan: store patient batch %d", i)
-		}
+	if err := s.putBatches(ctx, job.ID, batches); err != nil {
+		return nil, err
 	}
 	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types}
 	if err := s.putJSON(ctx, ref.Key, units); err != nil {
@@ -219,6 +215,34 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 		out = append(out, patients[start:min(start+size, len(patients))])
 	}
 	return out, nil
+}
+
+// putBatches stores the patient batches, several at once: a Group of a
+// million patients has 20,000 batches of 50, too many to write one after
+// the other within Plan's time.
+func (s *Steps) putBatches(ctx context.Context, jobID string, batches [][]string) error {
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+		sem   = make(chan struct{}, 16)
+	)
+	for i, b := range batches {
+		if b == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.putJSON(ctx, batchKey(jobID, i), b); err != nil {
+				once.Do(func() { first = retryable(err, "plan: store patient batch %d", i) })
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 // PatientBatcher is a Source that reads patients in batches of at most
