@@ -397,3 +397,35 @@ func TestRetryableErrorWrapsItsCause(t *testing.T) {
 type exporttestCause struct{}
 
 func (*exporttestCause) Error() string { return "upstream 503" }
+
+// TestFinalizeCountsAHundredThousandFiles: Finalize reads the file and
+// progress records (not the job record) and completes a job of 100,000
+// files.
+func TestFinalizeCountsAHundredThousandFiles(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, &exporttest.Source{}, export.Config{})
+	const units, filesPerUnit = 1000, 100
+	if _, err := f.jobs.Transition(ctx, "job1", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress,
+		Plan: &export.PlanRef{Key: export.PlanKey("job1"), Units: units}}); err != nil {
+		t.Fatal(err)
+	}
+	for u := 0; u < units; u++ {
+		id := fmt.Sprintf("Observation.%04d", u)
+		for i := 0; i < filesPerUnit; i++ {
+			f.jobs.PutFile(ctx, "job1", export.File{Key: export.FileKey("job1", id, "Observation", i), Kind: export.KindOutput, Type: "Observation", Count: 2, Bytes: 10, Unit: id, Seq: i})
+		}
+		done := u != units-1 // the last unit is not done yet
+		f.jobs.SaveProgress(ctx, "job1", id, export.UnitProgress{Resources: 2 * filesPerUnit, Done: done})
+	}
+	if _, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"}); err == nil || !strings.Contains(err.Error(), "999 of 1000 units") {
+		t.Fatalf("finalize with a unit not done = %v, want an error", err)
+	}
+	f.jobs.SaveProgress(ctx, "job1", fmt.Sprintf("Observation.%04d", units-1), export.UnitProgress{Resources: 2 * filesPerUnit, Done: true})
+	res, err := f.steps.Finalize(ctx, export.JobRef{JobID: "job1"})
+	if err != nil || res.Files != units*filesPerUnit || res.Resources != 2*units*filesPerUnit {
+		t.Fatalf("finalize = %+v, %v; want %d files", res, err, units*filesPerUnit)
+	}
+	if j, _ := f.jobs.Get(ctx, "job1"); j.Status != export.StatusCompleted {
+		t.Errorf("status = %s", j.Status)
+	}
+}
