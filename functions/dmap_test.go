@@ -42,6 +42,7 @@ type outcome struct {
 	Error         string          `json:"error"`
 	Cause         string          `json:"cause"`
 	Events        int             `json:"events"`
+	Transitions   int             `json:"transitions"`
 	MaxStateBytes int             `json:"maxStateBytes"`
 	Limit         string          `json:"limit"`
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -66,6 +67,7 @@ type cluster struct {
 	emulated []*awstest.Emulator
 
 	worker   *worker
+	counter  *requestCounter
 	maps     map[string]*distributedMap
 	exportPx string
 
@@ -97,6 +99,7 @@ type limitStats struct {
 	MaxHistoryEvents int
 	MaxLambdaBytes   int
 	Executions       int
+	Transitions      int
 	Crossed          []string
 }
 
@@ -105,6 +108,7 @@ func (cl *cluster) record(o outcome) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.limits.Executions++
+	cl.limits.Transitions += o.Transitions
 	cl.limits.MaxStateBytes = max(cl.limits.MaxStateBytes, o.MaxStateBytes)
 	cl.limits.MaxHistoryEvents = max(cl.limits.MaxHistoryEvents, o.Events)
 	if o.Limit != "" {
@@ -215,6 +219,12 @@ func newCluster() (*cluster, error) {
 		cl.close()
 		return nil, err
 	}
+	var next aws.HTTPClient = cl.awsCfg.HTTPClient
+	if next == nil {
+		next = awshttp.NewBuildableClient()
+	}
+	cl.counter = &requestCounter{counts: map[string]int{}, next: next}
+	cl.awsCfg.HTTPClient = cl.counter
 	if err := cl.provision(ctx); err != nil {
 		cl.close()
 		return nil, err

@@ -74,20 +74,34 @@ function retryOverrides(definition) {
   return out;
 }
 
+// Validating a definition costs more than running a small one: the
+// child executions of a Map share one StateMachine per definition.
+const machines = new Map();
+function machine(definition) {
+  const key = JSON.stringify(definition);
+  let sm = machines.get(key);
+  if (!sm) {
+    sm = new StateMachine(definition);
+    machines.set(key, sm);
+  }
+  return sm;
+}
+
 // run executes one definition and resolves to its outcome (never rejects).
 export function run(definition, input) {
   let sm;
   try {
-    sm = new StateMachine(definition);
+    sm = machine(definition);
   } catch (err) {
     return { abort: () => {}, outcome: Promise.resolve({ ok: false, error: 'States.Runtime', cause: String(err.message ?? err), events: 0, maxStateBytes: 0, limit: '' }) };
   }
   const execution = sm.run(input, { overrides: { retryIntervalOverrides: retryOverrides(definition) } });
-  const stats = { events: 0, maxStateBytes: byteSize(input), limit: '' };
+  const stats = { events: 0, transitions: 0, maxStateBytes: byteSize(input), limit: '' };
   if (stats.maxStateBytes > MAX_STATE_BYTES) stats.limit = `execution input of ${stats.maxStateBytes} bytes is over ${MAX_STATE_BYTES}`;
   const watch = (async () => {
     for await (const ev of execution.eventLogs) {
       stats.events += historyEvents(ev);
+      if (ev.type === 'StateEntered') stats.transitions++;
       if (ev.state) {
         const n = Math.max(byteSize(ev.state.input), byteSize(ev.state.output));
         if (n > stats.maxStateBytes) stats.maxStateBytes = n;
