@@ -83,7 +83,10 @@ type UnitProgress struct {
 // Cursor is where ExportChunk resumes a unit: the source position, the next
 // file sequence number, and the running totals up to that position.
 type Cursor struct {
-	Source    string `json:"source,omitempty"`
+	Source string `json:"source,omitempty"`
+	// SourceRef, instead of Source, names a FileStore object holding a
+	// source position too long to travel between states.
+	SourceRef string `json:"sourceRef,omitempty"`
 	Seq       int    `json:"seq"`
 	Resources int64  `json:"resources"`
 	Bytes     int64  `json:"bytes"`

@@ -269,6 +269,33 @@ func (s *Steps) putJSON(ctx context.Context, key string, v any) error {
 	return w.Commit()
 }
 
+// maxInlineCursor is the longest source position a cursor carries itself.
+const maxInlineCursor = 2048
+
+// putText stores text as a committed object at key.
+func (s *Steps) putText(ctx context.Context, key, text string) error {
+	w, err := s.files.Create(ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, text); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// getText reads the object at key.
+func (s *Steps) getText(ctx context.Context, key string) (string, error) {
+	r, err := s.files.Open(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	return string(b), err
+}
+
 // getJSON reads the object at key into v.
 func (s *Steps) getJSON(ctx context.Context, key string, v any) error {
 	r, err := s.files.Open(ctx, key)
@@ -414,6 +441,12 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	if in.Cursor != nil {
 		cur = *in.Cursor
 	}
+	if cur.SourceRef != "" {
+		if cur.Source, err = s.getText(ctx, cur.SourceRef); err != nil {
+			return nil, retryable(err, "export chunk %s: read cursor", in.Unit.ID)
+		}
+		cur.SourceRef = ""
+	}
 	start := cur
 	stopAt := s.stopTime(ctx)
 
@@ -500,6 +533,18 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		if err := s.writeOutcomes(ctx, job.ID, in.Unit.ID, start.Seq, start.Source, badRecords); err != nil {
 			return nil, retryable(err, "export chunk %s: write errors", in.Unit.ID)
 		}
+	}
+	if len(cur.Source) > maxInlineCursor {
+		// A long source position goes by reference, so neither the state
+		// nor the unit's item grows with it. The key is derived from the
+		// position: a retried chunk writes the same object.
+		h := fnv.New64a()
+		h.Write([]byte(cur.Source))
+		key := fmt.Sprintf("%s/%s/cursor.%016x.txt", job.ID, in.Unit.ID, h.Sum64())
+		if err := s.putText(ctx, key, cur.Source); err != nil {
+			return nil, retryable(err, "export chunk %s: store cursor", in.Unit.ID)
+		}
+		cur.Source, cur.SourceRef = "", key
 	}
 	prog := UnitProgress{Resources: cur.Resources, Bytes: cur.Bytes, Files: cur.Files, Done: done, Cursor: &cur}
 	if err := s.jobs.SaveProgress(ctx, job.ID, in.Unit.ID, prog); err != nil {

@@ -429,3 +429,63 @@ func TestFinalizeCountsAHundredThousandFiles(t *testing.T) {
 		t.Errorf("status = %s", j.Status)
 	}
 }
+
+// longCursorSource is a Source whose positions are 10 KB long.
+type longCursorSource struct{ *exporttest.Source }
+
+var cursorPad = strings.Repeat("p", 10000)
+
+func (l longCursorSource) Open(ctx context.Context, q export.Query, t, seg, cur string) (export.Reader, error) {
+	if cur != "" {
+		if !strings.HasPrefix(cur, cursorPad) {
+			return nil, fmt.Errorf("cursor lost its padding: %.40q", cur)
+		}
+		cur = strings.TrimPrefix(cur, cursorPad)
+	}
+	r, err := l.Source.Open(ctx, q, t, seg, cur)
+	return longCursorReader{r}, err
+}
+
+type longCursorReader struct{ export.Reader }
+
+func (r longCursorReader) Cursor() string { return cursorPad + r.Reader.Cursor() }
+
+// TestLongCursorsGoByReference: a source position over 2 KiB is stored as
+// an object and the chunk's result carries only its key, and the unit
+// still resumes exactly.
+func TestLongCursorsGoByReference(t *testing.T) {
+	ctx := context.Background()
+	src := longCursorSource{&exporttest.Source{Lines: map[string][]string{"Observation": lines("Observation", 2000)}}}
+	f := newFixture(t, nil, export.Config{ChunkBudget: time.Nanosecond})
+	f.steps = export.NewSteps(f.jobs, f.files, src, export.Config{ChunkBudget: time.Nanosecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.steps.SetClock(func() time.Time { f.clock = f.clock.Add(time.Millisecond); return f.clock })
+	plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := units(t, f.steps, plan)[0]
+	var cur *export.Cursor
+	chunks := 0
+	for ; chunks < 100; chunks++ {
+		res, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: u, Cursor: cur})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := json.Marshal(res); len(b) > 1024 {
+			t.Fatalf("chunk result of %d bytes carries the long cursor: %.200s", len(b), b)
+		}
+		if res.Done {
+			break
+		}
+		if res.Cursor.SourceRef == "" || res.Cursor.Source != "" {
+			t.Fatalf("cursor = %+v, want a reference", res.Cursor)
+		}
+		cur = res.Cursor
+	}
+	if chunks < 2 {
+		t.Fatalf("%d chunks; the budget should have split the unit", chunks)
+	}
+	if got := outputLines(f); strings.Join(got, "\n") != strings.Join(src.Lines["Observation"], "\n") {
+		t.Fatalf("output has %d lines, want the %d source lines once, in order", len(got), 2000)
+	}
+}
