@@ -63,6 +63,7 @@ type cluster struct {
 	task     *lambdaenv.Env
 	lambda   *httptest.Server
 	sfn      *httptest.Server
+	dynamo   *httptest.Server // DynamoDB Local behind the item size check
 	s3       *s3.Client
 	emulated []*awstest.Emulator
 
@@ -98,6 +99,7 @@ type limitStats struct {
 	MaxStateBytes    int
 	MaxHistoryEvents int
 	MaxLambdaBytes   int
+	MaxItemBytes     int
 	Executions       int
 	Transitions      int
 	Crossed          []string
@@ -183,10 +185,16 @@ func newCluster() (*cluster, error) {
 		return nil, err
 	}
 	cl.emulated = append(cl.emulated, minio)
+	proxy, err := newDynamoProxy(cl, ddb.Endpoint)
+	if err != nil {
+		cl.close()
+		return nil, err
+	}
+	cl.dynamo = httptest.NewServer(proxy)
 	cl.lambda = httptest.NewServer(http.HandlerFunc(cl.serveLambda))
 	cl.sfn = httptest.NewServer(http.HandlerFunc(cl.serveSFN))
 	cl.env = map[string]string{
-		"AWS_ENDPOINT_URL_DYNAMODB": ddb.Endpoint,
+		"AWS_ENDPOINT_URL_DYNAMODB": cl.dynamo.URL,
 		"AWS_ENDPOINT_URL_S3":       minio.Endpoint,
 		"AWS_ENDPOINT_URL_SFN":      cl.sfn.URL,
 		"AWS_ENDPOINT_URL_LAMBDA":   cl.lambda.URL,
@@ -386,6 +394,9 @@ func (cl *cluster) close() {
 	}
 	if cl.lambda != nil {
 		cl.lambda.Close()
+	}
+	if cl.dynamo != nil {
+		cl.dynamo.Close()
 	}
 	if cl.sfn != nil {
 		cl.sfn.Close()

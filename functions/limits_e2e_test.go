@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
+	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
@@ -104,4 +108,29 @@ func TestEveryExecutionEndsItsJob(t *testing.T) {
 			t.Errorf("job status = %s", j.Status)
 		}
 	})
+}
+
+// TestItemLimitFires: the DynamoDB endpoint the functions use refuses an
+// item over 400 KB and reports the limit; one under it is stored.
+func TestItemLimitFires(t *testing.T) {
+	cl := need(t)
+	cl.takeCrossed()
+	db := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
+	item := func(n int) map[string]types.AttributeValue {
+		return map[string]types.AttributeValue{
+			"pk": &types.AttributeValueMemberS{Value: "JOB#limit-test"}, "sk": &types.AttributeValueMemberS{Value: "JOB"},
+			"blob": &types.AttributeValueMemberS{Value: strings.Repeat("x", n)},
+		}
+	}
+	_, err := db.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item(dynamostore.MaxItemBytes)})
+	crossed := strings.Join(cl.takeCrossed(), "; ")
+	if err == nil || !strings.Contains(crossed, "DynamoDB item") {
+		t.Errorf("PutItem over 400 KB = %v, crossed %q; want refused and reported", err, crossed)
+	}
+	if _, err := db.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item(dynamostore.MaxItemBytes - 100)}); err != nil {
+		t.Errorf("PutItem under 400 KB = %v", err)
+	}
+	if c := cl.takeCrossed(); len(c) != 0 {
+		t.Errorf("crossed %v for an item under the limit", c)
+	}
 }
