@@ -54,6 +54,8 @@ type PlanRef struct {
 	Key   string   `json:"key"`
 	Units int      `json:"units"`
 	Types []string `json:"types,omitempty"`
+	// Batches is how many patient batches the plan holds (0: none).
+	Batches int `json:"batches,omitempty"`
 }
 
 // Unit is one independently exportable piece of a job: one resource type, or

@@ -61,6 +61,9 @@ func PlanKey(jobID string) string { return jobID + "/plan.json" }
 // batchKey is where the i-th patient batch of a job is stored.
 func batchKey(jobID string, i int) string { return fmt.Sprintf("%s/batches/%06d.json", jobID, i) }
 
+// batchIndexKey is where the first patient of every batch is stored.
+func batchIndexKey(jobID string) string { return jobID + "/batches/index.json" }
+
 // ChunkInput is ExportChunk's input. Cursor is nil for a unit's first chunk.
 type ChunkInput struct {
 	JobID  string  `json:"jobId"`
@@ -154,6 +157,18 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 		return nil, err
 	}
 	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types}
+	if len(batches) > 1 {
+		// The first patient of each batch: a chunk that meets a resource
+		// of several patients finds which batch owns it.
+		firsts := make([]string, len(batches))
+		for i, b := range batches {
+			firsts[i] = b[0]
+		}
+		if err := s.putJSON(ctx, batchIndexKey(job.ID), firsts); err != nil {
+			return nil, retryable(err, "plan: store the batch index")
+		}
+		ref.Batches = len(batches)
+	}
 	if err := s.putJSON(ctx, ref.Key, units); err != nil {
 		return nil, retryable(err, "plan: store the plan")
 	}
@@ -243,6 +258,68 @@ func (s *Steps) putBatches(ctx context.Context, jobID string, batches [][]string
 	}
 	wg.Wait()
 	return first
+}
+
+// batchOwner decides which batch exports a resource of several selected
+// patients (a Group, a shared Encounter): the batch of the first of them,
+// so it is exported once, not by every batch it is found in.
+type batchOwner struct {
+	steps   *Steps
+	jobID   string
+	first   string // this batch's first patient
+	firsts  []string
+	batches map[int]map[string]bool
+}
+
+// owns reports whether no selected patient the resource references sorts
+// before this batch.
+func (o *batchOwner) owns(ctx context.Context, typ string, line []byte) (bool, error) {
+	var earlier []string
+	fhir.CompartmentPatients(typ, line, func(id string) bool {
+		if id < o.first {
+			earlier = append(earlier, id)
+		}
+		return true
+	})
+	// Smallest first: the owning batch is usually the first one looked
+	// at, and each batch is read at most once per chunk.
+	slices.Sort(earlier)
+	for _, id := range earlier {
+		sel, err := o.selected(ctx, id)
+		if err != nil || sel {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// selected reports whether id is in an earlier batch.
+func (o *batchOwner) selected(ctx context.Context, id string) (bool, error) {
+	if o.firsts == nil {
+		if err := o.steps.getJSON(ctx, batchIndexKey(o.jobID), &o.firsts); err != nil {
+			return false, err
+		}
+	}
+	i := sort.SearchStrings(o.firsts, id)
+	if i == len(o.firsts) || o.firsts[i] != id {
+		i-- // the batch whose range holds id
+	}
+	if i < 0 {
+		return false, nil
+	}
+	set, ok := o.batches[i]
+	if !ok {
+		var ids []string
+		if err := o.steps.getJSON(ctx, batchKey(o.jobID, i), &ids); err != nil {
+			return false, err
+		}
+		set = map[string]bool{}
+		for _, p := range ids {
+			set[p] = true
+		}
+		o.batches[i] = set
+	}
+	return set[id], nil
 }
 
 // PatientBatcher is a Source that reads patients in batches of at most
@@ -430,12 +507,16 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		return nil, &JobNotRunningError{Msg: fmt.Sprintf("export chunk: job %s is %s", job.ID, job.Status)}
 	}
 	q := s.query(job, in.Unit.Type)
+	var owner *batchOwner
 	if in.Unit.Batch != "" {
 		var batch []string
 		if err := s.getJSON(ctx, in.Unit.Batch, &batch); err != nil {
 			return nil, retryable(err, "export chunk %s: read patient batch", in.Unit.ID)
 		}
 		q.Level, q.Patients = bulkdata.LevelPatient, batch
+		if job.Plan != nil && job.Plan.Batches > 1 && len(batch) > 0 {
+			owner = &batchOwner{steps: s, jobID: job.ID, first: batch[0], batches: map[int]map[string]bool{}}
+		}
 	}
 	cur := Cursor{}
 	if in.Cursor != nil {
@@ -514,6 +595,15 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		case targets != nil && !fhir.TargetsAnyType(line, targets):
 			cur.Source = rd.Cursor()
 			continue
+		case owner != nil:
+			mine, err := owner.owns(ctx, in.Unit.Type, line)
+			if err != nil {
+				return nil, retryable(err, "export chunk %s: read the batch index", in.Unit.ID)
+			}
+			if !mine {
+				cur.Source = rd.Cursor()
+				continue
+			}
 		case selector != nil:
 			if line, err = selector.Subset(in.Unit.Type, line); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)

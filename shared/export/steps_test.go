@@ -15,6 +15,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
 func lines(typ string, n int) []string {
@@ -487,5 +488,71 @@ func TestLongCursorsGoByReference(t *testing.T) {
 	}
 	if got := outputLines(f); strings.Join(got, "\n") != strings.Join(src.Lines["Observation"], "\n") {
 		t.Fatalf("output has %d lines, want the %d source lines once, in order", len(got), 2000)
+	}
+}
+
+// compartmentSource is a fake Source that, like the real ones, returns for
+// a patient list only the resources in those patients' compartments.
+type compartmentSource struct{ *exporttest.Source }
+
+func (c compartmentSource) PatientBatch() int { return 2 }
+
+func (c compartmentSource) Open(ctx context.Context, q export.Query, t, seg, cur string) (export.Reader, error) {
+	want := map[string]bool{}
+	for _, p := range q.Patients {
+		want[p] = true
+	}
+	var kept []string
+	for _, line := range c.Lines[t] {
+		in := false
+		fhir.CompartmentPatients(t, []byte(line), func(id string) bool { in = in || want[id]; return !in })
+		if in {
+			kept = append(kept, line)
+		}
+	}
+	return (&exporttest.Source{Lines: map[string][]string{t: kept}}).Open(ctx, q, t, seg, cur)
+}
+
+// TestResourcesOfSeveralBatchesAreExportedOnce: a resource in the
+// compartments of patients in several batches (the Group itself, a shared
+// Encounter) is exported by the batch of its first selected patient only;
+// one that references a non-member before the batch is still exported.
+func TestResourcesOfSeveralBatchesAreExportedOnce(t *testing.T) {
+	ctx := context.Background()
+	src := compartmentSource{&exporttest.Source{
+		Lines: map[string][]string{
+			"Patient": {`{"resourceType":"Patient","id":"p1"}`, `{"resourceType":"Patient","id":"p3"}`, `{"resourceType":"Patient","id":"p5"}`, `{"resourceType":"Patient","id":"p7"}`},
+			"Group":   {`{"resourceType":"Group","id":"g","member":[{"entity":{"reference":"Patient/p1"}},{"entity":{"reference":"Patient/p3"}},{"entity":{"reference":"Patient/p5"}},{"entity":{"reference":"Patient/p7"}}]}`},
+			"Encounter": {
+				`{"resourceType":"Encounter","id":"shared","subject":{"reference":"Patient/p5"},"participant":[{"individual":{"reference":"Patient/p3"}}]}`,
+				`{"resourceType":"Encounter","id":"outsider","subject":{"reference":"Patient/p5"},"participant":[{"individual":{"reference":"Patient/p0"}}]}`,
+				`{"resourceType":"Encounter","id":"own","subject":{"reference":"Patient/p7"}}`,
+			},
+		},
+		Groups: map[string][]string{"g": {"p1", "p3", "p5", "p7"}},
+	}}
+	f := newFixture(t, nil, export.Config{})
+	f.steps = export.NewSteps(f.jobs, f.files, src, export.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.jobs.Create(ctx, &export.Job{ID: "g1", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
+		Request: bulkdata.Request{Level: bulkdata.LevelGroup, GroupID: "g"}})
+	plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "g1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range units(t, f.steps, plan) {
+		if _, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "g1", Unit: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := map[string]int{}
+	for _, line := range outputLines(f) {
+		var r struct{ ResourceType, ID string }
+		json.Unmarshal([]byte(line), &r)
+		count[r.ResourceType+"/"+r.ID]++
+	}
+	want := map[string]int{"Patient/p1": 1, "Patient/p3": 1, "Patient/p5": 1, "Patient/p7": 1, "Group/g": 1,
+		"Encounter/shared": 1, "Encounter/outsider": 1, "Encounter/own": 1}
+	if fmt.Sprint(count) != fmt.Sprint(want) {
+		t.Errorf("exported %v, want each once: %v", count, want)
 	}
 }
