@@ -167,7 +167,9 @@ func TestKickoffRejections(t *testing.T) {
 		{"patient at system", "GET", b + "/$export?patient=Patient/1", kickHeaders(), "", 400, "patient"},
 		{"patient in GET", "GET", b + "/Patient/$export?patient=Patient/1", kickHeaders(), "", 400, "POST"},
 		{"only non-compartment types", "GET", b + "/Patient/$export?_type=Organization", kickHeaders(), "", 400, "Organization"},
-		{"typeFilter on NDJSON source", "GET", b + "/$export?_typeFilter=Observation%3Fcategory%3Dlaboratory", kickHeaders(), "", 400, "_typeFilter"},
+		{"typeFilter modifier not supported", "GET", b + "/$export?_typeFilter=Observation%3Fcode%3Ain%3Dhttp%3A%2F%2Fx%2Fvs", kickHeaders(), "", 400, "code:in"},
+		{"typeFilter unknown parameter", "GET", b + "/$export?_typeFilter=Patient%3Fcolour%3Dred", kickHeaders(), "", 400, "colour"},
+		{"typeFilter bad date", "GET", b + "/$export?_typeFilter=Patient%3Fbirthdate%3Dlt19x", kickHeaders(), "", 400, "birthdate"},
 		{"includeAssociatedData unknown", "GET", b + "/$export?includeAssociatedData=Everything", kickHeaders(), "", 400, "includeAssociatedData"},
 		{"includeAssociatedData unsupported", "GET", b + "/$export?includeAssociatedData=LatestProvenanceResources", kickHeaders(), "", 400, "LatestProvenanceResources"},
 		{"unknown parameter", "GET", b + "/$export?_foo=1", kickHeaders(), "", 400, "_foo"},
@@ -210,7 +212,7 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 	}
 	// K-06/K-07: Prefer as a list, lenient handling reports ignored
 	// parameters in error files.
-	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient&_foo=bar&_typeFilter=Patient%3Fgender%3Dfemale",
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient&_foo=bar&_typeFilter=Patient%3Fgender%3Ain%3Dx",
 		http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async, handling=lenient"}}, "")
 	m := waitManifest(t, loc, nil)
 	if len(m.Output) != 1 || m.Output[0].Type != "Patient" {
