@@ -556,3 +556,31 @@ func TestResourcesOfSeveralBatchesAreExportedOnce(t *testing.T) {
 		t.Errorf("exported %v, want each once: %v", count, want)
 	}
 }
+
+// TestLargeResourcesStopAtTheBudget: with resources of 2 MiB the clock is
+// read after each one, not every 512, so a chunk stops at its budget
+// however large its resources are.
+func TestLargeResourcesStopAtTheBudget(t *testing.T) {
+	big := make([]string, 40)
+	pad := strings.Repeat("x", 2<<20)
+	for i := range big {
+		big[i] = fmt.Sprintf(`{"resourceType":"Binary","id":"b%02d","data":%q}`, i, pad)
+	}
+	src := &exporttest.Source{Lines: map[string][]string{"Binary": big}}
+	f := newFixture(t, src, export.Config{ChunkBudget: time.Nanosecond, MaxFileBytes: 1 << 30})
+	ctx := context.Background()
+	plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: units(t, f.steps, plan)[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Done || res.Cursor.Resources != 1 {
+		t.Errorf("first chunk: done %v after %d resources; want it stopped after 1", res.Done, res.Cursor.Resources)
+	}
+	if calls := f.runUnit(t, units(t, f.steps, plan)[0]); calls != 41 {
+		t.Errorf("%d chunks for 40 resources of 2 MiB, want 41 (one each, then the end)", calls)
+	}
+}
