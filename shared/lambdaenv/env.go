@@ -68,6 +68,8 @@ type Config struct {
 	DeadlineMargin, ChunkBudget                           time.Duration
 	MaxFileBytes                                          int64
 	MaxLiveJobs                                           int
+	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
+	Auth, TokenSecretARN, TokenURL string
 }
 
 // Export is the core configuration this Config implies.
@@ -138,6 +140,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	}
 	if role == RoleAPI {
 		c.StateMachineARN = need(EnvStateMachine)
+		loadAuth(getenv, &c, &problems)
 	}
 	sources := 0
 	for _, v := range []string{c.SourceDir, c.SourceBucket, c.SourceURL} {

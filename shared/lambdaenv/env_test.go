@@ -80,3 +80,41 @@ func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
 		t.Fatalf("the upstream refused the secret's token: %v", err)
 	}
 }
+
+func TestLoadAuth(t *testing.T) {
+	base := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:sm", EnvSourceDir: "/data"}
+	for _, tc := range []struct {
+		name, auth, secret, want string // want "" = a configuration error
+	}{
+		{"default is bulkfhir's tokens", "", "arn:secret", AuthBulkfhir},
+		{"default without the key", "", "", ""},
+		{"gateway", AuthGateway, "", AuthGateway},
+		{"none", AuthNone, "", AuthNone},
+		{"unknown", "basic", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{EnvAuth: tc.auth, EnvTokenSecretARN: tc.secret}
+			for k, v := range base {
+				env[k] = v
+			}
+			c, err := Load(func(k string) string { return env[k] }, RoleAPI)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("accepted: %+v", c)
+				}
+				return
+			}
+			if err != nil || c.Auth != tc.want {
+				t.Fatalf("Auth = %q, %v; want %s", c.Auth, err, tc.want)
+			}
+			wantURL := map[string]string{AuthBulkfhir: "/auth/token", AuthGateway: "", AuthNone: ""}[tc.want]
+			if got := tokenURL(c); got != wantURL {
+				t.Errorf("advertised token URL %q, want %q", got, wantURL)
+			}
+		})
+	}
+	// Task functions need no authorization settings.
+	if _, err := Load(func(k string) string { return base[k] }, RoleTask); err != nil {
+		t.Errorf("task config: %v", err)
+	}
+}
