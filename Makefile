@@ -25,7 +25,7 @@ CDK     := cd infra && $(CDK_ENV) node_modules/.bin/cdk --no-notices
 STACK   ?= bulkfhir
 CDK_ARGS ?=
 
-.PHONY: help build test vet fmt serve data clean fuzz bench demo tools lambdas synth deploy diff destroy \
+.PHONY: help build test vet fmt serve data clean fuzz bench scale demo tools lambdas synth deploy diff destroy \
         searchparams localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
 
 help: ## list targets
@@ -114,6 +114,10 @@ BENCH_PATIENTS ?= 1000
 bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
 	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./shared/bench
 	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
+
+scale: tools ## export 10,000+ units from S3 and a 20,000-patient Group on the emulators with AWS limits enforced; one `scale:` line per run
+	BULKFHIR_SCALE=1 $(GO) test ./functions -run '^TestScale$$' -count=1 -timeout 15m -v 2>&1 | \
+	  { grep -E '^(scale|---|FAIL|ok|PASS|panic)|_test.go:' || true; }; test $${PIPESTATUS[0]} -eq 0
 
 lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)
 	@for fn in $(FUNCTIONS); do \
