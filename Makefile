@@ -35,7 +35,7 @@ GOARCH_arm64  := arm64
 GOARCH_x86_64 := amd64
 STACK_CTX = -c bulkfhir:architecture=$(ARCH) -c bulkfhir:apiType=$(API_TYPE)
 
-.PHONY: help build test vet fmt serve data clean fuzz bench demo tools lambdas synth deploy diff destroy \
+.PHONY: help build test vet fmt serve data clean fuzz bench scale demo tools lambdas synth deploy diff destroy \
         searchparams localstack-up localstack-deploy localstack-e2e localstack-down sam-env sam-invoke sam-api
 
 help: ## list targets
@@ -136,6 +136,10 @@ BENCH_PATIENTS ?= 1000
 bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
 	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./shared/bench
 	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
+
+scale: tools ## export 10,000+ units from S3 and a 20,000-patient Group on the emulators with AWS limits enforced; one `scale:` line per run
+	BULKFHIR_SCALE=1 $(GO) test ./functions -run '^TestScale$$' -count=1 -timeout 15m -v 2>&1 | \
+	  { grep -E '^(scale|---|FAIL|ok|PASS|panic)|_test.go:' || true; }; test $${PIPESTATUS[0]} -eq 0
 
 lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, ARCH=arm64|x86_64)
 	@test -n "$(GOARCH_$(ARCH))" || { echo "ARCH must be arm64 or x86_64, not $(ARCH)"; exit 1; }

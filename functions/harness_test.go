@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,12 +30,14 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/bulkfhir/bulkfhir/shared/awstest"
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 	"github.com/bulkfhir/bulkfhir/shared/synth"
 )
 
@@ -61,14 +64,23 @@ type cluster struct {
 	task     *lambdaenv.Env
 	lambda   *httptest.Server
 	sfn      *httptest.Server
+	dynamo   *httptest.Server // DynamoDB Local behind the item size check
 	s3       *s3.Client
 	emulated []*awstest.Emulator
 
+	worker   *worker
+	counter  *requestCounter
+	maps     map[string]*distributedMap
+	exportPx string
+
 	mu          sync.Mutex
+	limits      limitStats
 	executions  map[string]*execution
 	invocations map[string]int
-	failOnce    map[string]bool // unit ids whose first chunk fails after running
-	failAlways  map[string]bool // unit ids whose chunks always fail
+	failOnce    map[string]bool          // unit ids whose first chunk fails after running
+	failAlways  map[string]bool          // unit ids whose chunks always fail
+	bloat       map[string]int           // unit ids whose chunk results get this many bytes more
+	block       map[string]chan struct{} // unit ids whose chunks wait for this (or their deadline)
 	injected    int
 }
 
@@ -77,6 +89,51 @@ type execution struct {
 	out    bytes.Buffer
 	done   chan struct{}
 	killed bool
+	// status is how it ended (SUCCEEDED, FAILED, TIMED_OUT, ABORTED),
+	// set before done closes.
+	status string
+}
+
+// limitStats are the largest figures the fake endpoints saw, against the
+// AWS limits, and every limit crossed.
+type limitStats struct {
+	MaxStateBytes    int
+	MaxHistoryEvents int
+	MaxLambdaBytes   int
+	MaxItemBytes     int
+	Executions       int
+	Transitions      int
+	Crossed          []string
+}
+
+// record notes one execution's figures.
+func (cl *cluster) record(o outcome) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.limits.Executions++
+	cl.limits.Transitions += o.Transitions
+	cl.limits.MaxStateBytes = max(cl.limits.MaxStateBytes, o.MaxStateBytes)
+	cl.limits.MaxHistoryEvents = max(cl.limits.MaxHistoryEvents, o.Events)
+	if o.Limit != "" {
+		cl.limits.Crossed = append(cl.limits.Crossed, o.Limit)
+	}
+}
+
+// crossed notes a limit crossed outside an execution.
+func (cl *cluster) crossed(what string) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.limits.Crossed = append(cl.limits.Crossed, what)
+}
+
+// takeCrossed returns and forgets the limits crossed so far (a negative
+// test expects its own).
+func (cl *cluster) takeCrossed() []string {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	out := cl.limits.Crossed
+	cl.limits.Crossed = nil
+	return out
 }
 
 var (
@@ -91,6 +148,12 @@ func TestMain(m *testing.M) {
 	c, setupErr = newCluster()
 	code := m.Run()
 	if c != nil {
+		// A test that crossed an AWS limit without expecting it fails the
+		// run: on AWS it would have failed.
+		if crossed := c.takeCrossed(); len(crossed) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: AWS limits crossed: %s\n", strings.Join(crossed, "; "))
+			code = 1
+		}
 		c.close()
 	}
 	os.Exit(code)
@@ -107,7 +170,8 @@ func newCluster() (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := &cluster{root: root, executions: map[string]*execution{}, invocations: map[string]int{}, failOnce: map[string]bool{}, failAlways: map[string]bool{}}
+	cl := &cluster{root: root, exportPx: "exports/", executions: map[string]*execution{}, invocations: map[string]int{}, failOnce: map[string]bool{}, failAlways: map[string]bool{},
+		bloat: map[string]int{}, block: map[string]chan struct{}{}}
 	if _, err := os.Stat(filepath.Join(root, "infra", "node_modules", "aws-local-stepfunctions")); err != nil {
 		return nil, fmt.Errorf("aws-local-stepfunctions: %w", awstest.ErrMissing)
 	}
@@ -122,10 +186,16 @@ func newCluster() (*cluster, error) {
 		return nil, err
 	}
 	cl.emulated = append(cl.emulated, minio)
+	proxy, err := newDynamoProxy(cl, ddb.Endpoint)
+	if err != nil {
+		cl.close()
+		return nil, err
+	}
+	cl.dynamo = httptest.NewServer(proxy)
 	cl.lambda = httptest.NewServer(http.HandlerFunc(cl.serveLambda))
 	cl.sfn = httptest.NewServer(http.HandlerFunc(cl.serveSFN))
 	cl.env = map[string]string{
-		"AWS_ENDPOINT_URL_DYNAMODB": ddb.Endpoint,
+		"AWS_ENDPOINT_URL_DYNAMODB": cl.dynamo.URL,
 		"AWS_ENDPOINT_URL_S3":       minio.Endpoint,
 		"AWS_ENDPOINT_URL_SFN":      cl.sfn.URL,
 		"AWS_ENDPOINT_URL_LAMBDA":   cl.lambda.URL,
@@ -150,11 +220,23 @@ func newCluster() (*cluster, error) {
 	for k, v := range cl.env {
 		os.Setenv(k, v)
 	}
+	// The runner of child executions reads the endpoints and credentials
+	// from its environment.
+	if cl.worker, err = startWorker(root); err != nil {
+		cl.close()
+		return nil, err
+	}
 	ctx := context.Background()
 	if cl.awsCfg, err = awstest.Config(ctx); err != nil {
 		cl.close()
 		return nil, err
 	}
+	var next aws.HTTPClient = cl.awsCfg.HTTPClient
+	if next == nil {
+		next = awshttp.NewBuildableClient()
+	}
+	cl.counter = &requestCounter{counts: map[string]int{}, next: next}
+	cl.awsCfg.HTTPClient = cl.counter
 	if err := cl.provision(ctx); err != nil {
 		cl.close()
 		return nil, err
@@ -248,17 +330,37 @@ func (cl *cluster) provision(ctx context.Context) error {
 			return err
 		}
 	}
-	def, err := Definition(cl.root, maxConcurrent)
+	return cl.useDefinition(maxConcurrent, 3600)
+}
+
+// useDefinition substitutes the committed definition as the stack would
+// and splits off its Distributed Map states for the fake to play.
+func (cl *cluster) useDefinition(maxConcurrency, timeoutSeconds int) error {
+	def, err := definition(cl.root, maxConcurrency, timeoutSeconds)
 	if err != nil {
 		return err
 	}
-	cl.defPath = filepath.Join(cl.dataDir, "export.asl.json")
-	return os.WriteFile(cl.defPath, []byte(def), 0o644)
+	parent, maps, err := splitDistributed([]byte(def), functionArn+"dmap-")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(cl.dataDir, fmt.Sprintf("export-%d-%d.asl.json", maxConcurrency, timeoutSeconds))
+	if err := os.WriteFile(path, parent, 0o644); err != nil {
+		return err
+	}
+	cl.mu.Lock()
+	cl.defPath, cl.maps = path, maps
+	cl.mu.Unlock()
+	return nil
 }
 
 // Definition is the committed ASL file with the substitutions the CDK stack
 // makes.
 func Definition(root string, maxConcurrency int) (string, error) {
+	return definition(root, maxConcurrency, 3600)
+}
+
+func definition(root string, maxConcurrency, timeoutSeconds int) (string, error) {
 	b, err := os.ReadFile(filepath.Join(root, "infra", "statemachine", "export.asl.json"))
 	if err != nil {
 		return "", err
@@ -269,6 +371,9 @@ func Definition(root string, maxConcurrency int) (string, error) {
 		"${FinalizeFunctionArn}", functionArn+"finalize",
 		"${FailFunctionArn}", functionArn+"fail",
 		"${MaxConcurrency}", fmt.Sprint(maxConcurrency),
+		"${TimeoutSeconds}", fmt.Sprint(timeoutSeconds),
+		"${ExportBucket}", bucket,
+		"${ExportPrefix}", "exports/",
 	)
 	def := r.Replace(string(b))
 	if strings.Contains(def, "${") {
@@ -288,8 +393,14 @@ func (cl *cluster) close() {
 		}
 	}
 	cl.mu.Unlock()
+	if cl.worker != nil {
+		cl.worker.close()
+	}
 	if cl.lambda != nil {
 		cl.lambda.Close()
+	}
+	if cl.dynamo != nil {
+		cl.dynamo.Close()
 	}
 	if cl.sfn != nil {
 		cl.sfn.Close()
@@ -315,7 +426,7 @@ func (cl *cluster) handlerFor(name string) lambda.Handler {
 	case "finalize":
 		return lambda.NewHandler(steps.Finalize)
 	case "fail":
-		return lambda.NewHandler(steps.Fail)
+		return lambda.NewHandler(sfnrunner.FailHandler(steps.Fail))
 	}
 	return nil
 }
@@ -342,6 +453,11 @@ func (cl *cluster) serveLambda(w http.ResponseWriter, r *http.Request) {
 		name = name[i+len("function:"):]
 	}
 	name = strings.TrimPrefix(name, "bulkfhir-")
+	payload, _ := io.ReadAll(r.Body)
+	if state, ok := strings.CutPrefix(name, "dmap-"); ok {
+		cl.serveMap(w, r, state, payload)
+		return
+	}
 	h := cl.handlerFor(name)
 	if h == nil {
 		w.Header().Set("X-Amzn-ErrorType", "ResourceNotFoundException")
@@ -349,19 +465,33 @@ func (cl *cluster) serveLambda(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"Type":"User","message":"Function not found: %s"}`, name)
 		return
 	}
-	payload, _ := io.ReadAll(r.Body)
 	// Like a Lambda invocation: a deadline, here a generous one.
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Minute)
 	defer cancel()
+	var in struct {
+		Unit struct{ ID string } `json:"unit"`
+	}
+	if name == "export" {
+		json.Unmarshal(payload, &in)
+	}
+	cl.mu.Lock()
+	gate := cl.block[in.Unit.ID]
+	cl.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+	}
 	out, err := h.Invoke(ctx, payload)
 	cl.mu.Lock()
+	if n := cl.bloat[in.Unit.ID]; n > 0 && err == nil {
+		out = append(out[:len(out)-1], []byte(`,"padding":"`+strings.Repeat("x", n)+`"}`)...)
+	}
 	cl.invocations[name]++
+	cl.limits.MaxLambdaBytes = max(cl.limits.MaxLambdaBytes, len(out))
 	inject := false
 	if err == nil && name == "export" {
-		var in struct {
-			Unit struct{ ID string } `json:"unit"`
-		}
-		json.Unmarshal(payload, &in)
 		if cl.failOnce[in.Unit.ID] || cl.failAlways[in.Unit.ID] {
 			delete(cl.failOnce, in.Unit.ID)
 			cl.injected++
@@ -381,6 +511,61 @@ func (cl *cluster) serveLambda(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		w.Header().Set("X-Amz-Function-Error", "Unhandled")
 		json.NewEncoder(w).Encode(map[string]string{"errorType": errorType(err), "errorMessage": err.Error()})
+		return
+	}
+	if len(out) > maxLambdaResponse {
+		// The Lambda service refuses a response over 6 MB.
+		cl.crossed(fmt.Sprintf("%s response of %d bytes is over the %d-byte Lambda limit", name, len(out), maxLambdaResponse))
+		w.Header().Set("X-Amz-Function-Error", "Unhandled")
+		json.NewEncoder(w).Encode(map[string]string{"errorType": "Function.ResponseSizeTooLarge", "errorMessage": "Response payload size exceeded maximum allowed payload size"})
+		return
+	}
+	w.Write(out)
+}
+
+// serveMap plays the Distributed Map state for the parent execution's
+// stand-in task: children run in the shared runner process; the parent's
+// connection closing (a stopped execution) aborts them.
+func (cl *cluster) serveMap(w http.ResponseWriter, r *http.Request, state string, input []byte) {
+	cl.mu.Lock()
+	m := cl.maps[state]
+	cl.mu.Unlock()
+	if m == nil {
+		w.Header().Set("X-Amzn-ErrorType", "ResourceNotFoundException")
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	runID := fmt.Sprintf("%s-%d", state, time.Now().UnixNano())
+
+	out, err := m.run(r.Context(), runID, input, mapIO{
+		read: func(ctx context.Context, b, key string) ([]byte, error) {
+			o, err := cl.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b), Key: aws.String(key)})
+			if err != nil {
+				return nil, err
+			}
+			defer o.Body.Close()
+			return io.ReadAll(o.Body)
+		},
+		write: func(ctx context.Context, b, key string, body []byte) error {
+			_, err := cl.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b), Key: aws.String(key), Body: bytes.NewReader(body)})
+			return err
+		},
+		child: func(ctx context.Context, def json.RawMessage, in []byte) (outcome, error) {
+			o, err := cl.worker.run(ctx, def, in)
+			if err == nil {
+				cl.record(o)
+			}
+			return o, err
+		},
+	})
+	if err != nil {
+		name := "States.Runtime"
+		var me *mapError
+		if errors.As(err, &me) {
+			name = me.Name
+		}
+		w.Header().Set("X-Amz-Function-Error", "Unhandled")
+		json.NewEncoder(w).Encode(map[string]string{"errorType": name, "errorMessage": err.Error()})
 		return
 	}
 	w.Write(out)
@@ -419,7 +604,7 @@ func (cl *cluster) serveSFN(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		cl.executions[name] = e
-		go func() { cmd.Wait(); close(e.done) }()
+		go cl.finish(name, e)
 		json.NewEncoder(w).Encode(map[string]any{
 			"executionArn": strings.Replace(stateMachine, ":stateMachine:", ":execution:", 1) + ":" + name,
 			"startDate":    float64(time.Now().Unix()),
@@ -467,4 +652,46 @@ func gatewayCall(ctx context.Context, h func(context.Context, json.RawMessage) (
 		return resp, fmt.Errorf("a 2.0 event was answered with a %T", out)
 	}
 	return resp, nil
+}
+
+// finish waits for a parent execution, records its figures and, as the
+// stack's EventBridge rule does for FAILED, TIMED_OUT and ABORTED
+// executions, invokes the fail function with the status change event.
+func (cl *cluster) finish(name string, e *execution) {
+	err := e.cmd.Wait()
+	var o outcome
+	lines := strings.Split(strings.TrimSpace(e.out.String()), "\n")
+	json.Unmarshal([]byte(lines[len(lines)-1]), &o)
+	cl.mu.Lock()
+	killed := e.killed
+	cl.mu.Unlock()
+	status := "SUCCEEDED"
+	switch {
+	case killed:
+		status = "ABORTED"
+	case err == nil:
+	case o.Error == "States.Timeout":
+		status = "TIMED_OUT"
+	default:
+		status = "FAILED"
+	}
+	if !killed {
+		cl.record(o)
+	}
+	if status != "SUCCEEDED" {
+		ev, _ := json.Marshal(map[string]any{
+			"version": "0", "source": "aws.states", "detail-type": sfnrunner.StatusChangeDetailType,
+			"detail": map[string]any{"executionArn": sfnrunner.ExecutionARN(stateMachine, name), "stateMachineArn": stateMachine,
+				"name": name, "status": status, "error": o.Error, "cause": o.Cause},
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if _, err := cl.handlerFor("fail").Invoke(ctx, ev); err != nil {
+			fmt.Fprintf(os.Stderr, "the fail function refused the status change of %s: %v\n", name, err)
+		}
+		cancel()
+	}
+	cl.mu.Lock()
+	e.status = status
+	cl.mu.Unlock()
+	close(e.done)
 }

@@ -20,8 +20,13 @@ type StackProps struct {
 	// and S3 expiry (rounded up to whole days: S3 lifecycle granularity,
 	// so files never vanish before Expires). Default 2h.
 	Retention time.Duration
-	// MaxConcurrency of the state machine's Map over work units. Default 10.
+	// MaxConcurrency of the state machine's Distributed Map over work
+	// units (child executions at once). Default 10.
 	MaxConcurrency int
+	// MaxJobDuration bounds an export: the state machine's TimeoutSeconds
+	// (a timed-out job is marked failed) and how long a live job's record
+	// is kept. Default 24h.
+	MaxJobDuration time.Duration
 	// SourceBucket holds the NDJSON to export (under SourcePrefix). Empty:
 	// the stack creates a source bucket.
 	SourceBucket string
@@ -97,6 +102,9 @@ func (p StackProps) withDefaults() StackProps {
 	}
 	if p.MaxConcurrency <= 0 {
 		p.MaxConcurrency = 10
+	}
+	if p.MaxJobDuration <= 0 {
+		p.MaxJobDuration = 24 * time.Hour
 	}
 	if p.BuildDir == "" {
 		p.BuildDir = "../build"
@@ -182,6 +190,11 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	if v := str("maxConcurrency"); v != "" {
 		if p.MaxConcurrency, err = strconv.Atoi(v); err != nil {
 			return p, fmt.Errorf("context bulkfhir:maxConcurrency: %w", err)
+		}
+	}
+	if v := str("maxJobDuration"); v != "" {
+		if p.MaxJobDuration, err = time.ParseDuration(v); err != nil {
+			return p, fmt.Errorf("context bulkfhir:maxJobDuration: %w", err)
 		}
 	}
 	if v := str("throttleRateLimit"); v != "" {

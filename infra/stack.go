@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
@@ -21,6 +23,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
 
 // Names shared with the Go code (the functions read these variables, the
@@ -151,10 +154,11 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 
 	env := map[string]*string{
-		lambdaenv.EnvTable:        s.Table.TableName(),
-		lambdaenv.EnvBucket:       s.Bucket.BucketName(),
-		lambdaenv.EnvBucketPrefix: jsii.String(exportPrefix),
-		lambdaenv.EnvRetention:    jsii.String(props.Retention.String()),
+		lambdaenv.EnvTable:          s.Table.TableName(),
+		lambdaenv.EnvBucket:         s.Bucket.BucketName(),
+		lambdaenv.EnvBucketPrefix:   jsii.String(exportPrefix),
+		lambdaenv.EnvRetention:      jsii.String(props.Retention.String()),
+		lambdaenv.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
 	}
 	if s.Source != nil {
 		env[lambdaenv.EnvSourceBucket] = s.Source.BucketName()
@@ -186,19 +190,26 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 
 	// The state machine: the committed ASL file (the one the tests run), with
-	// the function ARNs and the Map's concurrency substituted.
+	// the function ARNs, the plan bucket, the Map's concurrency and the
+	// timeout substituted. Its name is fixed so its role can name its own
+	// child executions without a dependency cycle.
 	definition := mustRead(DefinitionFile)
+	smName := join(awscdk.Aws_STACK_NAME(), jsii.String("-export"))
 	smLogs := awslogs.NewLogGroup(stack, jsii.String("StateMachineLogs"), &awslogs.LogGroupProps{
 		Retention: props.LogRetention, RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 	})
 	s.StateMachine = awsstepfunctions.NewStateMachine(stack, jsii.String("ExportStateMachine"), &awsstepfunctions.StateMachineProps{
-		DefinitionBody: awsstepfunctions.DefinitionBody_FromString(jsii.String(definition)),
+		StateMachineName: smName,
+		DefinitionBody:   awsstepfunctions.DefinitionBody_FromString(jsii.String(definition)),
 		DefinitionSubstitutions: &map[string]*string{
 			"PlanFunctionArn":     s.Functions["plan"].FunctionArn(),
 			"ExportFunctionArn":   s.Functions["export"].FunctionArn(),
 			"FinalizeFunctionArn": s.Functions["finalize"].FunctionArn(),
 			"FailFunctionArn":     s.Functions["fail"].FunctionArn(),
 			"MaxConcurrency":      jsii.String(fmt.Sprint(props.MaxConcurrency)),
+			"TimeoutSeconds":      jsii.String(fmt.Sprint(int64(props.MaxJobDuration.Seconds()))),
+			"ExportBucket":        s.Bucket.BucketName(),
+			"ExportPrefix":        jsii.String(exportPrefix),
 		},
 		TracingEnabled: jsii.Bool(true),
 		Logs: &awsstepfunctions.LogOptions{
@@ -212,6 +223,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	for _, name := range []string{"plan", "export", "finalize", "fail"} {
 		s.Functions[name].GrantInvoke(s.StateMachine)
 	}
+	s.distributedMap(smName)
+	s.endJobsOfEndedExecutions()
 	for _, name := range []string{"kickoff", "status"} {
 		s.Functions[name].AddEnvironment(jsii.String(lambdaenv.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
 	}
@@ -359,13 +372,15 @@ func (s *Stack) grant(props StackProps) {
 	s.allow("status", []string{"states:StopExecution"}, executions)
 	readSource("status")
 	// plan: read the request, start the job, record the lenient warnings.
-	s.allow("plan", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, table)
+	s.allow("plan", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}, table)
 	s.allow("plan", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, exports)
 	readSource("plan")
 	// export: stream files under the export prefix, record files and
 	// progress, and clean up after a cancel.
-	s.allow("export", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, table)
-	s.allow("export", []string{"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"}, exports)
+	// Progress and file items go in a transaction with a check of the job.
+	s.allow("export", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}, table)
+	// GetObject reads the unit's patient batch.
+	s.allow("export", []string{"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject"}, exports)
 	listPrefix("export", s.Bucket.BucketArn(), exportPrefix)
 	readSource("export")
 	// finalize: read the job and its files, complete it.
@@ -380,6 +395,53 @@ func (s *Stack) grant(props StackProps) {
 			s.allow(fn, []string{"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"}, key.KeyArn())
 		}
 	}
+}
+
+// distributedMap lets the state machine run its Distributed Map: start,
+// describe and stop its own child executions, read the plan objects
+// (ItemReader) and write the map run results (ResultWriter) under the
+// export prefix.
+func (s *Stack) distributedMap(smName *string) {
+	arn := func(kind string, tail string) *string {
+		return join(jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":states:"), awscdk.Aws_REGION(), jsii.String(":"),
+			awscdk.Aws_ACCOUNT_ID(), jsii.String(":"+kind+":"), smName, jsii.String(tail))
+	}
+	add := func(actions []string, resources ...*string) {
+		s.StateMachine.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Actions: jsii.Strings(actions...), Resources: &resources,
+		}))
+	}
+	add([]string{"states:StartExecution"}, arn("stateMachine", ""))
+	add([]string{"states:DescribeExecution", "states:StopExecution"}, arn("execution", "/*"))
+	add([]string{"s3:GetObject"}, join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"*/plan.json")))
+	add([]string{"s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
+		join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"mapruns/*")))
+	if key := s.Bucket.EncryptionKey(); key != nil {
+		add([]string{"kms:Decrypt", "kms:GenerateDataKey"}, key.KeyArn())
+	}
+}
+
+// endJobsOfEndedExecutions sends every FAILED, TIMED_OUT or ABORTED
+// execution of the state machine to the fail function, which marks a job
+// still live failed: an execution that ends without reaching MarkFailed
+// (a timeout, an uncatchable error, an abort) cannot leave its job in
+// progress.
+func (s *Stack) endJobsOfEndedExecutions() {
+	rule := awsevents.NewRule(s.Stack, jsii.String("ExecutionEnded"), &awsevents.RuleProps{
+		Description: jsii.String("bulkfhir: mark the job of a failed, timed-out or aborted export execution failed"),
+		EventPattern: &awsevents.EventPattern{
+			Source:     jsii.Strings("aws.states"),
+			DetailType: jsii.Strings(sfnrunner.StatusChangeDetailType),
+			Detail: &map[string]any{
+				"status":          []string{"FAILED", "TIMED_OUT", "ABORTED"},
+				"stateMachineArn": []*string{s.StateMachine.StateMachineArn()},
+			},
+		},
+	})
+	rule.AddTarget(awseventstargets.NewLambdaFunction(s.Functions["fail"], &awseventstargets.LambdaFunctionProps{
+		RetryAttempts: jsii.Number(8),
+		MaxEventAge:   awscdk.Duration_Hours(jsii.Number(6)),
+	}))
 }
 
 // api is the HTTP API: the status route explicitly, everything else under

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
 
 func TestMain(m *testing.M) {
@@ -227,8 +229,8 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		"status":     {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StopExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"token":      {"dynamodb:GetItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"authorizer": {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"plan":       {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"export":     {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"plan":       {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"export":     {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"finalize":   {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"fail":       {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 	}
@@ -304,6 +306,18 @@ func TestStateMachine(t *testing.T) {
 		if subs["MaxConcurrency"] != "7" {
 			t.Errorf("MaxConcurrency = %v, want the prop (7)", subs["MaxConcurrency"])
 		}
+		if subs["TimeoutSeconds"] != "86400" || subs["ExportPrefix"] != "exports/" || !strings.Contains(js(subs["ExportBucket"]), "Exports") {
+			t.Errorf("TimeoutSeconds, ExportPrefix, ExportBucket = %v, %v, %v", subs["TimeoutSeconds"], subs["ExportPrefix"], subs["ExportBucket"])
+		}
+		if !strings.Contains(string(file), `"Mode": "DISTRIBUTED"`) || !strings.Contains(string(file), `"ItemReader"`) {
+			t.Error("the definition has no Distributed Map with an ItemReader")
+		}
+		for _, e := range []string{"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+			"Lambda.TooManyRequestsException", "Lambda.Unknown", "ClientExecutionTimeoutException"} {
+			if n := strings.Count(string(file), `"`+e+`"`); n != 3 {
+				t.Errorf("%s is retried by %d tasks, want all 3 (Plan, ExportChunk, Finalize)", e, n)
+			}
+		}
 		lc := p["LoggingConfiguration"].(map[string]any)
 		if lc["Level"] != "ALL" || lc["IncludeExecutionData"] != false {
 			t.Errorf("logging = %v", lc)
@@ -311,6 +325,57 @@ func TestStateMachine(t *testing.T) {
 		if js(p["TracingConfiguration"]) != `{"Enabled":true}` {
 			t.Errorf("tracing = %v", p["TracingConfiguration"])
 		}
+	}
+}
+
+// TestStateMachineRunsItsDistributedMap: the state machine's role may
+// start and stop its own child executions and read the plan objects, and
+// nothing more of S3 than the plan objects and its map run results.
+func TestStateMachineRunsItsDistributedMap(t *testing.T) {
+	s := base(t)
+	smRole := s.logicalID(t, "AWS::IAM::Role", "ExportStateMachineRole")
+	var stmts []string
+	for _, pol := range s.ofType("AWS::IAM::Policy") {
+		p := props(pol)
+		if strings.Contains(js(p["Roles"]), smRole) {
+			for _, st := range p["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				stmts = append(stmts, js(st))
+			}
+		}
+	}
+	all := strings.Join(stmts, "\n")
+	for _, want := range []string{`"states:StartExecution"`, `"states:StopExecution"`, `/plan.json`, `mapruns/*`, `:stateMachine:`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("state machine role lacks %s:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, `"s3:*"`) || strings.Contains(all, `"states:*"`) {
+		t.Errorf("wildcard actions:\n%s", all)
+	}
+}
+
+// TestEndedExecutionsFailTheirJobs: FAILED, TIMED_OUT and ABORTED
+// executions of this state machine go to the fail function.
+func TestEndedExecutionsFailTheirJobs(t *testing.T) {
+	s := base(t)
+	rules := s.ofType("AWS::Events::Rule")
+	if len(rules) != 1 {
+		t.Fatalf("%d rules", len(rules))
+	}
+	for _, r := range rules {
+		p := props(r)
+		pat := js(p["EventPattern"])
+		for _, want := range []string{`"aws.states"`, sfnrunner.StatusChangeDetailType, `"FAILED"`, `"TIMED_OUT"`, `"ABORTED"`, `ExportStateMachine`} {
+			if !strings.Contains(pat, want) {
+				t.Errorf("pattern %s lacks %s", pat, want)
+			}
+		}
+		if !strings.Contains(js(p["Targets"]), "Fail") {
+			t.Errorf("targets = %s, want the fail function", js(p["Targets"]))
+		}
+	}
+	if len(s.ofType("AWS::Lambda::Permission")) == 0 {
+		t.Error("EventBridge may not invoke the fail function")
 	}
 }
 

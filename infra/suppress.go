@@ -20,6 +20,8 @@ const (
 	reasonExecutions = "StopExecution on this state machine's executions only; execution names are job ids created at run time."
 	reasonSFNLogging = "CloudWatch Logs delivery APIs used for state machine logging, and X-Ray, do not support resource-level permissions."
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
+	reasonChildren   = "The Distributed Map starts, describes and stops its own child executions (state machine <stack>-export, map run executions created at run time); no other state machine."
+	reasonPlanItems  = "The Distributed Map's ItemReader reads the plan object of each job (exports/<job id>/plan.json, job ids created at run time) and its ResultWriter writes under exports/mapruns/ of the stack's own bucket."
 	reasonNoAuth     = "bulkfhir:allowAnonymous=true: this deployment was asked for an API without authentication (a development setting)."
 	reasonPublicAuth = "The OAuth token endpoint, the SMART discovery document and the CapabilityStatement are how a client finds out how to get a token; they cannot require one (the token endpoint authenticates the client's signed assertion itself; metadata without a token holds only the operations and the token URL)."
 	reasonTokenKey   = "The access token key signs tokens that live five minutes; rotating it without a rotation function would only log clients out. Replace the secret value to rotate it."
@@ -56,6 +58,8 @@ func suppress(s *Stack, props StackProps) {
 	}
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")
+	add(s.StateMachine, "AwsSolutions-IAM5", reasonChildren, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<AWS::StackName>-export\\/\\*$/g"))
+	add(s.StateMachine, "AwsSolutions-IAM5", reasonPlanItems, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/exports\\/(\\*\\/plan\\.json|mapruns\\/\\*)$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonInvoke, regex("/^Resource::<(Plan|Export|Finalize|Fail)[0-9A-F]+\\.Arn>:\\*$/g"))
 	var api constructs.IConstruct = s.Api
 	if s.RestApi != nil {

@@ -1,5 +1,8 @@
-// Command fail is a task of the export state machine: the failure step: marks the job failed with an OperationOutcome after the state machine caught an error.
-// Errors are returned unwrapped by type name (RetryableError,
+// Command fail is a task of the export state machine and the target of the
+// EventBridge rule on its executions' status changes: it marks the job
+// failed with an OperationOutcome after the state machine caught an error,
+// or after the execution failed, timed out or was aborted without reaching
+// that state. Errors are returned unwrapped by type name (RetryableError,
 // JobNotRunningError) so the state machine's Retry and Catch can match them.
 package main
 
@@ -7,9 +10,10 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
 
 func main() {
 	env := lambdaenv.MustSetup(lambdaenv.RoleTask)
-	lambda.Start(env.Deps.Steps.Fail)
+	lambda.Start(sfnrunner.FailHandler(env.Deps.Steps.Fail))
 }

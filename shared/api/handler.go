@@ -305,12 +305,12 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 	hd := w.Header()
 	switch job.Status {
 	case export.StatusAccepted, export.StatusInProgress:
-		hd.Set("X-Progress", job.ProgressText())
+		hd.Set("X-Progress", rep.Progress)
 		hd.Set("Retry-After", strconv.Itoa(int(rep.RetryAfter/time.Second)))
 		if separate {
 			hd.Set("X-Export-Status", "202 Accepted")
 			writeJSON(w, http.StatusOK, "application/fhir+json",
-				fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, job.ProgressText()).JSON())
+				fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, rep.Progress).JSON())
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)

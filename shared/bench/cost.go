@@ -160,6 +160,7 @@ func capacity(c *counter) func(*dynamodb.Options) {
 			return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("benchCapacity",
 				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
 					total := ddbtypes.ReturnConsumedCapacityTotal
+					txItems := 0
 					switch p := in.Parameters.(type) {
 					case *dynamodb.GetItemInput:
 						p.ReturnConsumedCapacity = total
@@ -171,6 +172,9 @@ func capacity(c *counter) func(*dynamodb.Options) {
 						p.ReturnConsumedCapacity = total
 					case *dynamodb.QueryInput:
 						p.ReturnConsumedCapacity = total
+					case *dynamodb.TransactWriteItemsInput:
+						p.ReturnConsumedCapacity = total
+						txItems = len(p.TransactItems)
 					}
 					out, md, err := next.HandleInitialize(ctx, in)
 					var cc *ddbtypes.ConsumedCapacity
@@ -186,6 +190,20 @@ func capacity(c *counter) func(*dynamodb.Options) {
 						cc, kind = r.ConsumedCapacity, "WRU"
 					case *dynamodb.DeleteItemOutput:
 						cc, kind = r.ConsumedCapacity, "WRU"
+					case *dynamodb.TransactWriteItemsOutput:
+						// Progress and file records: a check of the job
+						// and a put, priced as transactional writes.
+						kind = "WRU"
+						var sum float64
+						for _, c := range r.ConsumedCapacity {
+							sum += aws.ToFloat64(c.CapacityUnits)
+						}
+						if sum == 0 {
+							// Not reported: at least 2 WRU per item
+							// (a transactional write of up to 1 KB).
+							sum = float64(2 * txItems)
+						}
+						cc = &ddbtypes.ConsumedCapacity{CapacityUnits: &sum}
 					}
 					op := middleware.GetOperationName(ctx)
 					c.add("DynamoDB "+op, 1)

@@ -69,8 +69,12 @@ func runExport(ctx context.Context, jobs export.JobStore, files export.FileStore
 	if err := timed("plan", func() (err error) { plan, err = steps.Plan(ctx, export.JobRef{JobID: job.ID}); return }); err != nil {
 		return nil, err
 	}
-	run.Units = len(plan.Units)
-	for _, u := range plan.Units {
+	units, err := steps.Units(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	run.Units = len(units)
+	for _, u := range units {
 		var cur *export.Cursor
 		for {
 			var res *export.ChunkResult

@@ -98,12 +98,16 @@ func MeasureChunk(ctx context.Context, dir string) (*Memory, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(plan.Units) != 1 {
-		return nil, fmt.Errorf("%d units, want one", len(plan.Units))
+	units, err := steps.Units(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	if len(units) != 1 {
+		return nil, fmt.Errorf("%d units, want one", len(units))
 	}
 	sampler := memstat.Start(10 * time.Millisecond)
 	start := time.Now()
-	res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: job.ID, Unit: plan.Units[0]})
+	res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: job.ID, Unit: units[0]})
 	d := time.Since(start)
 	peakHeap := sampler.Stop()
 	if err != nil {

@@ -1,5 +1,7 @@
-// Package boltstore is the embedded JobStore: job records and file records in
-// one bbolt file. Every change runs in a bbolt read-write transaction, so
+// Package boltstore is the embedded JobStore: job records, unit progress
+// records and file records in one bbolt file, each unit and file a record
+// of its own beside the job (the model of the DynamoDB store), written in
+// the same transaction as a check of the job's status. Every change runs in a bbolt read-write transaction, so
 // conditional transitions are atomic and survive a crash of the process.
 // Concurrent changes are batched into one transaction (one fsync), and an
 // index of live jobs per owner keeps kick-off's concurrency check from
@@ -22,6 +24,8 @@ import (
 var (
 	jobsBucket  = []byte("jobs")
 	filesBucket = []byte("files")
+	// unitsBucket holds a bucket per job: unit id → progress.
+	unitsBucket = []byte("units")
 	// liveBucket indexes accepted and in-progress jobs: owner NUL id.
 	liveBucket = []byte("live")
 )
@@ -46,7 +50,7 @@ func Open(path string) (*Store, error) {
 	// most this long for company.
 	db.MaxBatchDelay = 500 * time.Microsecond
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{jobsBucket, filesBucket} {
+		for _, b := range [][]byte{jobsBucket, filesBucket, unitsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -157,21 +161,54 @@ func (s *Store) Transition(_ context.Context, id string, t export.Transition) (*
 
 // SaveProgress implements export.JobStore.
 func (s *Store) SaveProgress(_ context.Context, id, unitID string, p export.UnitProgress) error {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode progress %s: %w", unitID, err)
+	}
 	return s.db.Batch(func(tx *bolt.Tx) error {
-		j, err := getJob(tx, id)
+		if err := fence(tx, id, export.StatusInProgress); err != nil {
+			return err
+		}
+		b, err := tx.Bucket(unitsBucket).CreateBucketIfNotExists([]byte(id))
 		if err != nil {
 			return err
 		}
-		if j.Status != export.StatusInProgress {
-			return &export.ConflictError{JobID: id, Current: j.Status}
-		}
-		if j.Progress == nil {
-			j.Progress = map[string]export.UnitProgress{}
-		}
-		j.Progress[unitID] = p
-		j.UpdatedAt = s.now().UTC()
-		return putJob(tx, j, true)
+		return b.Put([]byte(unitID), raw)
 	})
+}
+
+// fence fails unless job id exists in one of the statuses.
+func fence(tx *bolt.Tx, id string, statuses ...export.Status) error {
+	j, err := getJob(tx, id)
+	if err != nil {
+		return err
+	}
+	for _, st := range statuses {
+		if j.Status == st {
+			return nil
+		}
+	}
+	return &export.ConflictError{JobID: id, Current: j.Status}
+}
+
+// Progress implements export.JobStore.
+func (s *Store) Progress(_ context.Context, id string) (map[string]export.UnitProgress, error) {
+	out := map[string]export.UnitProgress{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(unitsBucket).Bucket([]byte(id))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var p export.UnitProgress
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("decode progress %s: %w", k, err)
+			}
+			out[string(k)] = p
+			return nil
+		})
+	})
+	return out, err
 }
 
 // PutFile implements export.JobStore.
@@ -181,6 +218,9 @@ func (s *Store) PutFile(_ context.Context, id string, f export.File) error {
 		return fmt.Errorf("encode file %s: %w", f.Key, err)
 	}
 	return s.db.Batch(func(tx *bolt.Tx) error {
+		if err := fence(tx, id, export.StatusAccepted, export.StatusInProgress); err != nil {
+			return err
+		}
 		b, err := tx.Bucket(filesBucket).CreateBucketIfNotExists([]byte(id))
 		if err != nil {
 			return err
@@ -270,10 +310,12 @@ func (s *Store) Delete(_ context.Context, id string) error {
 		if err := tx.Bucket(jobsBucket).Delete([]byte(id)); err != nil {
 			return err
 		}
-		err := tx.Bucket(filesBucket).DeleteBucket([]byte(id))
-		if errors.Is(err, bolt.ErrBucketNotFound) {
-			return nil
+		for _, name := range [][]byte{filesBucket, unitsBucket} {
+			err := tx.Bucket(name).DeleteBucket([]byte(id))
+			if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+				return err
+			}
 		}
-		return err
+		return nil
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -121,6 +122,19 @@ func (w *writer) Commit() error {
 func (w *writer) Abort() error {
 	w.f.Close()
 	return os.Remove(w.f.Name())
+}
+
+// Open implements export.FileStore.
+func (s *Store) Open(_ context.Context, key string) (io.ReadCloser, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	return f, nil
 }
 
 // DeleteJob implements export.FileStore.

@@ -1,11 +1,14 @@
 // Package dynamostore is the JobStore on DynamoDB: one table, where a job is
-// the item (pk "JOB#<id>", sk "JOB") and each file it wrote is an item
-// (pk "JOB#<id>", sk "FILE#<key>") beside it, so a job with many files never
-// outgrows the 400 KB item limit. Status changes are UpdateItem calls with
-// a ConditionExpression on the status; progress is one map entry per unit,
-// set (never added) while the job is in progress. Every item carries the
-// TTL attribute expiresAt (epoch seconds). The GSI "byOwner" counts a
-// client's live jobs.
+// the item (pk "JOB#<id>", sk "JOB"), each unit's progress an item
+// (sk "UNIT#<unit>") and each file it wrote an item (sk "FILE#<key>") in
+// the same partition, so the job item keeps a fixed, small size and no
+// single item takes every write of a large job. Status changes are
+// UpdateItem calls with a ConditionExpression on the status; unit and file
+// items are written in a transaction with a ConditionCheck on the job's
+// status, so nothing is recorded for a job that is no longer live. Reads of
+// units and files are paginated queries. Every item carries the TTL
+// attribute expiresAt (epoch seconds). The GSI "byOwner" counts a client's
+// live jobs.
 package dynamostore
 
 import (
@@ -31,6 +34,7 @@ type API interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 }
 
 // Names of the table's keys, index and TTL attribute.
@@ -42,6 +46,7 @@ const (
 	OwnerIndex   = "byOwner"
 	jobSK        = "JOB"
 	filePrefix   = "FILE#"
+	unitPrefix   = "UNIT#"
 	jobKeyPrefix = "JOB#"
 )
 
@@ -52,7 +57,10 @@ type Store struct {
 	// fileTTL is how long file records live (past any job's life: the job
 	// item's own TTL decides when the job is gone).
 	fileTTL time.Duration
-	now     func() time.Time
+	// pageSize limits the items one query page returns (0: DynamoDB's
+	// 1 MB pages); tests set it small to exercise paging.
+	pageSize int32
+	now      func() time.Time
 }
 
 var _ export.JobStore = (*Store)(nil)
@@ -65,6 +73,9 @@ func New(db API, table string, fileTTL time.Duration) *Store {
 	}
 	return &Store{db: db, table: table, fileTTL: fileTTL, now: time.Now}
 }
+
+// SetPageSize limits the items per query page (tests).
+func (st *Store) SetPageSize(n int32) { st.pageSize = n }
 
 func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 func n(v int64) types.AttributeValue {
@@ -101,9 +112,8 @@ func item(j *export.Job) map[string]types.AttributeValue {
 	it["updatedAt"] = s(ts(j.UpdatedAt))
 	it["expires"] = s(ts(j.ExpiresAt))
 	it[AttrTTL] = n(j.ExpiresAt.Unix())
-	it["progress"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
-	if j.Units != nil {
-		it["units"] = s(mustJSON(j.Units))
+	if j.Plan != nil {
+		it["plan"] = s(mustJSON(j.Plan))
 	}
 	return it
 }
@@ -127,7 +137,7 @@ func parseTime(it map[string]types.AttributeValue, k string) (time.Time, error) 
 func decode(it map[string]types.AttributeValue) (*export.Job, error) {
 	j := &export.Job{
 		ID: str(it, "id"), Owner: str(it, AttrOwner), Status: export.Status(str(it, "status")),
-		RequestURL: str(it, "requestUrl"), Upstream: str(it, "upstream"), Progress: map[string]export.UnitProgress{},
+		RequestURL: str(it, "requestUrl"), Upstream: str(it, "upstream"),
 	}
 	var err error
 	for _, f := range []struct {
@@ -146,9 +156,10 @@ func decode(it map[string]types.AttributeValue) (*export.Job, error) {
 	if err := json.Unmarshal([]byte(str(it, "request")), &j.Request); err != nil {
 		return nil, fmt.Errorf("decode job %s: request: %w", j.ID, err)
 	}
-	if u := str(it, "units"); u != "" {
-		if err := json.Unmarshal([]byte(u), &j.Units); err != nil {
-			return nil, fmt.Errorf("decode job %s: units: %w", j.ID, err)
+	if p := str(it, "plan"); p != "" {
+		j.Plan = &export.PlanRef{}
+		if err := json.Unmarshal([]byte(p), j.Plan); err != nil {
+			return nil, fmt.Errorf("decode job %s: plan: %w", j.ID, err)
 		}
 	}
 	if o := str(it, "outcome"); o != "" {
@@ -161,19 +172,6 @@ func decode(it map[string]types.AttributeValue) (*export.Job, error) {
 	if v, ok := it["failStatus"].(*types.AttributeValueMemberN); ok {
 		fs, _ := strconv.Atoi(v.Value)
 		j.FailStatus = fs
-	}
-	if m, ok := it["progress"].(*types.AttributeValueMemberM); ok {
-		for unit, v := range m.Value {
-			sv, ok := v.(*types.AttributeValueMemberS)
-			if !ok {
-				continue
-			}
-			var p export.UnitProgress
-			if err := json.Unmarshal([]byte(sv.Value), &p); err != nil {
-				return nil, fmt.Errorf("decode job %s: progress %s: %w", j.ID, unit, err)
-			}
-			j.Progress[unit] = p
-		}
 	}
 	return j, nil
 }
@@ -236,9 +234,10 @@ func (st *Store) Transition(ctx context.Context, id string, t export.Transition)
 		values[k] = s(string(f))
 		from = append(from, k)
 	}
-	if t.Units != nil {
-		set = append(set, "units = :units")
-		values[":units"] = s(mustJSON(t.Units))
+	if t.Plan != nil {
+		set = append(set, "#plan = :plan")
+		names["#plan"] = "plan"
+		values[":plan"] = s(mustJSON(t.Plan))
 	}
 	if t.CompletedAt != nil {
 		set = append(set, "completedAt = :completed")
@@ -273,65 +272,118 @@ func (st *Store) Transition(ctx context.Context, id string, t export.Transition)
 	return decode(out.Attributes)
 }
 
-// SaveProgress implements export.JobStore.
+// SaveProgress implements export.JobStore: the unit's own item, written
+// only while the job is in progress.
 func (st *Store) SaveProgress(ctx context.Context, id, unitID string, p export.UnitProgress) error {
-	_, err := st.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(st.table),
-		Key:                      jobKey(id),
-		UpdateExpression:         aws.String("SET progress.#unit = :p, updatedAt = :now"),
-		ConditionExpression:      aws.String("#status = :inprogress"),
-		ExpressionAttributeNames: map[string]string{"#unit": unitID, "#status": "status"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":p": s(mustJSON(p)), ":now": s(ts(st.now())), ":inprogress": s(string(export.StatusInProgress)),
-		},
-	})
-	if isConditionFailed(err) {
-		return st.conflict(ctx, id)
+	item := map[string]types.AttributeValue{
+		AttrPK: s(jobKeyPrefix + id), AttrSK: s(unitPrefix + unitID), "unit": s(unitID),
+		"progress": s(mustJSON(p)), AttrTTL: n(st.now().Add(st.fileTTL).Unix()),
 	}
-	if err != nil {
+	if err := st.putFenced(ctx, id, item, export.StatusInProgress); err != nil {
 		return fmt.Errorf("save progress of %s/%s: %w", id, unitID, err)
 	}
 	return nil
 }
 
-// PutFile implements export.JobStore.
-func (st *Store) PutFile(ctx context.Context, id string, f export.File) error {
-	_, err := st.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(st.table),
-		Item: map[string]types.AttributeValue{
-			AttrPK: s(jobKeyPrefix + id), AttrSK: s(filePrefix + f.Key),
-			"file": s(mustJSON(f)), AttrTTL: n(st.now().Add(st.fileTTL).Unix()),
+// putFenced puts item in one transaction with a check that the job exists
+// and is in one of the statuses; a failed check is a *ConflictError (or
+// ErrJobNotFound).
+func (st *Store) putFenced(ctx context.Context, id string, item map[string]types.AttributeValue, statuses ...export.Status) error {
+	values := map[string]types.AttributeValue{}
+	var in []string
+	for i, status := range statuses {
+		k := fmt.Sprintf(":s%d", i)
+		values[k] = s(string(status))
+		in = append(in, k)
+	}
+	_, err := st.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+		{ConditionCheck: &types.ConditionCheck{
+			TableName: aws.String(st.table), Key: jobKey(id),
+			ConditionExpression:       aws.String("attribute_exists(" + AttrPK + ") AND #status IN (" + strings.Join(in, ", ") + ")"),
+			ExpressionAttributeNames:  map[string]string{"#status": "status"},
+			ExpressionAttributeValues: values,
+		}},
+		{Put: &types.Put{TableName: aws.String(st.table), Item: item}},
+	}})
+	var tc *types.TransactionCanceledException
+	if errors.As(err, &tc) && len(tc.CancellationReasons) > 0 && aws.ToString(tc.CancellationReasons[0].Code) == "ConditionalCheckFailed" {
+		return st.conflict(ctx, id)
+	}
+	return err
+}
+
+// query pages through the items of a job's partition whose sort key
+// starts with prefix.
+func (st *Store) query(ctx context.Context, id, prefix string, fn func(map[string]types.AttributeValue) error) error {
+	in := &dynamodb.QueryInput{
+		TableName:              aws.String(st.table),
+		KeyConditionExpression: aws.String("pk = :pk AND begins_with(sk, :prefix)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":pk": s(jobKeyPrefix + id), ":prefix": s(prefix),
 		},
+		ConsistentRead: aws.Bool(true),
+	}
+	if st.pageSize > 0 {
+		in.Limit = aws.Int32(st.pageSize)
+	}
+	p := dynamodb.NewQueryPaginator(st.db, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		for _, it := range page.Items {
+			if err := fn(it); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Progress implements export.JobStore with a paginated query.
+func (st *Store) Progress(ctx context.Context, id string) (map[string]export.UnitProgress, error) {
+	out := map[string]export.UnitProgress{}
+	err := st.query(ctx, id, unitPrefix, func(it map[string]types.AttributeValue) error {
+		var p export.UnitProgress
+		if err := json.Unmarshal([]byte(str(it, "progress")), &p); err != nil {
+			return fmt.Errorf("decode progress: %w", err)
+		}
+		out[str(it, "unit")] = p
+		return nil
 	})
 	if err != nil {
+		return nil, fmt.Errorf("read progress of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// PutFile implements export.JobStore: the file's own item, written only
+// while the job is live.
+func (st *Store) PutFile(ctx context.Context, id string, f export.File) error {
+	item := map[string]types.AttributeValue{
+		AttrPK: s(jobKeyPrefix + id), AttrSK: s(filePrefix + f.Key),
+		"file": s(mustJSON(f)), AttrTTL: n(st.now().Add(st.fileTTL).Unix()),
+	}
+	if err := st.putFenced(ctx, id, item, export.StatusAccepted, export.StatusInProgress); err != nil {
 		return fmt.Errorf("record file %s: %w", f.Key, err)
 	}
 	return nil
 }
 
-// Files implements export.JobStore.
+// Files implements export.JobStore with a paginated query.
 func (st *Store) Files(ctx context.Context, id string) ([]export.File, error) {
 	var out []export.File
-	p := dynamodb.NewQueryPaginator(st.db, &dynamodb.QueryInput{
-		TableName:              aws.String(st.table),
-		KeyConditionExpression: aws.String("pk = :pk AND begins_with(sk, :file)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":pk": s(jobKeyPrefix + id), ":file": s(filePrefix),
-		},
-		ConsistentRead: aws.Bool(true),
+	err := st.query(ctx, id, filePrefix, func(it map[string]types.AttributeValue) error {
+		var f export.File
+		if err := json.Unmarshal([]byte(str(it, "file")), &f); err != nil {
+			return fmt.Errorf("decode file: %w", err)
+		}
+		out = append(out, f)
+		return nil
 	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list files of %s: %w", id, err)
-		}
-		for _, it := range page.Items {
-			var f export.File
-			if err := json.Unmarshal([]byte(str(it, "file")), &f); err != nil {
-				return nil, fmt.Errorf("decode file of %s: %w", id, err)
-			}
-			out = append(out, f)
-		}
+	if err != nil {
+		return nil, fmt.Errorf("list files of %s: %w", id, err)
 	}
 	return out, nil
 }
@@ -359,4 +411,51 @@ func (st *Store) CountLive(ctx context.Context, owner string) (int, error) {
 		total += int(page.Count)
 	}
 	return total, nil
+}
+
+// MaxItemBytes is DynamoDB's item size limit (400 KB).
+const MaxItemBytes = 400 * 1024
+
+// ItemSize is an item's size as DynamoDB counts it against MaxItemBytes:
+// the UTF-8 bytes of each attribute name plus its value (numbers about one
+// byte per two digits, nested maps and lists 3 bytes plus their elements,
+// each element 1 more).
+func ItemSize(it map[string]types.AttributeValue) int {
+	size := 0
+	for k, v := range it {
+		size += len(k) + valueSize(v)
+	}
+	return size
+}
+
+func valueSize(v types.AttributeValue) int {
+	switch v := v.(type) {
+	case *types.AttributeValueMemberS:
+		return len(v.Value)
+	case *types.AttributeValueMemberN:
+		return (len(strings.TrimLeft(v.Value, "-0"))+1)/2 + 1
+	case *types.AttributeValueMemberB:
+		return len(v.Value)
+	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
+		return 1
+	case *types.AttributeValueMemberSS:
+		n := 0
+		for _, s := range v.Value {
+			n += len(s)
+		}
+		return n
+	case *types.AttributeValueMemberM:
+		n := 3
+		for k, e := range v.Value {
+			n += len(k) + valueSize(e) + 1
+		}
+		return n
+	case *types.AttributeValueMemberL:
+		n := 3
+		for _, e := range v.Value {
+			n += valueSize(e) + 1
+		}
+		return n
+	}
+	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,8 +50,59 @@ func newStore(t *testing.T) (*dynamostore.Store, *dynamodb.Client, string) {
 func TestContract(t *testing.T) {
 	exporttest.JobStoreContract(t, func(t *testing.T) export.JobStore {
 		s, _, _ := newStore(t)
+		s.SetPageSize(25) // the contract's many units then take several pages
 		return s
 	})
+}
+
+// TestJobItemStaysSmall: the job item is the same size after a thousand
+// units saved their progress and files, and far under the item limit.
+func TestJobItemStaysSmall(t *testing.T) {
+	s, db, table := newStore(t)
+	ctx := context.Background()
+	s.Create(ctx, &export.Job{ID: "j", Owner: "o", Status: export.StatusAccepted, ExpiresAt: time.Now().Add(time.Hour)})
+	s.Transition(ctx, "j", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress,
+		Plan: &export.PlanRef{Key: "j/plan.json", Units: 1000, Types: []string{"Observation"}}})
+	size := func() int {
+		out, err := db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(table),
+			Key: map[string]types.AttributeValue{dynamostore.AttrPK: &types.AttributeValueMemberS{Value: "JOB#j"}, dynamostore.AttrSK: &types.AttributeValueMemberS{Value: "JOB"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dynamostore.ItemSize(out.Item)
+	}
+	before := size()
+	for i := 0; i < 1000; i++ {
+		u := fmt.Sprintf("Observation.%04d", i)
+		if err := s.SaveProgress(ctx, "j", u, export.UnitProgress{Resources: 1, Done: true, Cursor: &export.Cursor{Source: "1234567890", Seq: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := size(); after != before || after > 4096 {
+		t.Errorf("job item: %d bytes before, %d after 1000 units; want unchanged and small", before, after)
+	}
+}
+
+// TestItemLimitFires is the negative control of the item size measure:
+// DynamoDB Local refuses an item over 400 KB, and ItemSize says so.
+func TestItemLimitFires(t *testing.T) {
+	_, db, table := newStore(t)
+	it := map[string]types.AttributeValue{
+		dynamostore.AttrPK: &types.AttributeValueMemberS{Value: "JOB#big"},
+		dynamostore.AttrSK: &types.AttributeValueMemberS{Value: "JOB"},
+		"blob":             &types.AttributeValueMemberS{Value: strings.Repeat("x", dynamostore.MaxItemBytes)},
+	}
+	if n := dynamostore.ItemSize(it); n <= dynamostore.MaxItemBytes {
+		t.Errorf("ItemSize = %d, want over %d", n, dynamostore.MaxItemBytes)
+	}
+	_, err := db.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: it})
+	if err == nil || !strings.Contains(err.Error(), "size") {
+		t.Errorf("PutItem of %d bytes = %v, want the item size error", dynamostore.ItemSize(it), err)
+	}
+	it["blob"] = &types.AttributeValueMemberS{Value: strings.Repeat("x", dynamostore.MaxItemBytes-100)}
+	if _, err := db.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: it}); err != nil {
+		t.Errorf("PutItem of %d bytes = %v, want accepted", dynamostore.ItemSize(it), err)
+	}
 }
 
 func TestItemsCarryTTL(t *testing.T) {

@@ -25,6 +25,9 @@ type Config struct {
 	// MaxLiveJobsPerOwner caps accepted and in-progress jobs per client;
 	// kick-offs beyond it get 429 with Retry-After.
 	MaxLiveJobsPerOwner int
+	// PatientBatch is how many patients one unit of a patient or group
+	// export covers, unless the source sets its own (PatientBatcher).
+	PatientBatch int
 	// RequiresAccessToken is the manifest's requiresAccessToken: true only
 	// when the FileStore's links need the bearer token.
 	RequiresAccessToken bool
@@ -38,6 +41,7 @@ const (
 	DefaultDeadlineMargin      = 5 * time.Second
 	DefaultMaxJobDuration      = 24 * time.Hour
 	DefaultMaxLiveJobsPerOwner = 20
+	DefaultPatientBatch        = 5000
 )
 
 func (c Config) withDefaults() Config {
@@ -61,6 +65,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxLiveJobsPerOwner <= 0 {
 		c.MaxLiveJobsPerOwner = DefaultMaxLiveJobsPerOwner
+	}
+	if c.PatientBatch <= 0 {
+		c.PatientBatch = DefaultPatientBatch
 	}
 	return c
 }

@@ -31,12 +31,46 @@ func IsConflict(err error) bool {
 	return errors.As(err, &c)
 }
 
-// RetryableError marks a step failure worth retrying (a source or store that
-// was briefly unavailable). Step Functions matches it by its type name, so a
-// step returns it unwrapped.
-type RetryableError struct{ Msg string }
+// RetryableError marks a step failure worth retrying (a source, store or
+// object store that was briefly unavailable). Step Functions matches it by
+// its type name, so a step returns it unwrapped; it wraps its cause, so
+// errors.Is and errors.As see through it.
+type RetryableError struct {
+	Msg string
+	Err error
+}
 
-func (e *RetryableError) Error() string { return e.Msg }
+func (e *RetryableError) Error() string {
+	if e.Err == nil {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *RetryableError) Unwrap() error { return e.Err }
+
+// retryable is the one place step errors are classified. A job that is no
+// longer live (a failed condition on its status) ends the run quietly as a
+// *JobNotRunningError; a missing job cannot come back and is returned as
+// it is; everything else (store, object store and source failures,
+// timeouts) is worth another attempt.
+func retryable(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	msg := fmt.Sprintf(format, args...)
+	var nr *JobNotRunningError
+	switch {
+	case errors.As(err, &nr):
+		return nr
+	case IsConflict(err):
+		return &JobNotRunningError{Msg: msg + ": " + err.Error()}
+	case errors.Is(err, ErrJobNotFound):
+		return fmt.Errorf("%s: %w", msg, err)
+	}
+	return &RetryableError{Msg: msg, Err: err}
+}
 
 // JobNotRunningError is returned by a step called for a job that is no
 // longer live (cancelled or failed meanwhile). The state machine ends

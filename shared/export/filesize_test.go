@@ -49,9 +49,10 @@ func TestFileSizeBounds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			unit := units(t, steps, plan)[0]
 			var cur *export.Cursor
 			for done := false; !done; {
-				res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: plan.Units[0], Cursor: cur})
+				res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: "job1", Unit: unit, Cursor: cur})
 				if err != nil {
 					t.Fatal(err)
 				}

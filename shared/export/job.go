@@ -41,22 +41,36 @@ type Job struct {
 	// retention period counted from completion (before that, a generous
 	// bound on how long a live job may take).
 	ExpiresAt time.Time `json:"expiresAt"`
-	// Units is the plan, set by Plan when the job starts.
-	Units []Unit `json:"units,omitempty"`
-	// Progress holds each unit's progress, keyed by Unit.ID. Updates set a
-	// unit's entry (never add to it), so a retried step cannot double-count.
-	Progress map[string]UnitProgress `json:"progress,omitempty"`
+	// Plan names the stored plan, set by Plan when the job starts. The
+	// units themselves, their progress and the files live outside the job
+	// record, so it keeps a fixed, small size however large the export.
+	Plan *PlanRef `json:"plan,omitempty"`
 	// Outcome and FailStatus describe why a failed job failed.
 	Outcome    *fhir.OperationOutcome `json:"outcome,omitempty"`
 	FailStatus int                    `json:"failStatus,omitempty"`
 }
 
+// PlanRef is what the job record keeps of its plan: where the plan object
+// is, how many units it holds and which types they export.
+type PlanRef struct {
+	// Key is the plan object in the FileStore: a JSON array of Units.
+	Key   string   `json:"key"`
+	Units int      `json:"units"`
+	Types []string `json:"types,omitempty"`
+	// Batches is how many patient batches the plan holds (0: none).
+	Batches int `json:"batches,omitempty"`
+}
+
 // Unit is one independently exportable piece of a job: one resource type, or
-// one segment of a type when the source can split it.
+// one segment of a type when the source can split it, for one batch of
+// patients at patient and group level.
 type Unit struct {
 	ID      string `json:"id"`
 	Type    string `json:"type"`
 	Segment string `json:"segment,omitempty"`
+	// Batch is the FileStore key of the unit's patient batch (a JSON array
+	// of patient ids resolved at Plan), for patient and group exports.
+	Batch string `json:"batch,omitempty"`
 	// Deleted marks a unit that lists the type's deletions (the manifest's
 	// deleted array) instead of exporting resources.
 	Deleted bool `json:"deleted,omitempty"`
@@ -74,16 +88,19 @@ type UnitProgress struct {
 // Cursor is where ExportChunk resumes a unit: the source position, the next
 // file sequence number, and the running totals up to that position.
 type Cursor struct {
-	Source    string `json:"source,omitempty"`
+	Source string `json:"source,omitempty"`
+	// SourceRef, instead of Source, names a FileStore object holding a
+	// source position too long to travel between states.
+	SourceRef string `json:"sourceRef,omitempty"`
 	Seq       int    `json:"seq"`
 	Resources int64  `json:"resources"`
 	Bytes     int64  `json:"bytes"`
 	Files     int    `json:"files"`
 }
 
-// Totals sums the progress of all units.
-func (j *Job) Totals() (unitsDone int, resources, bytes int64) {
-	for _, p := range j.Progress {
+// Totals sums the progress of units.
+func Totals(progress map[string]UnitProgress) (unitsDone int, resources, bytes int64) {
+	for _, p := range progress {
 		if p.Done {
 			unitsDone++
 		}
@@ -93,17 +110,18 @@ func (j *Job) Totals() (unitsDone int, resources, bytes int64) {
 	return unitsDone, resources, bytes
 }
 
-// ProgressText is the X-Progress header value (under 100 characters).
-func (j *Job) ProgressText() string {
+// ProgressText is the X-Progress header value (under 100 characters) for
+// the job with its units' progress.
+func (j *Job) ProgressText(progress map[string]UnitProgress) string {
 	switch j.Status {
 	case StatusAccepted:
 		return "queued"
 	case StatusInProgress:
-		if len(j.Units) == 0 {
+		if j.Plan == nil {
 			return "planning"
 		}
-		done, res, _ := j.Totals()
-		return fmt.Sprintf("exporting: %d/%d units done, %d resources", done, len(j.Units), res)
+		done, res, _ := Totals(progress)
+		return fmt.Sprintf("exporting: %d/%d units done, %d resources", done, j.Plan.Units, res)
 	}
 	return string(j.Status)
 }
@@ -135,7 +153,7 @@ type Transition struct {
 	From []Status
 	To   Status
 	// Optional fields set together with the status.
-	Units       []Unit
+	Plan        *PlanRef
 	CompletedAt *time.Time
 	ExpiresAt   *time.Time
 	Outcome     *fhir.OperationOutcome
@@ -156,8 +174,8 @@ func (t Transition) Allows(s Status) bool {
 func (t Transition) Apply(j *Job, now time.Time) {
 	j.Status = t.To
 	j.UpdatedAt = now
-	if t.Units != nil {
-		j.Units = t.Units
+	if t.Plan != nil {
+		j.Plan = t.Plan
 	}
 	if t.CompletedAt != nil {
 		j.CompletedAt = t.CompletedAt

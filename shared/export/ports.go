@@ -8,7 +8,10 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 )
 
-// JobStore keeps job records and the list of files each job wrote.
+// JobStore keeps job records, each unit's progress and the list of files
+// each job wrote. Progress and files are records of their own beside the
+// job's (never inside it), written only while the job is live, so the job
+// record stays small however many units and files a job has.
 type JobStore interface {
 	// Create stores a new job; ErrJobExists if the ID is taken.
 	Create(ctx context.Context, job *Job) error
@@ -17,10 +20,13 @@ type JobStore interface {
 	// Transition changes a job's status if its current status is in t.From,
 	// else returns a *ConflictError; ErrJobNotFound if there is no job.
 	Transition(ctx context.Context, id string, t Transition) (*Job, error)
-	// SaveProgress sets one unit's progress while the job is in progress,
-	// else returns a *ConflictError.
+	// SaveProgress sets one unit's progress (a record of its own) while
+	// the job is in progress, else returns a *ConflictError.
 	SaveProgress(ctx context.Context, id, unitID string, p UnitProgress) error
-	// PutFile records a written file (idempotent by key).
+	// Progress returns the saved progress of a job's units, by unit id.
+	Progress(ctx context.Context, id string) (map[string]UnitProgress, error)
+	// PutFile records a written file (idempotent by key) while the job is
+	// accepted or in progress, else returns a *ConflictError.
 	PutFile(ctx context.Context, id string, f File) error
 	// Files lists a job's recorded files.
 	Files(ctx context.Context, id string) ([]File, error)
@@ -44,6 +50,9 @@ type FileStore interface {
 	URL(ctx context.Context, key string, expires time.Time) (string, error)
 	// DeleteJob removes every file under the job's prefix.
 	DeleteJob(ctx context.Context, jobID string) error
+	// Open reads a committed file (the steps read the plan and patient
+	// batches they stored); an error wrapping fs.ErrNotExist if none.
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
 }
 
 // Query is what a Source needs to select the resources of one request.

@@ -101,10 +101,14 @@ func TestChunkOutOfTimeInAReadKeepsItsCursor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	units, err := steps.Units(ctx, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var cur *export.Cursor
 	calls := 0
 	for done := false; !done; calls++ {
-		res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: "j", Unit: plan.Units[0], Cursor: cur})
+		res, err := steps.ExportChunk(ctx, export.ChunkInput{JobID: "j", Unit: units[0], Cursor: cur})
 		if err != nil {
 			t.Fatalf("chunk %d failed: %v", calls+1, err)
 		}

@@ -368,6 +368,8 @@ type StatusReport struct {
 	Manifest *bulkdata.Manifest
 	// RetryAfter is the polling interval to suggest while the job runs.
 	RetryAfter time.Duration
+	// Progress is the X-Progress text while the job runs.
+	Progress string
 }
 
 // Status returns a job the owner may see. Other owners' jobs, cancelled and
@@ -386,6 +388,13 @@ func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, 
 		}
 		rep.Manifest = m
 	case StatusAccepted, StatusInProgress:
+		var progress map[string]UnitProgress
+		if job.Plan != nil {
+			if progress, err = s.jobs.Progress(ctx, job.ID); err != nil {
+				return nil, fmt.Errorf("status: read progress of %s: %w", job.ID, err)
+			}
+		}
+		rep.Progress = job.ProgressText(progress)
 		age := s.now().Sub(job.CreatedAt)
 		rep.RetryAfter = time.Second + age/15
 		if rep.RetryAfter > 10*time.Second {

@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
@@ -42,11 +44,25 @@ type JobRef struct {
 	JobID string `json:"jobId"`
 }
 
-// PlanResult is Plan's output: the work units, mapped over by the runner.
+// PlanResult is Plan's output: where the plan object is and how many units
+// it holds. The units themselves never travel between states: the runner
+// reads them from the plan object (on AWS, the Distributed Map's
+// ItemReader).
 type PlanResult struct {
-	JobID string `json:"jobId"`
-	Units []Unit `json:"units"`
+	JobID   string `json:"jobId"`
+	PlanKey string `json:"planKey"`
+	Units   int    `json:"units"`
 }
+
+// PlanKey is the FileStore key of a job's plan object: a JSON array of its
+// Units.
+func PlanKey(jobID string) string { return jobID + "/plan.json" }
+
+// batchKey is where the i-th patient batch of a job is stored.
+func batchKey(jobID string, i int) string { return fmt.Sprintf("%s/batches/%06d.json", jobID, i) }
+
+// batchIndexKey is where the first patient of every batch is stored.
+func batchIndexKey(jobID string) string { return jobID + "/batches/index.json" }
 
 // ChunkInput is ExportChunk's input. Cursor is nil for a unit's first chunk.
 type ChunkInput struct {
@@ -78,19 +94,20 @@ type FailInput struct {
 	Cause string `json:"cause,omitempty"`
 }
 
-// Plan turns a job's request into work units and moves the job to
-// in-progress. Called again for a job already planned, it returns the same
-// units.
+// Plan turns a job's request into work units, stores them as the plan
+// object (with the patient batches of a patient or group export, resolved
+// here once) and moves the job to in-progress. Called again for a job
+// already planned, it returns the same plan.
 func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 	log := s.log.With("job", in.JobID, "step", "plan")
 	job, err := s.jobs.Get(ctx, in.JobID)
 	if err != nil {
-		return nil, fmt.Errorf("plan: get job %s: %w", in.JobID, err)
+		return nil, retryable(err, "plan: get job %s", in.JobID)
 	}
 	switch job.Status {
 	case StatusInProgress:
-		if job.Units != nil {
-			return &PlanResult{JobID: job.ID, Units: job.Units}, nil
+		if job.Plan != nil {
+			return &PlanResult{JobID: job.ID, PlanKey: job.Plan.Key, Units: job.Plan.Units}, nil
 		}
 	case StatusAccepted:
 	default:
@@ -99,16 +116,29 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 
 	types, err := s.exportTypes(ctx, job)
 	if err != nil {
-		return nil, &RetryableError{Msg: fmt.Sprintf("plan: list source types: %v", err)}
+		return nil, retryable(err, "plan: list source types")
+	}
+	batches, err := s.patientBatches(ctx, job)
+	if err != nil {
+		return nil, err
 	}
 	units := []Unit{}
 	for _, t := range types {
-		segs, err := s.source.Plan(ctx, s.query(job, t), t)
-		if err != nil {
-			return nil, &RetryableError{Msg: fmt.Sprintf("plan %s: %v", t, err)}
-		}
-		for i, seg := range segs {
-			units = append(units, Unit{ID: fmt.Sprintf("%s.%04d", t, i), Type: t, Segment: seg})
+		n := 0
+		for bi, batch := range batches {
+			q := s.query(job, t)
+			bkey := ""
+			if batch != nil {
+				q.Level, q.Patients, bkey = bulkdata.LevelPatient, batch, batchKey(job.ID, bi)
+			}
+			segs, err := s.source.Plan(ctx, q, t)
+			if err != nil {
+				return nil, retryable(err, "plan %s", t)
+			}
+			for _, seg := range segs {
+				units = append(units, Unit{ID: fmt.Sprintf("%s.%04d", t, n), Type: t, Segment: seg, Batch: bkey})
+				n++
+			}
 		}
 		// Deletions are listed for system exports with _since, when the
 		// source keeps them; a deleted resource cannot be placed in a
@@ -120,27 +150,249 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 	}
 	if len(job.Request.Ignored) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, "request", 0, "", job.Request.Ignored); err != nil {
-			return nil, &RetryableError{Msg: fmt.Sprintf("plan: write lenient warnings: %v", err)}
+			return nil, retryable(err, "plan: write lenient warnings")
 		}
 	}
+	if err := s.putBatches(ctx, job.ID, batches); err != nil {
+		return nil, err
+	}
+	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types}
+	if len(batches) > 1 {
+		// The first patient of each batch: a chunk that meets a resource
+		// of several patients finds which batch owns it.
+		firsts := make([]string, len(batches))
+		for i, b := range batches {
+			firsts[i] = b[0]
+		}
+		if err := s.putJSON(ctx, batchIndexKey(job.ID), firsts); err != nil {
+			return nil, retryable(err, "plan: store the batch index")
+		}
+		ref.Batches = len(batches)
+	}
+	if err := s.putJSON(ctx, ref.Key, units); err != nil {
+		return nil, retryable(err, "plan: store the plan")
+	}
 	job, err = s.jobs.Transition(ctx, job.ID, Transition{
-		From: []Status{StatusAccepted}, To: StatusInProgress, Units: units,
+		From: []Status{StatusAccepted}, To: StatusInProgress, Plan: ref,
 	})
 	if err != nil {
 		var c *ConflictError
 		if errors.As(err, &c) && c.Current == StatusInProgress {
-			// A concurrent Plan won; use its units.
-			if job, err = s.jobs.Get(ctx, in.JobID); err == nil {
-				return &PlanResult{JobID: job.ID, Units: job.Units}, nil
+			// A concurrent Plan won; its plan object is the same.
+			if job, err = s.jobs.Get(ctx, in.JobID); err == nil && job.Plan != nil {
+				return &PlanResult{JobID: job.ID, PlanKey: job.Plan.Key, Units: job.Plan.Units}, nil
 			}
 		}
-		if IsConflict(err) {
-			return nil, &JobNotRunningError{Msg: "plan: " + err.Error()}
-		}
-		return nil, fmt.Errorf("plan: start job %s: %w", in.JobID, err)
+		return nil, retryable(err, "plan: start job %s", in.JobID)
 	}
-	log.InfoContext(ctx, "planned", "units", len(units), "types", len(types))
-	return &PlanResult{JobID: job.ID, Units: job.Units}, nil
+	log.InfoContext(ctx, "planned", "units", len(units), "types", len(types), "batches", len(batches))
+	return &PlanResult{JobID: job.ID, PlanKey: ref.Key, Units: ref.Units}, nil
+}
+
+// patientBatches resolves the patients of a patient or group export once
+// (the Group's active members, limited to the request's patients) and
+// splits them into sorted batches, so members cannot shift between batches
+// while the export runs. A nil batch list entry means "no patient list":
+// the system export, or a Patient export of every patient.
+func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error) {
+	req := job.Request
+	var patients []string
+	switch {
+	case req.Level == bulkdata.LevelGroup:
+		members, err := s.source.GroupMembers(ctx, req.GroupID)
+		if errors.Is(err, ErrGroupNotFound) {
+			return nil, fmt.Errorf("plan: Group/%s is gone: %w", req.GroupID, err)
+		}
+		if err != nil {
+			return nil, retryable(err, "plan: read Group/%s", req.GroupID)
+		}
+		patients = members
+		if len(req.Patients) > 0 {
+			want := map[string]bool{}
+			for _, p := range req.Patients {
+				want[p] = true
+			}
+			patients = slices.DeleteFunc(slices.Clone(members), func(m string) bool { return !want[m] })
+		}
+	case req.Level == bulkdata.LevelPatient && len(req.Patients) > 0:
+		patients = slices.Clone(req.Patients)
+	default:
+		return [][]string{nil}, nil
+	}
+	slices.Sort(patients)
+	patients = slices.Compact(patients)
+	size := s.cfg.PatientBatch
+	if b, ok := s.source.(PatientBatcher); ok && b.PatientBatch() > 0 {
+		size = b.PatientBatch()
+	}
+	var out [][]string
+	for start := 0; start < len(patients); start += size {
+		out = append(out, patients[start:min(start+size, len(patients))])
+	}
+	return out, nil
+}
+
+// putBatches stores the patient batches, several at once: a Group of a
+// million patients has 20,000 batches of 50, too many to write one after
+// the other within Plan's time.
+func (s *Steps) putBatches(ctx context.Context, jobID string, batches [][]string) error {
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+		sem   = make(chan struct{}, 16)
+	)
+	for i, b := range batches {
+		if b == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.putJSON(ctx, batchKey(jobID, i), b); err != nil {
+				once.Do(func() { first = retryable(err, "plan: store patient batch %d", i) })
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// batchOwner decides which batch exports a resource of several selected
+// patients (a Group, a shared Encounter): the batch of the first of them,
+// so it is exported once, not by every batch it is found in.
+type batchOwner struct {
+	steps   *Steps
+	jobID   string
+	first   string // this batch's first patient
+	firsts  []string
+	batches map[int]map[string]bool
+}
+
+// owns reports whether no selected patient the resource references sorts
+// before this batch.
+func (o *batchOwner) owns(ctx context.Context, typ string, line []byte) (bool, error) {
+	var earlier []string
+	fhir.CompartmentPatients(typ, line, func(id string) bool {
+		if id < o.first {
+			earlier = append(earlier, id)
+		}
+		return true
+	})
+	// Smallest first: the owning batch is usually the first one looked
+	// at, and each batch is read at most once per chunk.
+	slices.Sort(earlier)
+	for _, id := range earlier {
+		sel, err := o.selected(ctx, id)
+		if err != nil || sel {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// selected reports whether id is in an earlier batch.
+func (o *batchOwner) selected(ctx context.Context, id string) (bool, error) {
+	if o.firsts == nil {
+		if err := o.steps.getJSON(ctx, batchIndexKey(o.jobID), &o.firsts); err != nil {
+			return false, err
+		}
+	}
+	i := sort.SearchStrings(o.firsts, id)
+	if i == len(o.firsts) || o.firsts[i] != id {
+		i-- // the batch whose range holds id
+	}
+	if i < 0 {
+		return false, nil
+	}
+	set, ok := o.batches[i]
+	if !ok {
+		var ids []string
+		if err := o.steps.getJSON(ctx, batchKey(o.jobID, i), &ids); err != nil {
+			return false, err
+		}
+		set = map[string]bool{}
+		for _, p := range ids {
+			set[p] = true
+		}
+		o.batches[i] = set
+	}
+	return set[id], nil
+}
+
+// PatientBatcher is a Source that reads patients in batches of at most
+// PatientBatch ids (one compartment search names that many); Plan makes one
+// unit per batch. Other sources get Config.PatientBatch.
+type PatientBatcher interface {
+	PatientBatch() int
+}
+
+// putJSON stores v as a committed object at key.
+func (s *Steps) putJSON(ctx context.Context, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w, err := s.files.Create(ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// maxInlineCursor is the longest source position a cursor carries itself.
+const maxInlineCursor = 2048
+
+// putText stores text as a committed object at key.
+func (s *Steps) putText(ctx context.Context, key, text string) error {
+	w, err := s.files.Create(ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, text); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// getText reads the object at key.
+func (s *Steps) getText(ctx context.Context, key string) (string, error) {
+	r, err := s.files.Open(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	return string(b), err
+}
+
+// getJSON reads the object at key into v.
+func (s *Steps) getJSON(ctx context.Context, key string, v any) error {
+	r, err := s.files.Open(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return json.NewDecoder(r).Decode(v)
+}
+
+// Units reads a job's plan object (the embedded runner's ItemReader).
+func (s *Steps) Units(ctx context.Context, plan *PlanResult) ([]Unit, error) {
+	var units []Unit
+	if err := s.getJSON(ctx, plan.PlanKey, &units); err != nil {
+		return nil, retryable(err, "read plan %s", plan.PlanKey)
+	}
+	if len(units) != plan.Units {
+		return nil, fmt.Errorf("plan %s holds %d units, want %d", plan.PlanKey, len(units), plan.Units)
+	}
+	return units, nil
 }
 
 // exportTypes is the list of types a job exports: the requested types, or
@@ -206,9 +458,11 @@ func provenanceTargets(job *Job, unit Unit) map[string]bool {
 		return nil
 	}
 	set := map[string]bool{}
-	for _, u := range job.Units {
-		if u.Type != "Provenance" && !u.Deleted {
-			set[u.Type] = true
+	if job.Plan != nil {
+		for _, t := range job.Plan.Types {
+			if t != "Provenance" {
+				set[t] = true
+			}
 		}
 	}
 	return set
@@ -261,14 +515,32 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}()
 	job, err := s.jobs.Get(ctx, in.JobID)
 	if err != nil {
-		return nil, fmt.Errorf("export chunk: get job %s: %w", in.JobID, err)
+		return nil, retryable(err, "export chunk: get job %s", in.JobID)
 	}
 	if job.Status != StatusInProgress {
 		return nil, &JobNotRunningError{Msg: fmt.Sprintf("export chunk: job %s is %s", job.ID, job.Status)}
 	}
+	q := s.query(job, in.Unit.Type)
+	var owner *batchOwner
+	if in.Unit.Batch != "" {
+		var batch []string
+		if err := s.getJSON(ctx, in.Unit.Batch, &batch); err != nil {
+			return nil, retryable(err, "export chunk %s: read patient batch", in.Unit.ID)
+		}
+		q.Level, q.Patients = bulkdata.LevelPatient, batch
+		if job.Plan != nil && job.Plan.Batches > 1 && len(batch) > 0 {
+			owner = &batchOwner{steps: s, jobID: job.ID, first: batch[0], batches: map[int]map[string]bool{}}
+		}
+	}
 	cur := Cursor{}
 	if in.Cursor != nil {
 		cur = *in.Cursor
+	}
+	if cur.SourceRef != "" {
+		if cur.Source, err = s.getText(ctx, cur.SourceRef); err != nil {
+			return nil, retryable(err, "export chunk %s: read cursor", in.Unit.ID)
+		}
+		cur.SourceRef = ""
 	}
 	start := cur
 	budgetAt, hardAt := s.stopTimes(ctx)
@@ -287,12 +559,12 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		if !ok {
 			return nil, fmt.Errorf("export chunk %s: the source lists no deletions", in.Unit.ID)
 		}
-		rd, err = ds.OpenDeleted(readCtx, s.query(job, in.Unit.Type), in.Unit.Type, cur.Source)
+		rd, err = ds.OpenDeleted(readCtx, q, in.Unit.Type, cur.Source)
 	} else {
-		rd, err = s.source.Open(readCtx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
+		rd, err = s.source.Open(readCtx, q, in.Unit.Type, in.Unit.Segment, cur.Source)
 	}
 	if err != nil {
-		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: open source: %v", in.Unit.ID, err)}
+		return nil, retryable(err, "export chunk %s: open source", in.Unit.ID)
 	}
 	defer rd.Close()
 
@@ -307,8 +579,13 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	var badRecords []fhir.Issue
 	done := false
 	lines := 0
+	var sinceCheck int64 // bytes written since the clock was last read
 	for {
-		if lines > 0 && lines%512 == 0 {
+		// The clock is read every 512 resources, and sooner after large
+		// ones, so the margin before the deadline holds whatever the
+		// size of a resource.
+		if lines > 0 && (lines%512 == 0 || sinceCheck >= checkBytes) {
+			sinceCheck = 0
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
 			}
@@ -349,7 +626,7 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			break
 		}
 		if err != nil {
-			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: read source: %v", in.Unit.ID, err)}
+			return nil, retryable(err, "export chunk %s: read source", in.Unit.ID)
 		}
 		switch {
 		case in.Unit.Deleted:
@@ -357,6 +634,15 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		case targets != nil && !fhir.TargetsAnyType(line, targets):
 			cur.Source = rd.Cursor()
 			continue
+		case owner != nil:
+			mine, err := owner.owns(ctx, in.Unit.Type, line)
+			if err != nil {
+				return nil, retryable(err, "export chunk %s: read the batch index", in.Unit.ID)
+			}
+			if !mine {
+				cur.Source = rd.Cursor()
+				continue
+			}
 		case selector != nil:
 			if line, err = selector.Subset(in.Unit.Type, line); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
@@ -367,23 +653,33 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		}
 		cur.Source = rd.Cursor()
 		lines++
+		sinceCheck += int64(len(line))
 	}
 	if err := w.commit(); err != nil {
 		return nil, err
 	}
 	if len(badRecords) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, in.Unit.ID, start.Seq, start.Source, badRecords); err != nil {
-			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: write errors: %v", in.Unit.ID, err)}
+			return nil, retryable(err, "export chunk %s: write errors", in.Unit.ID)
 		}
+	}
+	if len(cur.Source) > maxInlineCursor {
+		// A long source position goes by reference, so neither the state
+		// nor the unit's item grows with it. The key is derived from the
+		// position: a retried chunk writes the same object.
+		h := fnv.New64a()
+		h.Write([]byte(cur.Source))
+		key := fmt.Sprintf("%s/%s/cursor.%016x.txt", job.ID, in.Unit.ID, h.Sum64())
+		if err := s.putText(ctx, key, cur.Source); err != nil {
+			return nil, retryable(err, "export chunk %s: store cursor", in.Unit.ID)
+		}
+		cur.Source, cur.SourceRef = "", key
 	}
 	prog := UnitProgress{Resources: cur.Resources, Bytes: cur.Bytes, Files: cur.Files, Done: done, Cursor: &cur}
 	if err := s.jobs.SaveProgress(ctx, job.ID, in.Unit.ID, prog); err != nil {
-		if IsConflict(err) {
-			// Cancelled (or failed) while this chunk ran; a cancelled job's
-			// files are removed on the way out.
-			return nil, &JobNotRunningError{Msg: "export chunk: " + err.Error()}
-		}
-		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: save progress: %v", in.Unit.ID, err)}
+		// A conflict: cancelled (or failed) while this chunk ran; a
+		// cancelled job's files are removed on the way out.
+		return nil, retryable(err, "export chunk %s: save progress", in.Unit.ID)
 	}
 	log.DebugContext(ctx, "chunk", "resources", cur.Resources-start.Resources, "done", done)
 	return &ChunkResult{JobID: job.ID, Unit: in.Unit, Cursor: &cur, Done: done}, nil
@@ -462,15 +758,15 @@ func (c *chunkWriter) writeLine(line []byte) error {
 		key := FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq)
 		w, err := c.steps.files.Create(c.ctx, key)
 		if err != nil {
-			return &RetryableError{Msg: fmt.Sprintf("create %s: %v", key, err)}
+			return retryable(err, "create %s", key)
 		}
 		c.w, c.count, c.nbytes = w, 0, 0
 	}
 	if _, err := c.w.Write(line); err != nil {
-		return &RetryableError{Msg: fmt.Sprintf("write %s: %v", c.unit.ID, err)}
+		return retryable(err, "write %s", c.unit.ID)
 	}
 	if _, err := c.w.Write(newline); err != nil {
-		return &RetryableError{Msg: fmt.Sprintf("write %s: %v", c.unit.ID, err)}
+		return retryable(err, "write %s", c.unit.ID)
 	}
 	c.count++
 	c.nbytes += size
@@ -478,6 +774,10 @@ func (c *chunkWriter) writeLine(line []byte) error {
 }
 
 var newline = []byte{'\n'}
+
+// checkBytes is how much a chunk writes at most between two looks at the
+// clock.
+const checkBytes = 1 << 20
 
 // deletionBundle is the deleted-file line for one deleted resource: a
 // transaction Bundle with one DELETE entry.
@@ -494,7 +794,7 @@ func (c *chunkWriter) commit() error {
 	w := c.w
 	c.w = nil
 	if err := w.Commit(); err != nil {
-		return &RetryableError{Msg: fmt.Sprintf("commit %s: %v", c.unit.ID, err)}
+		return retryable(err, "commit %s", c.unit.ID)
 	}
 	f := File{
 		Key: FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
@@ -504,7 +804,7 @@ func (c *chunkWriter) commit() error {
 		f.Kind, f.Type = KindDeleted, "Bundle"
 	}
 	if err := c.steps.jobs.PutFile(c.ctx, c.job.ID, f); err != nil {
-		return &RetryableError{Msg: fmt.Sprintf("record %s: %v", f.Key, err)}
+		return retryable(err, "record %s", f.Key)
 	}
 	c.cur.Seq++
 	c.cur.Files++
@@ -547,14 +847,16 @@ func (s *Steps) writeOutcomes(ctx context.Context, jobID, unitID string, seq int
 
 // Finalize checks every unit is done and completes the job. The retention
 // clock starts now. Called again on a completed job, it reports the same.
+// It reads the units' progress and the files with paginated store reads,
+// never from the job record.
 func (s *Steps) Finalize(ctx context.Context, in JobRef) (*FinalizeResult, error) {
 	job, err := s.jobs.Get(ctx, in.JobID)
 	if err != nil {
-		return nil, fmt.Errorf("finalize: get job %s: %w", in.JobID, err)
+		return nil, retryable(err, "finalize: get job %s", in.JobID)
 	}
 	files, err := s.jobs.Files(ctx, in.JobID)
 	if err != nil {
-		return nil, &RetryableError{Msg: fmt.Sprintf("finalize: list files of %s: %v", in.JobID, err)}
+		return nil, retryable(err, "finalize: list files of %s", in.JobID)
 	}
 	res := &FinalizeResult{JobID: job.ID}
 	for _, f := range files {
@@ -567,23 +869,22 @@ func (s *Steps) Finalize(ctx context.Context, in JobRef) (*FinalizeResult, error
 	if job.Status == StatusCompleted {
 		return res, nil
 	}
-	if job.Status != StatusInProgress {
+	if job.Status != StatusInProgress || job.Plan == nil {
 		return nil, &JobNotRunningError{Msg: fmt.Sprintf("finalize: job %s is %s", job.ID, job.Status)}
 	}
-	for _, u := range job.Units {
-		if !job.Progress[u.ID].Done {
-			return nil, fmt.Errorf("finalize: job %s: unit %s is not done", job.ID, u.ID)
-		}
+	progress, err := s.jobs.Progress(ctx, in.JobID)
+	if err != nil {
+		return nil, retryable(err, "finalize: read progress of %s", in.JobID)
+	}
+	if done, _, _ := Totals(progress); done != job.Plan.Units {
+		return nil, fmt.Errorf("finalize: job %s: %d of %d units are done", job.ID, done, job.Plan.Units)
 	}
 	now := s.now().UTC()
 	expires := now.Add(s.cfg.Retention)
 	if _, err := s.jobs.Transition(ctx, job.ID, Transition{
 		From: []Status{StatusInProgress}, To: StatusCompleted, CompletedAt: &now, ExpiresAt: &expires,
 	}); err != nil {
-		if IsConflict(err) {
-			return nil, &JobNotRunningError{Msg: "finalize: " + err.Error()}
-		}
-		return nil, &RetryableError{Msg: fmt.Sprintf("finalize: complete job %s: %v", job.ID, err)}
+		return nil, retryable(err, "finalize: complete job %s", job.ID)
 	}
 	s.log.InfoContext(ctx, "completed", "job", job.ID, "files", res.Files, "resources", res.Resources, "bytes", res.Bytes)
 	return res, nil

@@ -2,7 +2,10 @@ package exporttest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,10 +42,13 @@ func JobStoreContract(t *testing.T, newStore func(t *testing.T) export.JobStore)
 	t.Run("transitions are conditional", func(t *testing.T) {
 		s := newStore(t)
 		s.Create(ctx, newJob("a", "c1"))
-		units := []export.Unit{{ID: "Patient.0000", Type: "Patient", Segment: "s"}}
-		j, err := s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress, Units: units})
-		if err != nil || j.Status != export.StatusInProgress || len(j.Units) != 1 {
+		plan := &export.PlanRef{Key: "a/plan.json", Units: 3, Types: []string{"Patient"}}
+		j, err := s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress, Plan: plan})
+		if err != nil || j.Status != export.StatusInProgress || j.Plan == nil || j.Plan.Units != 3 || j.Plan.Key != plan.Key {
 			t.Fatalf("start = %+v, %v", j, err)
+		}
+		if j, _ := s.Get(ctx, "a"); j.Plan == nil || j.Plan.Units != 3 || len(j.Plan.Types) != 1 {
+			t.Errorf("stored plan = %+v", j.Plan)
 		}
 		_, err = s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress})
 		var c *export.ConflictError
@@ -75,14 +81,82 @@ func JobStoreContract(t *testing.T, newStore func(t *testing.T) export.JobStore)
 		if err := s.SaveProgress(ctx, "a", "u", p); err != nil {
 			t.Fatal(err)
 		}
-		j, _ := s.Get(ctx, "a")
-		if got := j.Progress["u"]; got.Resources != 5 || !got.Done || got.Cursor == nil || got.Cursor.Source != "10" {
-			t.Errorf("progress = %+v (saving twice must set, not add)", got)
+		prog, err := s.Progress(ctx, "a")
+		if got := prog["u"]; err != nil || len(prog) != 1 || got.Resources != 5 || !got.Done || got.Cursor == nil || got.Cursor.Source != "10" {
+			t.Errorf("progress = %+v, %v (saving twice must set, not add)", prog, err)
+		}
+		if other, err := s.Progress(ctx, "other"); err != nil || len(other) != 0 {
+			t.Errorf("progress of another job = %+v, %v", other, err)
+		}
+		s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusInProgress}, To: export.StatusCancelled})
+		if err := s.SaveProgress(ctx, "a", "u2", p); !export.IsConflict(err) {
+			t.Errorf("progress on cancelled job = %v, want conflict", err)
+		}
+		if prog, _ := s.Progress(ctx, "a"); len(prog) != 1 {
+			t.Errorf("a refused progress was stored: %+v", prog)
+		}
+	})
+	t.Run("many units and files are each their own record", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress,
+			Plan: &export.PlanRef{Key: "a/plan.json", Units: manyUnits}})
+		before, _ := s.Get(ctx, "a")
+		var wg sync.WaitGroup
+		errs := make(chan error, 2*manyUnits)
+		for i := 0; i < manyUnits; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				unit := fmt.Sprintf("Observation.%04d", i)
+				// A long cursor: what one unit keeps must not add up in the job.
+				cur := &export.Cursor{Source: strings.Repeat("c", 2000), Seq: 1, Resources: int64(i)}
+				errs <- s.SaveProgress(ctx, "a", unit, export.UnitProgress{Resources: int64(i), Done: true, Cursor: cur})
+				errs <- s.PutFile(ctx, "a", export.File{Key: "a/" + unit + "/Observation.0000.ndjson", Kind: export.KindOutput, Type: "Observation", Count: int64(i), Unit: unit})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		prog, err := s.Progress(ctx, "a")
+		if err != nil || len(prog) != manyUnits {
+			t.Fatalf("progress has %d units, %v; want %d", len(prog), err, manyUnits)
+		}
+		if done, res, _ := export.Totals(prog); done != manyUnits || res != int64(manyUnits*(manyUnits-1)/2) {
+			t.Errorf("totals = %d done, %d resources", done, res)
+		}
+		files, err := s.Files(ctx, "a")
+		if err != nil || len(files) != manyUnits {
+			t.Errorf("files = %d, %v; want %d", len(files), err, manyUnits)
+		}
+		after, _ := s.Get(ctx, "a")
+		if b, a := mustJSON(t, before), mustJSON(t, after); len(a) > len(b)+64 {
+			t.Errorf("the job record grew from %d to %d bytes with its units", len(b), len(a))
+		}
+	})
+	t.Run("files only while the job is live", func(t *testing.T) {
+		s := newStore(t)
+		s.Create(ctx, newJob("a", "c1"))
+		// Plan records lenient warnings before the job starts.
+		if err := s.PutFile(ctx, "a", export.File{Key: "a/request/errors.ndjson", Kind: export.KindError}); err != nil {
+			t.Fatalf("file of an accepted job = %v", err)
+		}
+		s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusCancelled})
+		if err := s.PutFile(ctx, "a", export.File{Key: "a/u/x.ndjson", Kind: export.KindOutput}); !export.IsConflict(err) {
+			t.Errorf("file of a cancelled job = %v, want conflict", err)
+		}
+		if files, _ := s.Files(ctx, "a"); len(files) != 1 {
+			t.Errorf("files = %+v, want only the one recorded while live", files)
 		}
 	})
 	t.Run("files are idempotent by key", func(t *testing.T) {
 		s := newStore(t)
 		s.Create(ctx, newJob("a", "c1"))
+		s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress})
 		f := export.File{Key: "a/u/Patient.0000.ndjson", Kind: export.KindOutput, Type: "Patient", Count: 3}
 		s.PutFile(ctx, "a", f)
 		f.Count = 4
@@ -134,4 +208,18 @@ func JobStoreContract(t *testing.T, newStore func(t *testing.T) export.JobStore)
 			t.Errorf("winners = %v, final status %s: want exactly one", won, j.Status)
 		}
 	})
+}
+
+// manyUnits is how many units and files the contract writes to one job:
+// more than one page of a paginated store read (stores run the suite with
+// small pages).
+const manyUnits = 120
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

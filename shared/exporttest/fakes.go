@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 type JobStore struct {
 	mu    sync.Mutex
 	jobs  map[string]export.Job
+	units map[string]map[string]export.UnitProgress
 	files map[string]map[string]export.File
 }
 
@@ -29,16 +31,16 @@ var _ export.JobStore = (*JobStore)(nil)
 
 // NewJobStore returns an empty store.
 func NewJobStore() *JobStore {
-	return &JobStore{jobs: map[string]export.Job{}, files: map[string]map[string]export.File{}}
+	return &JobStore{jobs: map[string]export.Job{}, units: map[string]map[string]export.UnitProgress{}, files: map[string]map[string]export.File{}}
 }
 
 func clone(j export.Job) *export.Job {
 	c := j
-	c.Progress = map[string]export.UnitProgress{}
-	for k, v := range j.Progress {
-		c.Progress[k] = v
+	if j.Plan != nil {
+		p := *j.Plan
+		p.Types = append([]string(nil), p.Types...)
+		c.Plan = &p
 	}
-	c.Units = append([]export.Unit(nil), j.Units...)
 	return &c
 }
 
@@ -92,16 +94,35 @@ func (s *JobStore) SaveProgress(_ context.Context, id, unit string, p export.Uni
 	if j.Status != export.StatusInProgress {
 		return &export.ConflictError{JobID: id, Current: j.Status}
 	}
-	c := clone(j)
-	c.Progress[unit] = p
-	s.jobs[id] = *c
+	if s.units[id] == nil {
+		s.units[id] = map[string]export.UnitProgress{}
+	}
+	s.units[id][unit] = p
 	return nil
+}
+
+// Progress implements export.JobStore.
+func (s *JobStore) Progress(_ context.Context, id string) (map[string]export.UnitProgress, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]export.UnitProgress{}
+	for k, v := range s.units[id] {
+		out[k] = v
+	}
+	return out, nil
 }
 
 // PutFile implements export.JobStore.
 func (s *JobStore) PutFile(_ context.Context, id string, f export.File) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	j, ok := s.jobs[id]
+	if !ok {
+		return export.ErrJobNotFound
+	}
+	if !j.Status.Live() {
+		return &export.ConflictError{JobID: id, Current: j.Status}
+	}
 	if s.files[id] == nil {
 		s.files[id] = map[string]export.File{}
 	}
@@ -174,6 +195,17 @@ func (s *FileStore) Create(_ context.Context, key string) (export.FileWriter, er
 // URL implements export.FileStore.
 func (s *FileStore) URL(_ context.Context, key string, exp time.Time) (string, error) {
 	return "https://files.test/" + key + "?exp=" + strconv.FormatInt(exp.Unix(), 10), nil
+}
+
+// Open implements export.FileStore.
+func (s *FileStore) Open(_ context.Context, key string) (io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.Objects[key]
+	if !ok {
+		return nil, fmt.Errorf("open %s: %w", key, fs.ErrNotExist)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
 // DeleteJob implements export.FileStore.

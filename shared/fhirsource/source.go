@@ -685,6 +685,10 @@ func compartmentSearch(q export.Query) bool {
 	return q.Level == bulkdata.LevelGroup || (q.Level == bulkdata.LevelPatient && len(q.Patients) > 0)
 }
 
+// PatientBatch implements export.PatientBatcher: Plan gives each unit as
+// many patients as one compartment search names.
+func (s *Source) PatientBatch() int { return s.opts.PatientBatch }
+
 // Segments are "" (the whole type), "p<i>" (the i-th batch of patients) or
 // "t<gt>~<le>" (a _lastUpdated range).
 

@@ -18,7 +18,7 @@ import (
 
 // JobReader is what the runner reads to resume units.
 type JobReader interface {
-	Get(ctx context.Context, id string) (*export.Job, error)
+	Progress(ctx context.Context, id string) (map[string]export.UnitProgress, error)
 }
 
 // Options tune the pool.
@@ -155,9 +155,16 @@ func (r *Runner) runJob(ctx context.Context, jobID string) {
 		r.fail(ctx, jobID, "plan", err)
 		return
 	}
-	job, err := r.jobs.Get(ctx, jobID)
+	// The plan object is this runner's ItemReader, as it is the
+	// Distributed Map's on AWS.
+	units, err := retry(ctx, r.opts, func() ([]export.Unit, error) { return r.steps.Units(ctx, plan) })
 	if err != nil {
-		r.fail(ctx, jobID, "read job", err)
+		r.fail(ctx, jobID, "read plan", err)
+		return
+	}
+	progress, err := retry(ctx, r.opts, func() (map[string]export.UnitProgress, error) { return r.jobs.Progress(ctx, jobID) })
+	if err != nil {
+		r.fail(ctx, jobID, "read progress", err)
 		return
 	}
 
@@ -167,8 +174,8 @@ func (r *Runner) runJob(ctx context.Context, jobID string) {
 	var wg sync.WaitGroup
 	var once sync.Once
 	var unitErr error
-	for _, u := range plan.Units {
-		saved := job.Progress[u.ID]
+	for _, u := range units {
+		saved := progress[u.ID]
 		if saved.Done {
 			continue
 		}

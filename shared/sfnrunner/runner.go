@@ -76,3 +76,49 @@ func (r *Runner) Stop(ctx context.Context, jobID string) error {
 	}
 	return nil
 }
+
+// StatusChangeDetailType is the EventBridge detail-type of Step Functions
+// execution status changes.
+const StatusChangeDetailType = "Step Functions Execution Status Change"
+
+// statusChange is the part of an EventBridge event the fail function reads.
+type statusChange struct {
+	DetailType string `json:"detail-type"`
+	Detail     struct {
+		Name   string `json:"name"`
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Cause  string `json:"cause"`
+	} `json:"detail"`
+}
+
+// FailHandler is the fail function's handler. It takes the state machine's
+// MarkFailed input ({"jobId", "error", "cause"}) and, from the EventBridge
+// rule on the state machine's executions, status changes to FAILED,
+// TIMED_OUT or ABORTED: the execution is named by the job id, so a job
+// whose execution ended without reaching MarkFailed (a timeout, an
+// uncatchable limit, an abort other than a cancel) is marked failed too.
+// A job that is no longer live (a cancel aborted its execution) is left as
+// it is.
+func FailHandler(fail func(context.Context, export.FailInput) error) func(context.Context, json.RawMessage) error {
+	return func(ctx context.Context, raw json.RawMessage) error {
+		var ev statusChange
+		if err := json.Unmarshal(raw, &ev); err == nil && ev.DetailType == StatusChangeDetailType {
+			switch ev.Detail.Status {
+			case "FAILED", "TIMED_OUT", "ABORTED":
+			default:
+				return nil
+			}
+			errName := ev.Detail.Error
+			if errName == "" {
+				errName = "execution " + ev.Detail.Status
+			}
+			return fail(ctx, export.FailInput{JobID: ev.Detail.Name, Error: errName, Cause: ev.Detail.Cause})
+		}
+		var in export.FailInput
+		if err := json.Unmarshal(raw, &in); err != nil {
+			return fmt.Errorf("fail: decode input: %w", err)
+		}
+		return fail(ctx, in)
+	}
+}
