@@ -329,7 +329,7 @@ func scaleGroup(t *testing.T, size scaleSize) (*fhirtest.Server, map[string][]by
 			}
 		}
 	}
-	group := `{"resourceType":"Group","id":"cohort","type":"person","actual":true,"member":[` + strings.Join(members, ",") + `]}`
+	group := `{"resourceType":"Group","id":"cohort","meta":{"lastUpdated":"2025-02-01T00:00:00Z"},"type":"person","actual":true,"member":[` + strings.Join(members, ",") + `]}`
 	want["Group/cohort"] = []byte(group)
 	for name, body := range map[string][]byte{"Patient.ndjson": pats.Bytes(), "Observation.ndjson": obs.Bytes(), "Group.ndjson": []byte(group + "\n")} {
 		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
