@@ -141,6 +141,10 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 	case path == "/Patient/$export":
 		h.kickoff(w, r, bulkdata.LevelPatient, "")
 	case len(parts) == 3 && parts[0] == "Group" && parts[2] == "$export":
+		if !fhir.IsID(parts[1]) {
+			badGroupID(w, parts[1])
+			return
+		}
 		h.kickoff(w, r, bulkdata.LevelGroup, parts[1])
 	case strings.HasPrefix(path+"/", StatusPath) && len(parts) == 2:
 		h.status(w, r, parts[1])
@@ -149,14 +153,36 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 			methodNotAllowed(w, "GET, HEAD")
 			return
 		}
-		h.cfg.Files.ServeFile(w, r, strings.TrimPrefix(path, LinkPrefix), r.URL.Query())
+		q, qerr := bulkdata.QueryValues(r.URL.RawQuery)
+		if qerr != nil {
+			writeError(w, qerr)
+			return
+		}
+		h.cfg.Files.ServeFile(w, r, strings.TrimPrefix(path, LinkPrefix), q)
 	case path == "/Group" && h.groups != nil:
 		h.searchGroups(w, r)
 	case len(parts) == 2 && parts[0] == "Group" && h.groups != nil:
+		if !fhir.IsID(parts[1]) {
+			badGroupID(w, parts[1])
+			return
+		}
 		h.readGroup(w, r, parts[1])
 	default:
 		writeOutcome(w, http.StatusNotFound, fhir.CodeNotSupported, "not found: "+r.URL.Path+" is not an endpoint of this server")
 	}
+}
+
+func badGroupID(w http.ResponseWriter, id string) {
+	writeOutcome(w, http.StatusBadRequest, fhir.CodeValue,
+		fmt.Sprintf("Group/%q: not a FHIR id (1-64 of A-Z, a-z, 0-9, '-', '.')", clipText(id)))
+}
+
+// clipText shortens untrusted text quoted in a diagnostic.
+func clipText(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // LinkPrefix is the path (under the base) of embedded file downloads; the
@@ -180,6 +206,9 @@ func (h *Handler) baseURL(r *http.Request) string {
 
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
 	owner, err := h.cfg.Auth.Authenticate(r)
+	if err == nil && !export.ValidOwner(owner) {
+		err = errors.New("the credentials name a client id this server cannot use (1-256 printable characters)")
+	}
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="bulkfhir"`)
 		writeOutcome(w, http.StatusUnauthorized, fhir.CodeLogin, err.Error())
@@ -217,7 +246,7 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 		}
 	}
 	req, perr := bulkdata.Parse(bulkdata.Kickoff{
-		Method: r.Method, Level: level, GroupID: groupID, Query: r.URL.Query(),
+		Method: r.Method, Level: level, GroupID: groupID, RawQuery: r.URL.RawQuery,
 		ContentType: r.Header.Get("Content-Type"), Body: body, Prefer: prefs, Now: time.Now(),
 	})
 	if perr != nil {
@@ -342,12 +371,20 @@ func (h *Handler) searchGroups(w http.ResponseWriter, r *http.Request) {
 	if _, ok := h.authenticate(w, r); !ok {
 		return
 	}
-	q := r.URL.Query()
-	for name := range q {
+	q, qerr := bulkdata.QueryValues(r.URL.RawQuery)
+	if qerr != nil {
+		writeError(w, qerr)
+		return
+	}
+	for name, vs := range q {
 		switch name {
 		case "identifier", "name", "_format", "_pretty":
+			if len(vs) > 1 {
+				writeOutcome(w, http.StatusBadRequest, fhir.CodeInvalid, name+": may be given only once")
+				return
+			}
 		default:
-			writeOutcome(w, http.StatusBadRequest, fhir.CodeNotSupported, name+": not a supported Group search parameter (use identifier or name)")
+			writeOutcome(w, http.StatusBadRequest, fhir.CodeNotSupported, clipText(name)+": not a supported Group search parameter (use identifier or name)")
 			return
 		}
 	}

@@ -64,6 +64,9 @@ func IdempotentJobID(owner, key string) string {
 // starts it. Rejections are *bulkdata.Error values with a 4xx status. With an
 // idempotency key, a repeated kick-off returns the job the first one made.
 func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Request, requestURL, idempotencyKey string) (*Job, error) {
+	if !ValidOwner(owner) {
+		return nil, bulkdata.NewError(http.StatusForbidden, fhir.CodeSecurity, "the client id cannot be used by this server")
+	}
 	if idempotencyKey != "" {
 		if job, err := s.jobs.Get(ctx, IdempotentJobID(owner, idempotencyKey)); err == nil && job.Owner == owner {
 			return job, nil
@@ -129,6 +132,7 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		}
 	}
 	var probs bulkdata.Problems
+	var notFound []string
 	if req.Level != bulkdata.LevelSystem && len(req.Types) > 0 {
 		var kept []string
 		for _, t := range req.Types {
@@ -138,10 +142,16 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 			}
 			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported at %s level", t, req.Level))
 		}
+		if len(kept) == 0 {
+			// An empty list would mean every type: never wider than asked.
+			probs.Refuse(fhir.CodeNotSupported, "_type", fmt.Sprintf("names no type of the Patient compartment, so nothing can be exported at %s level", req.Level))
+		}
 		req.Types = kept
 	}
 	if len(req.TypeFilters) > 0 && !s.source.Caps().TypeFilter {
-		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it, or send Prefer: handling=lenient to export without it")
+		// Refused even under lenient handling: without the filter the
+		// export would be wider than asked.
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it to export the types unfiltered")
 		req.TypeFilters = nil
 	}
 	// RelevantProvenanceResources is honoured; when values conflict the
@@ -176,33 +186,30 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 			for _, m := range members {
 				in[m] = true
 			}
-			var kept []string
 			for _, p := range req.Patients {
-				if in[p] {
-					kept = append(kept, p)
-				} else {
-					probs.Add(fhir.CodeValue, "patient", fmt.Sprintf("Patient/%s is not a member of Group/%s", p, req.GroupID))
+				if !in[p] {
+					notFound = append(notFound, fmt.Sprintf("Patient/%s is not a member of Group/%s; nothing is exported for it", p, req.GroupID))
 				}
 			}
-			req.Patients = kept
 		}
 	} else if len(req.Patients) > 0 {
 		missing, err := s.source.MissingPatients(ctx, req.Patients)
 		if err != nil {
 			return s.unavailable(ctx, "look up patients", err)
 		}
-		gone := map[string]bool{}
 		for _, m := range missing {
-			gone[m] = true
-			probs.Add(fhir.CodeValue, "patient", fmt.Sprintf("Patient/%s: no such Patient", m))
+			notFound = append(notFound, fmt.Sprintf("Patient/%s: no such Patient; nothing is exported for it", m))
 		}
-		var kept []string
-		for _, p := range req.Patients {
-			if !gone[p] {
-				kept = append(kept, p)
-			}
-		}
-		req.Patients = kept
+	}
+	// Unknown and non-member patients are not an error (issue 14): the
+	// known ones are exported and each unknown one is reported in the
+	// manifest's error files. They stay in req.Patients, where they select
+	// nothing, so the list can never become empty (which would mean every
+	// patient).
+	for _, d := range notFound {
+		req.Ignored = append(req.Ignored, fhir.Issue{
+			Severity: fhir.SeverityWarning, Code: fhir.CodeNotFound, Diagnostics: d, Expression: []string{"patient"},
+		})
 	}
 	if err := probs.Resolve(req); err != nil {
 		return err
@@ -263,6 +270,9 @@ func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, 
 }
 
 func (s *Service) visibleJob(ctx context.Context, owner, id string) (*Job, error) {
+	if !ValidJobID(id) || !ValidOwner(owner) {
+		return nil, ErrJobNotFound // never reaches the store
+	}
 	job, err := s.jobs.Get(ctx, id)
 	if err != nil {
 		return nil, err

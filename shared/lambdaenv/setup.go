@@ -9,7 +9,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 )
 
 // Env is a configured function: what main passes to lambda.Start.
@@ -54,5 +53,5 @@ func Setup(cfg Config, awsCfg aws.Config, log *slog.Logger) (*Env, error) {
 // APIHandler is the handler of the kickoff and status functions: the HTTP
 // API behind API Gateway (HTTP API, payload format 2.0).
 func (e *Env) APIHandler() func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-	return httpadapter.NewV2(e.Deps.Handler(e.Config, e.AWS, e.Log)).ProxyWithContext
+	return GatewayHandler(e.Deps.Handler(e.Config, e.AWS, e.Log))
 }
