@@ -2,8 +2,12 @@ package main
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 )
 
 // TestHostileRequests drives hostile and malformed requests at the built
@@ -62,4 +66,70 @@ func TestHostileRequests(t *testing.T) {
 			requireOutcome(t, do(t, tc.method, tc.url, tc.header, tc.body), tc.status, tc.want)
 		})
 	}
+}
+
+// TestLiveJobCapHoldsUnderConcurrentKickoffs: 50 simultaneous kick-offs of
+// one client with --max-live-jobs 5 get exactly 5 × 202 and 45 × 429, and a
+// kick-off right after a DELETE gets 202. The upstream holds every search
+// until the test ends, so no job can finish and free a place by itself.
+func TestLiveJobCapHoldsUnderConcurrentKickoffs(t *testing.T) {
+	fs := fhirtest.New(fhirtest.Options{})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/metadata") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	s := startServer(t, "", "--source-url", hs.URL, "--max-live-jobs", "5")
+	t.Cleanup(func() { close(release) }) // runs before the server stops
+	const n = 50
+	statuses := make([]int, n)
+	locations := make([]string, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			req, _ := http.NewRequest(http.MethodGet, s.base+"/$export", nil)
+			req.Header = kickHeaders()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("kick-off %d: %v", i, err)
+				return
+			}
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+			locations[i] = resp.Header.Get("Content-Location")
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	count := map[int]int{}
+	first := ""
+	for i, st := range statuses {
+		count[st]++
+		if st == http.StatusAccepted && first == "" {
+			first = locations[i]
+		}
+	}
+	if count[http.StatusAccepted] != 5 || count[http.StatusTooManyRequests] != n-5 {
+		t.Fatalf("statuses = %v, want 5 × 202 and %d × 429", count, n-5)
+	}
+	requireOutcome(t, do(t, http.MethodGet, s.base+"/$export", kickHeaders(), ""), http.StatusTooManyRequests, "5 exports")
+	if d := do(t, http.MethodDelete, first, nil, ""); d.status != http.StatusAccepted {
+		t.Fatalf("DELETE = %d: %s", d.status, d.body)
+	}
+	kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), "")
+	requireOutcome(t, do(t, http.MethodGet, s.base+"/$export", kickHeaders(), ""), http.StatusTooManyRequests, "")
 }

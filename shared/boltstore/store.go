@@ -32,7 +32,10 @@ type Store struct {
 	now func() time.Time
 }
 
-var _ export.JobStore = (*Store)(nil)
+var (
+	_ export.JobStore      = (*Store)(nil)
+	_ export.CappedCreator = (*Store)(nil)
+)
 
 // Open opens (or creates) the store at path. It fails after a second if
 // another process holds the file.
@@ -118,6 +121,20 @@ func (s *Store) Create(_ context.Context, job *export.Job) error {
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		if tx.Bucket(jobsBucket).Get([]byte(job.ID)) != nil {
 			return export.ErrJobExists
+		}
+		return putJob(tx, job, false)
+	})
+}
+
+// CreateCapped implements export.CappedCreator: the owner's live jobs are
+// counted and the job created in one read-write transaction.
+func (s *Store) CreateCapped(_ context.Context, job *export.Job, maxLive int) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if tx.Bucket(jobsBucket).Get([]byte(job.ID)) != nil {
+			return export.ErrJobExists
+		}
+		if countLive(tx, job.Owner) >= maxLive {
+			return export.ErrTooManyLive
 		}
 		return putJob(tx, job, false)
 	})
@@ -212,15 +229,21 @@ func (s *Store) Files(_ context.Context, id string) ([]export.File, error) {
 // CountLive implements export.JobStore.
 func (s *Store) CountLive(_ context.Context, owner string) (int, error) {
 	n := 0
-	prefix := []byte(owner + "\x00")
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(liveBucket).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			n++
-		}
+		n = countLive(tx, owner)
 		return nil
 	})
 	return n, err
+}
+
+func countLive(tx *bolt.Tx, owner string) int {
+	n := 0
+	prefix := []byte(owner + "\x00")
+	c := tx.Bucket(liveBucket).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 func (s *Store) eachJob(fn func(*export.Job)) error {

@@ -31,6 +31,7 @@ type API interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 }
 
 // Names of the table's keys, index and TTL attribute.
@@ -334,7 +335,7 @@ func (st *Store) Files(ctx context.Context, id string) ([]export.File, error) {
 }
 
 // CountLive implements export.JobStore (an eventually consistent index
-// read: a kick-off racing another may slip past the cap by one).
+// read, for reporting; kick-off enforces the cap with CreateCapped).
 func (st *Store) CountLive(ctx context.Context, owner string) (int, error) {
 	total := 0
 	p := dynamodb.NewQueryPaginator(st.db, &dynamodb.QueryInput{

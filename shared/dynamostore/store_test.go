@@ -53,6 +53,13 @@ func TestContract(t *testing.T) {
 	})
 }
 
+func TestCappedCreator(t *testing.T) {
+	exporttest.CappedCreatorContract(t, func(t *testing.T) export.JobStore {
+		s, _, _ := newStore(t)
+		return s
+	})
+}
+
 func TestItemsCarryTTL(t *testing.T) {
 	s, db, table := newStore(t)
 	ctx := context.Background()

@@ -75,15 +75,15 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 	if err := s.checkAgainstSource(ctx, req); err != nil {
 		return nil, err
 	}
-	live, err := s.jobs.CountLive(ctx, owner)
-	if err != nil {
-		return nil, fmt.Errorf("kick-off: count live jobs: %w", err)
-	}
-	if live >= s.cfg.MaxLiveJobsPerOwner {
-		e := bulkdata.NewError(http.StatusTooManyRequests, fhir.CodeThrottled,
-			fmt.Sprintf("this client already has %d exports running; wait for one to finish or cancel one", live))
-		e.RetryAfter = 10 * time.Second
-		return nil, e
+	capped, exact := s.jobs.(CappedCreator)
+	if !exact {
+		live, err := s.jobs.CountLive(ctx, owner)
+		if err != nil {
+			return nil, fmt.Errorf("kick-off: count live jobs: %w", err)
+		}
+		if live >= s.cfg.MaxLiveJobsPerOwner {
+			return nil, s.tooMany()
+		}
 	}
 	now := s.now().UTC()
 	id := s.newID()
@@ -101,7 +101,16 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		UpdatedAt:       now,
 		ExpiresAt:       now.Add(s.cfg.MaxJobDuration + s.cfg.Retention),
 	}
-	if err := s.jobs.Create(ctx, job); err != nil {
+	var err error
+	if exact {
+		err = capped.CreateCapped(ctx, job, s.cfg.MaxLiveJobsPerOwner)
+	} else {
+		err = s.jobs.Create(ctx, job)
+	}
+	if errors.Is(err, ErrTooManyLive) {
+		return nil, s.tooMany()
+	}
+	if err != nil {
 		if errors.Is(err, ErrJobExists) && idempotencyKey != "" {
 			// A concurrent retry of the same kick-off created it.
 			if existing, gerr := s.jobs.Get(ctx, id); gerr == nil && existing.Owner == owner {
@@ -121,6 +130,14 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 	}
 	s.log.InfoContext(ctx, "kick-off", "job", job.ID, "owner", owner, "level", req.Level, "types", len(req.Types))
 	return job, nil
+}
+
+// tooMany is the 429 of a client at its cap of live jobs.
+func (s *Service) tooMany() error {
+	e := bulkdata.NewError(http.StatusTooManyRequests, fhir.CodeThrottled,
+		fmt.Sprintf("this client already has %d exports queued or running; wait for one to finish or cancel one", s.cfg.MaxLiveJobsPerOwner))
+	e.RetryAfter = 10 * time.Second
+	return e
 }
 
 // checkAgainstSource applies the checks that depend on the source's data
