@@ -88,6 +88,7 @@ sam-api: synth ## sam local start-api on the synthesized template
 
 fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s
+	$(GO) test ./shared/dirstore -run '^$$' -fuzz FuzzDownload -fuzztime 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseParameters -fuzztime 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s

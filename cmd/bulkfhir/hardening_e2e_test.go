@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 )
@@ -132,4 +136,135 @@ func TestLiveJobCapHoldsUnderConcurrentKickoffs(t *testing.T) {
 	}
 	kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), "")
 	requireOutcome(t, do(t, http.MethodGet, s.base+"/$export", kickHeaders(), ""), http.StatusTooManyRequests, "")
+}
+
+// TestDownloadRangeErrors: a bad or abusive Range on a download link is a
+// 416 OperationOutcome, and at most a few ranges are served per request.
+func TestDownloadRangeErrors(t *testing.T) {
+	s := startServer(t, dataDir)
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), ""), nil)
+	if len(m.Output) == 0 {
+		t.Fatal("no output")
+	}
+	link := m.Output[0].URL
+	for _, tc := range []struct {
+		name, rng string
+		status    int
+		want      string
+	}{
+		{"2000 one-byte ranges", "bytes=" + strings.Repeat("0-0,", 1999) + "0-0", 416, "at most 4 ranges"},
+		{"past the end", "bytes=999999999-", 416, "no range starts inside"},
+		{"garbage", "bytes=x-y", 416, "not a byte range"},
+		{"other unit", "lines=1-2", 416, "only bytes ranges"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requireOutcome(t, do(t, http.MethodGet, link, http.Header{"Range": {tc.rng}}, ""), tc.status, tc.want)
+		})
+	}
+	r := do(t, http.MethodGet, link, http.Header{"Range": {"bytes=0-9"}}, "")
+	if r.status != http.StatusPartialContent || len(r.body) != 10 {
+		t.Errorf("bytes=0-9: %d, %d bytes", r.status, len(r.body))
+	}
+	// The link's query is read by the strict parser too.
+	requireOutcome(t, do(t, http.MethodGet, link+";x", nil, ""), 400, "';'")
+}
+
+// TestServerLimits: oversized headers, slow bodies and connection floods
+// are bounded by settings.
+func TestServerLimits(t *testing.T) {
+	s := startServer(t, dataDir, "--max-header-bytes", "4096", "--read-timeout", "1s", "--max-connections", "3")
+
+	t.Run("header too large", func(t *testing.T) {
+		for _, size := range []int{1000, 16 << 10} {
+			c, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Write([]byte("GET /fhir/metadata HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", size) + "\r\n\r\n"))
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			switch {
+			case size < 4096 && (err != nil || resp.StatusCode != http.StatusOK):
+				t.Errorf("%d-byte header: %v %v, want 200", size, resp, err)
+			case size > 4096 && err == nil && resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge:
+				// The server may also hang up before the reply is read.
+				t.Errorf("%d-byte header: status %d, want 431", size, resp.StatusCode)
+			}
+		}
+	})
+	t.Run("slow body is cut off", func(t *testing.T) {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// Headers promise 1000 bytes of body; 10 arrive, then nothing.
+		_, err = c.Write([]byte("POST /fhir/$export HTTP/1.1\r\nHost: x\r\nAccept: application/fhir+json\r\nPrefer: respond-async\r\n" +
+			"Content-Type: application/fhir+json\r\nContent-Length: 1000\r\n\r\n{\"resourceT"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a safety net, far above --read-timeout
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no answer to a stalled body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("status = %d, want 400", resp.StatusCode)
+		}
+	})
+	t.Run("connections are capped", func(t *testing.T) {
+		var held []net.Conn
+		for i := 0; i < 3; i++ {
+			c, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, c)
+		}
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		// Make sure the server has accepted the three: each answers.
+		for _, c := range held {
+			if _, err := c.Write([]byte("GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		fourth, err := net.Dial("tcp", s.addr) // completes in the kernel's backlog
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fourth.Close()
+		if _, err := fourth.Write([]byte("GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(fourth)
+		fourth.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := br.Peek(1); err == nil {
+			t.Fatal("a fourth connection was served while three were open")
+		} else if ne := (net.Error)(nil); !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("fourth connection: %v, want no answer yet", err)
+		}
+		held[0].Close()
+		held = held[1:]
+		fourth.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("fourth connection not served after one closed: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("status = %d", resp.StatusCode)
+		}
+	})
 }

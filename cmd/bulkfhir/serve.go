@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,6 +22,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dirstore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
+	"github.com/bulkfhir/bulkfhir/shared/httplimit"
 	"github.com/bulkfhir/bulkfhir/shared/localrunner"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 )
@@ -34,6 +36,7 @@ type serveConfig struct {
 	maxFileBytes                       int64
 	chunkBudget                        time.Duration
 	maxJobs, unitWorkers, maxLive      int
+	limits                             httplimit.Limits
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
@@ -59,6 +62,12 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
+	fs.DurationVar(&c.limits.ReadTimeout, "read-timeout", httplimit.DefaultReadTimeout, "longest time to read a request, body included")
+	fs.DurationVar(&c.limits.WriteTimeout, "write-timeout", httplimit.DefaultWriteTimeout, "longest time to write an API response (downloads: see --download-idle-timeout)")
+	fs.DurationVar(&c.limits.DownloadIdle, "download-idle-timeout", httplimit.DefaultDownloadIdle, "a download fails when the client takes no bytes for this long")
+	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", httplimit.DefaultIdleTimeout, "close keep-alive connections idle this long")
+	fs.IntVar(&c.limits.MaxHeaderBytes, "max-header-bytes", httplimit.DefaultMaxHeaderBytes, "largest request line and headers")
+	fs.IntVar(&c.limits.MaxConns, "max-connections", httplimit.DefaultMaxConns, "connections served at once (more wait in the listen backlog)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -136,7 +145,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	ln = c.limits.Listener(ln)
+	srv := c.limits.Server(handler, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
 	log.Info("listening", "addr", ln.Addr().String(), "base", "/fhir")
 	// STATE/addr holds the bound address (useful with --addr 127.0.0.1:0).
 	addrFile := filepath.Join(c.state, "addr")

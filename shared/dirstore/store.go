@@ -202,7 +202,75 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 		_ = gz.Close()
 		return
 	}
+	if rng := r.Header.Get("Range"); rng != "" {
+		if msg := checkRange(rng, st.Size()); msg != "" {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", st.Size()))
+			writeOutcome(w, http.StatusRequestedRangeNotSatisfiable, fhir.CodeValue, "Range: "+msg)
+			return
+		}
+	}
 	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// MaxRanges is the most byte ranges one download may ask for: each range
+// is a multipart section, so thousands of one-byte ranges would amplify.
+const MaxRanges = 4
+
+// checkRange validates a Range header (RFC 9110 byte ranges) against a file
+// of size bytes, before http.ServeContent answers it in plain text. It
+// returns why the header is refused, or "".
+func checkRange(h string, size int64) string {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return "only bytes ranges are supported (bytes=first-last)"
+	}
+	parts := strings.Split(spec, ",")
+	if len(parts) > MaxRanges {
+		return fmt.Sprintf("at most %d ranges per request, got %d", MaxRanges, len(parts))
+	}
+	satisfiable := false
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		first, last, ok := strings.Cut(p, "-")
+		if !ok {
+			return fmt.Sprintf("%q is not a byte range", clip(p))
+		}
+		switch {
+		case first == "":
+			n, err := strconv.ParseInt(last, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Sprintf("%q is not a byte range", clip(p))
+			}
+			if n > 0 && size > 0 {
+				satisfiable = true
+			}
+		default:
+			a, err := strconv.ParseInt(first, 10, 64)
+			if err != nil || a < 0 {
+				return fmt.Sprintf("%q is not a byte range", clip(p))
+			}
+			if last != "" {
+				b, err := strconv.ParseInt(last, 10, 64)
+				if err != nil || b < a {
+					return fmt.Sprintf("%q is not a byte range", clip(p))
+				}
+			}
+			if a < size {
+				satisfiable = true
+			}
+		}
+	}
+	if !satisfiable {
+		return fmt.Sprintf("no range starts inside the file (%d bytes)", size)
+	}
+	return ""
+}
+
+func clip(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "…"
+	}
+	return s
 }
 
 // acceptsGzip reports whether Accept-Encoding admits gzip with q > 0.
