@@ -269,6 +269,10 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	} else {
 		rd, err = s.source.Open(ctx, s.query(job, in.Unit.Type), in.Unit.Type, in.Unit.Segment, cur.Source)
 	}
+	var changed *SourceChangedError
+	if errors.As(err, &changed) {
+		rd, err = emptyReader{cur.Source}, nil // the unit ends here, reported below
+	}
 	if err != nil {
 		return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: open source: %v", in.Unit.ID, err)}
 	}
@@ -309,6 +313,10 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			cur.Source = rd.Cursor()
 			continue
 		}
+		if errors.As(err, &changed) {
+			done = true
+			break
+		}
 		if err != nil {
 			return nil, &RetryableError{Msg: fmt.Sprintf("export chunk %s: read source: %v", in.Unit.ID, err)}
 		}
@@ -331,6 +339,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	if err := w.commit(); err != nil {
 		return nil, err
+	}
+	if changed != nil {
+		badRecords = append(badRecords, changed.issue(in.Unit.Type))
 	}
 	if len(badRecords) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, in.Unit.ID, start.Seq, start.Source, badRecords); err != nil {

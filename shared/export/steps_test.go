@@ -315,3 +315,71 @@ func TestIncludeAssociatedData(t *testing.T) {
 		})
 	}
 }
+
+// changingSource fails reads with a SourceChangedError: at Open, or after
+// `after` resources of a segment.
+type changingSource struct {
+	*exporttest.Source
+	atOpen bool
+	after  int
+}
+
+func (s *changingSource) Open(ctx context.Context, q export.Query, t, seg, cursor string) (export.Reader, error) {
+	if s.atOpen {
+		return nil, &export.SourceChangedError{Object: "Patient.ndjson", Reason: "size changed"}
+	}
+	r, err := s.Source.Open(ctx, q, t, seg, cursor)
+	return &changingReader{Reader: r, left: s.after}, err
+}
+
+type changingReader struct {
+	export.Reader
+	left int
+}
+
+func (r *changingReader) Next() ([]byte, error) {
+	if r.left == 0 {
+		return nil, &export.SourceChangedError{Object: "Patient.ndjson", Reason: "size changed"}
+	}
+	r.left--
+	return r.Reader.Next()
+}
+
+// TestSourceChangedEndsTheUnitWithAnOutcome: a source object that changed
+// after Plan ends its unit, keeps what was read before, and names the file
+// in an error record; no retry loop, no silent loss.
+func TestSourceChangedEndsTheUnitWithAnOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		src    *changingSource
+		output int
+	}{
+		{"at open", &changingSource{atOpen: true}, 0},
+		{"while reading", &changingSource{after: 3}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.src.Source = &exporttest.Source{Lines: map[string][]string{"Patient": lines("Patient", 10)}}
+			f := newFixture(t, tc.src.Source, export.Config{})
+			f.steps = export.NewSteps(f.jobs, f.files, tc.src, export.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			plan, err := f.steps.Plan(context.Background(), export.JobRef{JobID: "job1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if calls := f.runUnit(t, plan.Units[0]); calls != 1 {
+				t.Errorf("%d calls, want 1", calls)
+			}
+			if got := len(outputLines(f)); got != tc.output {
+				t.Errorf("%d resources written, want %d", got, tc.output)
+			}
+			var errs string
+			for k, v := range f.files.Snapshot() {
+				if strings.Contains(k, "/errors.") {
+					errs += v
+				}
+			}
+			if !strings.Contains(errs, "Patient.ndjson") || !strings.Contains(errs, `"conflict"`) {
+				t.Errorf("error records = %q, want a conflict naming Patient.ndjson", errs)
+			}
+		})
+	}
+}
