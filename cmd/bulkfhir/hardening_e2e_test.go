@@ -6,8 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,4 +270,38 @@ func TestServerLimits(t *testing.T) {
 			t.Errorf("status = %d", resp.StatusCode)
 		}
 	})
+}
+
+// TestOddEntriesInDataAreSkipped: a FIFO, a broken symbolic link and a
+// directory named like a file in --data are reported at start-up and
+// skipped; the server starts and exports the rest.
+func TestOddEntriesInDataAreSkipped(t *testing.T) {
+	data := t.TempDir()
+	src, err := os.ReadFile(filepath.Join(dataDir, "Patient.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "Patient.ndjson"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(data, "Observation.ndjson"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(data, "missing"), filepath.Join(data, "Condition.ndjson")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(data, "Encounter.ndjson"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, data)
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), ""), nil)
+	if len(m.Output) != 1 || m.Output[0].Type != "Patient" {
+		t.Errorf("output = %+v, want the Patient file only", m.Output)
+	}
+	log := s.log.String()
+	for _, want := range []string{"Observation.ndjson: not a regular file", "Condition.ndjson: broken symbolic link"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("start-up log does not report %q:\n%s", want, log)
+		}
+	}
 }

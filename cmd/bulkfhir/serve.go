@@ -212,6 +212,15 @@ func writeFileAtomic(path string, b []byte) error {
 // FHIR server.
 func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Source, error) {
 	if c.data != "" {
+		// FIFOs, unreadable files and broken links are skipped by the
+		// source; say so once, at start-up.
+		problems, err := ndjsonsource.Dir(c.data).Problems()
+		if err != nil {
+			return nil, fmt.Errorf("serve: --data: %w", err)
+		}
+		for _, p := range problems {
+			log.Warn("data: skipping an entry", "entry", p)
+		}
 		return ndjsonsource.New(c.data, 0)
 	}
 	st := c.upstream
