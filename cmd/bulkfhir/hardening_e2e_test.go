@@ -305,3 +305,43 @@ func TestOddEntriesInDataAreSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestMetadataCacheFollowsTheSource: /metadata is cached, and a change to
+// --data that an export has seen shows in the next CapabilityStatement.
+func TestMetadataCacheFollowsTheSource(t *testing.T) {
+	data := t.TempDir()
+	for _, name := range []string{"Patient.ndjson", "Group.ndjson"} {
+		b, err := os.ReadFile(filepath.Join(dataDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startServer(t, data)
+	lists := func(typ string) bool {
+		r := do(t, http.MethodGet, s.base+"/metadata", nil, "")
+		if r.status != 200 {
+			t.Fatalf("metadata = %d", r.status)
+		}
+		return strings.Contains(string(r.body), `"type":"`+typ+`"`)
+	}
+	if lists("Condition") {
+		t.Fatal("Condition listed before there is any")
+	}
+	b, err := os.ReadFile(filepath.Join(dataDir, "Condition.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "Condition.ndjson"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type=Condition", kickHeaders(), ""), nil)
+	if len(m.Output) == 0 {
+		t.Fatal("the new Condition file was not exported")
+	}
+	if !lists("Condition") {
+		t.Error("metadata does not list Condition after an export read it")
+	}
+}

@@ -19,7 +19,7 @@ const (
 // capabilityStatement declares the three export operations (C-01..C-05) and
 // lists the exportable types.
 func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte, error) {
-	types, err := h.svc.Source().Types(ctx)
+	types, err := h.types.get(ctx, h.svc.Source())
 	if err != nil {
 		return nil, err
 	}

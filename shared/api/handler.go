@@ -66,6 +66,7 @@ type Handler struct {
 	groups  GroupReader
 	started time.Time
 	log     *slog.Logger
+	types   typeCache
 }
 
 // New returns the handler for svc.
@@ -84,7 +85,7 @@ func New(svc *export.Service, cfg Config) *Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	h := &Handler{svc: svc, cfg: cfg, started: time.Now().UTC(), log: cfg.Log}
+	h := &Handler{svc: svc, cfg: cfg, started: time.Now().UTC(), log: cfg.Log, types: typeCache{now: time.Now}}
 	h.groups, _ = svc.Source().(GroupReader)
 	return h
 }

@@ -108,6 +108,14 @@ func NewFromObjects(objs Objects, opts Options) *Source {
 		files: map[string]*fileIndex{}, members: map[string]groupMembers{}}
 }
 
+// Generation counts the changes the source has seen to its objects; it
+// moves when a refresh re-indexes a changed, new or removed object.
+func (s *Source) Generation() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
 // Caps implements export.Source.
 func (s *Source) Caps() export.SourceCaps { return export.SourceCaps{} }
 
