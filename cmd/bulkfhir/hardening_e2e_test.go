@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -344,4 +345,77 @@ func TestMetadataCacheFollowsTheSource(t *testing.T) {
 	if !lists("Condition") {
 		t.Error("metadata does not list Condition after an export read it")
 	}
+}
+
+// TestCrashDebrisAndDamagedStore: at start-up temporary files of an earlier
+// run and files without a job are removed; a damaged jobs.db stops the
+// server with one error line naming --repair, and --repair brings it back
+// with the jobs that could be read.
+func TestCrashDebrisAndDamagedStore(t *testing.T) {
+	s := startServer(t, dataDir)
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), ""), nil)
+	s.stop()
+
+	tmp := filepath.Join(s.state, "files", ".tmp", "part-crashed")
+	orphan := filepath.Join(s.state, "files", "0123456789abcdef0123456789abcdef")
+	if err := os.WriteFile(tmp, []byte("half a file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(orphan, "Patient.0000"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(orphan, "Patient.0000", "Patient.0000.ndjson"), []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	for _, p := range []string{tmp, orphan} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s survived the restart: %v", p, err)
+		}
+	}
+	if r := do(t, http.MethodGet, m.Output[0].URL, nil, ""); r.status != 200 {
+		t.Errorf("a completed job's file is gone after the sweep: %d", r.status)
+	}
+	s.stop()
+
+	// Tear the page that holds the job record.
+	db := filepath.Join(s.state, "jobs.db")
+	f, err := os.OpenFile(db, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	buf := make([]byte, 4096)
+	torn := false
+	for off := int64(2 * 4096); off < st.Size() && !torn; off += 4096 {
+		f.ReadAt(buf, off)
+		if strings.Contains(string(buf), "_type=Patient") {
+			f.WriteAt([]byte(strings.Repeat("\xff", 16)), off)
+			torn = true
+		}
+	}
+	f.Close()
+	if !torn {
+		t.Fatal("no page with the job record")
+	}
+	out, err := exec.Command(binPath, "serve", "--addr", s.addr, "--state", s.state, "--data", dataDir).CombinedOutput()
+	if err == nil {
+		t.Fatalf("served on a damaged store: %s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, "damaged") || !strings.Contains(last, "--repair") || strings.Contains(string(out), "goroutine ") {
+		t.Errorf("damaged store: want one error line naming --repair, no panic; got:\n%s", out)
+	}
+	s.args = append(s.args, "--repair")
+	s.start()
+	if !strings.Contains(s.log.String(), "job store repaired") {
+		t.Errorf("--repair did not report what it did:\n%s", s.log)
+	}
+	matches, _ := filepath.Glob(db + ".damaged-*")
+	if len(matches) != 1 {
+		t.Errorf("damaged file kept aside: %v", matches)
+	}
+	// The server works again.
+	waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), ""), nil)
 }

@@ -37,6 +37,7 @@ type serveConfig struct {
 	chunkBudget                        time.Duration
 	maxJobs, unitWorkers, maxLive      int
 	limits                             httplimit.Limits
+	repair                             bool
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
@@ -62,6 +63,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
+	fs.BoolVar(&c.repair, "repair", false, "if STATE/jobs.db is damaged, move it aside and keep the job records that can still be read, then serve")
 	fs.DurationVar(&c.limits.ReadTimeout, "read-timeout", httplimit.DefaultReadTimeout, "longest time to read a request, body included")
 	fs.DurationVar(&c.limits.WriteTimeout, "write-timeout", httplimit.DefaultWriteTimeout, "longest time to write an API response (downloads: see --download-idle-timeout)")
 	fs.DurationVar(&c.limits.DownloadIdle, "download-idle-timeout", httplimit.DefaultDownloadIdle, "a download fails when the client takes no bytes for this long")
@@ -100,13 +102,26 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := os.MkdirAll(c.state, 0o700); err != nil {
 		return fmt.Errorf("serve: state dir: %w", err)
 	}
-	jobs, err := boltstore.Open(filepath.Join(c.state, "jobs.db"))
+	dbPath := filepath.Join(c.state, "jobs.db")
+	if c.repair {
+		rep, err := boltstore.Repair(dbPath)
+		if err != nil {
+			return fmt.Errorf("serve: --repair: %w", err)
+		}
+		if rep.MovedTo != "" {
+			log.Warn("job store repaired", "damaged", rep.MovedTo, "kept", rep.Kept, "lost", rep.Lost)
+		}
+	}
+	jobs, err := boltstore.Open(dbPath)
 	if err != nil {
 		return err
 	}
 	defer jobs.Close()
 	files, err := dirstore.Open(filepath.Join(c.state, "files"), filepath.Join(c.state, "link-secret"))
 	if err != nil {
+		return err
+	}
+	if err := cleanUpState(ctx, jobs, files, log); err != nil {
 		return err
 	}
 	var auth api.Authenticator = api.Anonymous{}
@@ -169,6 +184,51 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	if err := runner.Shutdown(sctx); err != nil {
 		log.Warn("runner shutdown", "err", err)
+	}
+	return nil
+}
+
+// cleanUpState removes what a crash leaves behind, at start-up (this
+// process holds the job store's lock, so no other server writes here):
+// temporary files of writes that never committed, and files of jobs the
+// store does not know (a crash between removing a job and its files). Job
+// records that cannot be decoded are reported and left out.
+func cleanUpState(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, log *slog.Logger) error {
+	n, err := files.RemoveTemp()
+	if err != nil {
+		return fmt.Errorf("serve: remove temporary files: %w", err)
+	}
+	if n > 0 {
+		log.Info("removed temporary files of an earlier run", "files", n)
+	}
+	if err := sweepOrphans(ctx, jobs, files, log); err != nil {
+		return err
+	}
+	for _, id := range jobs.Skipped() {
+		log.Warn("job store: a job record cannot be read and is skipped", "job", id)
+	}
+	return nil
+}
+
+// sweepOrphans deletes the files of jobs the store does not know.
+func sweepOrphans(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, log *slog.Logger) error {
+	ids, err := files.JobIDs()
+	if err != nil {
+		return fmt.Errorf("serve: list job files: %w", err)
+	}
+	skipped := map[string]bool{}
+	for _, id := range jobs.Skipped() {
+		skipped[id] = true // unreadable, not absent: keep its files
+	}
+	for _, id := range ids {
+		if _, err := jobs.Get(ctx, id); !errors.Is(err, export.ErrJobNotFound) || skipped[id] {
+			continue
+		}
+		if err := files.DeleteJob(ctx, id); err != nil {
+			log.Warn("delete files without a job", "job", id, "err", err)
+			continue
+		}
+		log.Info("deleted files without a job", "job", id)
 	}
 	return nil
 }

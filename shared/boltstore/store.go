@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,6 +31,10 @@ var (
 type Store struct {
 	db  *bolt.DB
 	now func() time.Time
+	// skipped are the keys of job records that could not be decoded;
+	// they are left out (see Skipped).
+	skipMu  sync.Mutex
+	skipped map[string]bool
 }
 
 var (
@@ -38,8 +43,12 @@ var (
 )
 
 // Open opens (or creates) the store at path. It fails after a second if
-// another process holds the file.
+// another process holds the file, and with an *ErrDamaged if the file is
+// not a sound bbolt database (see Repair).
 func Open(path string) (*Store, error) {
+	if err := preflight(path); err != nil {
+		return nil, err
+	}
 	// The freelist is rebuilt on open instead of written on every commit.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
@@ -48,6 +57,7 @@ func Open(path string) (*Store, error) {
 	// Writers that arrive together share a commit; a lone writer waits at
 	// most this long for company.
 	db.MaxBatchDelay = 500 * time.Microsecond
+	st := &Store{db: db, now: time.Now, skipped: map[string]bool{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{jobsBucket, filesBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -65,7 +75,8 @@ func Open(path string) (*Store, error) {
 		return tx.Bucket(jobsBucket).ForEach(func(k, v []byte) error {
 			var j export.Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %s: %w", k, err)
+				st.skip(k)
+				return nil
 			}
 			if j.Status.Live() {
 				return live.Put(liveKey(j.Owner, j.ID), nil)
@@ -77,7 +88,7 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("init job store: %w", err)
 	}
-	return &Store{db: db, now: time.Now}, nil
+	return st, nil
 }
 
 // Close closes the file.
@@ -246,12 +257,16 @@ func countLive(tx *bolt.Tx, owner string) int {
 	return n
 }
 
+// eachJob calls fn for every job record; a record that cannot be decoded
+// is skipped and remembered (Skipped), so one bad record never stops
+// start-up recovery or the janitor.
 func (s *Store) eachJob(fn func(*export.Job)) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(jobsBucket).ForEach(func(k, v []byte) error {
 			var j export.Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %s: %w", k, err)
+				s.skip(k)
+				return nil
 			}
 			fn(&j)
 			return nil

@@ -68,6 +68,40 @@ func Open(root, secretPath string) (*Store, error) {
 	return &Store{root: root, secret: secret, now: time.Now}, nil
 }
 
+// RemoveTemp deletes the temporary files of writes that never committed
+// (a crash mid-export leaves them in ROOT/.tmp). Call it only while no
+// writer uses the store: at start-up, under the job store's lock.
+func (s *Store) RemoveTemp() (int, error) {
+	dir := filepath.Join(s.root, ".tmp")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// JobIDs lists the jobs that have files in the store.
+func (s *Store) JobIDs() ([]string, error) {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != ".tmp" && keyRE.MatchString(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) path(key string) (string, error) {
 	if !keyRE.MatchString(key) {
 		return "", fmt.Errorf("invalid file key %q", key)
