@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 )
 
@@ -418,4 +419,95 @@ func TestCrashDebrisAndDamagedStore(t *testing.T) {
 	}
 	// The server works again.
 	waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), ""), nil)
+}
+
+// TestFullDisk fills a small real filesystem (a 4 MB tmpfs, mounted for the
+// test; it needs root) mid-export: the job fails with an OperationOutcome,
+// the server stays up, DELETE works while the disk is full, kick-offs are
+// refused with 503 below the reserve, and exports work again once space is
+// freed.
+func TestFullDisk(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v %s", err, out)
+		}
+	})
+	fill := func(name string, leave int64) {
+		t.Helper()
+		free, err := diskspace.Free(mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(filepath.Join(mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		chunk := make([]byte, 64<<10)
+		for n := free - leave; n > 0; n -= int64(len(chunk)) {
+			if _, err := f.Write(chunk[:min(int64(len(chunk)), n)]); err != nil {
+				return // full
+			}
+		}
+	}
+	s := &server{t: t, addr: freeAddr(t), state: filepath.Join(mnt, "state"), data: dataDir, args: []string{"--reserve-bytes", "0"}}
+	s.base = "http://" + s.addr + "/fhir"
+	s.start()
+	t.Cleanup(s.stop) // before the unmount
+
+	// 1. The disk fills mid-export (no reserve): the job fails, with an
+	// OperationOutcome, and the server stays up.
+	fill("filler-1", 1<<20)
+	loc := kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), "")
+	r := waitDone(t, loc, nil)
+	requireOutcome(t, r, http.StatusInternalServerError, "failed")
+	if m := do(t, http.MethodGet, s.base+"/metadata", nil, ""); m.status != 200 {
+		t.Fatalf("server not answering after the disk filled: %d", m.status)
+	}
+	// 2. DELETE works with the disk full to the last byte.
+	fill("filler-2", 0)
+	if d := do(t, http.MethodDelete, loc, nil, ""); d.status != http.StatusAccepted {
+		t.Fatalf("DELETE on a full disk = %d: %s", d.status, d.body)
+	}
+	requireOutcome(t, do(t, http.MethodGet, loc, nil, ""), http.StatusNotFound, "")
+
+	// 3. With a reserve, a kick-off below it is a 503 with Retry-After.
+	s.stop()
+	os.Remove(filepath.Join(mnt, "filler-2"))
+	fill("filler-2", 256<<10)
+	s.args = []string{"--reserve-bytes", "1048576"}
+	s.start()
+	r = do(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
+	requireOutcome(t, r, http.StatusServiceUnavailable, "low on storage")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	// 4. Space freed: exports work again.
+	os.Remove(filepath.Join(mnt, "filler-1"))
+	os.Remove(filepath.Join(mnt, "filler-2"))
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), ""), nil)
+	if len(m.Output) != 1 {
+		t.Errorf("output after freeing space = %+v", m.Output)
+	}
+}
+
+// TestStorageQuotaPerClient: with --quota-bytes, a client whose stored
+// exports reach the quota gets 429 until it deletes one.
+func TestStorageQuotaPerClient(t *testing.T) {
+	s := startServer(t, dataDir, "--quota-bytes", "1")
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
+	waitManifest(t, loc, nil)
+	r := do(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
+	requireOutcome(t, r, http.StatusTooManyRequests, "storage quota")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	if d := do(t, http.MethodDelete, loc, nil, ""); d.status != http.StatusAccepted {
+		t.Fatalf("DELETE = %d", d.status)
+	}
+	kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
 }

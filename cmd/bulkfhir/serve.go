@@ -20,6 +20,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/boltstore"
 	"github.com/bulkfhir/bulkfhir/shared/dirstore"
+	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/httplimit"
@@ -38,6 +39,7 @@ type serveConfig struct {
 	maxJobs, unitWorkers, maxLive      int
 	limits                             httplimit.Limits
 	repair                             bool
+	reserveBytes, quotaBytes           int64
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
@@ -63,6 +65,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
+	fs.Int64Var(&c.reserveBytes, "reserve-bytes", 64<<20, "refuse new exports (503) while less than this is free in --state; writes stop at half of it, so failures and cancels can always be recorded")
+	fs.Int64Var(&c.quotaBytes, "quota-bytes", 0, "export bytes one client may have stored before new kick-offs get 429 (0: no quota)")
 	fs.BoolVar(&c.repair, "repair", false, "if STATE/jobs.db is damaged, move it aside and keep the job records that can still be read, then serve")
 	fs.DurationVar(&c.limits.ReadTimeout, "read-timeout", httplimit.DefaultReadTimeout, "longest time to read a request, body included")
 	fs.DurationVar(&c.limits.WriteTimeout, "write-timeout", httplimit.DefaultWriteTimeout, "longest time to write an API response (downloads: see --download-idle-timeout)")
@@ -124,6 +128,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := cleanUpState(ctx, jobs, files, log); err != nil {
 		return err
 	}
+	files.SetMinFree(c.reserveBytes / 2)
 	var auth api.Authenticator = api.Anonymous{}
 	if c.tokens != "" {
 		if auth, err = api.LoadTokens(c.tokens); err != nil {
@@ -137,6 +142,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	steps := export.NewSteps(jobs, files, source, cfg, log)
 	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
 	svc := export.NewService(jobs, files, runner, source, cfg, log)
+	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
+		return storedBytes(ctx, jobs, files, owner)
+	}})
 	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: auth, Files: files, Version: version, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
@@ -208,6 +216,26 @@ func cleanUpState(ctx context.Context, jobs *boltstore.Store, files *dirstore.St
 		log.Warn("job store: a job record cannot be read and is skipped", "job", id)
 	}
 	return nil
+}
+
+// storedBytes is the size of the export files a client has stored.
+func storedBytes(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, owner string) (int64, error) {
+	ids, err := files.JobIDs()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, id := range ids {
+		if j, err := jobs.Get(ctx, id); err != nil || j.Owner != owner {
+			continue
+		}
+		n, err := files.JobBytes(id)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // sweepOrphans deletes the files of jobs the store does not know.

@@ -21,9 +21,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/api"
+	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
@@ -36,6 +38,28 @@ type Store struct {
 	root   string
 	secret []byte
 	now    func() time.Time
+	// minFree: writes fail (ENOSPC) once less than this is free, leaving
+	// room for the job store to record what happened.
+	minFree int64
+}
+
+// SetMinFree makes writes fail with ENOSPC while less than n bytes are
+// free on the store's filesystem (0: only when the disk is really full).
+func (s *Store) SetMinFree(n int64) { s.minFree = n }
+
+// checkFree fails when the store is below its free-space floor.
+func (s *Store) checkFree() error {
+	if s.minFree <= 0 {
+		return nil
+	}
+	free, err := diskspace.Free(s.root)
+	if err != nil {
+		return err
+	}
+	if free < s.minFree {
+		return fmt.Errorf("file store: %d bytes free, below the floor of %d: %w", free, s.minFree, syscall.ENOSPC)
+	}
+	return nil
 }
 
 var _ export.FileStore = (*Store)(nil)
@@ -87,6 +111,30 @@ func (s *Store) RemoveTemp() (int, error) {
 	return n, nil
 }
 
+// JobBytes is the size of the files stored for a job.
+func (s *Store) JobBytes(jobID string) (int64, error) {
+	p, err := s.path(jobID)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = filepath.WalkDir(p, func(_ string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			if info, err := e.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	return n, err
+}
+
 // JobIDs lists the jobs that have files in the store.
 func (s *Store) JobIDs() ([]string, error) {
 	entries, err := os.ReadDir(s.root)
@@ -116,20 +164,34 @@ func (s *Store) Create(_ context.Context, key string) (export.FileWriter, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkFree(); err != nil {
+		return nil, fmt.Errorf("create %s: %w", key, err)
+	}
 	f, err := os.CreateTemp(filepath.Join(s.root, ".tmp"), "part-*")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", key, err)
 	}
-	return &writer{f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}, nil
+	return &writer{s: s, f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}, nil
 }
 
 type writer struct {
+	s     *Store
 	f     *os.File
 	buf   *bufio.Writer
 	final string
+	// unchecked counts bytes written since the last free-space check.
+	unchecked int
 }
 
-func (w *writer) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (w *writer) Write(p []byte) (int, error) {
+	if w.unchecked += len(p); w.unchecked >= 256<<10 {
+		w.unchecked = 0
+		if err := w.s.checkFree(); err != nil {
+			return 0, err
+		}
+	}
+	return w.buf.Write(p)
+}
 
 func (w *writer) Commit() error {
 	err := w.buf.Flush()

@@ -27,7 +27,19 @@ type Service struct {
 	now    func() time.Time
 	newID  func() string
 	log    *slog.Logger
+	// admission, when set, may refuse a kick-off before a job is made.
+	admission Admission
 }
+
+// Admission decides whether a kick-off may start a job now: a storage
+// reserve, a client's quota. A refusal is a *bulkdata.Error (503 or 429
+// with Retry-After).
+type Admission interface {
+	Admit(ctx context.Context, owner string) error
+}
+
+// SetAdmission installs an admission check run at every kick-off.
+func (s *Service) SetAdmission(a Admission) { s.admission = a }
 
 // NewService returns a Service over the given ports.
 func NewService(jobs JobStore, files FileStore, runner Runner, source Source, cfg Config, log *slog.Logger) *Service {
@@ -74,6 +86,11 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 	}
 	if err := s.checkAgainstSource(ctx, req); err != nil {
 		return nil, err
+	}
+	if s.admission != nil {
+		if err := s.admission.Admit(ctx, owner); err != nil {
+			return nil, err
+		}
 	}
 	capped, exact := s.jobs.(CappedCreator)
 	if !exact {
@@ -360,15 +377,27 @@ func (s *Service) Cancel(ctx context.Context, owner, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.jobs.Transition(ctx, job.ID, Transition{
+	t := Transition{
 		From: []Status{StatusAccepted, StatusInProgress, StatusCompleted, StatusFailed},
 		To:   StatusCancelled,
-	})
+	}
+	_, err = s.jobs.Transition(ctx, job.ID, t)
+	if err != nil && !IsConflict(err) {
+		// The store could not record it: on a full disk, removing the
+		// files is what frees space, so remove them first and try again.
+		s.log.WarnContext(ctx, "cancel: record failed; deleting files first", "job", job.ID, "err", err)
+		if derr := s.files.DeleteJob(ctx, job.ID); derr == nil {
+			_, err = s.jobs.Transition(ctx, job.ID, t)
+		}
+	}
 	if IsConflict(err) {
 		return ErrJobNotFound // cancelled by a concurrent request
 	}
 	if err != nil {
-		return fmt.Errorf("cancel %s: %w", id, err)
+		s.log.ErrorContext(ctx, "cancel", "job", job.ID, "err", err)
+		e := bulkdata.NewError(http.StatusServiceUnavailable, fhir.CodeTransient, "the export could not be cancelled right now; try again")
+		e.RetryAfter = 5 * time.Second
+		return e
 	}
 	if err := s.runner.Stop(ctx, job.ID); err != nil {
 		s.log.WarnContext(ctx, "stop job", "job", job.ID, "err", err)

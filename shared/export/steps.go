@@ -551,10 +551,19 @@ func (s *Steps) Fail(ctx context.Context, in FailInput) error {
 	outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeException,
 		fmt.Sprintf("the export failed and was stopped (job %s); start a new export", in.JobID))
 	expires := s.now().UTC().Add(s.cfg.Retention)
-	_, err := s.jobs.Transition(ctx, in.JobID, Transition{
+	t := Transition{
 		From: []Status{StatusAccepted, StatusInProgress}, To: StatusFailed,
 		Outcome: &outcome, FailStatus: 500, ExpiresAt: &expires,
-	})
+	}
+	_, err := s.jobs.Transition(ctx, in.JobID, t)
+	if err != nil && !IsConflict(err) && !errors.Is(err, ErrJobNotFound) {
+		// The failure could not be recorded: often the disk is full with
+		// this very job's output. A failed job's files are never served,
+		// so free them and try once more.
+		if derr := s.files.DeleteJob(ctx, in.JobID); derr == nil {
+			_, err = s.jobs.Transition(ctx, in.JobID, t)
+		}
+	}
 	if err != nil && !IsConflict(err) && !errors.Is(err, ErrJobNotFound) {
 		return fmt.Errorf("fail job %s: %w", in.JobID, err)
 	}

@@ -383,3 +383,62 @@ func TestSourceChangedEndsTheUnitWithAnOutcome(t *testing.T) {
 		})
 	}
 }
+
+// diskFullStore refuses writes while the job's files are still on disk, as
+// a job store on a filesystem those files have filled would.
+type diskFullStore struct {
+	*exporttest.JobStore
+	files *exporttest.FileStore
+}
+
+func (s *diskFullStore) full() bool {
+	for k := range s.files.Snapshot() {
+		if strings.HasPrefix(k, "job1/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *diskFullStore) Transition(ctx context.Context, id string, t export.Transition) (*export.Job, error) {
+	if s.full() {
+		return nil, errors.New("write jobs.db: no space left on device")
+	}
+	return s.JobStore.Transition(ctx, id, t)
+}
+
+// TestCancelAndFailFreeSpaceFirstWhenTheStoreIsFull: on a full disk,
+// DELETE and the Fail step still succeed, by removing the job's files
+// before recording the change.
+func TestCancelAndFailFreeSpaceFirstWhenTheStoreIsFull(t *testing.T) {
+	for _, op := range []string{"cancel", "fail"} {
+		t.Run(op, func(t *testing.T) {
+			files := exporttest.NewFileStore()
+			jobs := &diskFullStore{JobStore: exporttest.NewJobStore(), files: files}
+			now := time.Now().UTC()
+			if err := jobs.Create(context.Background(), &export.Job{ID: "job1", Owner: "c", Status: export.StatusInProgress,
+				CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			w, _ := files.Create(context.Background(), "job1/Patient.0000/Patient.0000.ndjson")
+			w.Write([]byte("{}\n"))
+			w.Commit()
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			var err error
+			want := export.StatusCancelled
+			if op == "cancel" {
+				svc := export.NewService(jobs, files, &nopRunner{}, &exporttest.Source{}, export.Config{}, quiet)
+				err = svc.Cancel(context.Background(), "c", "job1")
+			} else {
+				want = export.StatusFailed
+				err = export.NewSteps(jobs, files, &exporttest.Source{}, export.Config{}, quiet).Fail(context.Background(), export.FailInput{JobID: "job1"})
+			}
+			if err != nil {
+				t.Fatalf("%s on a full store: %v", op, err)
+			}
+			if j, _ := jobs.Get(context.Background(), "job1"); j.Status != want {
+				t.Errorf("status = %s, want %s", j.Status, want)
+			}
+		})
+	}
+}
