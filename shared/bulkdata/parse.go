@@ -50,6 +50,11 @@ func Parse(k Kickoff) (*Request, *Error) {
 		Lenient:              k.Prefer.Lenient,
 		SeparateExportStatus: k.Prefer.SeparateExportStatus,
 	}
+	if k.Level == LevelGroup && !fhir.IsID(k.GroupID) {
+		// Checked here too (the handler checks the path): an id such as
+		// ".." would become another path on an upstream server.
+		return nil, NewError(http.StatusBadRequest, fhir.CodeValue, fmt.Sprintf("Group/%s: not a FHIR id", clip(k.GroupID)))
+	}
 	params, err := collect(k)
 	if err != nil {
 		return nil, err

@@ -202,6 +202,15 @@ func TestParseParameters(t *testing.T) {
 	}
 }
 
+func TestGroupIDIsAFHIRID(t *testing.T) {
+	for id, ok := range map[string]bool{"g": true, "a.b-C9": true, "": false, ".": false, "..": false, "a/b": false, "a b": false, strings.Repeat("g", 65): false} {
+		_, err := Parse(Kickoff{Method: http.MethodGet, Level: LevelGroup, GroupID: id, Prefer: Preferences{RespondAsync: true}, Now: now})
+		if (err == nil) != ok {
+			t.Errorf("Group/%q: err = %v, want ok=%v", id, err, ok)
+		}
+	}
+}
+
 func TestKickoffHeaders(t *testing.T) {
 	tests := []struct {
 		name       string

@@ -154,9 +154,9 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	}
 	switch {
 	case c.StatusOnly:
-		if sources > 0 {
-			problems = append(problems, "the status function reads no source: unset "+EnvSourceURL+", "+EnvSourceBucket+" and "+EnvSourceDir)
-		}
+		// The status function reads no source: source settings (the stack
+		// sets none) are ignored, and no source client is built.
+		c.SourceDir, c.SourceBucket, c.SourcePrefix, c.SourceURL, c.SourceSecretARN = "", "", "", "", ""
 	case sources > 1:
 		problems = append(problems, fmt.Sprintf("set one source: %s, %s or %s", EnvSourceURL, EnvSourceBucket, EnvSourceDir))
 	case sources == 0:
