@@ -511,3 +511,46 @@ func TestStorageQuotaPerClient(t *testing.T) {
 	}
 	kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient", kickHeaders(), "")
 }
+
+// TestUpstreamThatIgnoresFiltersIsNotTrusted: an upstream that ignores the
+// compartment search parameters (answering every search with the whole
+// type) cannot widen a Patient export: bulkfhir checks each resource's
+// compartment itself, so a known patient gets its compartment and an
+// unknown one nothing.
+func TestUpstreamThatIgnoresFiltersIsNotTrusted(t *testing.T) {
+	fs := fhirtest.New(fhirtest.Options{})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		for name := range q {
+			if !strings.HasPrefix(name, "_") || name == "_id" {
+				q.Del(name) // ignored, as a careless server would
+			}
+		}
+		r.URL.RawQuery = q.Encode()
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	s := startServer(t, "", "--source-url", hs.URL)
+	src := sourceResources(t, dataDir)
+	var one string
+	for id := range groupMembers(t, src, "small-cohort") {
+		one = id
+		break
+	}
+	body := func(ids ...string) string {
+		var ps []string
+		for _, id := range ids {
+			ps = append(ps, `{"name":"patient","valueReference":{"reference":"Patient/`+id+`"}}`)
+		}
+		return `{"resourceType":"Parameters","parameter":[` + strings.Join(ps, ",") + `]}`
+	}
+	m := waitManifest(t, kickoff(t, http.MethodPost, s.base+"/Patient/$export", kickHeaders(), body(one)), nil)
+	sameSet(t, download(t, m), expectedCompartment(src, map[string]bool{one: true}))
+	m = waitManifest(t, kickoff(t, http.MethodPost, s.base+"/Patient/$export", kickHeaders(), body("nobody")), nil)
+	if got := download(t, m); len(got) != 0 {
+		t.Errorf("an unknown patient exported %d resources, want none", len(got))
+	}
+}

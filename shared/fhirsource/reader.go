@@ -280,10 +280,27 @@ func (r *reader) keep(line []byte, h fhir.Head) []byte {
 			return nil
 		}
 	}
+	if r.patients != nil && !r.inBatch(line) {
+		// Never trust the upstream's filter: a server that ignores the
+		// compartment parameter (or an unknown patient id) must not turn
+		// a Patient or Group export into everything.
+		return nil
+	}
 	if r.patients != nil && s.comp > 0 && r.matchesEarlierComp(line, h.ID, s.comp) {
 		return nil
 	}
 	return line
+}
+
+// inBatch reports whether a resource is in the compartment of one of the
+// segment's patients.
+func (r *reader) inBatch(line []byte) bool {
+	in := false
+	fhir.CompartmentPatients(r.typ, line, func(id string) bool {
+		in = r.patients[id]
+		return !in
+	})
+	return in
 }
 
 // deletion returns "Type/id" when the current history entry deleted a
