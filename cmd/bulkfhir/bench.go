@@ -24,7 +24,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	costResources := fs.Int64("cost-resources", 1_000_000, "resources in the cost model's export (with --aws)")
 	chunk := fs.String("memory-chunk", "", "internal: measure one export chunk over DIR/data and print JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the harness's own process to FILE (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *chunk != "" {

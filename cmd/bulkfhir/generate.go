@@ -14,7 +14,7 @@ func generate(args []string) error {
 	patients := fs.Int("patients", 100, "number of patients")
 	seed := fs.Uint64("seed", 1, "random seed (same seed and patients give the same files)")
 	out := fs.String("out", "data", "output directory")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	start := time.Now()

@@ -74,7 +74,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", httplimit.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	fs.IntVar(&c.limits.MaxHeaderBytes, "max-header-bytes", httplimit.DefaultMaxHeaderBytes, "largest request line and headers")
 	fs.IntVar(&c.limits.MaxConns, "max-connections", httplimit.DefaultMaxConns, "connections served at once (more wait in the listen backlog)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if c.state == "" {

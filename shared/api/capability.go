@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/searchparam"
 )
 
 const (
@@ -50,6 +51,11 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte,
 			add(t)
 		}
 	}
+	if sp, ok := h.svc.Source().(searchParamSource); ok {
+		for _, r := range resources {
+			addSearchParams(r, sp.SearchParams(r["type"].(string)))
+		}
+	}
 	cs := map[string]any{
 		"resourceType":   "CapabilityStatement",
 		"status":         "active",
@@ -63,12 +69,39 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte,
 		"format":         []string{"json"},
 		"rest": []map[string]any{{
 			"mode":          "server",
-			"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size.",
+			"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size. Each resource's searchParam lists the search parameters its _typeFilter queries may use.",
 			"resource":      resources,
 			"operation":     op(opExport),
 		}},
 	}
 	return json.Marshal(cs)
+}
+
+// searchParamSource is a Source that evaluates _typeFilter itself and can
+// list, per type, the search parameters a _typeFilter may use (C-05).
+type searchParamSource interface {
+	SearchParams(typ string) []searchparam.Param
+}
+
+// addSearchParams lists ps in a resource's searchParam, after any already
+// there (the Group search interaction's, which gain their definition),
+// without repeating a name.
+func addSearchParams(r map[string]any, ps []searchparam.Param) {
+	list, _ := r["searchParam"].([]map[string]any)
+	have := map[string]map[string]any{}
+	for _, p := range list {
+		have[p["name"].(string)] = p
+	}
+	for _, p := range ps {
+		if e := have[p.Code]; e != nil {
+			e["definition"] = p.URL
+			continue
+		}
+		list = append(list, map[string]any{"name": p.Code, "definition": p.URL, "type": p.Type})
+	}
+	if len(list) > 0 {
+		r["searchParam"] = list
+	}
 }
 
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {

@@ -90,15 +90,23 @@ func New(svc *export.Service, cfg Config) *Handler {
 	return h
 }
 
-// statusRecorder captures the status code for the access log.
+// statusRecorder captures the status code for the access log. With
+// plainJSON (the client's Accept asks for application/json, not
+// application/fhir+json) it labels FHIR JSON bodies (OperationOutcomes,
+// the CapabilityStatement) application/json, so such a client can read the
+// status, cancel and error responses.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status    int
+	plainJSON bool
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+		if h := s.Header(); s.plainJSON && h.Get("Content-Type") == "application/fhir+json" {
+			h.Set("Content-Type", "application/json")
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
@@ -108,14 +116,14 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(b)
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, plainJSON: bulkdata.PrefersPlainJSON(r.Header.Values("Accept"))}
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -275,8 +283,12 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 	if req.SeparateExportStatus {
 		w.Header().Set("Preference-Applied", "respond-async, separate-export-status")
 	}
-	writeJSON(w, http.StatusAccepted, "application/fhir+json",
-		fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, "export accepted; poll the Content-Location URL for its status").JSON())
+	// The parameters dropped under lenient handling are in the body too, so
+	// a client can report (or refuse) them before it downloads anything;
+	// they also stay in the manifest's error files.
+	issues := append([]fhir.Issue{{Severity: fhir.SeverityInformation, Code: fhir.CodeInformational,
+		Diagnostics: "export accepted; poll the Content-Location URL for its status"}}, req.Ignored...)
+	writeJSON(w, http.StatusAccepted, "application/fhir+json", fhir.NewOutcome(issues...).JSON())
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {

@@ -1,9 +1,16 @@
 // Package bulkclient is a FHIR Bulk Data Access client: kick-off (GET or
 // POST), polling that honours Retry-After, parallel downloads of every
-// output, error and deleted file, and a summary. It works against any Bulk
+// output, error and deleted file into a Sink (a folder, or an object store
+// prefix through package s3sink), and a summary. It works against any Bulk
 // Data v2 server. Transient failures (429, 5xx, network errors) are retried
 // with bounded exponential backoff; the bearer token goes only where the
-// manifest says downloads need it.
+// manifest says downloads need it. Every request leaves through Client.do.
+//
+// A run never exports more than asked and never mixes exports: the sink
+// records the request, a sink holding another export is refused, a resumed
+// run must ask the same, and a _typeFilter the server dropped stops a strict
+// run. A cancelled context ends a run with *Interrupted (complete files
+// kept, partial ones removed), after a DELETE when CancelOnAbort is set.
 package bulkclient
 
 import (
@@ -15,19 +22,20 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
 // Options describe one export.
 type Options struct {
 	Server                string // FHIR base URL
-	Level                 string // system, patient or group
+	Level                 string // system, patient or group; "" infers it from Group and Patients
 	Group                 string
 	Types                 []string
 	Since, Until          string
@@ -37,11 +45,26 @@ type Options struct {
 	IncludeAssociatedData []string
 	Post                  bool
 	Lenient               bool
-	Token                 string
-	OutDir                string
-	Parallel              int
-	Resume                bool
-	CancelOnAbort         bool
+	// StrictFilters stops the run (and cancels the export) when the server
+	// says it dropped a _typeFilter: an unfiltered export is wider than
+	// asked. The CLI turns it on whenever TypeFilters are given.
+	StrictFilters bool
+	Token         string
+	// OutDir is the local output folder, used when Sink is nil.
+	OutDir string
+	Sink   Sink
+	// Parallel downloads at once.
+	Parallel int
+	// Resume continues the export that last wrote into the sink, keeping
+	// complete files; the request must be the same.
+	Resume bool
+	// Force replaces an earlier export in the sink.
+	Force bool
+	// StatusURL polls an export started elsewhere instead of kicking off.
+	StatusURL     string
+	CancelOnAbort bool
+	// Attachments downloads DocumentReference content.attachment.url files.
+	Attachments bool
 	// MaxRetries bounds retries of one request; MaxWait caps one wait.
 	MaxRetries int
 	MaxWait    time.Duration
@@ -50,6 +73,7 @@ type Options struct {
 // Client runs exports.
 type Client struct {
 	opts Options
+	sink Sink
 	http *http.Client
 	rep  Reporter
 	// reached is set once any HTTP response arrived: before that a refused
@@ -57,26 +81,61 @@ type Client struct {
 	reached atomic.Bool
 }
 
+// UsageError is an option combination that cannot be run as asked.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+func usage(format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
 // New returns a client. httpClient may be nil; rep may be nil (silent).
+// Contradictory options are a *UsageError.
 func New(opts Options, httpClient *http.Client, rep Reporter) (*Client, error) {
-	if opts.Server == "" {
-		return nil, errors.New("--server is required")
+	if opts.Server == "" && opts.StatusURL == "" {
+		return nil, usage("--server is required")
 	}
-	u, err := url.Parse(opts.Server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--server %q is not an http(s) URL", opts.Server)
+	for _, s := range []struct{ name, v string }{{"--server", opts.Server}, {"--status", opts.StatusURL}} {
+		if s.v == "" {
+			continue
+		}
+		u, err := url.Parse(s.v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, usage("%s %q is not an http(s) URL", s.name, s.v)
+		}
 	}
 	opts.Server = strings.TrimSuffix(opts.Server, "/")
+	// --group means a Group export and --patient a Patient-level one: a
+	// level that says otherwise is a mistake, not something to ignore.
 	switch opts.Level {
-	case "", "system":
-		opts.Level = "system"
-	case "patient":
-	case "group":
-		if opts.Group == "" {
-			return nil, errors.New("--level group needs --group ID")
+	case "":
+		switch {
+		case opts.Group != "":
+			opts.Level = "group"
+		case len(opts.Patients) > 0:
+			opts.Level = "patient"
+		default:
+			opts.Level = "system"
 		}
+	case "system", "patient", "group":
 	default:
-		return nil, fmt.Errorf("--level %q: want system, patient or group", opts.Level)
+		return nil, usage("--level %q: want system, patient or group", opts.Level)
+	}
+	switch {
+	case opts.Level == "group" && opts.Group == "":
+		return nil, usage("--level group needs --group ID")
+	case opts.Level != "group" && opts.Group != "":
+		return nil, usage("--group %s contradicts --level %s (a Group export is --level group, or leave --level out)", opts.Group, opts.Level)
+	case opts.Level == "system" && len(opts.Patients) > 0:
+		return nil, usage("--patient contradicts --level system: patient is a Patient or Group level parameter")
+	case opts.Resume && opts.Force:
+		return nil, usage("--resume and --force contradict each other: --resume keeps the export in the folder, --force replaces it")
+	case opts.StatusURL != "" && opts.Resume:
+		return nil, usage("--status and --resume contradict each other: --resume continues the export recorded in the folder")
+	}
+	if opts.StatusURL != "" && requestOf(opts).hasParams() {
+		return nil, usage("--status polls an export started elsewhere: its request cannot be changed with kick-off flags (--type, --since, --group, …)")
 	}
 	if len(opts.Patients) > 0 {
 		opts.Post = true // patient is a POST-only parameter
@@ -93,6 +152,10 @@ func New(opts Options, httpClient *http.Client, rep Reporter) (*Client, error) {
 	if opts.OutDir == "" {
 		opts.OutDir = "out"
 	}
+	sink := opts.Sink
+	if sink == nil {
+		sink = DirSink{Dir: opts.OutDir}
+	}
 	if httpClient == nil {
 		httpClient = &http.Client{Transport: &http.Transport{
 			Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 32, DisableCompression: true,
@@ -102,7 +165,7 @@ func New(opts Options, httpClient *http.Client, rep Reporter) (*Client, error) {
 	if rep == nil {
 		rep = nopReporter{}
 	}
-	return &Client{opts: opts, http: httpClient, rep: rep}, nil
+	return &Client{opts: opts, sink: sink, http: httpClient, rep: rep}, nil
 }
 
 // Error is a failure the CLI prints as one line.
@@ -112,84 +175,378 @@ func (e *Error) Error() string { return e.Msg }
 
 func fail(format string, args ...any) error { return &Error{Msg: fmt.Sprintf(format, args...)} }
 
-// stateFile remembers the status URL of the export that wrote into OutDir,
-// so --resume continues that export (and keeps its complete files) instead
-// of starting a new one.
-const stateFile = ".bulkfhir-export.json"
+// Sentinels for the output folder checks; the CLI reports them as usage
+// errors.
+var (
+	ErrOutputInUse     = errors.New("the output holds another export")
+	ErrResumeMismatch  = errors.New("--resume with a different request")
+	ErrNothingToResume = errors.New("nothing to resume")
+	ErrFilterDropped   = errors.New("the server dropped a _typeFilter")
+)
 
-type state struct {
-	StatusURL string `json:"statusUrl"`
-	Server    string `json:"server"`
+// Interrupted is returned when the context was cancelled (Ctrl-C): it says
+// what was kept and what is left, and whether the export still runs on the
+// server.
+type Interrupted struct {
+	Stage      string // kick-off, polling or downloading
+	StatusURL  string
+	Location   string   // where the complete files are
+	Done       int      // files complete (downloaded or kept)
+	Left       []string // files not downloaded
+	Running    bool     // the export still runs on the server
+	Cancelled  bool     // a DELETE was accepted
+	CancelNote string   // what the DELETE got, when it was sent
 }
 
-// Run kicks off (or, with Resume, continues) an export, waits for it and
-// downloads its files.
-func (c *Client) Run(ctx context.Context) (*Summary, error) {
-	start := time.Now()
-	if err := os.MkdirAll(c.opts.OutDir, 0o755); err != nil {
-		return nil, fail("output directory: %v", err)
+func (e *Interrupted) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "interrupted during %s", e.Stage)
+	if e.Stage == "downloading" {
+		fmt.Fprintf(&b, ": %d files complete in %s, %d left", e.Done, e.Location, len(e.Left))
+		if len(e.Left) > 0 {
+			names := e.Left
+			if len(names) > 5 {
+				names = names[:5]
+			}
+			fmt.Fprintf(&b, " (%s", strings.Join(names, ", "))
+			if len(e.Left) > 5 {
+				fmt.Fprintf(&b, ", and %d more", len(e.Left)-5)
+			}
+			b.WriteString(")")
+		}
 	}
-	statusURL := ""
+	switch {
+	case e.StatusURL == "":
+		b.WriteString("; the kick-off did not complete, no export is known to have started")
+	case e.Cancelled:
+		fmt.Fprintf(&b, "; the export was cancelled on the server (%s)", e.CancelNote)
+	case e.Running:
+		fmt.Fprintf(&b, "; the export is still running on the server: %s", e.StatusURL)
+	default:
+		fmt.Fprintf(&b, "; the export is complete on the server, its files stay until they expire: %s", e.StatusURL)
+	}
+	if e.CancelNote != "" && !e.Cancelled {
+		fmt.Fprintf(&b, " (cancel failed: %s)", e.CancelNote)
+	}
+	if e.StatusURL != "" && !e.Cancelled {
+		b.WriteString("; run again with --resume to continue")
+	}
+	return b.String()
+}
+
+// stateFile records which export wrote into the sink, with its request, so
+// --resume continues that export (and keeps its complete files) and a
+// different export is refused.
+const stateFile = ".bulkfhir-export.json"
+
+// Record is what stateFile holds.
+type Record struct {
+	StatusURL string  `json:"statusUrl"`
+	Server    string  `json:"server"`
+	Request   Request `json:"request"`
+	Complete  bool    `json:"complete,omitempty"`
+}
+
+// Request is what identifies an export's content: two runs with the same
+// request write the same files.
+type Request struct {
+	Level                 string   `json:"level"`
+	Group                 string   `json:"group,omitempty"`
+	Types                 []string `json:"type,omitempty"`
+	Since                 string   `json:"since,omitempty"`
+	Until                 string   `json:"until,omitempty"`
+	Elements              []string `json:"elements,omitempty"`
+	TypeFilters           []string `json:"typeFilter,omitempty"`
+	Patients              []string `json:"patient,omitempty"`
+	IncludeAssociatedData []string `json:"includeAssociatedData,omitempty"`
+	// StatusURL is set for an export polled with --status, whose request
+	// the client does not know.
+	StatusURL string `json:"statusUrl,omitempty"`
+}
+
+func requestOf(o Options) Request {
+	// Order does not change what is exported: --type A,B resumes --type B,A.
+	sorted := func(l []string) []string {
+		if len(l) == 0 {
+			return nil
+		}
+		return slices.Sorted(slices.Values(l))
+	}
+	r := Request{Level: o.Level, Group: o.Group, Types: sorted(o.Types), Since: o.Since, Until: o.Until, Elements: sorted(o.Elements),
+		TypeFilters: sorted(o.TypeFilters), Patients: sorted(o.Patients), IncludeAssociatedData: sorted(o.IncludeAssociatedData), StatusURL: o.StatusURL}
+	if r.Level == "" {
+		r.Level = "system"
+	}
+	return r
+}
+
+func (r Request) hasParams() bool {
+	return r.Group != "" || len(r.Types) > 0 || r.Since != "" || r.Until != "" || len(r.Elements) > 0 ||
+		len(r.TypeFilters) > 0 || len(r.Patients) > 0 || len(r.IncludeAssociatedData) > 0 || (r.Level != "system" && r.Level != "")
+}
+
+func (r Request) String() string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// ReadRecord reads the record of the export in a sink (for verify): its
+// status URL, server and request. A sink without one is fs.ErrNotExist.
+func ReadRecord(ctx context.Context, s Sink) (*Record, error) {
+	b, err := readFile(ctx, s, stateFile)
+	if err != nil {
+		return nil, err
+	}
+	var st Record
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", stateFile, err)
+	}
+	return &st, nil
+}
+
+// StateFile is the name of the file that records the export in a folder.
+const StateFile = stateFile
+
+// prepare checks the sink against the request and returns the status URL to
+// continue ("" to kick off).
+func (c *Client) prepare(ctx context.Context) (string, error) {
+	want := requestOf(c.opts)
+	names, err := c.sink.List(ctx)
+	if err != nil {
+		return "", fail("output %s: %v", c.sink.Location(), err)
+	}
+	var st *Record
+	if b, err := readFile(ctx, c.sink, stateFile); err == nil {
+		st = &Record{}
+		if json.Unmarshal(b, st) != nil {
+			st = nil
+		}
+	}
 	if c.opts.Resume {
-		if b, err := os.ReadFile(filepath.Join(c.opts.OutDir, stateFile)); err == nil {
-			var st state
-			if json.Unmarshal(b, &st) == nil && st.Server == c.opts.Server && st.StatusURL != "" {
-				statusURL = st.StatusURL
-				c.rep.Logf("resuming export %s", statusURL)
+		if st == nil || st.StatusURL == "" {
+			return "", fmt.Errorf("%w: %s holds no export started by bulkfhir export", ErrNothingToResume, c.sink.Location())
+		}
+		if st.Server != c.opts.Server || st.Request.String() != want.String() {
+			return "", fmt.Errorf("%w: %s holds the export of %s with %s; these flags ask %s for %s",
+				ErrResumeMismatch, c.sink.Location(), st.Server, st.Request, c.opts.Server, want)
+		}
+		c.rep.Logf("resuming export %s", st.StatusURL)
+		return st.StatusURL, nil
+	}
+	if len(names) > 0 {
+		if !c.opts.Force {
+			what := fmt.Sprintf("%d files", len(names))
+			if st != nil {
+				what = fmt.Sprintf("the export of %s with %s", st.Server, st.Request)
+			}
+			return "", fmt.Errorf("%w: %s is not empty (it holds %s); use another folder, --resume to continue that export, or --force to replace it",
+				ErrOutputInUse, c.sink.Location(), what)
+		}
+		// --force: remove what an export writes, nothing else.
+		for _, n := range names {
+			if exportFile(n) {
+				if err := c.sink.Remove(ctx, n); err != nil {
+					return "", fail("--force: remove %s: %v", n, err)
+				}
 			}
 		}
 	}
+	return c.opts.StatusURL, nil
+}
+
+// exportFile reports a name that an export writes into its sink.
+func exportFile(name string) bool {
+	switch {
+	case name == stateFile, name == "manifest.json":
+		return true
+	case strings.HasPrefix(name, "error/"), strings.HasPrefix(name, "deleted/"), strings.HasPrefix(name, "attachments/"):
+		return true
+	}
+	return !strings.Contains(name, "/") && (strings.HasSuffix(name, ".ndjson") || strings.HasSuffix(name, ".ndjson.part"))
+}
+
+func (c *Client) writeState(ctx context.Context, statusURL string, complete bool) error {
+	b, _ := json.Marshal(Record{StatusURL: statusURL, Server: c.opts.Server, Request: requestOf(c.opts), Complete: complete})
+	if err := writeFile(ctx, c.sink, stateFile, b); err != nil {
+		return fail("write %s: %v", stateFile, err)
+	}
+	return nil
+}
+
+// Run kicks off (or, with Resume or StatusURL, continues) an export, waits
+// for it and downloads its files. A cancelled ctx ends it with an
+// *Interrupted, after the DELETE when CancelOnAbort is set.
+func (c *Client) Run(ctx context.Context) (sum *Summary, err error) {
+	defer func() { c.rep.Finish(err) }()
+	start := time.Now()
+	statusURL, err := c.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if statusURL == "" {
-		var err error
-		if statusURL, err = c.kickoff(ctx); err != nil {
+		var warnings []Issue
+		statusURL, warnings, err = c.kickoff(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, &Interrupted{Stage: "kick-off", Location: c.sink.Location()}
+			}
 			return nil, err
 		}
-		b, _ := json.Marshal(state{StatusURL: statusURL, Server: c.opts.Server})
-		if err := os.WriteFile(filepath.Join(c.opts.OutDir, stateFile), b, 0o600); err != nil {
-			return nil, fail("write %s: %v", stateFile, err)
+		if err := c.writeState(ctx, statusURL, false); err != nil {
+			return nil, err
+		}
+		for _, w := range warnings {
+			c.rep.Logf("the server dropped a parameter: %s", w.Diagnostics)
+		}
+		if err := c.checkFilters(warnings); err != nil {
+			return nil, c.refuse(statusURL, err)
+		}
+	} else if c.opts.StatusURL != "" {
+		if err := c.writeState(ctx, statusURL, false); err != nil {
+			return nil, err
 		}
 	}
 	raw, m, err := c.poll(ctx, statusURL)
 	if err != nil {
-		c.abort(statusURL, err)
+		if ctx.Err() != nil {
+			return nil, c.interrupted("polling", statusURL, nil, nil)
+		}
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(c.opts.OutDir, "manifest.json"), raw, 0o644); err != nil {
+	if err := writeFile(ctx, c.sink, "manifest.json", raw); err != nil {
+		if ctx.Err() != nil {
+			return nil, c.interrupted("downloading", statusURL, plan(m), nil)
+		}
 		return nil, fail("write manifest.json: %v", err)
 	}
-	sum, err := c.downloadAll(ctx, m)
+	sum, err = c.downloadAll(ctx, m)
 	if err != nil {
-		c.abort(statusURL, err)
+		if ctx.Err() != nil {
+			return nil, c.interrupted("downloading", statusURL, plan(m), sum)
+		}
+		if errors.Is(err, ErrFilterDropped) {
+			return nil, c.refuse(statusURL, err)
+		}
 		return nil, err
 	}
 	sum.Wall = time.Since(start)
 	sum.StatusURL = statusURL
+	sum.TransactionTime = m.TransactionTime
+	sum.Location = c.sink.Location()
+	if err := c.writeState(context.WithoutCancel(ctx), statusURL, true); err != nil {
+		return nil, err
+	}
 	return sum, nil
 }
 
-// abort cancels the server-side export when the user interrupted and asked
-// for it.
-func (c *Client) abort(statusURL string, cause error) {
-	if !c.opts.CancelOnAbort || !errors.Is(cause, context.Canceled) {
-		return
+// checkFilters stops a run whose _typeFilter the server dropped when the
+// filters are strict.
+func (c *Client) checkFilters(issues []Issue) error {
+	if !c.opts.StrictFilters || len(c.opts.TypeFilters) == 0 {
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, statusURL, nil)
-	c.authorize(req)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		c.rep.Logf("cancel %s: %v", statusURL, err)
-		return
+	for _, is := range issues {
+		if droppedFilter(is) {
+			return fmt.Errorf("%w (%s); the export would be wider than asked, so no data is downloaded (--strict-filters=false accepts it)",
+				ErrFilterDropped, is.Diagnostics)
+		}
 	}
-	resp.Body.Close()
-	c.rep.Logf("cancelled the export on the server (%s)", resp.Status)
+	return nil
 }
 
-func (c *Client) authorize(req *http.Request) {
-	if c.opts.Token != "" {
+func droppedFilter(is Issue) bool {
+	if is.Severity == "information" {
+		return false
+	}
+	if slices.Contains(is.Expression, "_typeFilter") {
+		return true
+	}
+	return strings.Contains(is.Diagnostics, "_typeFilter")
+}
+
+// refuse cancels an export the client will not download and says so.
+func (c *Client) refuse(statusURL string, cause error) error {
+	ok, note := c.cancelExport(statusURL)
+	if ok {
+		return fmt.Errorf("%w; the export was cancelled on the server (%s)", cause, note)
+	}
+	return fmt.Errorf("%w; cancelling the export failed (%s): %s", cause, note, statusURL)
+}
+
+// interrupted builds the report of an interrupted run and, when asked,
+// cancels the export on the server.
+func (c *Client) interrupted(stage, statusURL string, jobs []job, sum *Summary) error {
+	e := &Interrupted{Stage: stage, StatusURL: statusURL, Location: c.sink.Location(), Running: stage == "polling"}
+	done := map[string]bool{}
+	if sum != nil {
+		e.Done = sum.Files
+		for _, f := range sum.FileList {
+			done[f.Name] = true
+		}
+	}
+	for _, j := range jobs {
+		if !done[j.name] {
+			e.Left = append(e.Left, j.name)
+		}
+	}
+	if c.opts.CancelOnAbort {
+		e.Cancelled, e.CancelNote = c.cancelExport(statusURL)
+	}
+	return e
+}
+
+// cancelExport sends DELETE to the status URL, with a short budget of its
+// own: the run's context is already cancelled.
+func (c *Client) cancelExport(statusURL string) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, statusURL, nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	req.Header.Set("Accept", "application/fhir+json")
+	resp, err := c.do(req, true)
+	if err != nil {
+		return false, unwrapURLError(err).Error()
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return false, describe(resp)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return true, "DELETE " + resp.Status
+}
+
+// Cancel sends DELETE to a status URL (bulkfhir cancel).
+func (c *Client) Cancel(ctx context.Context, statusURL string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, statusURL, nil)
+	if err != nil {
+		return "", usage("status URL %q: %v", statusURL, err)
+	}
+	req.Header.Set("Accept", "application/fhir+json")
+	resp, err := c.do(req, true)
+	if err != nil {
+		return "", fail("DELETE %s: %v", statusURL, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return "", fail("DELETE %s: %s", statusURL, describe(resp))
+	}
+	return resp.Status, nil
+}
+
+// do is the one place requests leave the client: it adds the credentials
+// (withToken is false for downloads whose manifest says they need none, and
+// for other origins) and sends the request.
+func (c *Client) do(req *http.Request, withToken bool) (*http.Response, error) {
+	if withToken && c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
+	resp, err := c.http.Do(req)
+	if err == nil {
+		c.reached.Store(true)
+	}
+	return resp, err
 }
 
 // kickoffURL is the $export endpoint for the level.
@@ -232,7 +589,10 @@ func (c *Client) params() []kv {
 	return p
 }
 
-func (c *Client) kickoff(ctx context.Context) (string, error) {
+// kickoff starts the export and returns its status URL and the warnings of
+// the 202 reply's OperationOutcome (parameters dropped under lenient
+// handling, for one).
+func (c *Client) kickoff(ctx context.Context) (string, []Issue, error) {
 	target := c.kickoffURL()
 	var body []byte
 	method := http.MethodGet
@@ -286,26 +646,48 @@ func (c *Client) kickoff(ctx context.Context) (string, error) {
 		if body != nil {
 			req.Header.Set("Content-Type", "application/fhir+json")
 		}
-		c.authorize(req)
 		return req, nil
-	})
+	}, true)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return "", fail("kick-off %s %s: %s", method, target, describe(resp))
+		return "", nil, fail("kick-off %s %s: %s", method, target, describe(resp))
 	}
 	loc := resp.Header.Get("Content-Location")
 	if loc == "" {
-		return "", fail("kick-off: the server answered 202 without a Content-Location header")
+		return "", nil, fail("kick-off: the server answered 202 without a Content-Location header")
 	}
 	abs, err := resp.Request.URL.Parse(loc)
 	if err != nil {
-		return "", fail("kick-off: bad Content-Location %q", loc)
+		return "", nil, fail("kick-off: bad Content-Location %q", loc)
 	}
 	c.rep.Logf("export started: %s", abs)
-	return abs.String(), nil
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var warnings []Issue
+	for _, is := range outcomeIssues(b) {
+		if is.Severity == "warning" || is.Severity == "error" {
+			warnings = append(warnings, is)
+		}
+	}
+	return abs.String(), warnings, nil
+}
+
+// Issue is one OperationOutcome issue.
+type Issue = fhir.Issue
+
+// outcomeIssues reads the issues of an OperationOutcome (none for anything
+// else).
+func outcomeIssues(b []byte) []Issue {
+	var oo struct {
+		ResourceType string  `json:"resourceType"`
+		Issue        []Issue `json:"issue"`
+	}
+	if json.Unmarshal(b, &oo) != nil || oo.ResourceType != "OperationOutcome" {
+		return nil
+	}
+	return oo.Issue
 }
 
 // poll waits for the export to finish and returns the manifest.
@@ -322,8 +704,7 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 			return nil, nil, fail("status URL %q: %v", statusURL, err)
 		}
 		req.Header.Set("Accept", "application/json")
-		c.authorize(req)
-		resp, err := c.http.Do(req)
+		resp, err := c.do(req, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
@@ -392,13 +773,13 @@ func transientStatus(code int) bool {
 
 // send performs a request with retries on 429, transient 5xx and network
 // errors. newReq is called per attempt.
-func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error)) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error), withToken bool) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
 		req, err := newReq()
 		if err != nil {
 			return nil, fail("%v", err)
 		}
-		resp, err := c.http.Do(req)
+		resp, err := c.do(req, withToken)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -414,7 +795,6 @@ func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error))
 			}
 			continue
 		}
-		c.reached.Store(true)
 		if transientStatus(resp.StatusCode) && attempt <= c.opts.MaxRetries {
 			wait := retryAfter(resp.Header, attempt, c.opts.MaxWait)
 			c.rep.Logf("%s %s: %s; retrying in %s", req.Method, req.URL.Path, resp.Status, wait)
@@ -521,4 +901,50 @@ func describe(resp *http.Response) string {
 		return resp.Status
 	}
 	return resp.Status + " (not a FHIR OperationOutcome): " + snippet
+}
+
+// StatusReport is one look at an export's status URL (bulkfhir status).
+type StatusReport struct {
+	State      string        `json:"status"` // in-progress, complete, failed
+	Progress   string        `json:"progress,omitempty"`
+	RetryAfter time.Duration `json:"-"`
+	HTTPStatus int           `json:"httpStatus"`
+	Manifest   *Manifest     `json:"manifest,omitempty"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// Status asks a status URL once.
+func (c *Client) Status(ctx context.Context, statusURL string) (*StatusReport, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, statusURL, nil)
+	if err != nil {
+		return nil, usage("status URL %q: %v", statusURL, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.do(req, true)
+	if err != nil {
+		return nil, fail("GET %s: %v", statusURL, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	rep := &StatusReport{HTTPStatus: resp.StatusCode, Progress: resp.Header.Get("X-Progress"), RetryAfter: retryAfter(resp.Header, 0, time.Hour)}
+	xs := resp.Header.Get("X-Export-Status")
+	switch {
+	case resp.StatusCode == http.StatusAccepted, resp.StatusCode == http.StatusOK && strings.HasPrefix(xs, "202"):
+		rep.State = "in-progress"
+	case resp.StatusCode == http.StatusOK && (xs == "" || strings.HasPrefix(xs, "200")):
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		if err != nil {
+			return nil, fail("read manifest: %v", err)
+		}
+		m, err := parseManifest(raw)
+		if err != nil {
+			return nil, err
+		}
+		rep.State, rep.Manifest = "complete", m
+	default:
+		rep.State, rep.Error = "failed", describe(resp)
+		if xs != "" {
+			rep.Error = xs
+		}
+	}
+	return rep, nil
 }

@@ -3,6 +3,7 @@ package bulkclient
 import (
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -181,7 +182,32 @@ func TestClientAgainstFlakyServers(t *testing.T) {
 			}
 		}, wantErr: "not an absolute"},
 		{name: "file that is not NDJSON", setup: func(f *fakeServer) { f.files["/files/Observation.ndjson"] = `[{"resourceType":"Observation"}]` }, wantErr: "not a JSON resource"},
-		{name: "count mismatch", setup: func(f *fakeServer) { f.files["/files/Patient.ndjson"] = `{"resourceType":"Patient","id":"1"}` + "\n" }, wantErr: "manifest says 2"},
+		// A wrong count is reported and the file kept, as SMART's client does
+		// with the reference server's some_file_generation_failed case.
+		{name: "count mismatch", setup: func(f *fakeServer) { f.files["/files/Patient.ndjson"] = `{"resourceType":"Patient","id":"1"}` + "\n" }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
+			if len(s.Mismatches) != 1 || !strings.Contains(s.Mismatches[0], "manifest says 2") || !s.HasErrors() {
+				t.Errorf("mismatches = %q, HasErrors %v; want the Patient file reported", s.Mismatches, s.HasErrors())
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "Patient.1.ndjson")); err != nil || !strings.Contains(string(b), `"id":"1"`) {
+				t.Errorf("the file with the wrong count was not kept: %v", err)
+			}
+		}},
+		{name: "line of another type", setup: func(f *fakeServer) {
+			f.files["/files/Observation.ndjson"] = `{"resourceType":"Patient","id":"9"}` + "\n"
+		}, wantErr: "is a Patient in a file the manifest says holds Observation"},
+		// A server that sends a type the request did not ask for exports
+		// more than asked: the file is not downloaded, and it is reported.
+		{name: "type not asked for", opts: func(o *Options) { o.Types = []string{"Patient"} }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
+			if f.fileGets["/files/Observation.ndjson"] != 0 {
+				t.Errorf("the Observation file was downloaded")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "Observation.1.ndjson")); err == nil {
+				t.Errorf("the Observation file was kept")
+			}
+			if len(s.Unasked) != 1 || !s.HasErrors() || s.Resources != 2 {
+				t.Errorf("unasked = %q, HasErrors %v, resources %d", s.Unasked, s.HasErrors(), s.Resources)
+			}
+		}},
 		{name: "missing file", setup: func(f *fakeServer) { delete(f.files, "/files/Patient.ndjson") }, wantErr: "404"},
 		{name: "gzip", setup: func(f *fakeServer) { f.gzipFiles = true }, check: func(t *testing.T, f *fakeServer, s *Summary, dir string) {
 			b, _ := os.ReadFile(filepath.Join(dir, "Patient.1.ndjson"))
@@ -383,4 +409,124 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestLevelFromOptions(t *testing.T) {
+	tests := []struct {
+		name      string
+		opts      Options
+		wantLevel string
+		wantPost  bool
+		wantErr   string
+	}{
+		{name: "default", opts: Options{}, wantLevel: "system"},
+		{name: "group implies group level", opts: Options{Group: "g"}, wantLevel: "group"},
+		{name: "patient implies patient level and POST", opts: Options{Patients: []string{"p"}}, wantLevel: "patient", wantPost: true},
+		{name: "group with patient", opts: Options{Group: "g", Patients: []string{"p"}}, wantLevel: "group", wantPost: true},
+		{name: "group contradicts patient level", opts: Options{Group: "g", Level: "patient"}, wantErr: "contradicts --level patient"},
+		{name: "group contradicts system level", opts: Options{Group: "g", Level: "system"}, wantErr: "contradicts --level system"},
+		{name: "patient contradicts system level", opts: Options{Patients: []string{"p"}, Level: "system"}, wantErr: "contradicts --level system"},
+		{name: "group level needs a group", opts: Options{Level: "group"}, wantErr: "needs --group"},
+		{name: "unknown level", opts: Options{Level: "everything"}, wantErr: "want system"},
+		{name: "resume and force", opts: Options{Resume: true, Force: true}, wantErr: "contradict"},
+		{name: "status with a kick-off parameter", opts: Options{StatusURL: "http://x/status/1", Types: []string{"Patient"}}, wantErr: "--status"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.opts
+			o.Server = "http://127.0.0.1:1/fhir"
+			c, err := New(o, nil, nil)
+			if tc.wantErr != "" {
+				var ue *UsageError
+				if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want a UsageError mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.opts.Level != tc.wantLevel || c.opts.Post != tc.wantPost {
+				t.Errorf("level %q post %v, want %q %v", c.opts.Level, c.opts.Post, tc.wantLevel, tc.wantPost)
+			}
+		})
+	}
+}
+
+// TestDroppedFilterInErrorFiles: a server that reports a dropped
+// _typeFilter only in its error files (not in the kick-off reply) still
+// stops a strict run before any output file is fetched, and the export
+// is cancelled.
+func TestDroppedFilterInErrorFiles(t *testing.T) {
+	f := newFake(t)
+	f.files["/files/oo.ndjson"] = `{"resourceType":"OperationOutcome","issue":[{"severity":"warning","code":"not-supported","diagnostics":"ignored under handling=lenient: _typeFilter: not supported","expression":["_typeFilter"]}]}` + "\n"
+	_, _, err := run(t, f, func(o *Options) {
+		o.TypeFilters = []string{"Observation?code=1"}
+		o.StrictFilters = true
+		o.Lenient = true
+	})
+	if !errors.Is(err, ErrFilterDropped) {
+		t.Fatalf("err = %v, want ErrFilterDropped", err)
+	}
+	if f.fileGets["/files/Patient.ndjson"]+f.fileGets["/files/Observation.ndjson"] != 0 {
+		t.Errorf("output files fetched: %v", f.fileGets)
+	}
+	if f.deletes.Load() != 1 {
+		t.Errorf("DELETEs = %d, want 1", f.deletes.Load())
+	}
+	// Negative control: without strict filters the same export completes.
+	f2 := newFake(t)
+	f2.files["/files/oo.ndjson"] = f.files["/files/oo.ndjson"]
+	if _, _, err := run(t, f2, func(o *Options) { o.TypeFilters = []string{"Observation?code=1"} }); err != nil {
+		t.Fatalf("non-strict run: %v", err)
+	}
+}
+
+// TestAttachments: DocumentReference attachments are fetched into
+// attachments/, relative URLs against the FHIR base; the token goes to the
+// FHIR server's origin only, never to another host.
+func TestAttachments(t *testing.T) {
+	var otherAuth atomic.Value
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		otherAuth.Store(r.Header.Get("Authorization"))
+		fmt.Fprint(w, "%PDF-other")
+	}))
+	t.Cleanup(other.Close)
+	f := newFake(t)
+	f.files["/files/DocumentReference.ndjson"] = `{"resourceType":"DocumentReference","id":"d1","content":[{"attachment":{"url":"Binary/b1","contentType":"text/plain"}},{"attachment":{"url":"` + other.URL + `/x.pdf","contentType":"application/pdf"}},{"attachment":{"data":"aGk="}}]}` + "\n"
+	f.files["/Binary/b1"] = "hello"
+	base := f.manifest
+	f.manifest = func(u string) string {
+		return strings.Replace(base(u), `"output":[`, `"output":[{"type":"DocumentReference","url":"`+u+`/files/DocumentReference.ndjson","count":1},`, 1)
+	}
+	// The fake serves files under /files/ only: route /Binary/ there too.
+	inner := f.Server.Config.Handler
+	f.Server.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/Binary/b1" {
+			f.mu.Lock()
+			f.auth[r.URL.Path] = r.Header.Get("Authorization")
+			f.mu.Unlock()
+			fmt.Fprint(w, f.files["/Binary/b1"])
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	sum, dir, err := run(t, f, func(o *Options) { o.Attachments = true; o.Token = "secret" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Attachments != 2 {
+		t.Errorf("attachments = %d, want 2", sum.Attachments)
+	}
+	for name, want := range map[string]string{"DocumentReference-d1.1.txt": "hello", "DocumentReference-d1.2.pdf": "%PDF-other"} {
+		if b, err := os.ReadFile(filepath.Join(dir, "attachments", name)); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+		}
+	}
+	if f.auth["/Binary/b1"] != "Bearer secret" {
+		t.Errorf("the FHIR server's Binary did not get the token")
+	}
+	if v, _ := otherAuth.Load().(string); v != "" {
+		t.Errorf("another host got Authorization %q", v)
+	}
 }

@@ -5,24 +5,24 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
-// downloadAll fetches every file of the manifest with Parallel workers.
+// downloadAll fetches every file of the manifest with Parallel workers. The
+// summary it returns holds the files that completed, also when it fails.
+// With strict filters the error files come first: a server that says there
+// that it dropped a _typeFilter stops the run before any data is fetched.
 func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error) {
 	jobs := plan(m)
-	for _, d := range []string{"error", "deleted"} {
-		if err := os.MkdirAll(filepath.Join(c.opts.OutDir, d), 0o755); err != nil {
-			return nil, fail("output directory: %v", err)
-		}
-	}
 	var total int64 = -1
 	if known(m.Output) {
 		total = 0
@@ -30,8 +30,40 @@ func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error)
 			total += *e.Count
 		}
 	}
-	c.rep.Downloads(len(jobs), total)
 	sum := &Summary{RequiresAccessToken: m.RequiresAccessToken}
+	jobs = c.asked(jobs, sum)
+	c.rep.Downloads(len(jobs), total)
+	if c.opts.StrictFilters && len(c.opts.TypeFilters) > 0 {
+		var errs, rest []job
+		for _, j := range jobs {
+			if j.kind == "error" {
+				errs = append(errs, j)
+			} else {
+				rest = append(rest, j)
+			}
+		}
+		if err := c.fetch(ctx, errs, m.RequiresAccessToken, sum); err != nil {
+			return sum, err
+		}
+		if err := c.checkFilters(sum.Errors); err != nil {
+			return sum, err
+		}
+		jobs = rest
+	}
+	if err := c.fetch(ctx, jobs, m.RequiresAccessToken, sum); err != nil {
+		return sum, err
+	}
+	if c.opts.Attachments {
+		if err := c.attachments(ctx, sum); err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
+}
+
+// fetch downloads jobs in parallel and adds the complete ones to sum; the
+// first failure stops the others.
+func (c *Client) fetch(ctx context.Context, jobs []job, withToken bool, sum *Summary) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan job)
@@ -42,7 +74,7 @@ func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error)
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				res := c.download(ctx, j, m.RequiresAccessToken)
+				res := c.download(ctx, j, withToken)
 				results <- res
 				if res.err != nil {
 					cancel()
@@ -72,14 +104,32 @@ func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error)
 		}
 		sum.add(r)
 	}
-	c.rep.DownloadsDone()
 	if firstErr != nil {
-		return nil, firstErr
+		return firstErr
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	return ctx.Err()
+}
+
+// asked drops output files of types the request did not ask for: a server
+// that sends them exports more than asked, and the client does not keep
+// it. Each is reported (exit 3). Provenance may come with
+// includeAssociatedData.
+func (c *Client) asked(jobs []job, sum *Summary) []job {
+	if len(c.opts.Types) == 0 {
+		return jobs
 	}
-	return sum, nil
+	var keep []job
+	for _, j := range jobs {
+		if j.kind != "output" || slices.Contains(c.opts.Types, j.entry.Type) ||
+			(j.entry.Type == "Provenance" && len(c.opts.IncludeAssociatedData) > 0) {
+			keep = append(keep, j)
+			continue
+		}
+		msg := fmt.Sprintf("%s not downloaded: the server sent %s although --type asked for %s", j.name, j.entry.Type, strings.Join(c.opts.Types, ","))
+		c.rep.Logf("%s", msg)
+		sum.Unasked = append(sum.Unasked, msg)
+	}
+	return keep
 }
 
 func known(list []Entry) bool {
@@ -92,26 +142,28 @@ func known(list []Entry) bool {
 }
 
 type fileResult struct {
-	job     job
-	lines   int64
-	bytes   int64
-	skipped bool
-	issues  []issue
-	err     error
+	job      job
+	lines    int64
+	bytes    int64
+	skipped  bool
+	issues   []Issue
+	mismatch string // the file's line count differs from the manifest's count
+	err      error
 }
 
-// download fetches one file into OutDir/name: streamed, gunzipped when the
-// server compressed it, every line checked to be a JSON object, the line
-// count checked against count, written to a .part file and renamed when
-// complete. With Resume a complete file is kept.
+// download fetches one file into the sink: streamed, gunzipped when the
+// server compressed it, every line checked to be a JSON object, committed
+// only when the stream ended cleanly. A line count that differs from the
+// manifest's count is reported, not a reason to throw the file away (the
+// SMART reference server's some_file_generation_failed case has a wrong
+// count in an error file). With Resume a complete file is kept.
 func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult {
 	res := fileResult{job: j}
-	final := filepath.Join(c.opts.OutDir, filepath.FromSlash(j.name))
 	if c.opts.Resume {
-		if n, size, err := countLines(final); err == nil && (j.entry.Count == nil || *j.entry.Count == n) {
+		if n, size, err := countLines(ctx, c.sink, j.name); err == nil && (j.entry.Count == nil || *j.entry.Count == n) {
 			res.lines, res.bytes, res.skipped = n, size, true
 			if j.kind == "error" {
-				res.issues, _ = readIssues(final)
+				res.issues, _ = c.readIssues(ctx, j.name)
 			}
 			c.rep.FileDone(j.name, n, size, true)
 			return res
@@ -124,11 +176,8 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 		}
 		req.Header.Set("Accept", "application/fhir+ndjson")
 		req.Header.Set("Accept-Encoding", "gzip")
-		if withToken {
-			c.authorize(req) // only when the manifest says downloads need it
-		}
 		return req, nil
-	})
+	}, withToken) // the token only when the manifest says downloads need it
 	if err != nil {
 		res.err = err
 		return res
@@ -148,15 +197,13 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 		defer zr.Close()
 		body = zr
 	}
-	part := final + ".part"
-	f, err := os.Create(part)
+	f, err := c.sink.Create(ctx, j.name)
 	if err != nil {
 		res.err = fail("download %s: %v", j.name, err)
 		return res
 	}
 	bar := c.rep.FileStarted(j.name, j.entry.Count)
 	err = func() error {
-		w := bufio.NewWriterSize(f, 256<<10)
 		br := bufio.NewReaderSize(body, 256<<10)
 		last := time.Now()
 		var pendLines, pendBytes int64
@@ -170,21 +217,35 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 				}
 				line = long
 			}
+			// A read that failed mid-line (an interrupt, a dropped
+			// connection) leaves a partial line: report the failure, not a
+			// malformed resource.
+			if err != nil && err != io.EOF {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fail("download %s: %v", j.name, err)
+			}
 			if len(line) > 0 {
-				if _, werr := w.Write(line); werr != nil {
+				if _, werr := f.Write(line); werr != nil {
 					return werr
 				}
 				res.bytes += int64(len(line))
 				pendBytes += int64(len(line))
 				trimmed := bytes.TrimSpace(line)
 				if len(trimmed) > 0 {
-					if trimmed[0] != '{' || !json.Valid(trimmed) {
+					h, ok := fhir.Peek(trimmed)
+					if !ok {
 						return fail("download %s: line %d is not a JSON resource (is this NDJSON?)", j.name, res.lines+1)
+					}
+					if j.kind == "output" && h.ResourceType != j.entry.Type {
+						return fail("download %s: line %d is a %s in a file the manifest says holds %s", j.name, res.lines+1, h.ResourceType, j.entry.Type)
 					}
 					res.lines++
 					pendLines++
-					if j.kind == "error" {
-						res.issues = appendIssues(res.issues, trimmed)
+					switch j.kind {
+					case "error":
+						res.issues = append(res.issues, outcomeIssues(trimmed)...)
 					}
 				}
 				if pendLines >= 1000 || time.Since(last) > 200*time.Millisecond {
@@ -195,29 +256,20 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 			if err == io.EOF {
 				break
 			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fail("download %s: %v", j.name, err)
-			}
 		}
 		bar.Add(pendLines, pendBytes)
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		return f.Sync()
+		return nil
 	}()
-	f.Close()
-	if err == nil && j.entry.Count != nil && *j.entry.Count != res.lines {
-		err = fail("download %s: %d resources, but the manifest says %d", j.name, res.lines, *j.entry.Count)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
 	}
 	if err == nil {
-		err = os.Rename(part, final)
+		err = f.Commit()
+	} else {
+		f.Abort()
 	}
 	bar.Done(err)
 	if err != nil {
-		os.Remove(part)
 		var e *Error
 		if !errors.As(err, &e) && !errors.Is(err, context.Canceled) {
 			err = fail("download %s: %v", j.name, err)
@@ -225,53 +277,24 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 		res.err = err
 		return res
 	}
+	if j.entry.Count != nil && *j.entry.Count != res.lines {
+		res.mismatch = fmtMismatch(j.name, res.lines, *j.entry.Count)
+		c.rep.Logf("%s", res.mismatch)
+	}
 	c.rep.FileDone(j.name, res.lines, res.bytes, false)
 	return res
 }
 
-// countLines counts the non-blank lines of a complete file.
-func countLines(path string) (n, size int64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 512<<20)
-	for sc.Scan() {
-		size += int64(len(sc.Bytes())) + 1
-		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
-			n++
-		}
-	}
-	return n, size, sc.Err()
-}
-
-func readIssues(path string) ([]issue, error) {
-	b, err := os.ReadFile(path)
+func (c *Client) readIssues(ctx context.Context, name string) ([]Issue, error) {
+	b, err := readFile(ctx, c.sink, name)
 	if err != nil {
 		return nil, err
 	}
-	var out []issue
+	var out []Issue
 	for _, l := range bytes.Split(b, []byte("\n")) {
 		if l = bytes.TrimSpace(l); len(l) > 0 {
-			out = appendIssues(out, l)
+			out = append(out, outcomeIssues(l)...)
 		}
 	}
 	return out, nil
-}
-
-type issue struct{ severity, code, diagnostics string }
-
-func appendIssues(list []issue, line []byte) []issue {
-	var oo struct {
-		Issue []struct{ Severity, Code, Diagnostics string } `json:"issue"`
-	}
-	if json.Unmarshal(line, &oo) != nil {
-		return list
-	}
-	for _, is := range oo.Issue {
-		list = append(list, issue{is.Severity, is.Code, is.Diagnostics})
-	}
-	return list
 }

@@ -83,3 +83,25 @@ func safeName(t string) string {
 	}
 	return string(out)
 }
+
+// ManifestFile is a file of a manifest with the name the client gives it
+// in its sink.
+type ManifestFile struct {
+	Name  string
+	Kind  string // output, error or deleted
+	Type  string
+	Count *int64
+}
+
+// ManifestFiles validates a manifest and names its files as Run does.
+func ManifestFiles(raw []byte) ([]ManifestFile, error) {
+	m, err := parseManifest(raw)
+	if err != nil {
+		return nil, err
+	}
+	var out []ManifestFile
+	for _, j := range plan(m) {
+		out = append(out, ManifestFile{Name: j.name, Kind: j.kind, Type: j.entry.Type, Count: j.entry.Count})
+	}
+	return out, nil
+}

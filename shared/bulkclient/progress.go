@@ -20,7 +20,9 @@ type Reporter interface {
 	Downloads(files int, totalResources int64)
 	FileStarted(name string, count *int64) FileProgress
 	FileDone(name string, lines, bytes int64, skipped bool)
-	DownloadsDone()
+	// Finish ends the report once the run is over, with its error (nil on
+	// success); it never blocks on anything unfinished.
+	Finish(err error)
 }
 
 // FileProgress follows one download.
@@ -36,7 +38,7 @@ func (nopReporter) Polling(string)                          {}
 func (nopReporter) Downloads(int, int64)                    {}
 func (nopReporter) FileStarted(string, *int64) FileProgress { return nopFile{} }
 func (nopReporter) FileDone(string, int64, int64, bool)     {}
-func (nopReporter) DownloadsDone()                          {}
+func (nopReporter) Finish(error)                            {}
 
 type nopFile struct{}
 
@@ -98,8 +100,8 @@ func (r *LineReporter) FileDone(name string, lines, bytes int64, skipped bool) {
 	r.printf("downloaded %s: %d resources, %s", name, lines, humanBytes(bytes))
 }
 
-// DownloadsDone implements Reporter.
-func (r *LineReporter) DownloadsDone() {}
+// Finish implements Reporter.
+func (r *LineReporter) Finish(error) {}
 
 // BarReporter draws a live status line while the server works, then a bar
 // per file (resources against the manifest's count, or bytes when there is
@@ -112,6 +114,7 @@ type BarReporter struct {
 	W io.Writer
 
 	once  sync.Once
+	done  atomic.Bool // after Finish: plain lines, no more bars
 	p     *mpb.Progress
 	mu    sync.Mutex // guards poll and total
 	poll  *mpb.Bar
@@ -130,7 +133,15 @@ func (r *BarReporter) progress() *mpb.Progress {
 // Logf implements Reporter (printed above the bars).
 func (r *BarReporter) Logf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	b := r.progress().AddBar(0, mpb.BarFillerClearOnComplete(), mpb.PrependDecorators(decor.Name(msg)))
+	if r.done.Load() {
+		fmt.Fprintln(r.W, msg)
+		return
+	}
+	b, err := r.progress().Add(0, nil, mpb.BarFillerClearOnComplete(), mpb.PrependDecorators(decor.Name(msg)))
+	if err != nil { // finished meanwhile
+		fmt.Fprintln(r.W, msg)
+		return
+	}
 	b.SetTotal(0, true)
 }
 
@@ -245,8 +256,20 @@ func (r *BarReporter) FileDone(_ string, lines, bytes int64, skipped bool) {
 	}
 }
 
-// DownloadsDone implements Reporter: the bars are finished and flushed.
-func (r *BarReporter) DownloadsDone() {
+// Finish implements Reporter. After a success every bar is complete and
+// Wait flushes them. After a failure or an interrupt some bars never
+// complete, and waiting for them was the hang on Ctrl-C: Shutdown stops the
+// renderer at once instead.
+func (r *BarReporter) Finish(err error) {
+	if r.done.Swap(true) {
+		return
+	}
+	p := r.progress()
+	if err != nil {
+		p.Shutdown()
+		fmt.Fprintln(r.W)
+		return
+	}
 	if t := r.totalBar(); t != nil {
 		t.SetTotal(-1, true)
 	}
@@ -256,5 +279,5 @@ func (r *BarReporter) DownloadsDone() {
 	if poll != nil {
 		poll.SetTotal(0, true)
 	}
-	r.progress().Wait()
+	p.Wait()
 }

@@ -3,6 +3,7 @@ package bulkdata
 import (
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -38,10 +39,24 @@ func ParsePrefer(h http.Header) Preferences {
 	return p
 }
 
-// AcceptsFHIRJSON reports whether an Accept header admits application/fhir+json
-// (or application/json, which FHIR servers treat alike). Media-type
-// parameters such as fhirVersion or q>0 are allowed.
+// AcceptsFHIRJSON reports whether an Accept header admits
+// application/fhir+json: by name, or through */* or application/*.
+// Media-type parameters such as fhirVersion are allowed; q=0 excludes a
+// type. application/json alone does not: the IG names
+// application/fhir+json as the only supported kick-off Accept value.
 func AcceptsFHIRJSON(values []string) bool {
+	return acceptsAny(values, "application/fhir+json", "*/*", "application/*")
+}
+
+// PrefersPlainJSON reports whether an Accept header asks for
+// application/json and does not admit application/fhir+json, so FHIR JSON
+// responses are best labelled application/json (the same content, as
+// FHIR's content negotiation allows).
+func PrefersPlainJSON(values []string) bool {
+	return acceptsAny(values, "application/json") && !AcceptsFHIRJSON(values)
+}
+
+func acceptsAny(values []string, types ...string) bool {
 	for _, line := range values {
 		for _, part := range strings.Split(line, ",") {
 			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
@@ -51,8 +66,7 @@ func AcceptsFHIRJSON(values []string) bool {
 			if q, ok := params["q"]; ok && (q == "0" || strings.Trim(q, "0.") == "") {
 				continue
 			}
-			switch mt {
-			case "application/fhir+json", "application/json", "application/json+fhir", "*/*", "application/*":
+			if slices.Contains(types, mt) {
 				return true
 			}
 		}
@@ -72,7 +86,7 @@ func CheckKickoffHeaders(h http.Header) (Preferences, *Error) {
 	}
 	if !AcceptsFHIRJSON(accept) {
 		return Preferences{}, NewError(http.StatusNotAcceptable, "not-supported",
-			"Accept: only application/fhir+json is supported for a kick-off, got "+strings.Join(accept, ", "))
+			"Accept: send Accept: application/fhir+json (the only format a kick-off supports; */* also works), got "+strings.Join(accept, ", "))
 	}
 	p := ParsePrefer(h)
 	if !p.RespondAsync {

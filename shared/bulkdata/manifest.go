@@ -17,4 +17,6 @@ type ManifestFile struct {
 	Type  string `json:"type"`
 	URL   string `json:"url"`
 	Count *int64 `json:"count,omitempty"`
+	// FileSize is the file's size in bytes (current build, B-04).
+	FileSize *int64 `json:"fileSize,omitempty"`
 }

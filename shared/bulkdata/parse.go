@@ -6,6 +6,7 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -242,8 +243,8 @@ var paramRules = map[string]paramRule{
 	"includeAssociatedData": {lenient: "an unsupported code is ignored (less associated data, never more)"},
 	"organizeOutputBy":      {single: true, lenient: "ignored; files are organized by resource type"},
 	"allowPartialManifests": {single: true, lenient: "ignored; the manifest is complete"},
-	"_maximumFileSize":      {single: true, lenient: "ignored; files roll at the server's size"},
-	"_minimumFileSize":      {single: true, lenient: "ignored"},
+	"_maximumFileSize":      {single: true, lenient: "a value the server cannot honour is ignored; files roll at the server's size"},
+	"_minimumFileSize":      {single: true, lenient: "a value the server cannot honour is ignored"},
 	"_format":               {single: true},
 	"_pretty":               {single: true},
 }
@@ -348,7 +349,22 @@ func validate(req *Request, params []param, now time.Time, probs *Problems) {
 				}
 				req.TypeFilters = appendUnique(req.TypeFilters, f)
 			}
-		case "organizeOutputBy", "allowPartialManifests", "_maximumFileSize", "_minimumFileSize":
+		case "_maximumFileSize", "_minimumFileSize":
+			if seen[p.name] > 1 {
+				probs.Add(fhir.CodeInvalid, p.name, "may be given only once")
+				continue
+			}
+			n, err := strconv.ParseInt(strings.TrimSpace(p.value), 10, 64)
+			if err != nil || n <= 0 {
+				probs.Add(fhir.CodeValue, p.name, fmt.Sprintf("%q is not a positive integer number of bytes", p.value))
+				continue
+			}
+			if p.name == "_maximumFileSize" {
+				req.MaxFileSize = n
+			} else {
+				req.MinFileSize = n
+			}
+		case "organizeOutputBy", "allowPartialManifests":
 			probs.Add(fhir.CodeNotSupported, p.name, "is not supported by this server")
 		case "_format", "_pretty":
 			// General FHIR parameters about the response format of this
@@ -356,6 +372,10 @@ func validate(req *Request, params []param, now time.Time, probs *Problems) {
 		default:
 			probs.Add(fhir.CodeNotSupported, p.name, "is not a parameter of $export")
 		}
+	}
+	if req.MinFileSize > 0 && req.MaxFileSize > 0 && req.MinFileSize > req.MaxFileSize {
+		probs.Add(fhir.CodeValue, "_minimumFileSize", "must not be larger than _maximumFileSize")
+		req.MinFileSize = 0
 	}
 	if req.Since != nil && req.Until != nil && !req.Until.After(*req.Since) {
 		probs.Add(fhir.CodeValue, "_until", "must be later than _since")

@@ -100,6 +100,15 @@ func TestParseQuery(t *testing.T) {
 		{name: "empty pairs skipped", level: LevelSystem, query: "&_type=Patient&&", wantTypes: []string{"Patient"}},
 		{name: "pair without value", level: LevelSystem, query: "_pretty"},
 		{name: "format ignored", level: LevelSystem, query: "_format=json"},
+		{name: "file sizes", level: LevelSystem, query: "_maximumFileSize=2000000&_minimumFileSize=1000", check: func(t *testing.T, r *Request) {
+			if r.MaxFileSize != 2000000 || r.MinFileSize != 1000 {
+				t.Errorf("file sizes = %d, %d", r.MaxFileSize, r.MinFileSize)
+			}
+		}},
+		{name: "file size not a number", level: LevelSystem, query: "_maximumFileSize=1MB", wantErr: "_maximumFileSize", lenientDrops: true},
+		{name: "file size zero", level: LevelSystem, query: "_minimumFileSize=0", wantErr: "_minimumFileSize", lenientDrops: true},
+		{name: "file size twice", level: LevelSystem, query: "_maximumFileSize=5000&_maximumFileSize=6000", wantErr: "only once"},
+		{name: "minimum above maximum", level: LevelSystem, query: "_maximumFileSize=5000&_minimumFileSize=6000", wantErr: "_minimumFileSize", lenientDrops: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,7 +229,11 @@ func TestKickoffHeaders(t *testing.T) {
 	}{
 		{name: "ok", header: http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
 		{name: "list", header: http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async, handling=lenient"}}, want: Preferences{RespondAsync: true, Lenient: true}},
-		{name: "repeated", header: http.Header{"Accept": {"application/json"}, "Prefer": {"handling=lenient", "respond-async"}}, want: Preferences{RespondAsync: true, Lenient: true}},
+		{name: "repeated", header: http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"handling=lenient", "respond-async"}}, want: Preferences{RespondAsync: true, Lenient: true}},
+		{name: "plain json accept", header: http.Header{"Accept": {"application/json"}, "Prefer": {"respond-async"}}, wantStatus: 406},
+		{name: "fhir json refused by q=0", header: http.Header{"Accept": {"application/fhir+json;q=0, application/json"}, "Prefer": {"respond-async"}}, wantStatus: 406},
+		{name: "json and fhir json", header: http.Header{"Accept": {"application/json, application/fhir+json;q=0.5"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
+		{name: "application wildcard", header: http.Header{"Accept": {"application/*"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
 		{name: "separate status", header: http.Header{"Accept": {"*/*"}, "Prefer": {"respond-async, separate-export-status"}}, want: Preferences{RespondAsync: true, SeparateExportStatus: true}},
 		{name: "accept with params", header: http.Header{"Accept": {"application/fhir+json; fhirVersion=4.0"}, "Prefer": {"respond-async"}}, want: Preferences{RespondAsync: true}},
 		{name: "no accept", header: http.Header{"Prefer": {"respond-async"}}, wantStatus: 400},

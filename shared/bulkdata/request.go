@@ -41,6 +41,10 @@ type Request struct {
 	Patients              []string   `json:"patients,omitempty"` // Patient ids
 	TypeFilters           []string   `json:"typeFilters,omitempty"`
 	IncludeAssociatedData []string   `json:"includeAssociatedData,omitempty"`
+	// MaxFileSize and MinFileSize are _maximumFileSize and _minimumFileSize
+	// in bytes (0: not given); the service fits them to its own bounds.
+	MaxFileSize int64 `json:"maxFileSize,omitempty"`
+	MinFileSize int64 `json:"minFileSize,omitempty"`
 	// Lenient is set by Prefer: handling=lenient.
 	Lenient bool `json:"lenient,omitempty"`
 	// SeparateExportStatus is set by Prefer: separate-export-status (STU3).

@@ -8,8 +8,12 @@ type Config struct {
 	// It drives the manifest's Expires, link expiry and record expiry.
 	Retention time.Duration
 	// MaxFileBytes rolls an output file before it would exceed this size
-	// (a single larger resource still gets a file of its own).
+	// (a single larger resource still gets a file of its own). A smaller
+	// _maximumFileSize lowers it for one job.
 	MaxFileBytes int64
+	// MinFileBytes is the smallest _maximumFileSize a kick-off may ask for
+	// (capped at MaxFileBytes), so a client cannot make a file per resource.
+	MinFileBytes int64
 	// ChunkBudget bounds one ExportChunk call; 0 means only the context
 	// deadline bounds it.
 	ChunkBudget time.Duration
@@ -30,6 +34,7 @@ type Config struct {
 const (
 	DefaultRetention           = 2 * time.Hour
 	DefaultMaxFileBytes        = 64 << 20
+	DefaultMinFileBytes        = 1 << 20
 	DefaultDeadlineMargin      = 5 * time.Second
 	DefaultMaxJobDuration      = 24 * time.Hour
 	DefaultMaxLiveJobsPerOwner = 20
@@ -41,6 +46,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxFileBytes <= 0 {
 		c.MaxFileBytes = DefaultMaxFileBytes
+	}
+	if c.MinFileBytes <= 0 {
+		c.MinFileBytes = DefaultMinFileBytes
+	}
+	if c.MinFileBytes > c.MaxFileBytes {
+		c.MinFileBytes = c.MaxFileBytes
 	}
 	if c.DeadlineMargin <= 0 {
 		c.DeadlineMargin = DefaultDeadlineMargin

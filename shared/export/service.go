@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
@@ -188,6 +189,14 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it to export the types unfiltered")
 		req.TypeFilters = nil
 	}
+	if c, ok := s.source.(TypeFilterChecker); ok && len(req.TypeFilters) > 0 {
+		req.TypeFilters = checkTypeFilters(c, req.TypeFilters, &probs)
+	}
+	if req.MaxFileSize > 0 && req.MaxFileSize < s.cfg.MinFileBytes {
+		probs.Add(fhir.CodeNotSupported, "_maximumFileSize", fmt.Sprintf(
+			"%d bytes is below the smallest file size this server makes (%d bytes); ask for at least that", req.MaxFileSize, s.cfg.MinFileBytes))
+		req.MaxFileSize = 0
+	}
 	// RelevantProvenanceResources is honoured; when values conflict the
 	// least restrictive wins, so LatestProvenanceResources beside it is
 	// covered. Alone, Latest (a subset) and custom codes are not supported.
@@ -249,6 +258,33 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		return err
 	}
 	return nil
+}
+
+// TypeFilterChecker is a Source that knows which _typeFilter search
+// parameters it honours, so the unsupported ones are refused at kick-off.
+type TypeFilterChecker interface {
+	// CheckTypeFilter returns query ("param=value&…" of resource type typ)
+	// without the parameters the source cannot honour, and one error per
+	// dropped parameter naming it.
+	CheckTypeFilter(typ, query string) (kept string, problems []error)
+}
+
+// checkTypeFilters records a problem per unsupported _typeFilter parameter
+// and returns the filters without them (what lenient handling exports); a
+// filter left with no parameter is dropped.
+func checkTypeFilters(c TypeFilterChecker, filters []string, probs *bulkdata.Problems) []string {
+	var out []string
+	for _, f := range filters {
+		typ, q, _ := strings.Cut(f, "?")
+		kept, problems := c.CheckTypeFilter(typ, q)
+		for _, p := range problems {
+			probs.Add(fhir.CodeNotSupported, "_typeFilter", fmt.Sprintf("%s: %v", f, p))
+		}
+		if kept != "" {
+			out = append(out, typ+"?"+kept)
+		}
+	}
+	return out
 }
 
 // relevantProvenanceCustom is the server-defined includeAssociatedData code
@@ -356,8 +392,8 @@ func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, e
 		if err != nil {
 			return nil, fmt.Errorf("manifest: link %s: %w", f.Key, err)
 		}
-		count := f.Count
-		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count}
+		count, size := f.Count, f.Bytes
+		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count, FileSize: &size}
 		switch f.Kind {
 		case KindOutput:
 			m.Output = append(m.Output, entry)

@@ -237,7 +237,8 @@ func errorKey(jobID, unitID string, seq int, source string) string {
 }
 
 // ExportChunk streams one unit from its cursor into NDJSON files until the
-// unit ends or the time budget runs out. Files roll at Config.MaxFileBytes.
+// unit ends or the time budget runs out. Files roll at Config.MaxFileBytes
+// or the job's smaller _maximumFileSize.
 func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResult, err error) {
 	log := s.log.With("job", in.JobID, "unit", in.Unit.ID, "step", "export")
 	defer func() {
@@ -257,7 +258,8 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 		cur = *in.Cursor
 	}
 	start := cur
-	stopAt := s.stopTime(ctx)
+	budgetAt, hardAt := s.stopTimes(ctx)
+	maxBytes, minBytes := s.fileLimits(job.Request)
 
 	var rd Reader
 	if in.Unit.Deleted {
@@ -284,7 +286,7 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	targets := provenanceTargets(job, in.Unit)
 
-	w := &chunkWriter{steps: s, ctx: ctx, job: job, unit: in.Unit, cur: &cur}
+	w := &chunkWriter{steps: s, ctx: ctx, job: job, unit: in.Unit, cur: &cur, maxBytes: maxBytes}
 	defer w.abort()
 	var badRecords []fhir.Issue
 	done := false
@@ -294,7 +296,14 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
 			}
-			if !stopAt.IsZero() && s.now().After(stopAt) {
+			// The budget stops a chunk once its open file holds
+			// _minimumFileSize (a chunk commits its file when it stops);
+			// the deadline stops it regardless.
+			now := s.now()
+			if !hardAt.IsZero() && now.After(hardAt) {
+				break
+			}
+			if !budgetAt.IsZero() && now.After(budgetAt) && (w.w == nil || w.nbytes >= minBytes) {
 				break
 			}
 		}
@@ -377,20 +386,28 @@ func (s *Steps) cleanUpIfCancelled(jobID string, log *slog.Logger) {
 	}
 }
 
-// stopTime is when a chunk stops taking new resources: the budget or the
-// context deadline less the margin, whichever comes first (zero: never).
-func (s *Steps) stopTime(ctx context.Context) time.Time {
-	var stop time.Time
+// stopTimes are when a chunk stops taking new resources: budgetAt for the
+// chunk budget, hardAt for the context deadline less the margin (zero:
+// never).
+func (s *Steps) stopTimes(ctx context.Context) (budgetAt, hardAt time.Time) {
 	if s.cfg.ChunkBudget > 0 {
-		stop = s.now().Add(s.cfg.ChunkBudget)
+		budgetAt = s.now().Add(s.cfg.ChunkBudget)
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		d := dl.Add(-s.cfg.DeadlineMargin)
-		if stop.IsZero() || d.Before(stop) {
-			stop = d
-		}
+		hardAt = dl.Add(-s.cfg.DeadlineMargin)
 	}
-	return stop
+	return budgetAt, hardAt
+}
+
+// fileLimits are the size a job's output files roll at (the server's,
+// or a smaller _maximumFileSize) and the size a chunk fills its open file
+// to before its budget stops it (_minimumFileSize, at most the former).
+func (s *Steps) fileLimits(req bulkdata.Request) (maxBytes, minBytes int64) {
+	maxBytes = s.cfg.MaxFileBytes
+	if req.MaxFileSize > 0 && req.MaxFileSize < maxBytes {
+		maxBytes = req.MaxFileSize
+	}
+	return maxBytes, min(req.MinFileSize, maxBytes)
 }
 
 // chunkWriter writes lines into rolling files and records each file.
@@ -401,13 +418,15 @@ type chunkWriter struct {
 	unit  Unit
 	cur   *Cursor
 
+	maxBytes int64
+
 	w             FileWriter
 	count, nbytes int64
 }
 
 func (c *chunkWriter) writeLine(line []byte) error {
 	size := int64(len(line)) + 1
-	if c.w != nil && c.nbytes > 0 && c.nbytes+size > c.steps.cfg.MaxFileBytes {
+	if c.w != nil && c.nbytes > 0 && c.nbytes+size > c.maxBytes {
 		if err := c.commit(); err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter"
 )
 
 var errLineTooLong = errors.New("line too long")
@@ -84,6 +85,9 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		return nil, err
 	}
 	r := &reader{typ: typ, end: sg.end, since: q.Since, until: q.Until, reportBad: idx.primary == typ, file: sg.file}
+	if r.filter, err = typefilter.Compile(typ, q.TypeFilters); err != nil {
+		return nil, err
+	}
 	if q.Level != bulkdata.LevelSystem {
 		r.compartment = true
 		if q.Level == bulkdata.LevelGroup || len(q.Patients) > 0 {
@@ -141,6 +145,7 @@ type reader struct {
 	until       *time.Time
 	compartment bool
 	patients    map[string]bool // nil: any patient
+	filter      typefilter.Set  // _typeFilter queries of the type, OR-ed
 	reportBad   bool
 }
 
@@ -177,7 +182,7 @@ func (r *reader) Next() ([]byte, error) {
 			}
 			continue
 		}
-		if h.ResourceType != r.typ || !r.inWindow(h.LastUpdated) || !r.inCompartment(line) {
+		if h.ResourceType != r.typ || !r.inWindow(h.LastUpdated) || !r.inCompartment(line) || !r.filter.Match(line) {
 			continue
 		}
 		return line, nil

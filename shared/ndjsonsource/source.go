@@ -8,9 +8,11 @@
 // offset of the next line.
 //
 // Filters: resourceType, meta.lastUpdated after _since and not after the
-// upper bound (resources without lastUpdated are always included), and at
+// upper bound (resources without lastUpdated are always included), at
 // patient and group level membership in the Patient compartment of the
-// selected patients. _typeFilter is not supported.
+// selected patients, and _typeFilter, evaluated on each line by package
+// typefilter (R4 search semantics; parameters it cannot evaluate are refused
+// at kick-off through CheckTypeFilter).
 package ndjsonsource
 
 import (
@@ -31,6 +33,8 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/searchparam"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter"
 )
 
 // DefaultSegmentBytes is the size of the byte ranges a large file is split into.
@@ -117,7 +121,23 @@ func (s *Source) Generation() int {
 }
 
 // Caps implements export.Source.
-func (s *Source) Caps() export.SourceCaps { return export.SourceCaps{} }
+func (s *Source) Caps() export.SourceCaps { return export.SourceCaps{TypeFilter: true} }
+
+var _ export.TypeFilterChecker = (*Source)(nil)
+
+// CheckTypeFilter implements export.TypeFilterChecker.
+func (s *Source) CheckTypeFilter(typ, query string) (string, []error) {
+	kept, problems := typefilter.Check(typ, query)
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		errs[i] = p
+	}
+	return kept, errs
+}
+
+// SearchParams lists, per type, the search parameters _typeFilter can use
+// on this source (for the CapabilityStatement).
+func (s *Source) SearchParams(typ string) []searchparam.Param { return typefilter.Supported(typ) }
 
 // refresh brings the index up to date and returns a snapshot of it.
 func (s *Source) refresh(ctx context.Context) (map[string]*fileIndex, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,9 +15,11 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/awstest"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
 	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/typefilter/typefiltertest"
 )
 
 var startErr error
@@ -28,37 +29,14 @@ func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "S3")) }
 // readAll exports every type of q through a source and returns the lines.
 func readAll(t *testing.T, src export.Source, q export.Query) []string {
 	t.Helper()
-	ctx := context.Background()
-	types, err := src.Types(ctx)
+	types, err := src.Types(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, typ := range types {
-		segs, err := src.Plan(ctx, q, typ)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, seg := range segs {
-			r, err := src.Open(ctx, q, typ, seg, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for {
-				line, err := r.Next()
-				if err == io.EOF {
-					break
-				}
-				var bad *export.BadRecordError
-				if errors.As(err, &bad) {
-					continue
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, string(line))
-			}
-			r.Close()
+		for _, line := range exporttest.ReadType(t, src, q, typ) {
+			out = append(out, string(line))
 		}
 	}
 	sort.Strings(out)
@@ -110,6 +88,27 @@ func TestS3SourceMatchesDirectorySource(t *testing.T) {
 	if len(segs) < 5 {
 		t.Errorf("Observation planned as %d segments, want ranged segments", len(segs))
 	}
+}
+
+func TestS3SourceTypeFilterCases(t *testing.T) {
+	awstest.Handle(t, startErr)
+	ctx := context.Background()
+	cfg, err := awstest.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("filtered")}); err != nil {
+		t.Fatal(err)
+	}
+	// One object per type, typed by its name (no index scan), as in a
+	// deployed source bucket.
+	for typ, body := range typefiltertest.ByType() {
+		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("filtered"), Key: aws.String("fhir/" + typ + ".ndjson"), Body: bytes.NewReader(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	typefiltertest.RunSource(t, s3source.New(client, "filtered", "fhir/", 0))
 }
 
 // TestReplacedObjectIsDetected: a segment planned on one version of an
