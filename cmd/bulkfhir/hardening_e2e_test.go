@@ -50,7 +50,8 @@ func TestHostileRequests(t *testing.T) {
 		{"_outputFormat in query and body", "POST", b + "/$export?_outputFormat=ndjson", post,
 			`{"resourceType":"Parameters","parameter":[{"name":"_outputFormat","valueString":"ndjson"}]}`, 400, "only once"},
 		// Lenient handling refuses what it could only drop by widening.
-		{"lenient unsupported _typeFilter", "GET", b + "/$export?_type=Patient&_typeFilter=Patient%3Fgender%3Dfemale", lenient, "", 400, "_typeFilter"},
+		{"lenient unsupported _typeFilter", "GET", b + "/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal%26code%3Ain%3Dx", lenient, "", 400, "code:in"},
+		{"lenient _typeFilter on an unknown search parameter", "GET", b + "/$export?_typeFilter=Observation%3Fno-such%3D1", lenient, "", 400, "no-such"},
 		{"lenient unknown parameter", "GET", b + "/$export?_type=Patient&_typeFiltr=Patient%3Fgender%3Dfemale", lenient, "", 400, "_typeFiltr"},
 		{"lenient only unknown types", "GET", b + "/$export?_type=NotAType", lenient, "", 400, "every type"},
 		{"lenient only non-compartment types", "GET", b + "/Patient/$export?_type=Organization", lenient, "", 400, "Patient compartment"},
