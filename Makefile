@@ -107,6 +107,7 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s
 	$(GO) test ./shared/fhir -run '^$$' -fuzz FuzzPeek -fuzztime 30s
+	$(GO) test ./shared/smartauth -run '^$$' -fuzz FuzzTokenEndpoint -fuzztime 30s
 	$(GO) test ./shared/bulkclient -run '^$$' -fuzz FuzzParseManifest -fuzztime 30s
 	$(GO) test ./shared/typefilter -run '^$$' -fuzz FuzzParse -fuzztime 30s
 
@@ -124,16 +125,19 @@ lambdas: ## build build/<function>/bootstrap for Lambda (provided.al2023, arm64)
 data: build ## generate sample data into $(DATA) if absent
 	@test -f $(DATA)/Patient.ndjson || ./$(BIN) generate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)
 
-demo: data ## generate data, serve it on a free port, export everything into ./out, verify
+demo: data ## generate data, serve it on a free port, log in as a demo client, export everything into ./out, verify
 	@set -euo pipefail; state=$$(mktemp -d); rm -rf out; \
+	./$(BIN) clients add --state "$$state" --client-id demo --new-key "$$state/demo-key.pem" --scope 'system/*.read'; \
 	./$(BIN) serve --addr 127.0.0.1:0 --data $(DATA) --state "$$state" 2>"$$state/serve.log" & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true; rm -rf "$$state"' EXIT; \
 	for i in $$(seq 200); do test -s "$$state/addr" && break; kill -0 $$pid 2>/dev/null || { cat "$$state/serve.log"; exit 1; }; sleep 0.05; done; \
 	echo "bulkfhir serve is listening on http://$$(cat "$$state/addr")/fhir"; \
-	./$(BIN) export --server "http://$$(cat "$$state/addr")/fhir" --out out; \
+	./$(BIN) export --server "http://$$(cat "$$state/addr")/fhir" --client-id demo --key "$$state/demo-key.pem" --out out; \
 	./$(BIN) verify --data $(DATA) --out out
 
-serve: data ## run the embedded server on $(ADDR) over $(DATA)
+serve: data ## run the embedded server on $(ADDR) over $(DATA), with a local client registered in $(STATE)
+	@mkdir -p $(STATE); test -f $(STATE)/local-client.pem || ./$(BIN) clients add --state $(STATE) --client-id local --new-key $(STATE)/local-client.pem
+	@echo "export with: ./$(BIN) export --server http://$(ADDR)/fhir --client-id local --key $(STATE)/local-client.pem --out out"
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --state $(STATE)
 
 clean: ## remove build output, sample data and state

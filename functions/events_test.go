@@ -3,6 +3,7 @@ package functions_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,9 +11,13 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 // TestEvents feeds every file in events/ through the handler it is for and
@@ -35,7 +40,7 @@ func TestEvents(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "status-get", "status-delete"}
+	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "status-get", "status-delete", "token-", "authorizer-"}
 	rank := func(name string) int {
 		for i, p := range order {
 			if strings.HasPrefix(name, p) {
@@ -61,6 +66,10 @@ func TestEvents(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				if strings.HasPrefix(name, "task-") {
 					checkTask(t, name, raw)
+					return
+				}
+				if strings.HasPrefix(name, "token-") || strings.HasPrefix(name, "authorizer-") {
+					checkAuthEvent(t, name, raw)
 					return
 				}
 				var ev events.APIGatewayV2HTTPRequest
@@ -184,5 +193,49 @@ func TestCraftedEvents(t *testing.T) {
 				t.Errorf("got %d %s; want %d and an OperationOutcome mentioning %q", resp.StatusCode, resp.Body, tc.status, tc.want)
 			}
 		})
+	}
+}
+
+// checkAuthEvent runs a token or authorizer event through the handler the
+// token and authorizer functions start, with a key of the test's own.
+func checkAuthEvent(t *testing.T, name string, raw []byte) {
+	cl := need(t)
+	ctx := context.Background()
+	keys, err := smartauth.NewHMACKeys([]byte(strings.Repeat("events-key", 4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(name, "authorizer-") {
+		var ev events.APIGatewayV2CustomAuthorizerV2Request
+		if err := json.Unmarshal(raw, &ev); err != nil || len(ev.IdentitySource) == 0 {
+			t.Fatalf("not an authorizer event: %v", err)
+		}
+		resp, err := lambdaenv.Authorizer(keys)(ctx, ev)
+		if err != nil || resp.IsAuthorized {
+			t.Errorf("a token bulkfhir did not sign was authorized: %+v %v", resp, err)
+		}
+		return
+	}
+	var ev events.APIGatewayV2HTTPRequest
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		t.Fatalf("not an API Gateway v2 event: %v", err)
+	}
+	ddb := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
+	h := lambdaenv.TokenServer(lambdaenv.AuthConfig{AuthTable: "auth-events"}, keys, ddb, slog.New(slog.DiscardHandler))
+	resp, err := httpadapter.NewV2(h).ProxyWithContext(ctx, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch name {
+	case "token-discovery":
+		if resp.StatusCode != 200 || !strings.Contains(resp.Body, `"token_endpoint":"https://bulkfhirapi.execute-api.us-east-1.amazonaws.com/fhir/auth/token"`) {
+			t.Errorf("discovery = %d %s", resp.StatusCode, resp.Body)
+		}
+	case "token-post":
+		if resp.StatusCode != 400 || !strings.Contains(resp.Body, `"unsupported_grant_type"`) {
+			t.Errorf("token = %d %s", resp.StatusCode, resp.Body)
+		}
+	default:
+		t.Fatalf("events/%s.json: no check for this token event", name)
 	}
 }

@@ -138,7 +138,10 @@ func newCluster() (*cluster, error) {
 		lambdaenv.EnvSourceBucket:   sourceBucket,
 		lambdaenv.EnvSourcePrefix:   sourcePrefix,
 		lambdaenv.EnvRetention:      "2h",
-		lambdaenv.EnvMaxFileBytes:   "150000",
+		// The export tests run anonymous (as bulkfhir:allowAnonymous=true
+		// deploys); TestBulkfhirTokensOnAWS turns bulkfhir's tokens on.
+		lambdaenv.EnvAuth:         lambdaenv.AuthNone,
+		lambdaenv.EnvMaxFileBytes: "150000",
 		// Every chunk stops after its first 512 resources: units loop
 		// through the state machine's cursor Choice several times.
 		lambdaenv.EnvChunkBudget: "1ns",

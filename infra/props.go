@@ -56,10 +56,23 @@ type StackProps struct {
 	AccessLogsBucket string
 	// LogRetention of every log group. Default one month.
 	LogRetention awslogs.RetentionDays
-	// JwtIssuer and JwtAudience turn on API Gateway's JWT authorizer (the
-	// caller is then the token's client_id or sub).
+	// JwtIssuer and JwtAudience use an outside authorization server: API
+	// Gateway's JWT authorizer checks its tokens (the caller is the
+	// token's client_id or sub; its scope claim is enforced as for
+	// bulkfhir's own tokens). Without them, bulkfhir issues the tokens
+	// (auth.go): the secure default.
 	JwtIssuer   string
 	JwtAudience string
+	// JwtTokenURL is the outside issuer's token endpoint, advertised in
+	// the CapabilityStatement.
+	JwtTokenURL string
+	// AllowAnonymous serves an API without authentication, every caller
+	// one anonymous client: a development setting, never the default.
+	AllowAnonymous bool
+	// Auth is "bulkfhir", "jwt" or "none"; empty means jwt with a
+	// JwtIssuer, none with AllowAnonymous, else bulkfhir. "none" without
+	// AllowAnonymous is refused.
+	Auth string
 	// PublicBaseURL is the FHIR base clients use with a custom domain.
 	PublicBaseURL string
 	// Memory (MB) of the export function, the one that streams data.
@@ -151,7 +164,12 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.RetainData = str("retainData") == "true"
 	p.KMS = str("kms") == "true"
 	p.AccessLogsBucket = str("accessLogsBucket")
-	p.JwtIssuer, p.JwtAudience = str("jwtIssuer"), str("jwtAudience")
+	p.JwtIssuer, p.JwtAudience, p.JwtTokenURL = str("jwtIssuer"), str("jwtAudience"), str("jwtTokenUrl")
+	p.AllowAnonymous = str("allowAnonymous") == "true"
+	p.Auth = str("auth")
 	p.PublicBaseURL = str("publicBaseUrl")
+	if _, err := p.authMode(); err != nil {
+		return p, fmt.Errorf("context: %w", err)
+	}
 	return p, nil
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2authorizers"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
@@ -16,6 +15,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -51,6 +51,10 @@ type Stack struct {
 	StateMachine awsstepfunctions.StateMachine
 	Functions    map[string]awslambda.Function
 	Roles        map[string]awsiam.Role
+	// AuthTable and TokenSecret exist in the default authorization mode.
+	AuthTable    awsdynamodb.Table
+	TokenSecret  awssecretsmanager.Secret
+	publicRoutes func(awsapigatewayv2.HttpApi, awsapigatewayv2.HttpRouteIntegration)
 }
 
 // NewStack builds the whole system: HTTP API → kickoff/status functions,
@@ -229,6 +233,11 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		})
 	}
 	awscdk.NewCfnOutput(stack, jsii.String("JobsTable"), &awscdk.CfnOutputProps{Value: s.Table.TableName()})
+	if s.AuthTable != nil {
+		awscdk.NewCfnOutput(stack, jsii.String("AuthTableName"), &awscdk.CfnOutputProps{
+			Value: s.AuthTable.TableName(), Description: jsii.String("register clients here: bulkfhir clients add --table <this>"),
+		})
+	}
 	awscdk.NewCfnOutput(stack, jsii.String("StateMachineArn"), &awscdk.CfnOutputProps{Value: s.StateMachine.StateMachineArn()})
 	suppress(s, props)
 	return s
@@ -376,17 +385,16 @@ func (s *Stack) grant(props StackProps) {
 // /fhir/{proxy+} (routed inside the handler: '$' in route paths is not
 // verified against the service).
 func (s *Stack) api(props StackProps) {
-	var auth awsapigatewayv2.IHttpRouteAuthorizer
-	if props.JwtIssuer != "" {
-		auth = awsapigatewayv2authorizers.NewHttpJwtAuthorizer(jsii.String("Jwt"), jsii.String(props.JwtIssuer),
-			&awsapigatewayv2authorizers.HttpJwtAuthorizerProps{JwtAudience: jsii.Strings(props.JwtAudience)})
-	}
+	auth := s.authorization(props)
 	s.Api = awsapigatewayv2.NewHttpApi(s.Stack, jsii.String("Api"), &awsapigatewayv2.HttpApiProps{
 		Description:        jsii.String("bulkfhir FHIR Bulk Data export API"),
 		CreateDefaultStage: jsii.Bool(true),
 		DefaultAuthorizer:  auth,
 	})
 	kickoff := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("KickoffIntegration"), s.Functions["kickoff"], nil)
+	if s.publicRoutes != nil {
+		s.publicRoutes(s.Api, kickoff)
+	}
 	status := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String("StatusIntegration"), s.Functions["status"], nil)
 	s.Api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
 		Path: jsii.String("/fhir/bulkstatus/{job}"), Methods: &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_GET, awsapigatewayv2.HttpMethod_DELETE},

@@ -25,12 +25,15 @@ func TestMain(m *testing.M) {
 
 var functions = []string{"kickoff", "status", "plan", "export", "finalize", "fail"}
 
+// authFunctions exist in the default authorization mode (bulkfhir's tokens).
+var authFunctions = []string{"token", "authorizer"}
+
 // fakeBuild makes build/<fn>/bootstrap placeholders so stack tests do not
 // depend on `make lambdas` (the SAM test uses the real build).
 func fakeBuild(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, fn := range functions {
+	for _, fn := range append(append([]string{}, functions...), authFunctions...) {
 		os.MkdirAll(filepath.Join(dir, fn), 0o755)
 		os.WriteFile(filepath.Join(dir, fn, "bootstrap"), []byte("placeholder"), 0o755)
 	}
@@ -128,26 +131,30 @@ func TestRoutesAndThrottling(t *testing.T) {
 		keys = append(keys, props(r)["RouteKey"].(string))
 	}
 	sort.Strings(keys)
-	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/bulkstatus/{job},GET /fhir/{proxy+},POST /fhir/{proxy+}"
+	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkstatus/{job},GET /fhir/metadata,GET /fhir/{proxy+},POST /fhir/auth/token,POST /fhir/{proxy+}"
 	if strings.Join(keys, ",") != want {
 		t.Errorf("routes = %v, want %s", keys, want)
 	}
 	// Each route reaches the right function.
 	for _, r := range s.ofType("AWS::ApiGatewayV2::Integration") {
 		uri := js(props(r)["IntegrationUri"])
-		if !strings.Contains(uri, "Kickoff") && !strings.Contains(uri, "Status") {
+		if !strings.Contains(uri, "Kickoff") && !strings.Contains(uri, "Status") && !strings.Contains(uri, "Token") {
 			t.Errorf("integration to %s", uri)
 		}
 	}
 	for _, r := range s.ofType("AWS::ApiGatewayV2::Route") {
 		p := props(r)
 		target := js(p["Target"])
-		status := strings.Contains(p["RouteKey"].(string), "bulkstatus")
-		if (status && !strings.Contains(target, "StatusIntegration")) || (!status && !strings.Contains(target, "KickoffIntegration")) {
-			t.Errorf("route %s targets %s", p["RouteKey"], target)
+		key := p["RouteKey"].(string)
+		wantTarget := "KickoffIntegration"
+		switch {
+		case strings.Contains(key, "bulkstatus"):
+			wantTarget = "StatusIntegration"
+		case strings.Contains(key, "/auth/token") || strings.Contains(key, "smart-configuration"):
+			wantTarget = "TokenIntegration"
 		}
-		if p["AuthorizationType"] != nil && p["AuthorizationType"] != "NONE" {
-			t.Errorf("route %s has authorization %v without a JWT issuer", p["RouteKey"], p["AuthorizationType"])
+		if !strings.Contains(target, wantTarget) {
+			t.Errorf("route %s targets %s, want %s", key, target, wantTarget)
 		}
 	}
 	for _, r := range s.ofType("AWS::ApiGatewayV2::Stage") {
@@ -165,8 +172,8 @@ func TestRoutesAndThrottling(t *testing.T) {
 func TestFunctions(t *testing.T) {
 	s := base(t)
 	fns := s.functions()
-	if len(fns) != len(functions) {
-		t.Fatalf("%d functions, want %d", len(fns), len(functions))
+	if len(fns) != len(functions)+len(authFunctions) {
+		t.Fatalf("%d functions, want %d", len(fns), len(functions)+len(authFunctions))
 	}
 	roles := map[string]bool{}
 	for _, name := range functions {
@@ -219,12 +226,14 @@ func TestFunctions(t *testing.T) {
 func TestLeastPrivilegeRoles(t *testing.T) {
 	s := base(t)
 	want := map[string][]string{
-		"kickoff":  {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"status":   {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "states:StopExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"plan":     {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"export":   {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"finalize": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"fail":     {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"kickoff":    {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"status":     {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StopExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"token":      {"dynamodb:GetItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"authorizer": {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"plan":       {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"export":     {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"finalize":   {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"fail":       {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 	}
 	for name, wantActions := range want {
 		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
@@ -318,7 +327,7 @@ func TestDataStores(t *testing.T) {
 		if js(p["PointInTimeRecoverySpecification"]) != `{"PointInTimeRecoveryEnabled":true}` || p["SSESpecification"] == nil {
 			t.Errorf("table: PITR %v SSE %v", p["PointInTimeRecoverySpecification"], p["SSESpecification"])
 		}
-		if !strings.Contains(js(p["GlobalSecondaryIndexes"]), `"NonKeyAttributes":["status"]`) {
+		if strings.HasPrefix(id, "Jobs") && !strings.Contains(js(p["GlobalSecondaryIndexes"]), `"NonKeyAttributes":["status"]`) {
 			t.Errorf("owner index = %s", js(p["GlobalSecondaryIndexes"]))
 		}
 		if r["DeletionPolicy"] != "Delete" {
@@ -381,7 +390,7 @@ func TestCdkNagHasNoUnsuppressedErrors(t *testing.T) {
 		t.Errorf("cdk-nag errors:\n%s", strings.Join(errs, "\n"))
 	}
 	// The production variant: JWT authorizer, KMS, retained data, access logs.
-	prod := synth(t, StackProps{BuildDir: fakeBuild(t), JwtIssuer: "https://auth.example.org", JwtAudience: "bulkfhir",
+	prod := synth(t, StackProps{BuildDir: fakeBuild(t), JwtIssuer: "https://auth.example.org", JwtAudience: "bulkfhir", JwtTokenURL: "https://auth.example.org/token",
 		KMS: true, RetainData: true, AccessLogsBucket: "my-access-logs", SourceBucket: "my-data", SourcePrefix: "fhir/"}, nil)
 	if len(prod.errors) > 0 {
 		t.Errorf("cdk-nag errors (production variant):\n%s", strings.Join(prod.errors, "\n"))
@@ -390,6 +399,15 @@ func TestCdkNagHasNoUnsuppressedErrors(t *testing.T) {
 		if props(r)["AuthorizationType"] != "JWT" {
 			t.Errorf("route %v is not behind the JWT authorizer", props(r)["RouteKey"])
 		}
+	}
+	for id, r := range prod.functions() {
+		env := props(r)["Environment"].(map[string]any)["Variables"].(map[string]any)
+		if strings.HasPrefix(id, "Kickoff") && (env["BULKFHIR_AUTH"] != "gateway" || env["BULKFHIR_TOKEN_URL"] != "https://auth.example.org/token") {
+			t.Errorf("kickoff with an outside issuer: auth %v, token URL %v", env["BULKFHIR_AUTH"], env["BULKFHIR_TOKEN_URL"])
+		}
+	}
+	if n := len(prod.ofType("AWS::SecretsManager::Secret")); n != 0 {
+		t.Errorf("an outside issuer's stack has %d token secrets", n)
 	}
 	for _, r := range prod.ofType("AWS::DynamoDB::Table") {
 		if r["DeletionPolicy"] != "Retain" || !strings.Contains(js(props(r)["SSESpecification"]), "KMS") {
@@ -466,7 +484,7 @@ func TestUpstreamSource(t *testing.T) {
 				stm := st.(map[string]any)
 				for _, a := range toList(stm["Action"]) {
 					if a == "secretsmanager:GetSecretValue" {
-						secretRead = js(stm["Resource"]) == `"`+secret+`"`
+						secretRead = secretRead || js(stm["Resource"]) == `"`+secret+`"`
 					}
 					if a == "healthlake:SearchWithGet" {
 						healthLake = true
@@ -519,5 +537,85 @@ func TestVpcForAPrivateUpstream(t *testing.T) {
 	ctx := map[string]any{"bulkfhir:vpcSubnetIds": "subnet-a"}
 	if _, err := propsFromContext(func(k string) any { return ctx[k] }); err == nil {
 		t.Error("subnets without security groups were accepted")
+	}
+}
+
+// TestAuthorization: the default stack authenticates every route with
+// bulkfhir's tokens except the token endpoint and discovery; an open API
+// needs the explicit anonymous opt-in.
+func TestAuthorization(t *testing.T) {
+	s := base(t)
+	authorizers := s.ofType("AWS::ApiGatewayV2::Authorizer")
+	if len(authorizers) != 1 {
+		t.Fatalf("authorizers = %v", authorizers)
+	}
+	var authorizerID string
+	for id, r := range authorizers {
+		authorizerID = id
+		p := props(r)
+		if p["AuthorizerType"] != "REQUEST" || !strings.Contains(js(p["AuthorizerUri"]), "Authorizer") ||
+			js(p["IdentitySource"]) != `["$request.header.Authorization"]` || p["AuthorizerResultTtlInSeconds"] != 300.0 {
+			t.Errorf("authorizer = %s", js(p))
+		}
+	}
+	for _, r := range s.ofType("AWS::ApiGatewayV2::Route") {
+		p := props(r)
+		key := p["RouteKey"].(string)
+		public := key == "POST /fhir/auth/token" || key == "GET /fhir/.well-known/smart-configuration" || key == "GET /fhir/metadata"
+		if public {
+			if p["AuthorizationType"] != nil && p["AuthorizationType"] != "NONE" {
+				t.Errorf("route %s needs a token to get a token: %v", key, p["AuthorizationType"])
+			}
+			continue
+		}
+		if p["AuthorizationType"] != "CUSTOM" || !strings.Contains(js(p["AuthorizerId"]), authorizerID) {
+			t.Errorf("route %s is not behind bulkfhir's authorizer: %v %v", key, p["AuthorizationType"], p["AuthorizerId"])
+		}
+	}
+	// The API functions verify tokens themselves too, with the same key.
+	fns := s.functions()
+	for _, name := range []string{"kickoff", "status"} {
+		env := props(fns[s.logicalID(t, "AWS::Lambda::Function", title(name))])["Environment"].(map[string]any)["Variables"].(map[string]any)
+		if env["BULKFHIR_AUTH"] != "bulkfhir" || !strings.Contains(js(env["BULKFHIR_TOKEN_SECRET_ARN"]), "TokenKey") {
+			t.Errorf("%s: auth env %v %v", name, env["BULKFHIR_AUTH"], env["BULKFHIR_TOKEN_SECRET_ARN"])
+		}
+	}
+	authTable := props(s.resources[s.logicalID(t, "AWS::DynamoDB::Table", "Auth")])
+	if !strings.Contains(js(authTable["TimeToLiveSpecification"]), `"AttributeName":"expiresAt"`) {
+		t.Errorf("auth table TTL = %v", authTable["TimeToLiveSpecification"])
+	}
+	if s.outputs["AuthTableName"] == nil {
+		t.Error("no AuthTableName output")
+	}
+
+	// An open API only with the opt-in.
+	func() {
+		defer func() {
+			r := recover()
+			if r == nil || !strings.Contains(fmt.Sprint(r), "allowAnonymous") {
+				t.Errorf("an API without authentication was synthesized without the opt-in (recovered %v)", r)
+			}
+		}()
+		synth(t, StackProps{BuildDir: fakeBuild(t), Auth: authNone}, nil)
+	}()
+	if _, err := propsFromContext(func(k string) any { return map[string]any{"bulkfhir:auth": "none"}[k] }); err == nil {
+		t.Error("context bulkfhir:auth=none without bulkfhir:allowAnonymous was accepted")
+	}
+	p, err := propsFromContext(func(k string) any { return map[string]any{"bulkfhir:allowAnonymous": "true"}[k] })
+	if err != nil || !p.AllowAnonymous {
+		t.Fatalf("allowAnonymous context: %+v %v", p, err)
+	}
+	p.BuildDir = fakeBuild(t)
+	open := synth(t, p, nil)
+	if len(open.errors) > 0 {
+		t.Errorf("cdk-nag errors (anonymous opt-in):\n%s", strings.Join(open.errors, "\n"))
+	}
+	for _, r := range open.ofType("AWS::ApiGatewayV2::Route") {
+		if at := props(r)["AuthorizationType"]; at != nil && at != "NONE" {
+			t.Errorf("anonymous stack route %v has authorization %v", props(r)["RouteKey"], at)
+		}
+	}
+	if n := len(open.ofType("AWS::SecretsManager::Secret")); n != 0 {
+		t.Errorf("the anonymous stack has %d token secrets", n)
 	}
 }

@@ -20,7 +20,9 @@ const (
 	reasonExecutions = "StopExecution on this state machine's executions only; execution names are job ids created at run time."
 	reasonSFNLogging = "CloudWatch Logs delivery APIs used for state machine logging, and X-Ray, do not support resource-level permissions."
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
-	reasonNoAuth     = "No JWT issuer is configured for this deployment (context bulkfhir:jwtIssuer). Set it, with bulkfhir:jwtAudience, to require SMART Backend Services tokens; without it every caller is one anonymous client."
+	reasonNoAuth     = "bulkfhir:allowAnonymous=true: this deployment was asked for an API without authentication (a development setting)."
+	reasonPublicAuth = "The OAuth token endpoint, the SMART discovery document and the CapabilityStatement are how a client finds out how to get a token; they cannot require one (the token endpoint authenticates the client's signed assertion itself; metadata without a token holds only the operations and the token URL)."
+	reasonTokenKey   = "The access token key signs tokens that live five minutes; rotating it without a rotation function would only log clients out. Replace the secret value to rotate it."
 	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
 	reasonVPC        = "In a VPC (bulkfhir:vpcSubnetIds), Lambda manages the function's network interfaces with EC2 actions that do not support resource-level permissions (as AWSLambdaVPCAccessExecutionRole grants them)."
 	reasonHealthLake = "SigV4 upstream: search and read the FHIR data stores of the configured HealthLake region (read-only actions; data store ids are not known to the stack)."
@@ -55,8 +57,16 @@ func suppress(s *Stack, props StackProps) {
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonInvoke, regex("/^Resource::<(Plan|Export|Finalize|Fail)[0-9A-F]+\\.Arn>:\\*$/g"))
-	if props.JwtIssuer == "" {
+	if mode, _ := props.authMode(); mode == authNone {
 		add(s.Api, "AwsSolutions-APIG4", reasonNoAuth)
+	}
+	if s.TokenSecret != nil {
+		add(s.TokenSecret, "AwsSolutions-SMG4", reasonTokenKey)
+		for _, r := range *s.Api.Node().Children() {
+			if id := *r.Node().Id(); id == "POST--fhir--auth--token" || id == "GET--fhir--.well-known--smart-configuration" || id == "GET--fhir--metadata" {
+				add(r, "AwsSolutions-APIG4", reasonPublicAuth)
+			}
+		}
 	}
 	if props.AccessLogsBucket == "" {
 		add(s.Bucket, "AwsSolutions-S1", reasonAccessLogs)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,6 +89,11 @@ func (s *server) start() {
 	args := []string{"serve", "--addr", s.addr, "--state", s.state}
 	if s.data != "" {
 		args = append(args, "--data", s.data)
+	}
+	// Authorization is on by default; tests that are not about it run
+	// the server open.
+	if !slices.Contains(s.args, "--clients") && !slices.Contains(s.args, "--tokens") {
+		args = append(args, "--allow-anonymous")
 	}
 	args = append(args, s.args...)
 	s.cmd = exec.Command(binPath, args...)

@@ -55,7 +55,9 @@ const exportExamples = `  bulkfhir export --server http://127.0.0.1:8080/fhir --
   bulkfhir export --status "$STATUS_URL" --out out     (an export started elsewhere)
   bulkfhir export --server $BASE --out out --resume    (after Ctrl-C)
 
-environment: BULKFHIR_TOKEN (bearer token), AWS_* (credentials, region and
+log in: --client-id ID --key key.pem (SMART Backend Services; the token endpoint is discovered)
+
+environment: BULKFHIR_TOKEN (bearer token), BULKFHIR_CLIENT_KEY (PEM key for --client-id), AWS_* (credentials, region and
 AWS_ENDPOINT_URL_S3 for --out s3://)
 `
 
@@ -84,9 +86,11 @@ func (f *clientFlags) check() error {
 func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	var o bulkclient.Options
 	var cf clientFlags
+	var login loginFlags
 	var sinceFile string
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	cf.register(fs)
+	login.register(fs)
 	fs.StringVar(&o.Level, "level", "", "system, patient or group (default: group with --group, patient with --patient, else system)")
 	fs.StringVar(&o.Group, "group", "", "Group id: a Group export (implies --level group)")
 	fs.Var(listFlag{&o.Types, true}, "type", "resource types, comma-separated or repeated")
@@ -119,6 +123,10 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	o.Server, o.Token = cf.server, cf.token
+	var err error
+	if o.Tokens, err = login.tokens(o.Server); err != nil {
+		return err
+	}
 	if len(o.Patients) > 0 && set["post"] && !o.Post {
 		return usagef("--patient needs a POST kick-off: it contradicts --post=false")
 	}
@@ -300,9 +308,15 @@ func isTerminal(f *os.File) bool {
 // urlCommand parses the flags of a command that takes one status URL.
 func urlCommand(name string, args []string) (*bulkclient.Client, clientFlags, string, error) {
 	var cf clientFlags
+	var login loginFlags
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cf.register(fs)
+	login.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return nil, cf, "", err
+	}
+	tokens, err := login.tokens(cf.server)
+	if err != nil {
 		return nil, cf, "", err
 	}
 	if err := cf.check(); err != nil {
@@ -311,7 +325,7 @@ func urlCommand(name string, args []string) (*bulkclient.Client, clientFlags, st
 	if fs.NArg() != 1 {
 		return nil, cf, "", usagef("want one status URL, got %d arguments", fs.NArg())
 	}
-	c, err := bulkclient.New(bulkclient.Options{Server: cf.server, StatusURL: fs.Arg(0), Token: cf.token}, nil, nil)
+	c, err := bulkclient.New(bulkclient.Options{Server: cf.server, StatusURL: fs.Arg(0), Token: cf.token, Tokens: tokens}, nil, nil)
 	if err != nil {
 		return nil, cf, "", clientError(err)
 	}

@@ -4,6 +4,7 @@
 //	bulkfhir export    a Bulk Data client: kick off, watch progress, download
 //	bulkfhir status    show the status of an export by its status URL
 //	bulkfhir cancel    cancel an export by its status URL
+//	bulkfhir clients   register SMART Backend Services clients (add, list, remove)
 //	bulkfhir verify    check an export folder against its manifest (and a source)
 //	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
 //	bulkfhir bench     measure the export path (make bench)
@@ -101,6 +102,9 @@ func init() {
 			"  bulkfhir status http://127.0.0.1:8080/fhir/$export-status/0f3c…\n  bulkfhir status --output json \"$STATUS_URL\" | jq .status", statusCmd},
 		{"cancel", "[flags] STATUS_URL", "cancel an export by its status URL (DELETE); the server deletes its files",
 			"  bulkfhir cancel \"$STATUS_URL\"", cancelCmd},
+		{"clients", "add|list|remove (--state DIR | --table NAME) [flags]", "register, list or remove SMART Backend Services clients of the embedded server or the stack",
+			"  bulkfhir clients add --state state --client-id demo --new-key demo.pem --scope 'system/*.read'\n  bulkfhir clients add --table $AUTH_TABLE --client-id app --jwks-url https://app.example/jwks.json\n  bulkfhir clients list --state state",
+			clientsCmd},
 		{"verify", "--out DIR [--data SOURCE]", "check an export folder against its own manifest, and against its NDJSON source with --data",
 			"  bulkfhir verify --out out\n  bulkfhir verify --out out --data data", verify},
 		{"generate", "[flags]", "write deterministic sample FHIR R4 data as NDJSON",

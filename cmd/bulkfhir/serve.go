@@ -30,6 +30,8 @@ import (
 
 type serveConfig struct {
 	addr, data, state, baseURL, tokens string
+	clients                            string
+	allowAnonymous                     bool
 	upstream                           fhirsource.Settings
 	sourceKeyFile                      string
 	sourcePageSize                     int
@@ -60,6 +62,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.StringVar(&c.baseURL, "base-url", "", "public FHIR base URL (default: from each request, http://HOST/fhir)")
 	fs.DurationVar(&c.retention, "retention", export.DefaultRetention, "how long files stay after an export completes")
 	fs.StringVar(&c.tokens, "tokens", "", "file of 'TOKEN CLIENT_ID' lines; when set, requests need a bearer token")
+	fs.StringVar(&c.clients, "clients", "", `SMART Backend Services clients file {"clients":[{"clientId","jwks"|"jwksUrl","scope"}]}`)
+	fs.BoolVar(&c.allowAnonymous, "allow-anonymous", false, "serve without authorization, every caller one anonymous client (development only)")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", export.DefaultMaxFileBytes, "roll output files at this size")
 	fs.DurationVar(&c.chunkBudget, "chunk-budget", 20*time.Second, "checkpoint each unit at least this often")
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
@@ -129,15 +133,13 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	files.SetMinFree(c.reserveBytes / 2)
-	var auth api.Authenticator = api.Anonymous{}
-	if c.tokens != "" {
-		if auth, err = api.LoadTokens(c.tokens); err != nil {
-			return err
-		}
+	authz, err := c.authorization(ctx, log)
+	if err != nil {
+		return err
 	}
 	cfg := export.Config{
 		Retention: c.retention, MaxFileBytes: c.maxFileBytes, ChunkBudget: c.chunkBudget,
-		MaxLiveJobsPerOwner: c.maxLive,
+		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: authz.requireToken,
 	}
 	steps := export.NewSteps(jobs, files, source, cfg, log)
 	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
@@ -145,7 +147,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
-	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: auth, Files: files, Version: version, Log: log})
+	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Version: version, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
 		return err

@@ -8,12 +8,27 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
-// Authenticator maps a request to the client (owner) it comes from.
+// Caller is who a request comes from: the client that owns its jobs, and
+// the resource types its token lets it read.
+type Caller struct {
+	Client string
+	// Scopes are the token's granted scopes; nil means every type (no
+	// scopes are in play: anonymous access or static tokens).
+	Scopes smartauth.Scopes
+}
+
+// Allows reports whether the caller may read resources of type t.
+func (c Caller) Allows(t string) bool { return c.Scopes == nil || c.Scopes.Allows(t) }
+
+// Authenticator maps a request to its caller.
 type Authenticator interface {
-	// Authenticate returns the client id, or an error that becomes 401.
-	Authenticate(r *http.Request) (string, error)
+	// Authenticate returns the caller, or an error that becomes 401.
+	Authenticate(r *http.Request) (Caller, error)
 }
 
 // Anonymous lets every request in as one client.
@@ -23,18 +38,64 @@ type Anonymous struct{}
 const AnonymousClient = "anonymous"
 
 // Authenticate implements Authenticator.
-func (Anonymous) Authenticate(*http.Request) (string, error) { return AnonymousClient, nil }
+func (Anonymous) Authenticate(*http.Request) (Caller, error) {
+	return Caller{Client: AnonymousClient}, nil
+}
+
+// errNoToken and errBadToken are the 401 reasons.
+var (
+	errNoToken      = errors.New("an Authorization: Bearer token is required")
+	errBadToken     = errors.New("the bearer token is not valid")
+	errQueryToken   = errors.New("access tokens are accepted only in the Authorization header, not in the query string (RFC 6750)")
+	errExpiredToken = errors.New("the bearer token has expired or is not valid; get a new one from the token endpoint")
+)
+
+// BearerToken returns the RFC 6750 bearer token of r. A token in the query
+// string (access_token) is refused, whatever the header says.
+func BearerToken(r *http.Request) (string, error) {
+	if r.URL.Query().Has("access_token") {
+		return "", errQueryToken
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", errNoToken
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", errBadToken
+	}
+	return tok, nil
+}
+
+// Tokens authenticates bulkfhir's own access tokens (smartauth), checking
+// signature, issuer and expiry on every request without a store lookup.
+type Tokens struct {
+	Keys *smartauth.Keys
+	Now  func() time.Time
+}
+
+// Authenticate implements Authenticator.
+func (t Tokens) Authenticate(r *http.Request) (Caller, error) {
+	tok, err := BearerToken(r)
+	if err != nil {
+		return Caller{}, err
+	}
+	now := time.Now()
+	if t.Now != nil {
+		now = t.Now()
+	}
+	client, scopes, err := t.Keys.Verify(tok, now)
+	if err != nil {
+		return Caller{}, errExpiredToken
+	}
+	return Caller{Client: client, Scopes: scopes}, nil
+}
 
 // StaticTokens maps bearer tokens to client ids.
 type StaticTokens struct {
 	tokens map[string]string
 }
-
-// errNoToken and errBadToken are the two 401 reasons.
-var (
-	errNoToken  = errors.New("an Authorization: Bearer token is required")
-	errBadToken = errors.New("the bearer token is not valid")
-)
 
 // LoadTokens reads a tokens file: one "TOKEN CLIENT_ID" pair per line;
 // blank lines and lines starting with '#' are skipped.
@@ -72,17 +133,12 @@ func NewStaticTokens(tokens map[string]string) *StaticTokens {
 }
 
 // Authenticate implements Authenticator. Tokens are compared in constant
-// time; a token in the query string is not accepted (RFC 6750 header only).
-func (t *StaticTokens) Authenticate(r *http.Request) (string, error) {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return "", errNoToken
+// time; static tokens carry no scopes, so they read every type.
+func (t *StaticTokens) Authenticate(r *http.Request) (Caller, error) {
+	tok, err := BearerToken(r)
+	if err != nil {
+		return Caller{}, err
 	}
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "", errBadToken
-	}
-	tok = strings.TrimSpace(tok)
 	client := ""
 	for known, id := range t.tokens {
 		if subtle.ConstantTimeCompare([]byte(known), []byte(tok)) == 1 {
@@ -90,7 +146,7 @@ func (t *StaticTokens) Authenticate(r *http.Request) (string, error) {
 		}
 	}
 	if client == "" {
-		return "", errBadToken
+		return Caller{}, errBadToken
 	}
-	return client, nil
+	return Caller{Client: client}, nil
 }

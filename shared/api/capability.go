@@ -19,10 +19,17 @@ const (
 
 // capabilityStatement declares the three export operations (C-01..C-05) and
 // lists the exportable types.
-func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte, error) {
-	types, err := h.types.get(ctx, h.svc.Source())
-	if err != nil {
-		return nil, err
+//
+// Without a valid token when authentication is on, it holds only what
+// discovery needs: the export operations and the security section with
+// the token URL, not the list of types the source holds.
+func (h *Handler) capabilityStatement(ctx context.Context, base string, full bool) ([]byte, error) {
+	var types []string
+	if full {
+		var err error
+		if types, err = h.types.get(ctx, h.svc.Source()); err != nil {
+			return nil, err
+		}
 	}
 	op := func(def string) []map[string]any {
 		return []map[string]any{{"name": "export", "definition": def}}
@@ -56,6 +63,18 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte,
 			addSearchParams(r, sp.SearchParams(r["type"].(string)))
 		}
 	}
+	rest := map[string]any{
+		"mode":          "server",
+		"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size. Each resource's searchParam lists the search parameters its _typeFilter queries may use.",
+		"resource":      resources,
+		"operation":     op(opExport),
+	}
+	if !full {
+		rest["documentation"] = "Authenticate with SMART Backend Services (see security) to read the full CapabilityStatement."
+	}
+	if h.authOn() {
+		rest["security"] = h.security(base)
+	}
 	cs := map[string]any{
 		"resourceType":   "CapabilityStatement",
 		"status":         "active",
@@ -67,12 +86,7 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string) ([]byte,
 		"implementation": map[string]any{"description": "bulkfhir FHIR Bulk Data export server", "url": base},
 		"fhirVersion":    "4.0.1",
 		"format":         []string{"json"},
-		"rest": []map[string]any{{
-			"mode":          "server",
-			"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size. Each resource's searchParam lists the search parameters its _typeFilter queries may use.",
-			"resource":      resources,
-			"operation":     op(opExport),
-		}},
+		"rest":           []map[string]any{rest},
 	}
 	return json.Marshal(cs)
 }
@@ -109,7 +123,12 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET")
 		return
 	}
-	body, err := h.capabilityStatement(r.Context(), h.baseURL(r))
+	full := true
+	if h.authOn() {
+		_, err := h.cfg.Auth.Authenticate(r)
+		full = err == nil
+	}
+	body, err := h.capabilityStatement(r.Context(), h.baseURL(r), full)
 	if err != nil {
 		h.internalError(w, r, "metadata", err)
 		return
@@ -135,4 +154,30 @@ func searchsetBundle(base, t string, resources [][]byte) []byte {
 		"entry":        entries,
 	})
 	return b
+}
+
+// security is rest.security: SMART on FHIR with the oauth-uris extension
+// naming the token endpoint, when there is one (the STU1 discovery that
+// BDT still checks: "Includes the token endpoint in the CapabilityStatement").
+func (h *Handler) security(base string) map[string]any {
+	sec := map[string]any{
+		"cors": false,
+		"service": []map[string]any{{
+			"coding": []map[string]any{{
+				"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+				"code":   "SMART-on-FHIR",
+			}},
+			"text": "OAuth2 using SMART Backend Services (client_credentials, private_key_jwt)",
+		}},
+	}
+	if u := h.tokenURL(base); u != "" {
+		sec["extension"] = []map[string]any{{
+			"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+			"extension": []map[string]any{{
+				"url":      "token",
+				"valueUri": u,
+			}},
+		}}
+	}
+	return sec
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 // StatusPath is the path under the FHIR base where job status lives.
@@ -48,6 +49,13 @@ type Config struct {
 	BaseURL string
 	// Auth authenticates clients; nil means Anonymous.
 	Auth Authenticator
+	// AuthServer, when set, serves the token endpoint and the SMART
+	// discovery document under the base (smartauth.Server).
+	AuthServer http.Handler
+	// TokenURL is the token endpoint the CapabilityStatement advertises
+	// when authentication is on: an absolute URL, or a path under the base
+	// (smartauth.TokenPath); empty advertises none.
+	TokenURL string
 	// Files serves download links; nil when links point elsewhere (S3).
 	Files FileServer
 	// Version is reported in the CapabilityStatement.
@@ -148,6 +156,8 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case path == "/metadata":
 		h.metadata(w, r)
+	case h.cfg.AuthServer != nil && (path == smartauth.DiscoveryPath || path == smartauth.TokenPath):
+		h.cfg.AuthServer.ServeHTTP(w, r)
 	case path == "/$export":
 		h.kickoff(w, r, bulkdata.LevelSystem, "")
 	case path == "/Patient/$export":
@@ -170,7 +180,9 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 			writeError(w, qerr)
 			return
 		}
-		h.cfg.Files.ServeFile(w, r, strings.TrimPrefix(path, LinkPrefix), q)
+		if key := strings.TrimPrefix(path, LinkPrefix); h.authorizeFile(w, r, key) {
+			h.cfg.Files.ServeFile(w, r, key, q)
+		}
 	case path == "/Group" && h.groups != nil:
 		h.searchGroups(w, r)
 	case len(parts) == 2 && parts[0] == "Group" && h.groups != nil:
@@ -216,17 +228,21 @@ func (h *Handler) baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host + h.cfg.BasePath
 }
 
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
-	owner, err := h.cfg.Auth.Authenticate(r)
-	if err == nil && !export.ValidOwner(owner) {
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (Caller, bool) {
+	caller, err := h.cfg.Auth.Authenticate(r)
+	if err == nil && !export.ValidOwner(caller.Client) {
 		err = errors.New("the credentials name a client id this server cannot use (1-256 printable characters)")
 	}
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="bulkfhir"`)
+		challenge := `Bearer realm="bulkfhir"`
+		if !errors.Is(err, errNoToken) {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 		writeOutcome(w, http.StatusUnauthorized, fhir.CodeLogin, err.Error())
-		return "", false
+		return Caller{}, false
 	}
-	return owner, true
+	return caller, true
 }
 
 func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata.Level, groupID string) {
@@ -234,10 +250,11 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 		methodNotAllowed(w, "GET, POST")
 		return
 	}
-	owner, ok := h.authenticate(w, r)
+	caller, ok := h.authenticate(w, r)
 	if !ok {
 		return
 	}
+	owner := caller.Client
 	prefs, perr := bulkdata.CheckKickoffHeaders(r.Header)
 	if perr != nil {
 		writeError(w, perr)
@@ -261,6 +278,9 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 		Method: r.Method, Level: level, GroupID: groupID, RawQuery: r.URL.RawQuery,
 		ContentType: r.Header.Get("Content-Type"), Body: body, Prefer: prefs, Now: time.Now(),
 	})
+	if perr == nil {
+		perr = authorizeTypes(caller, req)
+	}
 	if perr != nil {
 		writeError(w, perr)
 		return
@@ -296,10 +316,11 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 		methodNotAllowed(w, "GET, DELETE")
 		return
 	}
-	owner, ok := h.authenticate(w, r)
+	caller, ok := h.authenticate(w, r)
 	if !ok {
 		return
 	}
+	owner := caller.Client
 	ctx := export.WithBaseURL(r.Context(), h.baseURL(r))
 	if r.Method == http.MethodDelete {
 		if err := h.svc.Cancel(ctx, owner, id); err != nil {
@@ -316,6 +337,10 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	job := rep.Job
+	if !coversJob(caller, job) {
+		writeOutcome(w, http.StatusForbidden, fhir.CodeForbidden, "the access token's scopes do not cover every type of this export")
+		return
+	}
 	separate := job.Request.SeparateExportStatus
 	hd := w.Header()
 	switch job.Status {
@@ -364,7 +389,10 @@ func (h *Handler) readGroup(w http.ResponseWriter, r *http.Request, id string) {
 		methodNotAllowed(w, "GET")
 		return
 	}
-	if _, ok := h.authenticate(w, r); !ok {
+	if c, ok := h.authenticate(w, r); !ok || !c.Allows("Group") {
+		if ok {
+			writeOutcome(w, http.StatusForbidden, fhir.CodeForbidden, "the access token's scopes do not cover Group")
+		}
 		return
 	}
 	raw, err := h.groups.ReadResource(r.Context(), "Group", id)
@@ -384,7 +412,10 @@ func (h *Handler) searchGroups(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET")
 		return
 	}
-	if _, ok := h.authenticate(w, r); !ok {
+	if c, ok := h.authenticate(w, r); !ok || !c.Allows("Group") {
+		if ok {
+			writeOutcome(w, http.StatusForbidden, fhir.CodeForbidden, "the access token's scopes do not cover Group")
+		}
 		return
 	}
 	q, qerr := bulkdata.QueryValues(r.URL.RawQuery)

@@ -81,17 +81,24 @@ func TestDamagedFileIsRefusedThenRepaired(t *testing.T) {
 			}
 			defer f.Close()
 			st, _ := f.Stat()
-			// Find a leaf page of jobs (the 500-byte request URLs) and
-			// overwrite its header.
+			// Overwrite the header of a leaf page of jobs (the 500-byte
+			// request URLs). A page holding the marker may be a free page
+			// (an old copy), so tear them one at a time until the store
+			// notices: then exactly one reachable page is torn.
 			buf := make([]byte, 4096)
 			for off := int64(2 * 4096); off < st.Size(); off += 4096 {
 				f.ReadAt(buf, off)
-				if strings.Contains(string(buf), strings.Repeat("x", 500)) {
-					f.WriteAt([]byte(strings.Repeat("\xff", 16)), off)
+				if !strings.Contains(string(buf), strings.Repeat("x", 500)) {
+					continue
+				}
+				f.WriteAt([]byte(strings.Repeat("\xff", 16)), off)
+				s, err := boltstore.Open(path)
+				if err != nil {
 					return
 				}
+				s.Close()
 			}
-			t.Fatal("no leaf page found")
+			t.Fatal("no reachable leaf page found")
 		}},
 		{"not a database", func(t *testing.T, path string) {
 			os.WriteFile(path, []byte(strings.Repeat("not bolt ", 2000)), 0o600)

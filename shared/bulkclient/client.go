@@ -50,6 +50,8 @@ type Options struct {
 	// asked. The CLI turns it on whenever TypeFilters are given.
 	StrictFilters bool
 	Token         string
+	// Tokens, when set, logs in (SMART Backend Services) instead of Token.
+	Tokens TokenSource
 	// OutDir is the local output folder, used when Sink is nil.
 	OutDir string
 	Sink   Sink
@@ -539,7 +541,15 @@ func (c *Client) Cancel(ctx context.Context, statusURL string) (string, error) {
 // (withToken is false for downloads whose manifest says they need none, and
 // for other origins) and sends the request.
 func (c *Client) do(req *http.Request, withToken bool) (*http.Response, error) {
-	if withToken && c.opts.Token != "" {
+	switch {
+	case withToken && c.opts.Tokens != nil:
+		tok, err := c.opts.Tokens.Token(req.Context())
+		if err != nil {
+			c.rep.Logf("login: %v", err) // the server answers 401, which the caller reports
+			break
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	case withToken && c.opts.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
 	resp, err := c.http.Do(req)
@@ -692,7 +702,7 @@ func outcomeIssues(b []byte) []Issue {
 
 // poll waits for the export to finish and returns the manifest.
 func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest, error) {
-	misses := 0
+	misses, renewed := 0, false
 	// The kick-off reply carries no Retry-After; a first look soon after it
 	// finishes small exports without a full polling interval.
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
@@ -715,6 +725,9 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 			if err := sleep(ctx, backoff(misses, c.opts.MaxWait)); err != nil {
 				return nil, nil, err
 			}
+			continue
+		}
+		if c.renewAfter401(resp, req, &renewed) {
 			continue
 		}
 		switch {
@@ -774,6 +787,7 @@ func transientStatus(code int) bool {
 // send performs a request with retries on 429, transient 5xx and network
 // errors. newReq is called per attempt.
 func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error), withToken bool) (*http.Response, error) {
+	renewed := false
 	for attempt := 1; ; attempt++ {
 		req, err := newReq()
 		if err != nil {
@@ -793,6 +807,9 @@ func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error),
 			if err := sleep(ctx, backoff(attempt, c.opts.MaxWait)); err != nil {
 				return nil, err
 			}
+			continue
+		}
+		if c.renewAfter401(resp, req, &renewed) {
 			continue
 		}
 		if transientStatus(resp.StatusCode) && attempt <= c.opts.MaxRetries {

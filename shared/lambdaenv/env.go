@@ -74,6 +74,8 @@ type Config struct {
 	MaxLiveJobs                                           int
 	// StatusOnly is set for RoleStatus: no source, the status route only.
 	StatusOnly bool
+	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
+	Auth, TokenSecretARN, TokenURL string
 }
 
 // Export is the core configuration this Config implies.
@@ -144,6 +146,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	}
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(EnvStateMachine)
+		loadAuth(getenv, &c, &problems)
 	}
 	c.StatusOnly = role == RoleStatus
 	sources := 0

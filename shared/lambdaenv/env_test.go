@@ -85,7 +85,7 @@ func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
 // source (and ignores one), builds no source client, and answers only the
 // status route.
 func TestStatusFunctionReadsNoSource(t *testing.T) {
-	env := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x"}
+	env := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x", EnvAuth: AuthNone}
 	cfg, err := Load(func(k string) string { return env[k] }, RoleStatus)
 	if err != nil || !cfg.StatusOnly {
 		t.Fatalf("load = %+v, %v", cfg, err)
@@ -111,5 +111,43 @@ func TestStatusFunctionReadsNoSource(t *testing.T) {
 		if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "status route only") {
 			t.Errorf("%s: %d %s", path, rec.Code, rec.Body)
 		}
+	}
+}
+
+func TestLoadAuth(t *testing.T) {
+	base := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:sm", EnvSourceDir: "/data"}
+	for _, tc := range []struct {
+		name, auth, secret, want string // want "" = a configuration error
+	}{
+		{"default is bulkfhir's tokens", "", "arn:secret", AuthBulkfhir},
+		{"default without the key", "", "", ""},
+		{"gateway", AuthGateway, "", AuthGateway},
+		{"none", AuthNone, "", AuthNone},
+		{"unknown", "basic", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{EnvAuth: tc.auth, EnvTokenSecretARN: tc.secret}
+			for k, v := range base {
+				env[k] = v
+			}
+			c, err := Load(func(k string) string { return env[k] }, RoleAPI)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("accepted: %+v", c)
+				}
+				return
+			}
+			if err != nil || c.Auth != tc.want {
+				t.Fatalf("Auth = %q, %v; want %s", c.Auth, err, tc.want)
+			}
+			wantURL := map[string]string{AuthBulkfhir: "/auth/token", AuthGateway: "", AuthNone: ""}[tc.want]
+			if got := tokenURL(c); got != wantURL {
+				t.Errorf("advertised token URL %q, want %q", got, wantURL)
+			}
+		})
+	}
+	// Task functions need no authorization settings.
+	if _, err := Load(func(k string) string { return base[k] }, RoleTask); err != nil {
+		t.Errorf("task config: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 // Deps are the adapters a function runs on.
@@ -30,6 +31,8 @@ type Deps struct {
 	Files  *s3store.Store
 	Source export.Source
 	Steps  *export.Steps
+	// Keys verify bulkfhir's access tokens (API functions, Auth bulkfhir).
+	Keys *smartauth.Keys
 }
 
 // Build creates the clients and adapters from cfg. awsCfg comes from
@@ -63,6 +66,13 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		d.Source = src
 	}
 	d.Steps = export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log)
+	if cfg.Auth == AuthBulkfhir {
+		keys, err := TokenKeys(context.Background(), awsCfg, cfg.TokenSecretARN)
+		if err != nil {
+			return nil, err
+		}
+		d.Keys = keys
+	}
 	return d, nil
 }
 
@@ -104,7 +114,8 @@ func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Han
 	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
 	h := api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
-		Auth:      GatewayAuth{},
+		Auth:      d.authenticator(cfg),
+		TokenURL:  tokenURL(cfg),
 		RequestID: RequestID,
 		Log:       log,
 	})
@@ -124,22 +135,25 @@ func RequestID(r *http.Request) string {
 	return rc.RequestID
 }
 
-// GatewayAuth takes the caller from API Gateway's JWT authorizer: the
-// client_id claim (SMART Backend Services), else sub. Without an authorizer
+// GatewayAuth takes the caller from API Gateway's JWT authorizer (an
+// outside issuer): the client_id claim (SMART Backend Services), else sub,
+// and the scope claim, enforced as for bulkfhir's own tokens (a token with
+// no usable system read scope may read nothing). Without an authorizer
 // every caller is the anonymous client, as in the embedded server.
 type GatewayAuth struct{}
 
 // Authenticate implements api.Authenticator.
-func (GatewayAuth) Authenticate(r *http.Request) (string, error) {
+func (GatewayAuth) Authenticate(r *http.Request) (api.Caller, error) {
 	rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context())
 	if !ok || rc.Authorizer == nil || rc.Authorizer.JWT == nil {
-		return api.AnonymousClient, nil
+		return api.Caller{Client: api.AnonymousClient}, nil
 	}
 	claims := rc.Authorizer.JWT.Claims
+	scopes := smartauth.ReadScopes(claims["scope"])
 	for _, k := range []string{"client_id", "sub"} {
 		if v := claims[k]; v != "" {
-			return v, nil
+			return api.Caller{Client: v, Scopes: scopes}, nil
 		}
 	}
-	return "", fmt.Errorf("the token names no client")
+	return api.Caller{}, fmt.Errorf("the token names no client")
 }
