@@ -124,6 +124,7 @@ searchparams: ## regenerate shared/searchparam/params_gen.go from the R4 definit
 
 fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseQuery -fuzztime 30s
+	$(GO) test ./shared/dirstore -run '^$$' -fuzz FuzzDownload -fuzztime 30s
 	$(GO) test ./shared/bulkdata -run '^$$' -fuzz FuzzParseParameters -fuzztime 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s

@@ -150,6 +150,51 @@ func checkTask(t *testing.T, name string, raw []byte) {
 	}
 }
 
+// TestCraftedEvents: API Gateway events no real client sends are answered
+// by the kickoff/status handler with a 4xx OperationOutcome, never a
+// function error (issue 18).
+func TestCraftedEvents(t *testing.T) {
+	cl := need(t)
+	base, err := os.ReadFile(filepath.Join(cl.root, "events", "kickoff-system-get.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		edit   func(ev *events.APIGatewayV2HTTPRequest)
+		status int
+		want   string
+	}{
+		{"bad escape in path", func(ev *events.APIGatewayV2HTTPRequest) { ev.RawPath = "/fhir/%zz/$export" }, 400, "could not be read"},
+		{"bad base64 body", func(ev *events.APIGatewayV2HTTPRequest) {
+			ev.RequestContext.HTTP.Method, ev.Body, ev.IsBase64Encoded = "POST", "***", true
+		}, 400, "base64"},
+		{"semicolon in query", func(ev *events.APIGatewayV2HTTPRequest) { ev.RawQueryString = "_type=Patient;" }, 400, "';'"},
+		{"too many parameters", func(ev *events.APIGatewayV2HTTPRequest) { ev.RawQueryString = strings.Repeat("_pretty=1&", 101) }, 400, "more than 100"},
+		{"3000-character job id", func(ev *events.APIGatewayV2HTTPRequest) {
+			ev.RawPath = "/fhir/bulkstatus/" + strings.Repeat("a", 3000)
+			ev.RequestContext.HTTP.Path = ev.RawPath
+		}, 404, "no such export"},
+		{"group dot dot", func(ev *events.APIGatewayV2HTTPRequest) { ev.RawPath = "/fhir/Group/../$export" }, 400, "not a FHIR id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev events.APIGatewayV2HTTPRequest
+			if err := json.Unmarshal(base, &ev); err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(&ev)
+			resp, err := gatewayCall(context.Background(), cl.api.APIHandler(), ev)
+			if err != nil {
+				t.Fatalf("function error %v, want a response", err)
+			}
+			if resp.StatusCode != tc.status || !strings.Contains(resp.Body, `"OperationOutcome"`) || !strings.Contains(resp.Body, tc.want) {
+				t.Errorf("got %d %s; want %d and an OperationOutcome mentioning %q", resp.StatusCode, resp.Body, tc.status, tc.want)
+			}
+		})
+	}
+}
+
 // checkAuthEvent runs a token or authorizer event through the handler the
 // token and authorizer functions start, with a key of the test's own.
 func checkAuthEvent(t *testing.T, name string, raw []byte) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigateway"
@@ -186,7 +187,18 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		{"finalize", 256, awscdk.Duration_Minutes(jsii.Number(1))},
 		{"fail", 256, awscdk.Duration_Minutes(jsii.Number(1))},
 	} {
-		s.newFunction(f, props, env)
+		fenv := env
+		if f.name == "status" {
+			// The status function reads no source (lambdaenv.RoleStatus):
+			// it gets no source settings, and its role no source read.
+			fenv = map[string]*string{}
+			for k, v := range env {
+				if !strings.HasPrefix(k, "BULKFHIR_SOURCE_") {
+					fenv[k] = v
+				}
+			}
+		}
+		s.newFunction(f, props, fenv)
 	}
 
 	// The state machine: the committed ASL file (the one the tests run), with
@@ -301,7 +313,7 @@ func (s *Stack) allow(fn string, actions []string, resources ...*string) {
 func join(parts ...*string) *string { return awscdk.Fn_Join(jsii.String(""), &parts) }
 
 // sourceReaders are the functions that read the source.
-var sourceReaders = []string{"kickoff", "status", "plan", "export"}
+var sourceReaders = []string{"kickoff", "plan", "export"}
 
 // vpc places the source readers in the given subnets and security groups,
 // with the network-interface permissions Lambda needs there.
@@ -336,7 +348,6 @@ func (s *Stack) readUpstream(fn string, props StackProps) {
 // its resources.
 func (s *Stack) grant(props StackProps) {
 	table := s.Table.TableArn()
-	index := join(table, jsii.String("/index/"+ownerIndex))
 	exports := join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"*"))
 	executions := join(jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":states:"), awscdk.Aws_REGION(), jsii.String(":"),
 		awscdk.Aws_ACCOUNT_ID(), jsii.String(":execution:"), s.StateMachine.StateMachineName(), jsii.String(":*"))
@@ -357,20 +368,19 @@ func (s *Stack) grant(props StackProps) {
 		listPrefix(fn, s.Source.BucketArn(), props.SourcePrefix)
 	}
 
-	// kickoff: create the job, count live jobs, start the execution; the
-	// metadata and Group routes read the source.
-	s.allow("kickoff", []string{"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"}, table)
-	s.allow("kickoff", []string{"dynamodb:Query"}, index)
+	// kickoff: create the job together with a live-job slot
+	// (TransactWriteItems of two Puts), read the owner's slots and their
+	// jobs, start the execution; the metadata and Group routes read the
+	// source.
+	s.allow("kickoff", []string{"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
 	s.allow("kickoff", []string{"states:StartExecution"}, s.StateMachine.StateMachineArn())
 	readSource("kickoff")
 	// status: read the job and its files, presign, cancel (transition, stop
-	// the execution, delete the objects); the shared handler also serves
-	// metadata and Group reads, which read the source.
+	// the execution, delete the objects). It reads no source.
 	s.allow("status", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
 	s.allow("status", []string{"s3:GetObject", "s3:DeleteObject"}, exports)
 	listPrefix("status", s.Bucket.BucketArn(), exportPrefix)
 	s.allow("status", []string{"states:StopExecution"}, executions)
-	readSource("status")
 	// plan: read the request, start the job, record the lenient warnings.
 	s.allow("plan", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}, table)
 	s.allow("plan", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, exports)
@@ -385,8 +395,11 @@ func (s *Stack) grant(props StackProps) {
 	readSource("export")
 	// finalize: read the job and its files, complete it.
 	s.allow("finalize", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
-	// fail: mark the job failed.
+	// fail: mark the job failed; if that cannot be recorded, delete the
+	// job's objects and try again (export.Steps.Fail).
 	s.allow("fail", []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, table)
+	s.allow("fail", []string{"s3:DeleteObject"}, exports)
+	listPrefix("fail", s.Bucket.BucketArn(), exportPrefix)
 
 	// With a customer-managed key, every function reads or writes the table
 	// or the bucket through it: exactly these actions, on that key.

@@ -141,10 +141,41 @@ func TestPatientExport(t *testing.T) {
 	}
 	sameSet(t, got, want)
 
-	// Unknown patient and non-member patient: 400.
+	// Unknown and non-member patients (issue 14, issue 18): accepted; the
+	// known patient is exported, each unknown one is a not-found issue in
+	// error, and a request naming only unknown patients exports nothing.
+	mixed := `{"resourceType":"Parameters","parameter":[{"name":"patient","valueReference":{"reference":"Patient/` + one + `"}},` +
+		`{"name":"patient","valueReference":{"reference":"Patient/nobody"}},{"name":"_type","valueString":"Patient,Observation,Encounter"}]}`
+	m = waitManifest(t, kickoff(t, http.MethodPost, s.base+"/Patient/$export", kickHeaders(), mixed), nil)
+	sameSet(t, download(t, m), want)
+	requireNotFound(t, m, "Patient/nobody")
 	bad := `{"resourceType":"Parameters","parameter":[{"name":"patient","valueReference":{"reference":"Patient/nobody"}}]}`
-	requireOutcome(t, do(t, http.MethodPost, s.base+"/Patient/$export", kickHeaders("Content-Type", "application/fhir+json"), bad), 400, "nobody")
-	requireOutcome(t, do(t, http.MethodPost, s.base+"/Group/small-cohort/$export", kickHeaders("Content-Type", "application/fhir+json"), bad), 400, "not a member")
+	for _, lenient := range []string{"respond-async", "respond-async, handling=lenient"} {
+		for _, url := range []string{s.base + "/Patient/$export", s.base + "/Group/small-cohort/$export"} {
+			h := kickHeaders()
+			h.Set("Prefer", lenient)
+			m = waitManifest(t, kickoff(t, http.MethodPost, url, h, bad), nil)
+			if len(m.Output) != 0 {
+				t.Errorf("%s with only an unknown patient (%s) exported %+v, want nothing", url, lenient, m.Output)
+			}
+			requireNotFound(t, m, "Patient/nobody")
+		}
+	}
+}
+
+// requireNotFound asserts the manifest's error files hold a not-found
+// OperationOutcome mentioning want.
+func requireNotFound(t *testing.T, m manifest, want string) {
+	t.Helper()
+	for _, e := range m.Error {
+		r := do(t, http.MethodGet, e.URL, nil, "")
+		for _, line := range strings.Split(strings.TrimSpace(string(r.body)), "\n") {
+			if strings.Contains(line, want) && strings.Contains(line, `"not-found"`) {
+				return
+			}
+		}
+	}
+	t.Errorf("no not-found OperationOutcome for %s in the error files %+v", want, m.Error)
 }
 
 func TestKickoffRejections(t *testing.T) {
@@ -210,9 +241,10 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 			}
 		})
 	}
-	// K-06/K-07: Prefer as a list, lenient handling reports ignored
-	// parameters in error files.
-	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient&_foo=bar&_typeFilter=Patient%3Fgender%3Ain%3Dx",
+	// K-06/K-07: Prefer as a list, lenient handling reports the
+	// parameters it dropped in error files; it drops only what cannot
+	// widen the export.
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient,NotAType&organizeOutputBy=Patient",
 		http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async, handling=lenient"}}, "")
 	m := waitManifest(t, loc, nil)
 	if len(m.Output) != 1 || m.Output[0].Type != "Patient" {
@@ -223,7 +255,7 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 	}
 	r := do(t, http.MethodGet, m.Error[0].URL, nil, "")
 	lines := strings.Split(strings.TrimSpace(string(r.body)), "\n")
-	if len(lines) != 2 || !strings.Contains(string(r.body), "_foo") || !strings.Contains(string(r.body), "_typeFilter") {
+	if len(lines) != 2 || !strings.Contains(string(r.body), "NotAType") || !strings.Contains(string(r.body), "organizeOutputBy") {
 		t.Errorf("error file = %s", r.body)
 	}
 	for _, l := range lines {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,8 +20,10 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/boltstore"
 	"github.com/bulkfhir/bulkfhir/shared/dirstore"
+	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
+	"github.com/bulkfhir/bulkfhir/shared/httplimit"
 	"github.com/bulkfhir/bulkfhir/shared/localrunner"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 )
@@ -37,6 +40,9 @@ type serveConfig struct {
 	maxFileBytes                       int64
 	chunkBudget                        time.Duration
 	maxJobs, unitWorkers, maxLive      int
+	limits                             httplimit.Limits
+	repair                             bool
+	reserveBytes, quotaBytes           int64
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
@@ -65,6 +71,15 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
+	fs.Int64Var(&c.reserveBytes, "reserve-bytes", 64<<20, "refuse new exports (503) while less than this is free in --state; writes stop at half of it, so failures and cancels can always be recorded")
+	fs.Int64Var(&c.quotaBytes, "quota-bytes", 0, "export bytes one client may have stored before new kick-offs get 429 (0: no quota)")
+	fs.BoolVar(&c.repair, "repair", false, "if STATE/jobs.db is damaged, move it aside and keep the job records that can still be read, then serve")
+	fs.DurationVar(&c.limits.ReadTimeout, "read-timeout", httplimit.DefaultReadTimeout, "longest time to read a request, body included")
+	fs.DurationVar(&c.limits.WriteTimeout, "write-timeout", httplimit.DefaultWriteTimeout, "longest time to write an API response (downloads: see --download-idle-timeout)")
+	fs.DurationVar(&c.limits.DownloadIdle, "download-idle-timeout", httplimit.DefaultDownloadIdle, "a download fails when the client takes no bytes for this long")
+	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", httplimit.DefaultIdleTimeout, "close keep-alive connections idle this long")
+	fs.IntVar(&c.limits.MaxHeaderBytes, "max-header-bytes", httplimit.DefaultMaxHeaderBytes, "largest request line and headers")
+	fs.IntVar(&c.limits.MaxConns, "max-connections", httplimit.DefaultMaxConns, "connections served at once (more wait in the listen backlog)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -97,7 +112,17 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := os.MkdirAll(c.state, 0o700); err != nil {
 		return fmt.Errorf("serve: state dir: %w", err)
 	}
-	jobs, err := boltstore.Open(filepath.Join(c.state, "jobs.db"))
+	dbPath := filepath.Join(c.state, "jobs.db")
+	if c.repair {
+		rep, err := boltstore.Repair(dbPath)
+		if err != nil {
+			return fmt.Errorf("serve: --repair: %w", err)
+		}
+		if rep.MovedTo != "" {
+			log.Warn("job store repaired", "damaged", rep.MovedTo, "kept", rep.Kept, "lost", rep.Lost)
+		}
+	}
+	jobs, err := boltstore.Open(dbPath)
 	if err != nil {
 		return err
 	}
@@ -106,6 +131,10 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := cleanUpState(ctx, jobs, files, log); err != nil {
+		return err
+	}
+	files.SetMinFree(c.reserveBytes / 2)
 	authz, err := c.authorization(ctx, log)
 	if err != nil {
 		return err
@@ -117,6 +146,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	steps := export.NewSteps(jobs, files, source, cfg, log)
 	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
 	svc := export.NewService(jobs, files, runner, source, cfg, log)
+	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
+		return storedBytes(ctx, jobs, files, owner)
+	}})
 	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Version: version, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
@@ -140,7 +172,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	ln = c.limits.Listener(ln)
+	srv := c.limits.Server(handler, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
 	log.Info("listening", "addr", ln.Addr().String(), "base", "/fhir")
 	// STATE/addr holds the bound address (useful with --addr 127.0.0.1:0).
 	addrFile := filepath.Join(c.state, "addr")
@@ -163,6 +196,71 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	if err := runner.Shutdown(sctx); err != nil {
 		log.Warn("runner shutdown", "err", err)
+	}
+	return nil
+}
+
+// cleanUpState removes what a crash leaves behind, at start-up (this
+// process holds the job store's lock, so no other server writes here):
+// temporary files of writes that never committed, and files of jobs the
+// store does not know (a crash between removing a job and its files). Job
+// records that cannot be decoded are reported and left out.
+func cleanUpState(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, log *slog.Logger) error {
+	n, err := files.RemoveTemp()
+	if err != nil {
+		return fmt.Errorf("serve: remove temporary files: %w", err)
+	}
+	if n > 0 {
+		log.Info("removed temporary files of an earlier run", "files", n)
+	}
+	if err := sweepOrphans(ctx, jobs, files, log); err != nil {
+		return err
+	}
+	for _, id := range jobs.Skipped() {
+		log.Warn("job store: a job record cannot be read and is skipped", "job", id)
+	}
+	return nil
+}
+
+// storedBytes is the size of the export files a client has stored.
+func storedBytes(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, owner string) (int64, error) {
+	ids, err := files.JobIDs()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, id := range ids {
+		if j, err := jobs.Get(ctx, id); err != nil || j.Owner != owner {
+			continue
+		}
+		n, err := files.JobBytes(id)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// sweepOrphans deletes the files of jobs the store does not know.
+func sweepOrphans(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, log *slog.Logger) error {
+	ids, err := files.JobIDs()
+	if err != nil {
+		return fmt.Errorf("serve: list job files: %w", err)
+	}
+	skipped := map[string]bool{}
+	for _, id := range jobs.Skipped() {
+		skipped[id] = true // unreadable, not absent: keep its files
+	}
+	for _, id := range ids {
+		if _, err := jobs.Get(ctx, id); !errors.Is(err, export.ErrJobNotFound) || skipped[id] {
+			continue
+		}
+		if err := files.DeleteJob(ctx, id); err != nil {
+			log.Warn("delete files without a job", "job", id, "err", err)
+			continue
+		}
+		log.Info("deleted files without a job", "job", id)
 	}
 	return nil
 }
@@ -206,6 +304,15 @@ func writeFileAtomic(path string, b []byte) error {
 // FHIR server.
 func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Source, error) {
 	if c.data != "" {
+		// FIFOs, unreadable files and broken links are skipped by the
+		// source; say so once, at start-up.
+		problems, err := ndjsonsource.Dir(c.data).Problems()
+		if err != nil {
+			return nil, fmt.Errorf("serve: --data: %w", err)
+		}
+		for _, p := range problems {
+			log.Warn("data: skipping an entry", "entry", p)
+		}
 		return ndjsonsource.New(c.data, 0)
 	}
 	st := c.upstream

@@ -10,6 +10,6 @@ import (
 )
 
 func main() {
-	env := lambdaenv.MustSetup(lambdaenv.RoleAPI)
+	env := lambdaenv.MustSetup(lambdaenv.RoleStatus)
 	lambda.Start(env.APIHandler())
 }

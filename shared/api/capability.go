@@ -32,7 +32,7 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string, full boo
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var err error
-		if types, err = h.svc.Source().Types(tctx); err != nil {
+		if types, err = h.types.get(tctx, h.svc.Source()); err != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}

@@ -74,6 +74,7 @@ type Handler struct {
 	groups  GroupReader
 	started time.Time
 	log     *slog.Logger
+	types   typeCache
 }
 
 // New returns the handler for svc.
@@ -92,7 +93,7 @@ func New(svc *export.Service, cfg Config) *Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	h := &Handler{svc: svc, cfg: cfg, started: time.Now().UTC(), log: cfg.Log}
+	h := &Handler{svc: svc, cfg: cfg, started: time.Now().UTC(), log: cfg.Log, types: typeCache{now: time.Now}}
 	h.groups, _ = svc.Source().(GroupReader)
 	return h
 }
@@ -117,6 +118,9 @@ func (s *statusRecorder) WriteHeader(code int) {
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
@@ -159,6 +163,10 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 	case path == "/Patient/$export":
 		h.kickoff(w, r, bulkdata.LevelPatient, "")
 	case len(parts) == 3 && parts[0] == "Group" && parts[2] == "$export":
+		if !fhir.IsID(parts[1]) {
+			badGroupID(w, parts[1])
+			return
+		}
 		h.kickoff(w, r, bulkdata.LevelGroup, parts[1])
 	case strings.HasPrefix(path+"/", StatusPath) && len(parts) == 2:
 		h.status(w, r, parts[1])
@@ -167,16 +175,38 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 			methodNotAllowed(w, "GET, HEAD")
 			return
 		}
+		q, qerr := bulkdata.QueryValues(r.URL.RawQuery)
+		if qerr != nil {
+			writeError(w, qerr)
+			return
+		}
 		if key := strings.TrimPrefix(path, LinkPrefix); h.authorizeFile(w, r, key) {
-			h.cfg.Files.ServeFile(w, r, key, r.URL.Query())
+			h.cfg.Files.ServeFile(w, r, key, q)
 		}
 	case path == "/Group" && h.groups != nil:
 		h.searchGroups(w, r)
 	case len(parts) == 2 && parts[0] == "Group" && h.groups != nil:
+		if !fhir.IsID(parts[1]) {
+			badGroupID(w, parts[1])
+			return
+		}
 		h.readGroup(w, r, parts[1])
 	default:
 		writeOutcome(w, http.StatusNotFound, fhir.CodeNotSupported, "not found: "+r.URL.Path+" is not an endpoint of this server")
 	}
+}
+
+func badGroupID(w http.ResponseWriter, id string) {
+	writeOutcome(w, http.StatusBadRequest, fhir.CodeValue,
+		fmt.Sprintf("Group/%q: not a FHIR id (1-64 of A-Z, a-z, 0-9, '-', '.')", clipText(id)))
+}
+
+// clipText shortens untrusted text quoted in a diagnostic.
+func clipText(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // LinkPrefix is the path (under the base) of embedded file downloads; the
@@ -193,6 +223,9 @@ func (h *Handler) baseURL(r *http.Request) string {
 
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (Caller, bool) {
 	caller, err := h.cfg.Auth.Authenticate(r)
+	if err == nil && !export.ValidOwner(caller.Client) {
+		err = errors.New("the credentials name a client id this server cannot use (1-256 printable characters)")
+	}
 	if err != nil {
 		challenge := `Bearer realm="bulkfhir"`
 		if !errors.Is(err, errNoToken) {
@@ -235,7 +268,7 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 		}
 	}
 	req, perr := bulkdata.Parse(bulkdata.Kickoff{
-		Method: r.Method, Level: level, GroupID: groupID, Query: r.URL.Query(),
+		Method: r.Method, Level: level, GroupID: groupID, RawQuery: r.URL.RawQuery,
 		ContentType: r.Header.Get("Content-Type"), Body: body, Prefer: prefs, Now: time.Now(),
 	})
 	if perr == nil {
@@ -378,12 +411,20 @@ func (h *Handler) searchGroups(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	q := r.URL.Query()
-	for name := range q {
+	q, qerr := bulkdata.QueryValues(r.URL.RawQuery)
+	if qerr != nil {
+		writeError(w, qerr)
+		return
+	}
+	for name, vs := range q {
 		switch name {
 		case "identifier", "name", "_format", "_pretty":
+			if len(vs) > 1 {
+				writeOutcome(w, http.StatusBadRequest, fhir.CodeInvalid, name+": may be given only once")
+				return
+			}
 		default:
-			writeOutcome(w, http.StatusBadRequest, fhir.CodeNotSupported, name+": not a supported Group search parameter (use identifier or name)")
+			writeOutcome(w, http.StatusBadRequest, fhir.CodeNotSupported, clipText(name)+": not a supported Group search parameter (use identifier or name)")
 			return
 		}
 	}

@@ -42,11 +42,7 @@ type exportRun struct {
 // Plan, every unit's chunks one after the other (one core), and Finalize.
 func runExport(ctx context.Context, jobs export.JobStore, files export.FileStore, src export.Source, cfg export.Config,
 	level bulkdata.Level, group, query string) (*exportRun, error) {
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		return nil, err
-	}
-	req, perr := bulkdata.Parse(bulkdata.Kickoff{Method: "GET", Level: level, GroupID: group, Query: q, Now: time.Now()})
+	req, perr := bulkdata.Parse(bulkdata.Kickoff{Method: "GET", Level: level, GroupID: group, RawQuery: query, Now: time.Now()})
 	if perr != nil {
 		return nil, fmt.Errorf("kick-off %s: %s", query, perr.Outcome.JSON())
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,13 +35,24 @@ var (
 type Store struct {
 	db  *bolt.DB
 	now func() time.Time
+	// skipped are the keys of job records that could not be decoded;
+	// they are left out (see Skipped).
+	skipMu  sync.Mutex
+	skipped map[string]bool
 }
 
-var _ export.JobStore = (*Store)(nil)
+var (
+	_ export.JobStore      = (*Store)(nil)
+	_ export.CappedCreator = (*Store)(nil)
+)
 
 // Open opens (or creates) the store at path. It fails after a second if
-// another process holds the file.
+// another process holds the file, and with an *ErrDamaged if the file is
+// not a sound bbolt database (see Repair).
 func Open(path string) (*Store, error) {
+	if err := preflight(path); err != nil {
+		return nil, err
+	}
 	// The freelist is rebuilt on open instead of written on every commit.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
@@ -49,6 +61,7 @@ func Open(path string) (*Store, error) {
 	// Writers that arrive together share a commit; a lone writer waits at
 	// most this long for company.
 	db.MaxBatchDelay = 500 * time.Microsecond
+	st := &Store{db: db, now: time.Now, skipped: map[string]bool{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{jobsBucket, filesBucket, unitsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -66,7 +79,8 @@ func Open(path string) (*Store, error) {
 		return tx.Bucket(jobsBucket).ForEach(func(k, v []byte) error {
 			var j export.Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %s: %w", k, err)
+				st.skip(k)
+				return nil
 			}
 			if j.Status.Live() {
 				return live.Put(liveKey(j.Owner, j.ID), nil)
@@ -78,7 +92,7 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("init job store: %w", err)
 	}
-	return &Store{db: db, now: time.Now}, nil
+	return st, nil
 }
 
 // Close closes the file.
@@ -122,6 +136,20 @@ func (s *Store) Create(_ context.Context, job *export.Job) error {
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		if tx.Bucket(jobsBucket).Get([]byte(job.ID)) != nil {
 			return export.ErrJobExists
+		}
+		return putJob(tx, job, false)
+	})
+}
+
+// CreateCapped implements export.CappedCreator: the owner's live jobs are
+// counted and the job created in one read-write transaction.
+func (s *Store) CreateCapped(_ context.Context, job *export.Job, maxLive int) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if tx.Bucket(jobsBucket).Get([]byte(job.ID)) != nil {
+			return export.ErrJobExists
+		}
+		if countLive(tx, job.Owner) >= maxLive {
+			return export.ErrTooManyLive
 		}
 		return putJob(tx, job, false)
 	})
@@ -252,23 +280,33 @@ func (s *Store) Files(_ context.Context, id string) ([]export.File, error) {
 // CountLive implements export.JobStore.
 func (s *Store) CountLive(_ context.Context, owner string) (int, error) {
 	n := 0
-	prefix := []byte(owner + "\x00")
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(liveBucket).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			n++
-		}
+		n = countLive(tx, owner)
 		return nil
 	})
 	return n, err
 }
 
+func countLive(tx *bolt.Tx, owner string) int {
+	n := 0
+	prefix := []byte(owner + "\x00")
+	c := tx.Bucket(liveBucket).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n
+}
+
+// eachJob calls fn for every job record; a record that cannot be decoded
+// is skipped and remembered (Skipped), so one bad record never stops
+// start-up recovery or the janitor.
 func (s *Store) eachJob(fn func(*export.Job)) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(jobsBucket).ForEach(func(k, v []byte) error {
 			var j export.Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %s: %w", k, err)
+				s.skip(k)
+				return nil
 			}
 			fn(&j)
 			return nil

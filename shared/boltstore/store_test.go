@@ -27,6 +27,12 @@ func TestContract(t *testing.T) {
 	})
 }
 
+func TestCappedCreator(t *testing.T) {
+	exporttest.CappedCreatorContract(t, func(t *testing.T) export.JobStore {
+		return open(t, filepath.Join(t.TempDir(), "jobs.db"))
+	})
+}
+
 func TestSurvivesReopenAndExpires(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "jobs.db")

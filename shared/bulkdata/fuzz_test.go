@@ -3,6 +3,7 @@ package bulkdata
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -27,23 +28,45 @@ func FuzzParseQuery(f *testing.F) {
 	for _, s := range []string{
 		"", "_type=Patient,Observation&_since=2020-01-01T00:00:00Z", "_outputFormat=ndjson",
 		"_elements=Patient.id,name", "_typeFilter=Observation%3Fcode%3Da,Condition%3Fx%3Dy",
-		"_since=2020-13-45", "patient=Patient/1", "_type=%00%ff", "includeAssociatedData=_x",
+		"_since=2020-13-45", "patient=Patient/1", "_type=%00%ff", "includeAssociatedData=_x", "_type=Patient;", "a=1&&b", "=x", "_type=Patient&_type=",
 		"_until=2021-01-01T00:00:00%2B01:00&_since=2020-01-01T00:00:00Z", "a=%zz",
 	} {
 		f.Add(s, false)
 		f.Add(s, true)
 	}
 	f.Fuzz(func(t *testing.T, raw string, lenient bool) {
-		q, err := url.ParseQuery(raw)
-		if err != nil {
-			return
+		params, qerr := ParseQuery(raw)
+		if qerr != nil {
+			checkResult(t, nil, qerr)
+		}
+		// Nothing is dropped: every '&'-separated non-empty pair is a
+		// parameter, and each decodes as net/url would.
+		if qerr == nil {
+			n := 0
+			for _, pair := range strings.Split(raw, "&") {
+				if pair != "" {
+					n++
+				}
+			}
+			if n != len(params) {
+				t.Fatalf("%q: %d pairs, %d parameters", raw, n, len(params))
+			}
+			if v, err := url.ParseQuery(raw); err == nil {
+				got := url.Values{}
+				for _, p := range params {
+					got.Add(p.Name, p.Value)
+				}
+				if got.Encode() != v.Encode() {
+					t.Fatalf("%q: got %v, net/url reads %v", raw, got, v)
+				}
+			}
 		}
 		for _, level := range []Level{LevelSystem, LevelPatient, LevelGroup} {
-			r, perr := Parse(Kickoff{Method: http.MethodGet, Level: level, GroupID: "g", Query: q,
+			r, perr := Parse(Kickoff{Method: http.MethodGet, Level: level, GroupID: "g", RawQuery: raw,
 				Prefer: Preferences{RespondAsync: true, Lenient: lenient}, Now: now})
 			checkResult(t, r, perr)
-			if lenient && perr != nil {
-				t.Fatalf("lenient query rejected: %v", perr)
+			if qerr != nil && perr == nil {
+				t.Fatalf("%q: a malformed query was accepted", raw)
 			}
 		}
 	})

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"net/url"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +27,9 @@ type Kickoff struct {
 	Method  string
 	Level   Level
 	GroupID string
-	Query   url.Values
+	// RawQuery is the undecoded query string; Parse reads it with
+	// ParseQuery, so nothing in it is dropped.
+	RawQuery string
 	// ContentType and Body are read for POST.
 	ContentType string
 	Body        []byte
@@ -51,6 +51,11 @@ func Parse(k Kickoff) (*Request, *Error) {
 		Lenient:              k.Prefer.Lenient,
 		SeparateExportStatus: k.Prefer.SeparateExportStatus,
 	}
+	if k.Level == LevelGroup && !fhir.IsID(k.GroupID) {
+		// Checked here too (the handler checks the path): an id such as
+		// ".." would become another path on an upstream server.
+		return nil, NewError(http.StatusBadRequest, fhir.CodeValue, fmt.Sprintf("Group/%s: not a FHIR id", clip(k.GroupID)))
+	}
 	params, err := collect(k)
 	if err != nil {
 		return nil, err
@@ -65,16 +70,13 @@ func Parse(k Kickoff) (*Request, *Error) {
 
 // collect gathers query and body parameters into one list.
 func collect(k Kickoff) ([]param, *Error) {
-	var params []param
-	names := make([]string, 0, len(k.Query))
-	for name := range k.Query {
-		names = append(names, name)
+	query, qerr := ParseQuery(k.RawQuery)
+	if qerr != nil {
+		return nil, qerr
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		for _, v := range k.Query[name] {
-			params = append(params, param{name: name, value: v, kind: "query"})
-		}
+	params := make([]param, 0, len(query))
+	for _, p := range query {
+		params = append(params, param{name: p.Name, value: p.Value, kind: "query"})
 	}
 	switch k.Method {
 	case http.MethodGet:
@@ -215,18 +217,57 @@ var bannedFilterParams = map[string]bool{
 	"_summary": true, "_total": true, "_contained": true, "_containedType": true, "_format": true,
 }
 
+// paramRule says how one kick-off parameter is read.
+type paramRule struct {
+	// single: the parameter may be given once; a repeat is refused, lenient
+	// or not (which of two values would be meant is unknowable).
+	single bool
+	// lenient is what Prefer: handling=lenient does with a value the server
+	// cannot honour. Empty means the value is refused as under strict
+	// handling, because dropping it could widen what is exported.
+	lenient string
+}
+
+// paramRules is the one list of the parameters a kick-off accepts, and what
+// lenient handling may drop. A parameter not listed is refused (a typo such
+// as _typeFiltr must not export everything). The README's table of lenient
+// handling is this list.
+var paramRules = map[string]paramRule{
+	"_outputFormat":         {single: true, lenient: "an unsupported format is ignored; the output is application/fhir+ndjson"},
+	"_since":                {single: true},
+	"_until":                {single: true},
+	"_type":                 {lenient: "an unknown type, or one outside the Patient compartment at patient or group level, is left out; if no type is left the kick-off is refused"},
+	"_elements":             {},
+	"patient":               {},
+	"_typeFilter":           {},
+	"includeAssociatedData": {lenient: "an unsupported code is ignored (less associated data, never more)"},
+	"organizeOutputBy":      {single: true, lenient: "ignored; files are organized by resource type"},
+	"allowPartialManifests": {single: true, lenient: "ignored; the manifest is complete"},
+	"_maximumFileSize":      {single: true, lenient: "a value the server cannot honour is ignored; files roll at the server's size"},
+	"_minimumFileSize":      {single: true, lenient: "a value the server cannot honour is ignored"},
+	"_format":               {single: true},
+	"_pretty":               {single: true},
+}
+
+// Droppable reports whether lenient handling may drop a bad value of the
+// parameter name (see paramRules).
+func Droppable(name string) bool { return paramRules[name].lenient != "" }
+
 func validate(req *Request, params []param, now time.Time, probs *Problems) {
 	seen := map[string]int{}
 	typeSet := map[string]bool{}
 	elemSet := map[string]bool{}
+	typeGiven := false
 	for _, p := range params {
 		seen[p.name]++
+		if rule, ok := paramRules[p.name]; ok && rule.single && seen[p.name] > 1 {
+			if seen[p.name] == 2 {
+				probs.Refuse(fhir.CodeInvalid, p.name, "may be given only once")
+			}
+			continue
+		}
 		switch p.name {
 		case "_outputFormat":
-			if seen[p.name] > 1 {
-				probs.Add(fhir.CodeInvalid, p.name, "may be given only once")
-				continue
-			}
 			switch strings.ToLower(strings.TrimSpace(p.value)) {
 			case "application/fhir+ndjson", "application/ndjson", "ndjson":
 				req.OutputFormat = NDJSON
@@ -234,10 +275,6 @@ func validate(req *Request, params []param, now time.Time, probs *Problems) {
 				probs.Add(fhir.CodeNotSupported, p.name, fmt.Sprintf("%q is not supported; use application/fhir+ndjson, application/ndjson or ndjson", p.value))
 			}
 		case "_since", "_until":
-			if seen[p.name] > 1 {
-				probs.Add(fhir.CodeInvalid, p.name, "may be given only once")
-				continue
-			}
 			t, err := fhir.ParseInstant(p.value)
 			if err != nil {
 				probs.Add(fhir.CodeValue, p.name, err.Error())
@@ -253,6 +290,7 @@ func validate(req *Request, params []param, now time.Time, probs *Problems) {
 				req.Until = &t
 			}
 		case "_type":
+			typeGiven = true
 			for _, t := range splitList(p.value) {
 				if !fhir.IsResourceType(t) {
 					probs.Add(fhir.CodeNotSupported, p.name, fmt.Sprintf("%q is not a FHIR R4 resource type", t))
@@ -343,6 +381,9 @@ func validate(req *Request, params []param, now time.Time, probs *Problems) {
 		probs.Add(fhir.CodeValue, "_until", "must be later than _since")
 		req.Until = nil
 	}
+	if typeGiven && len(req.Types) == 0 {
+		probs.Refuse(fhir.CodeValue, "_type", "names no resource type this server can export; an empty _type would export every type")
+	}
 }
 
 // checkTypeFilter validates one "Type?query" _typeFilter value.
@@ -354,12 +395,12 @@ func checkTypeFilter(f string) error {
 	if !fhir.IsResourceType(typ) {
 		return fmt.Errorf("%q: %q is not a FHIR R4 resource type", f, typ)
 	}
-	values, err := url.ParseQuery(query)
+	values, err := ParseQuery(query)
 	if err != nil || len(values) == 0 {
-		return fmt.Errorf("%q: not a search query", f)
+		return fmt.Errorf("%q: not a search query (name=value pairs joined by '&')", f)
 	}
-	for name := range values {
-		base, _, _ := strings.Cut(name, ":")
+	for _, v := range values {
+		base, _, _ := strings.Cut(v.Name, ":")
 		if bannedFilterParams[base] {
 			return fmt.Errorf("%q: %s is not allowed in a _typeFilter", f, base)
 		}

@@ -2,7 +2,6 @@ package bulkdata
 
 import (
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +11,7 @@ var now = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 
 func parseQuery(t *testing.T, level Level, q string, lenient bool) (*Request, *Error) {
 	t.Helper()
-	v, err := url.ParseQuery(q)
-	if err != nil {
-		t.Fatalf("bad test query %q: %v", q, err)
-	}
-	return Parse(Kickoff{Method: http.MethodGet, Level: level, Query: v, Prefer: Preferences{RespondAsync: true, Lenient: lenient}, Now: now})
+	return Parse(Kickoff{Method: http.MethodGet, Level: level, RawQuery: q, Prefer: Preferences{RespondAsync: true, Lenient: lenient}, Now: now})
 }
 
 func TestParseQuery(t *testing.T) {
@@ -26,13 +21,16 @@ func TestParseQuery(t *testing.T) {
 		query     string
 		wantErr   string // substring of the rejection; "" means accepted
 		wantTypes []string
-		check     func(t *testing.T, r *Request)
+		// lenientDrops: handling=lenient accepts the rejected query with a
+		// warning; otherwise lenient refuses it too (dropping would widen).
+		lenientDrops bool
+		check        func(t *testing.T, r *Request)
 	}{
 		{name: "empty", level: LevelSystem, query: ""},
 		{name: "outputFormat full", level: LevelSystem, query: "_outputFormat=application/fhir%2Bndjson"},
 		{name: "outputFormat short", level: LevelSystem, query: "_outputFormat=application/ndjson"},
 		{name: "outputFormat shortest", level: LevelSystem, query: "_outputFormat=ndjson"},
-		{name: "outputFormat csv", level: LevelSystem, query: "_outputFormat=text/csv", wantErr: "_outputFormat"},
+		{name: "outputFormat csv", level: LevelSystem, query: "_outputFormat=text/csv", wantErr: "_outputFormat", lenientDrops: true},
 		{name: "outputFormat twice", level: LevelSystem, query: "_outputFormat=ndjson&_outputFormat=ndjson", wantErr: "only once"},
 		{name: "since ok", level: LevelSystem, query: "_since=2020-01-01T00:00:00Z", check: func(t *testing.T, r *Request) {
 			if r.Since == nil || !r.Since.Equal(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)) {
@@ -68,7 +66,7 @@ func TestParseQuery(t *testing.T) {
 			}
 		}},
 		{name: "iad custom", level: LevelSystem, query: "includeAssociatedData=_mine"},
-		{name: "iad unknown", level: LevelSystem, query: "includeAssociatedData=Everything", wantErr: "includeAssociatedData"},
+		{name: "iad unknown", level: LevelSystem, query: "includeAssociatedData=Everything", wantErr: "includeAssociatedData", lenientDrops: true},
 		{name: "typeFilter ok", level: LevelSystem, query: "_typeFilter=Observation%3Fcategory%3Dlaboratory,MedicationRequest%3Fstatus%3Dactive", check: func(t *testing.T, r *Request) {
 			if len(r.TypeFilters) != 2 || r.TypeFilters[1] != "MedicationRequest?status=active" {
 				t.Errorf("typeFilters = %q", r.TypeFilters)
@@ -82,17 +80,35 @@ func TestParseQuery(t *testing.T) {
 		{name: "typeFilter include", level: LevelSystem, query: "_typeFilter=Observation%3F_include%3DObservation:subject", wantErr: "_include"},
 		{name: "typeFilter no type", level: LevelSystem, query: "_typeFilter=%3Fname%3Dx", wantErr: "_typeFilter"},
 		{name: "unknown parameter", level: LevelSystem, query: "_foo=bar", wantErr: "_foo"},
-		{name: "stu3 unsupported", level: LevelSystem, query: "organizeOutputBy=Patient", wantErr: "organizeOutputBy"},
+		{name: "stu3 unsupported", level: LevelSystem, query: "organizeOutputBy=Patient", wantErr: "organizeOutputBy", lenientDrops: true},
+		{name: "one type of two unknown", level: LevelSystem, query: "_type=Patient,MissingType", wantErr: "MissingType", lenientDrops: true},
+		{name: "since twice", level: LevelSystem, query: "_since=2020-01-01T00:00:00Z&_since=2021-01-01T00:00:00Z", wantErr: "only once"},
+		{name: "until twice", level: LevelSystem, query: "_until=2020-01-01T00:00:00Z&_until=2020-01-01T00:00:00Z", wantErr: "only once"},
+		{name: "type empty", level: LevelSystem, query: "_type=", wantErr: "every type"},
+		{name: "type only commas", level: LevelSystem, query: "_type=,,", wantErr: "every type"},
+		{name: "typo of typeFilter", level: LevelSystem, query: "_typeFiltr=Patient%3Fgender%3Dmale", wantErr: "_typeFiltr"},
+		{name: "typeFilter bad inner escape", level: LevelSystem, query: "_typeFilter=Observation%3Fcode%3D%25zz", wantErr: "_typeFilter"},
+		{name: "typeFilter inner semicolon", level: LevelSystem, query: "_typeFilter=Observation%3Fcode%3Da%3Bx", wantErr: "_typeFilter"},
+		// Malformed queries (ParseQuery): refused whatever the handling.
+		{name: "semicolon after type", level: LevelSystem, query: "_type=Patient;", wantErr: "';'"},
+		{name: "semicolon in typeFilter", level: LevelSystem, query: "_typeFilter=Observation%3Fcode%3Da;x", wantErr: "';'"},
+		{name: "bad escape in value", level: LevelSystem, query: "_type=%zz", wantErr: "percent-encoding"},
+		{name: "bad escape in name", level: LevelSystem, query: "%zz=1&_type=Patient", wantErr: "percent-encoding"},
+		{name: "no name", level: LevelSystem, query: "=Patient", wantErr: "no parameter name"},
+		{name: "too many", level: LevelSystem, query: strings.Repeat("_format=json&", 50) + strings.Repeat("_type=Patient&", 60), wantErr: "more than 100"},
+		{name: "too many ampersands", level: LevelSystem, query: strings.Repeat("&", 20000) + "_type=Patient", wantErr: "more than 100"},
+		{name: "empty pairs skipped", level: LevelSystem, query: "&_type=Patient&&", wantTypes: []string{"Patient"}},
+		{name: "pair without value", level: LevelSystem, query: "_pretty"},
 		{name: "format ignored", level: LevelSystem, query: "_format=json"},
 		{name: "file sizes", level: LevelSystem, query: "_maximumFileSize=2000000&_minimumFileSize=1000", check: func(t *testing.T, r *Request) {
 			if r.MaxFileSize != 2000000 || r.MinFileSize != 1000 {
 				t.Errorf("file sizes = %d, %d", r.MaxFileSize, r.MinFileSize)
 			}
 		}},
-		{name: "file size not a number", level: LevelSystem, query: "_maximumFileSize=1MB", wantErr: "_maximumFileSize"},
-		{name: "file size zero", level: LevelSystem, query: "_minimumFileSize=0", wantErr: "_minimumFileSize"},
+		{name: "file size not a number", level: LevelSystem, query: "_maximumFileSize=1MB", wantErr: "_maximumFileSize", lenientDrops: true},
+		{name: "file size zero", level: LevelSystem, query: "_minimumFileSize=0", wantErr: "_minimumFileSize", lenientDrops: true},
 		{name: "file size twice", level: LevelSystem, query: "_maximumFileSize=5000&_maximumFileSize=6000", wantErr: "only once"},
-		{name: "minimum above maximum", level: LevelSystem, query: "_maximumFileSize=5000&_minimumFileSize=6000", wantErr: "_minimumFileSize"},
+		{name: "minimum above maximum", level: LevelSystem, query: "_maximumFileSize=5000&_minimumFileSize=6000", wantErr: "_minimumFileSize", lenientDrops: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,8 +123,15 @@ func TestParseQuery(t *testing.T) {
 				if !strings.Contains(string(err.Outcome.JSON()), tc.wantErr) {
 					t.Errorf("outcome %s does not mention %q", err.Outcome.JSON(), tc.wantErr)
 				}
-				// Lenient handling accepts it and records a warning.
 				lr, lerr := parseQuery(t, tc.level, tc.query, true)
+				if !tc.lenientDrops {
+					// Lenient handling refuses what it may not drop.
+					if lerr == nil || lerr.Status != http.StatusBadRequest {
+						t.Fatalf("lenient: got %+v, %v; want a 400", lr, lerr)
+					}
+					return
+				}
+				// Lenient handling accepts it and records a warning.
 				if lerr != nil {
 					t.Fatalf("lenient: rejected: %v", lerr)
 				}
@@ -185,6 +208,15 @@ func TestParseParameters(t *testing.T) {
 				tc.check(t, r)
 			}
 		})
+	}
+}
+
+func TestGroupIDIsAFHIRID(t *testing.T) {
+	for id, ok := range map[string]bool{"g": true, "a.b-C9": true, "": false, ".": false, "..": false, "a/b": false, "a b": false, strings.Repeat("g", 65): false} {
+		_, err := Parse(Kickoff{Method: http.MethodGet, Level: LevelGroup, GroupID: id, Prefer: Preferences{RespondAsync: true}, Now: now})
+		if (err == nil) != ok {
+			t.Errorf("Group/%q: err = %v, want ok=%v", id, err, ok)
+		}
 	}
 }
 

@@ -115,10 +115,33 @@ func (r *Request) TypeFiltersFor(t string) []string {
 // handling they become warnings; otherwise the kick-off is rejected.
 type Problems struct {
 	issues []fhir.Issue
+	// refused is set when a problem may not be dropped under lenient
+	// handling: dropping it could widen the export.
+	refused bool
 }
 
-// Add records that parameter name was rejected for reason.
+// Add records that parameter name was rejected for reason. Lenient handling
+// drops it only if Droppable(name).
 func (p *Problems) Add(code, name, reason string) {
+	if !Droppable(name) {
+		p.refused = true
+	}
+	p.add(code, name, reason)
+}
+
+// Narrow records a problem that lenient handling may drop even for a
+// parameter that is otherwise not droppable, because the caller's way of
+// dropping it makes the export narrower (a whole _typeFilter left out and
+// its type with it), never wider.
+func (p *Problems) Narrow(code, name, reason string) { p.add(code, name, reason) }
+
+// Refuse records a problem lenient handling does not drop.
+func (p *Problems) Refuse(code, name, reason string) {
+	p.refused = true
+	p.add(code, name, reason)
+}
+
+func (p *Problems) add(code, name, reason string) {
 	p.issues = append(p.issues, fhir.Issue{
 		Severity:    fhir.SeverityError,
 		Code:        code,
@@ -130,14 +153,15 @@ func (p *Problems) Add(code, name, reason string) {
 // Empty reports whether nothing was recorded.
 func (p *Problems) Empty() bool { return len(p.issues) == 0 }
 
-// Resolve either rejects the request (strict) or moves the problems into
-// req.Ignored as warnings (lenient). It returns nil when there is nothing to
+// Resolve either rejects the request (strict, or a problem lenient handling
+// may not drop) or moves the problems into req.Ignored as warnings
+// (lenient). It returns nil when there is nothing to
 // reject.
 func (p *Problems) Resolve(req *Request) *Error {
 	if p.Empty() {
 		return nil
 	}
-	if !req.Lenient {
+	if !req.Lenient || p.refused {
 		return &Error{Status: http.StatusBadRequest, Outcome: fhir.NewOutcome(p.issues...)}
 	}
 	for _, is := range p.issues {

@@ -22,9 +22,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/api"
+	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
@@ -37,6 +39,28 @@ type Store struct {
 	root   string
 	secret []byte
 	now    func() time.Time
+	// minFree: writes fail (ENOSPC) once less than this is free, leaving
+	// room for the job store to record what happened.
+	minFree int64
+}
+
+// SetMinFree makes writes fail with ENOSPC while less than n bytes are
+// free on the store's filesystem (0: only when the disk is really full).
+func (s *Store) SetMinFree(n int64) { s.minFree = n }
+
+// checkFree fails when the store is below its free-space floor.
+func (s *Store) checkFree() error {
+	if s.minFree <= 0 {
+		return nil
+	}
+	free, err := diskspace.Free(s.root)
+	if err != nil {
+		return err
+	}
+	if free < s.minFree {
+		return fmt.Errorf("file store: %d bytes free, below the floor of %d: %w", free, s.minFree, syscall.ENOSPC)
+	}
+	return nil
 }
 
 var _ export.FileStore = (*Store)(nil)
@@ -69,6 +93,64 @@ func Open(root, secretPath string) (*Store, error) {
 	return &Store{root: root, secret: secret, now: time.Now}, nil
 }
 
+// RemoveTemp deletes the temporary files of writes that never committed
+// (a crash mid-export leaves them in ROOT/.tmp). Call it only while no
+// writer uses the store: at start-up, under the job store's lock.
+func (s *Store) RemoveTemp() (int, error) {
+	dir := filepath.Join(s.root, ".tmp")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// JobBytes is the size of the files stored for a job.
+func (s *Store) JobBytes(jobID string) (int64, error) {
+	p, err := s.path(jobID)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = filepath.WalkDir(p, func(_ string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			if info, err := e.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// JobIDs lists the jobs that have files in the store.
+func (s *Store) JobIDs() ([]string, error) {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != ".tmp" && keyRE.MatchString(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) path(key string) (string, error) {
 	if !keyRE.MatchString(key) {
 		return "", fmt.Errorf("invalid file key %q", key)
@@ -83,20 +165,34 @@ func (s *Store) Create(_ context.Context, key string) (export.FileWriter, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkFree(); err != nil {
+		return nil, fmt.Errorf("create %s: %w", key, err)
+	}
 	f, err := os.CreateTemp(filepath.Join(s.root, ".tmp"), "part-*")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", key, err)
 	}
-	return &writer{f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}, nil
+	return &writer{s: s, f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}, nil
 }
 
 type writer struct {
+	s     *Store
 	f     *os.File
 	buf   *bufio.Writer
 	final string
+	// unchecked counts bytes written since the last free-space check.
+	unchecked int
 }
 
-func (w *writer) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (w *writer) Write(p []byte) (int, error) {
+	if w.unchecked += len(p); w.unchecked >= 256<<10 {
+		w.unchecked = 0
+		if err := w.s.checkFree(); err != nil {
+			return 0, err
+		}
+	}
+	return w.buf.Write(p)
+}
 
 func (w *writer) Commit() error {
 	err := w.buf.Flush()
@@ -216,7 +312,75 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 		_ = gz.Close()
 		return
 	}
+	if rng := r.Header.Get("Range"); rng != "" {
+		if msg := checkRange(rng, st.Size()); msg != "" {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", st.Size()))
+			writeOutcome(w, http.StatusRequestedRangeNotSatisfiable, fhir.CodeValue, "Range: "+msg)
+			return
+		}
+	}
 	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// MaxRanges is the most byte ranges one download may ask for: each range
+// is a multipart section, so thousands of one-byte ranges would amplify.
+const MaxRanges = 4
+
+// checkRange validates a Range header (RFC 9110 byte ranges) against a file
+// of size bytes, before http.ServeContent answers it in plain text. It
+// returns why the header is refused, or "".
+func checkRange(h string, size int64) string {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return "only bytes ranges are supported (bytes=first-last)"
+	}
+	parts := strings.Split(spec, ",")
+	if len(parts) > MaxRanges {
+		return fmt.Sprintf("at most %d ranges per request, got %d", MaxRanges, len(parts))
+	}
+	satisfiable := false
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		first, last, ok := strings.Cut(p, "-")
+		if !ok {
+			return fmt.Sprintf("%q is not a byte range", clip(p))
+		}
+		switch {
+		case first == "":
+			n, err := strconv.ParseInt(last, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Sprintf("%q is not a byte range", clip(p))
+			}
+			if n > 0 && size > 0 {
+				satisfiable = true
+			}
+		default:
+			a, err := strconv.ParseInt(first, 10, 64)
+			if err != nil || a < 0 {
+				return fmt.Sprintf("%q is not a byte range", clip(p))
+			}
+			if last != "" {
+				b, err := strconv.ParseInt(last, 10, 64)
+				if err != nil || b < a {
+					return fmt.Sprintf("%q is not a byte range", clip(p))
+				}
+			}
+			if a < size {
+				satisfiable = true
+			}
+		}
+	}
+	if !satisfiable {
+		return fmt.Sprintf("no range starts inside the file (%d bytes)", size)
+	}
+	return ""
+}
+
+func clip(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "…"
+	}
+	return s
 }
 
 // acceptsGzip reports whether Accept-Encoding admits gzip with q > 0.

@@ -389,7 +389,7 @@ func (st *Store) Files(ctx context.Context, id string) ([]export.File, error) {
 }
 
 // CountLive implements export.JobStore (an eventually consistent index
-// read: a kick-off racing another may slip past the cap by one).
+// read, for reporting; kick-off enforces the cap with CreateCapped).
 func (st *Store) CountLive(ctx context.Context, owner string) (int, error) {
 	total := 0
 	p := dynamodb.NewQueryPaginator(st.db, &dynamodb.QueryInput{

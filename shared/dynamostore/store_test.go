@@ -105,6 +105,13 @@ func TestItemLimitFires(t *testing.T) {
 	}
 }
 
+func TestCappedCreator(t *testing.T) {
+	exporttest.CappedCreatorContract(t, func(t *testing.T) export.JobStore {
+		s, _, _ := newStore(t)
+		return s
+	})
+}
+
 func TestItemsCarryTTL(t *testing.T) {
 	s, db, table := newStore(t)
 	ctx := context.Background()

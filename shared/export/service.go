@@ -28,7 +28,19 @@ type Service struct {
 	now    func() time.Time
 	newID  func() string
 	log    *slog.Logger
+	// admission, when set, may refuse a kick-off before a job is made.
+	admission Admission
 }
+
+// Admission decides whether a kick-off may start a job now: a storage
+// reserve, a client's quota. A refusal is a *bulkdata.Error (503 or 429
+// with Retry-After).
+type Admission interface {
+	Admit(ctx context.Context, owner string) error
+}
+
+// SetAdmission installs an admission check run at every kick-off.
+func (s *Service) SetAdmission(a Admission) { s.admission = a }
 
 // NewService returns a Service over the given ports.
 func NewService(jobs JobStore, files FileStore, runner Runner, source Source, cfg Config, log *slog.Logger) *Service {
@@ -65,6 +77,9 @@ func IdempotentJobID(owner, key string) string {
 // starts it. Rejections are *bulkdata.Error values with a 4xx status. With an
 // idempotency key, a repeated kick-off returns the job the first one made.
 func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Request, requestURL, idempotencyKey string) (*Job, error) {
+	if !ValidOwner(owner) {
+		return nil, bulkdata.NewError(http.StatusForbidden, fhir.CodeSecurity, "the client id cannot be used by this server")
+	}
 	if idempotencyKey != "" {
 		if job, err := s.jobs.Get(ctx, IdempotentJobID(owner, idempotencyKey)); err == nil && job.Owner == owner {
 			return job, nil
@@ -77,15 +92,20 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 	if err := s.checkAgainstSource(ctx, req); err != nil {
 		return nil, err
 	}
-	live, err := s.jobs.CountLive(ctx, owner)
-	if err != nil {
-		return nil, fmt.Errorf("kick-off: count live jobs: %w", err)
+	if s.admission != nil {
+		if err := s.admission.Admit(ctx, owner); err != nil {
+			return nil, err
+		}
 	}
-	if live >= s.cfg.MaxLiveJobsPerOwner {
-		e := bulkdata.NewError(http.StatusTooManyRequests, fhir.CodeThrottled,
-			fmt.Sprintf("this client already has %d exports running; wait for one to finish or cancel one", live))
-		e.RetryAfter = 10 * time.Second
-		return nil, e
+	capped, exact := s.jobs.(CappedCreator)
+	if !exact {
+		live, err := s.jobs.CountLive(ctx, owner)
+		if err != nil {
+			return nil, fmt.Errorf("kick-off: count live jobs: %w", err)
+		}
+		if live >= s.cfg.MaxLiveJobsPerOwner {
+			return nil, s.tooMany()
+		}
 	}
 	now := s.now().UTC()
 	// The upper bound of every search is the upstream's clock when it
@@ -112,7 +132,15 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		UpdatedAt:       now,
 		ExpiresAt:       now.Add(s.cfg.MaxJobDuration + s.cfg.Retention),
 	}
-	if err := s.jobs.Create(ctx, job); err != nil {
+	if exact {
+		err = capped.CreateCapped(ctx, job, s.cfg.MaxLiveJobsPerOwner)
+	} else {
+		err = s.jobs.Create(ctx, job)
+	}
+	if errors.Is(err, ErrTooManyLive) {
+		return nil, s.tooMany()
+	}
+	if err != nil {
 		if errors.Is(err, ErrJobExists) && idempotencyKey != "" {
 			// A concurrent retry of the same kick-off created it.
 			if existing, gerr := s.jobs.Get(ctx, id); gerr == nil && existing.Owner == owner {
@@ -134,6 +162,14 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 	return job, nil
 }
 
+// tooMany is the 429 of a client at its cap of live jobs.
+func (s *Service) tooMany() error {
+	e := bulkdata.NewError(http.StatusTooManyRequests, fhir.CodeThrottled,
+		fmt.Sprintf("this client already has %d exports queued or running; wait for one to finish or cancel one", s.cfg.MaxLiveJobsPerOwner))
+	e.RetryAfter = 10 * time.Second
+	return e
+}
+
 // checkAgainstSource applies the checks that depend on the source's data
 // and features, as problems (4xx, or warnings under lenient handling).
 func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request) error {
@@ -145,6 +181,7 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 		}
 	}
 	var probs bulkdata.Problems
+	var notFound []string
 	if req.Level != bulkdata.LevelSystem && len(req.Types) > 0 {
 		var kept []string
 		for _, t := range req.Types {
@@ -154,16 +191,19 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 			}
 			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported at %s level", t, req.Level))
 		}
+		if len(kept) == 0 {
+			// An empty list would mean every type: never wider than asked.
+			probs.Refuse(fhir.CodeNotSupported, "_type", fmt.Sprintf("names no type of the Patient compartment, so nothing can be exported at %s level", req.Level))
+		}
 		req.Types = kept
 	}
 	if len(req.TypeFilters) > 0 && !s.source.Caps().TypeFilter {
-		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it, or send Prefer: handling=lenient to export without it")
+		// Refused even under lenient handling: without the filter the
+		// export would be wider than asked.
+		probs.Add(fhir.CodeNotSupported, "_typeFilter", "is not supported by this server's data source; remove it to export the types unfiltered")
 		req.TypeFilters = nil
 	}
-	if c, ok := s.source.(TypeFilterChecker); ok && len(req.TypeFilters) > 0 {
-		req.TypeFilters = checkTypeFilters(c, req.TypeFilters, &probs)
-	}
-	if err := s.checkFilterParams(ctx, req, &probs); err != nil {
+	if err := s.checkTypeFilters(ctx, req, &probs); err != nil {
 		return err
 	}
 	if req.MaxFileSize > 0 && req.MaxFileSize < s.cfg.MinFileBytes {
@@ -203,33 +243,30 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 			for _, m := range members {
 				in[m] = true
 			}
-			var kept []string
 			for _, p := range req.Patients {
-				if in[p] {
-					kept = append(kept, p)
-				} else {
-					probs.Add(fhir.CodeValue, "patient", fmt.Sprintf("Patient/%s is not a member of Group/%s", p, req.GroupID))
+				if !in[p] {
+					notFound = append(notFound, fmt.Sprintf("Patient/%s is not a member of Group/%s; nothing is exported for it", p, req.GroupID))
 				}
 			}
-			req.Patients = kept
 		}
 	} else if len(req.Patients) > 0 {
 		missing, err := s.source.MissingPatients(ctx, req.Patients)
 		if err != nil {
 			return s.unavailable(ctx, "look up patients", err)
 		}
-		gone := map[string]bool{}
 		for _, m := range missing {
-			gone[m] = true
-			probs.Add(fhir.CodeValue, "patient", fmt.Sprintf("Patient/%s: no such Patient", m))
+			notFound = append(notFound, fmt.Sprintf("Patient/%s: no such Patient; nothing is exported for it", m))
 		}
-		var kept []string
-		for _, p := range req.Patients {
-			if !gone[p] {
-				kept = append(kept, p)
-			}
-		}
-		req.Patients = kept
+	}
+	// Unknown and non-member patients are not an error (issue 14): the
+	// known ones are exported and each unknown one is reported in the
+	// manifest's error files. They stay in req.Patients, where they select
+	// nothing, so the list can never become empty (which would mean every
+	// patient).
+	for _, d := range notFound {
+		req.Ignored = append(req.Ignored, fhir.Issue{
+			Severity: fhir.SeverityWarning, Code: fhir.CodeNotFound, Diagnostics: d, Expression: []string{"patient"},
+		})
 	}
 	if err := probs.Resolve(req); err != nil {
 		return err
@@ -246,24 +283,6 @@ type TypeFilterChecker interface {
 	CheckTypeFilter(typ, query string) (kept string, problems []error)
 }
 
-// checkTypeFilters records a problem per unsupported _typeFilter parameter
-// and returns the filters without them (what lenient handling exports); a
-// filter left with no parameter is dropped.
-func checkTypeFilters(c TypeFilterChecker, filters []string, probs *bulkdata.Problems) []string {
-	var out []string
-	for _, f := range filters {
-		typ, q, _ := strings.Cut(f, "?")
-		kept, problems := c.CheckTypeFilter(typ, q)
-		for _, p := range problems {
-			probs.Add(fhir.CodeNotSupported, "_typeFilter", fmt.Sprintf("%s: %v", f, p))
-		}
-		if kept != "" {
-			out = append(out, typ+"?"+kept)
-		}
-	}
-	return out
-}
-
 // filterChecker is a Source that knows which search parameters its
 // upstream supports for each type.
 type filterChecker interface {
@@ -272,30 +291,47 @@ type filterChecker interface {
 	UnsupportedParams(ctx context.Context, typ, query string) ([]string, error)
 }
 
-// checkFilterParams refuses a _typeFilter whose parameters the upstream
-// does not support: a server that ignores a parameter it does not know
-// would return more than the filter asks for. Under lenient handling the
-// filter is dropped with a warning, and a type left without any of its
-// filters is not exported at all (never unfiltered).
-func (s *Service) checkFilterParams(ctx context.Context, req *bulkdata.Request, probs *bulkdata.Problems) error {
-	fc, ok := s.source.(filterChecker)
-	if !ok || len(req.TypeFilters) == 0 {
+// checkTypeFilters refuses a _typeFilter with a search parameter the
+// source cannot honour: one this server cannot evaluate (TypeFilterChecker)
+// or one the upstream FHIR server does not support (filterChecker; a server
+// that ignores a parameter it does not know would return more than the
+// filter asks for). Lenient handling never widens the export: it drops the
+// whole filter, never a parameter of it (that would select more), and a
+// type left without any of its filters is not exported at all (never
+// unfiltered).
+func (s *Service) checkTypeFilters(ctx context.Context, req *bulkdata.Request, probs *bulkdata.Problems) error {
+	tc, local := s.source.(TypeFilterChecker)
+	fc, upstream := s.source.(filterChecker)
+	if (!local && !upstream) || len(req.TypeFilters) == 0 {
 		return nil
 	}
 	var kept []string
 	emptied := map[string]bool{}
 	for _, f := range req.TypeFilters {
 		typ, query, _ := strings.Cut(f, "?")
-		bad, err := fc.UnsupportedParams(ctx, typ, query)
-		if err != nil {
-			return s.unavailable(ctx, "read the upstream's search parameters", err)
+		var reasons []string
+		if local {
+			_, problems := tc.CheckTypeFilter(typ, query)
+			for _, p := range problems {
+				reasons = append(reasons, p.Error())
+			}
 		}
-		if len(bad) == 0 {
+		if upstream {
+			bad, err := fc.UnsupportedParams(ctx, typ, query)
+			if err != nil {
+				return s.unavailable(ctx, "read the upstream's search parameters", err)
+			}
+			if len(bad) > 0 {
+				reasons = append(reasons, fmt.Sprintf("the upstream FHIR server does not support the search parameter %s for %s", strings.Join(bad, ", "), typ))
+			}
+		}
+		if len(reasons) == 0 {
 			kept = append(kept, f)
 			continue
 		}
-		probs.Add(fhir.CodeNotSupported, "_typeFilter", fmt.Sprintf("%s: the upstream FHIR server does not support the search parameter %s for %s, so this filter cannot be applied; %s resources matched only by it are not exported",
-			f, strings.Join(bad, ", "), typ, typ))
+		for _, r := range reasons {
+			probs.Narrow(fhir.CodeNotSupported, "_typeFilter", fmt.Sprintf("%s: %s, so this filter cannot be applied; %s resources matched only by it are not exported", f, r, typ))
+		}
 		emptied[typ] = true
 	}
 	for _, f := range kept {
@@ -308,7 +344,12 @@ func (s *Service) checkFilterParams(ctx context.Context, req *bulkdata.Request, 
 	}
 	types := req.Types
 	if len(types) == 0 {
-		all, err := s.source.Types(ctx)
+		// What an export without _type reads (exportTypes).
+		list := s.source.Types
+		if d, ok := s.source.(defaultTyper); ok {
+			list = d.DefaultTypes
+		}
+		all, err := list(ctx)
 		if err != nil {
 			return s.unavailable(ctx, "list the source's types", err)
 		}
@@ -405,6 +446,9 @@ func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, 
 }
 
 func (s *Service) visibleJob(ctx context.Context, owner, id string) (*Job, error) {
+	if !ValidJobID(id) || !ValidOwner(owner) {
+		return nil, ErrJobNotFound // never reaches the store
+	}
 	job, err := s.jobs.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -475,15 +519,27 @@ func (s *Service) Cancel(ctx context.Context, owner, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.jobs.Transition(ctx, job.ID, Transition{
+	t := Transition{
 		From: []Status{StatusAccepted, StatusInProgress, StatusCompleted, StatusFailed},
 		To:   StatusCancelled,
-	})
+	}
+	_, err = s.jobs.Transition(ctx, job.ID, t)
+	if err != nil && !IsConflict(err) {
+		// The store could not record it: on a full disk, removing the
+		// files is what frees space, so remove them first and try again.
+		s.log.WarnContext(ctx, "cancel: record failed; deleting files first", "job", job.ID, "err", err)
+		if derr := s.files.DeleteJob(ctx, job.ID); derr == nil {
+			_, err = s.jobs.Transition(ctx, job.ID, t)
+		}
+	}
 	if IsConflict(err) {
 		return ErrJobNotFound // cancelled by a concurrent request
 	}
 	if err != nil {
-		return fmt.Errorf("cancel %s: %w", id, err)
+		s.log.ErrorContext(ctx, "cancel", "job", job.ID, "err", err)
+		e := bulkdata.NewError(http.StatusServiceUnavailable, fhir.CodeTransient, "the export could not be cancelled right now; try again")
+		e.RetryAfter = 5 * time.Second
+		return e
 	}
 	if err := s.runner.Stop(ctx, job.ID); err != nil {
 		s.log.WarnContext(ctx, "stop job", "job", job.ID, "err", err)

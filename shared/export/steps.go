@@ -563,6 +563,10 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	} else {
 		rd, err = s.source.Open(readCtx, q, in.Unit.Type, in.Unit.Segment, cur.Source)
 	}
+	var changed *SourceChangedError
+	if errors.As(err, &changed) {
+		rd, err = emptyReader{cur.Source}, nil // the unit ends here, reported below
+	}
 	if err != nil {
 		return nil, retryable(err, "export chunk %s: open source", in.Unit.ID)
 	}
@@ -619,6 +623,10 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			cur.Source = rd.Cursor()
 			continue
 		}
+		if errors.As(err, &changed) {
+			done = true
+			break
+		}
 		if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
 			// The chunk ran out of time inside a read (a throttled
 			// upstream): it ends here with its cursor, the next chunk
@@ -657,6 +665,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	if err := w.commit(); err != nil {
 		return nil, err
+	}
+	if changed != nil {
+		badRecords = append(badRecords, changed.issue(in.Unit.Type))
 	}
 	if len(badRecords) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, in.Unit.ID, start.Seq, start.Source, badRecords); err != nil {
@@ -898,10 +909,19 @@ func (s *Steps) Fail(ctx context.Context, in FailInput) error {
 	outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeException,
 		fmt.Sprintf("the export failed and was stopped (job %s); start a new export", in.JobID))
 	expires := s.now().UTC().Add(s.cfg.Retention)
-	_, err := s.jobs.Transition(ctx, in.JobID, Transition{
+	t := Transition{
 		From: []Status{StatusAccepted, StatusInProgress}, To: StatusFailed,
 		Outcome: &outcome, FailStatus: 500, ExpiresAt: &expires,
-	})
+	}
+	_, err := s.jobs.Transition(ctx, in.JobID, t)
+	if err != nil && !IsConflict(err) && !errors.Is(err, ErrJobNotFound) {
+		// The failure could not be recorded: often the disk is full with
+		// this very job's output. A failed job's files are never served,
+		// so free them and try once more.
+		if derr := s.files.DeleteJob(ctx, in.JobID); derr == nil {
+			_, err = s.jobs.Transition(ctx, in.JobID, t)
+		}
+	}
 	if err != nil && !IsConflict(err) && !errors.Is(err, ErrJobNotFound) {
 		return fmt.Errorf("fail job %s: %w", in.JobID, err)
 	}

@@ -584,3 +584,130 @@ func TestLargeResourcesStopAtTheBudget(t *testing.T) {
 		t.Errorf("%d chunks for 40 resources of 2 MiB, want 41 (one each, then the end)", calls)
 	}
 }
+
+// changingSource fails reads with a SourceChangedError: at Open, or after
+// `after` resources of a segment.
+type changingSource struct {
+	*exporttest.Source
+	atOpen bool
+	after  int
+}
+
+func (s *changingSource) Open(ctx context.Context, q export.Query, t, seg, cursor string) (export.Reader, error) {
+	if s.atOpen {
+		return nil, &export.SourceChangedError{Object: "Patient.ndjson", Reason: "size changed"}
+	}
+	r, err := s.Source.Open(ctx, q, t, seg, cursor)
+	return &changingReader{Reader: r, left: s.after}, err
+}
+
+type changingReader struct {
+	export.Reader
+	left int
+}
+
+func (r *changingReader) Next() ([]byte, error) {
+	if r.left == 0 {
+		return nil, &export.SourceChangedError{Object: "Patient.ndjson", Reason: "size changed"}
+	}
+	r.left--
+	return r.Reader.Next()
+}
+
+// TestSourceChangedEndsTheUnitWithAnOutcome: a source object that changed
+// after Plan ends its unit, keeps what was read before, and names the file
+// in an error record; no retry loop, no silent loss.
+func TestSourceChangedEndsTheUnitWithAnOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		src    *changingSource
+		output int
+	}{
+		{"at open", &changingSource{atOpen: true}, 0},
+		{"while reading", &changingSource{after: 3}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.src.Source = &exporttest.Source{Lines: map[string][]string{"Patient": lines("Patient", 10)}}
+			f := newFixture(t, tc.src.Source, export.Config{})
+			f.steps = export.NewSteps(f.jobs, f.files, tc.src, export.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			plan, err := f.steps.Plan(context.Background(), export.JobRef{JobID: "job1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if calls := f.runUnit(t, units(t, f.steps, plan)[0]); calls != 1 {
+				t.Errorf("%d calls, want 1", calls)
+			}
+			if got := len(outputLines(f)); got != tc.output {
+				t.Errorf("%d resources written, want %d", got, tc.output)
+			}
+			var errs string
+			for k, v := range f.files.Snapshot() {
+				if strings.Contains(k, "/errors.") {
+					errs += v
+				}
+			}
+			if !strings.Contains(errs, "Patient.ndjson") || !strings.Contains(errs, `"conflict"`) {
+				t.Errorf("error records = %q, want a conflict naming Patient.ndjson", errs)
+			}
+		})
+	}
+}
+
+// diskFullStore refuses writes while the job's files are still on disk, as
+// a job store on a filesystem those files have filled would.
+type diskFullStore struct {
+	*exporttest.JobStore
+	files *exporttest.FileStore
+}
+
+func (s *diskFullStore) full() bool {
+	for k := range s.files.Snapshot() {
+		if strings.HasPrefix(k, "job1/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *diskFullStore) Transition(ctx context.Context, id string, t export.Transition) (*export.Job, error) {
+	if s.full() {
+		return nil, errors.New("write jobs.db: no space left on device")
+	}
+	return s.JobStore.Transition(ctx, id, t)
+}
+
+// TestCancelAndFailFreeSpaceFirstWhenTheStoreIsFull: on a full disk,
+// DELETE and the Fail step still succeed, by removing the job's files
+// before recording the change.
+func TestCancelAndFailFreeSpaceFirstWhenTheStoreIsFull(t *testing.T) {
+	for _, op := range []string{"cancel", "fail"} {
+		t.Run(op, func(t *testing.T) {
+			files := exporttest.NewFileStore()
+			jobs := &diskFullStore{JobStore: exporttest.NewJobStore(), files: files}
+			now := time.Now().UTC()
+			if err := jobs.Create(context.Background(), &export.Job{ID: "job1", Owner: "c", Status: export.StatusInProgress,
+				CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			w, _ := files.Create(context.Background(), "job1/Patient.0000/Patient.0000.ndjson")
+			w.Write([]byte("{}\n"))
+			w.Commit()
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			var err error
+			want := export.StatusCancelled
+			if op == "cancel" {
+				svc := export.NewService(jobs, files, &nopRunner{}, &exporttest.Source{}, export.Config{}, quiet)
+				err = svc.Cancel(context.Background(), "c", "job1")
+			} else {
+				want = export.StatusFailed
+				err = export.NewSteps(jobs, files, &exporttest.Source{}, export.Config{}, quiet).Fail(context.Background(), export.FailInput{JobID: "job1"})
+			}
+			if err != nil {
+				t.Fatalf("%s on a full store: %v", op, err)
+			}
+			if j, _ := jobs.Get(context.Background(), "job1"); j.Status != want {
+				t.Errorf("status = %s, want %s", j.Status, want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -222,4 +223,70 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// CappedCreatorContract checks export.CappedCreator: 50 concurrent
+// creations for one owner with a cap of 5 create exactly 5 jobs, other
+// owners are not counted, and a job that leaves the live states frees its
+// place at once.
+func CappedCreatorContract(t *testing.T, newStore func(t *testing.T) export.JobStore) {
+	ctx := context.Background()
+	const maxLive, tries = 5, 50
+	newJob := func(id, owner string) *export.Job {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		return &export.Job{ID: id, Owner: owner, Status: export.StatusAccepted, TransactionTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	s := newStore(t)
+	c, ok := s.(export.CappedCreator)
+	if !ok {
+		t.Fatalf("%T does not implement export.CappedCreator", s)
+	}
+	if err := c.CreateCapped(ctx, newJob("other-0", "other"), maxLive); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var created []string
+	refused := 0
+	for i := 0; i < tries; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id := "j" + strconv.Itoa(i)
+			err := c.CreateCapped(ctx, newJob(id, "c1"), maxLive)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				created = append(created, id)
+			case errors.Is(err, export.ErrTooManyLive):
+				refused++
+			default:
+				t.Errorf("create %s: %v", id, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if len(created) != maxLive || refused != tries-maxLive {
+		t.Fatalf("created %d, refused %d; want %d and %d", len(created), refused, maxLive, tries-maxLive)
+	}
+	if n, err := s.CountLive(ctx, "c1"); err != nil || n != maxLive {
+		t.Errorf("CountLive = %d, %v; want %d", n, err, maxLive)
+	}
+	if err := c.CreateCapped(ctx, newJob("again", "c1"), maxLive); !errors.Is(err, export.ErrTooManyLive) {
+		t.Errorf("create at the cap = %v, want ErrTooManyLive", err)
+	}
+	if err := c.CreateCapped(ctx, newJob(created[0], "c1"), maxLive+1); !errors.Is(err, export.ErrJobExists) {
+		t.Errorf("create of an existing id = %v, want ErrJobExists", err)
+	}
+	// Cancelling one frees its place for the very next kick-off.
+	if _, err := s.Transition(ctx, created[0], export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusCancelled}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateCapped(ctx, newJob("after-cancel", "c1"), maxLive); err != nil {
+		t.Errorf("create after a cancel = %v, want success", err)
+	}
+	if err := c.CreateCapped(ctx, newJob("over", "c1"), maxLive); !errors.Is(err, export.ErrTooManyLive) {
+		t.Errorf("create over the cap after the cancel = %v, want ErrTooManyLive", err)
+	}
 }

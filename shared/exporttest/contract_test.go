@@ -10,3 +10,7 @@ import (
 func TestFakeJobStore(t *testing.T) {
 	exporttest.JobStoreContract(t, func(*testing.T) export.JobStore { return exporttest.NewJobStore() })
 }
+
+func TestFakeCappedCreator(t *testing.T) {
+	exporttest.CappedCreatorContract(t, func(*testing.T) export.JobStore { return exporttest.NewJobStore() })
+}

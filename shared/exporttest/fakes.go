@@ -27,7 +27,10 @@ type JobStore struct {
 	files map[string]map[string]export.File
 }
 
-var _ export.JobStore = (*JobStore)(nil)
+var (
+	_ export.JobStore      = (*JobStore)(nil)
+	_ export.CappedCreator = (*JobStore)(nil)
+)
 
 // NewJobStore returns an empty store.
 func NewJobStore() *JobStore {
@@ -50,6 +53,26 @@ func (s *JobStore) Create(_ context.Context, j *export.Job) error {
 	defer s.mu.Unlock()
 	if _, ok := s.jobs[j.ID]; ok {
 		return export.ErrJobExists
+	}
+	s.jobs[j.ID] = *clone(*j)
+	return nil
+}
+
+// CreateCapped implements export.CappedCreator.
+func (s *JobStore) CreateCapped(_ context.Context, j *export.Job, maxLive int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.jobs[j.ID]; ok {
+		return export.ErrJobExists
+	}
+	n := 0
+	for _, o := range s.jobs {
+		if o.Owner == j.Owner && o.Status.Live() {
+			n++
+		}
+	}
+	if n >= maxLive {
+		return export.ErrTooManyLive
 	}
 	s.jobs[j.ID] = *clone(*j)
 	return nil

@@ -1,6 +1,9 @@
 package fhir
 
-import "sort"
+import (
+	"sort"
+	"strings"
+)
 
 // r4Types lists every resource type of FHIR R4 (4.0.1).
 var r4Types = []string{
@@ -56,4 +59,20 @@ func ResourceTypes() []string {
 	out := append([]string(nil), r4Types...)
 	sort.Strings(out)
 	return out
+}
+
+// IsID reports whether s is a FHIR id ([A-Za-z0-9\-\.]{1,64}) that names a
+// resource: "." and ".." match the pattern but would be path segments in a
+// URL, so they are refused.
+func IsID(s string) bool {
+	if len(s) == 0 || len(s) > 64 || strings.Trim(s, ".") == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }

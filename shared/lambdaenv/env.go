@@ -52,6 +52,10 @@ type Role int
 const (
 	RoleAPI Role = iota
 	RoleTask
+	// RoleStatus is the status function: the API on the status route only
+	// (GET, DELETE), which never reads the source, so it is given none and
+	// its IAM role grants no source read.
+	RoleStatus
 )
 
 // Config is the validated configuration of a function.
@@ -68,6 +72,8 @@ type Config struct {
 	DeadlineMargin, ChunkBudget                           time.Duration
 	MaxFileBytes                                          int64
 	MaxLiveJobs                                           int
+	// StatusOnly is set for RoleStatus: no source, the status route only.
+	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
 }
@@ -138,10 +144,11 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		MaxFileBytes:    num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
 		MaxLiveJobs:     int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
-	if role == RoleAPI {
+	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
 	}
+	c.StatusOnly = role == RoleStatus
 	sources := 0
 	for _, v := range []string{c.SourceDir, c.SourceBucket, c.SourceURL} {
 		if v != "" {
@@ -149,6 +156,10 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		}
 	}
 	switch {
+	case c.StatusOnly:
+		// The status function reads no source: source settings (the stack
+		// sets none) are ignored, and no source client is built.
+		c.SourceDir, c.SourceBucket, c.SourcePrefix, c.SourceURL, c.SourceSecretARN = "", "", "", "", ""
 	case sources > 1:
 		problems = append(problems, fmt.Sprintf("set one source: %s, %s or %s", EnvSourceURL, EnvSourceBucket, EnvSourceDir))
 	case sources == 0:

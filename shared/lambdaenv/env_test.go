@@ -81,6 +81,39 @@ func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
 	}
 }
 
+// TestStatusFunctionReadsNoSource: the status function loads without a
+// source (and ignores one), builds no source client, and answers only the
+// status route.
+func TestStatusFunctionReadsNoSource(t *testing.T) {
+	env := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x", EnvAuth: AuthNone}
+	cfg, err := Load(func(k string) string { return env[k] }, RoleStatus)
+	if err != nil || !cfg.StatusOnly {
+		t.Fatalf("load = %+v, %v", cfg, err)
+	}
+	env[EnvSourceURL] = "https://fhir.example.org"
+	env[EnvSourceSecretARN] = "arn:aws:secretsmanager:us-east-1:1:secret:x" // would be read at cold start
+	if cfg, err = Load(func(k string) string { return env[k] }, RoleStatus); err != nil || cfg.SourceURL != "" || cfg.SourceSecretARN != "" {
+		t.Fatalf("status with source settings: %+v, %v", cfg, err)
+	}
+	awsCfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""), BaseEndpoint: aws.String("http://127.0.0.1:1")}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := Build(cfg, awsCfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.Source.(noSource); !ok {
+		t.Fatalf("status source = %T, want none", d.Source)
+	}
+	h := d.Handler(cfg, awsCfg, quiet)
+	for _, path := range []string{"/fhir/metadata", "/fhir/Group/g", "/fhir/$export"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "status route only") {
+			t.Errorf("%s: %d %s", path, rec.Code, rec.Body)
+		}
+	}
+}
+
 func TestLoadAuth(t *testing.T) {
 	base := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:sm", EnvSourceDir: "/data"}
 	for _, tc := range []struct {

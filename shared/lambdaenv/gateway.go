@@ -2,6 +2,7 @@ package lambdaenv
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/awslabs/aws-lambda-go-api-proxy/core"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
@@ -19,8 +21,9 @@ import (
 // (payload format 2.0) and the REST API (Lambda proxy integration, format
 // 1.0). The stack chooses one (bulkfhir:apiType); the function is the same.
 type Gateway struct {
-	v1 *httpadapter.HandlerAdapter
-	v2 *httpadapter.HandlerAdapterV2
+	v1        *httpadapter.HandlerAdapter
+	v2        *httpadapter.HandlerAdapterV2
+	h, staged http.Handler
 }
 
 // NewGateway adapts h to both payload formats. Behind the REST API the
@@ -34,7 +37,7 @@ func NewGateway(h http.Handler) *Gateway {
 		}
 		h.ServeHTTP(w, r)
 	})
-	return &Gateway{v1: httpadapter.New(staged), v2: httpadapter.NewV2(h)}
+	return &Gateway{v1: httpadapter.New(staged), v2: httpadapter.NewV2(h), h: h, staged: staged}
 }
 
 // Invoke is the Lambda handler: it reads the payload's version and answers
@@ -53,15 +56,79 @@ func (g *Gateway) Invoke(ctx context.Context, raw json.RawMessage) (any, error) 
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return nil, fmt.Errorf("API Gateway v2 event: %w", err)
 		}
-		return g.v2.ProxyWithContext(ctx, ev)
+		return g.serveV2(ctx, ev)
 	case probe.HTTPMethod != "":
 		var ev events.APIGatewayProxyRequest
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return nil, fmt.Errorf("API Gateway REST event: %w", err)
 		}
-		return g.v1.ProxyWithContext(ctx, ev)
+		return g.serveV1(ctx, ev)
 	}
 	return nil, errors.New("not an API Gateway event: neither payload format 2.0 nor a REST API proxy event")
+}
+
+// GatewayHandler serves h behind the HTTP API (payload format 2.0) with
+// the crafted-event handling of Gateway.
+func GatewayHandler(h http.Handler) func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	return NewGateway(h).serveV2
+}
+
+// serveV2 answers an HTTP API event. Unlike httpadapter's ProxyWithContext,
+// an event that is not a valid HTTP request (a path that is not valid
+// percent-encoding, a body flagged base64 that is not, a malformed method)
+// is answered with a 400 OperationOutcome instead of a function error, and
+// a handler that writes nothing gets a 500 OperationOutcome: the function
+// never errors on input.
+func (g *Gateway) serveV2(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	req, err := g.v2.EventToRequestWithContext(ctx, ev)
+	if err != nil {
+		st, hd, body := outcome(http.StatusBadRequest, fhir.CodeStructure,
+			"the request could not be read: "+describeEventError(ev.IsBase64Encoded, ev.Body))
+		return events.APIGatewayV2HTTPResponse{StatusCode: st, Headers: hd, Body: body}, nil
+	}
+	w := core.NewProxyResponseWriterV2()
+	g.h.ServeHTTP(w, req)
+	resp, err := w.GetProxyResponse()
+	if err != nil {
+		st, hd, body := outcome(http.StatusInternalServerError, fhir.CodeException, "internal error: no response")
+		return events.APIGatewayV2HTTPResponse{StatusCode: st, Headers: hd, Body: body}, nil
+	}
+	return resp, nil
+}
+
+// serveV1 answers a REST API proxy event, with the same handling of
+// crafted events as serveV2.
+func (g *Gateway) serveV1(ctx context.Context, ev events.APIGatewayProxyRequest) (events.APIGatewayProxyResponse, error) {
+	req, err := g.v1.EventToRequestWithContext(ctx, ev)
+	if err != nil {
+		st, hd, body := outcome(http.StatusBadRequest, fhir.CodeStructure,
+			"the request could not be read: "+describeEventError(ev.IsBase64Encoded, ev.Body))
+		return events.APIGatewayProxyResponse{StatusCode: st, Headers: hd, Body: body}, nil
+	}
+	w := core.NewProxyResponseWriter()
+	g.staged.ServeHTTP(w, req)
+	resp, err := w.GetProxyResponse()
+	if err != nil {
+		st, hd, body := outcome(http.StatusInternalServerError, fhir.CodeException, "internal error: no response")
+		return events.APIGatewayProxyResponse{StatusCode: st, Headers: hd, Body: body}, nil
+	}
+	return resp, nil
+}
+
+// describeEventError says which part of a crafted event is invalid, without
+// echoing it.
+func describeEventError(base64Body bool, body string) string {
+	if base64Body {
+		if _, err := base64.StdEncoding.DecodeString(body); err != nil {
+			return "the body is flagged base64 but is not valid base64"
+		}
+	}
+	return "the method or path is not valid (percent-encoding, characters)"
+}
+
+func outcome(status int, code, msg string) (int, map[string]string, string) {
+	return status, map[string]string{"Content-Type": "application/fhir+json"},
+		string(fhir.Outcome(fhir.SeverityError, code, msg).JSON())
 }
 
 // Authorizers answers API Gateway's Lambda authorizer events of both APIs:

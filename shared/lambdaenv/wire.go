@@ -48,6 +48,8 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		Files: s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix}),
 	}
 	switch {
+	case cfg.StatusOnly:
+		d.Source = noSource{}
 	case cfg.SourceURL != "":
 		src, err := upstream(cfg, awsCfg, log)
 		if err != nil {
@@ -110,13 +112,17 @@ func upstream(cfg Config, awsCfg aws.Config, log *slog.Logger) (*fhirsource.Sour
 func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Handler {
 	runner := sfnrunner.New(sfn.NewFromConfig(awsCfg), cfg.StateMachineARN)
 	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
-	return api.New(svc, api.Config{
+	h := api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
 		Auth:      d.authenticator(cfg),
 		TokenURL:  tokenURL(cfg),
 		RequestID: RequestID,
 		Log:       log,
 	})
+	if cfg.StatusOnly {
+		return statusOnly(h)
+	}
+	return h
 }
 
 // RequestID is API Gateway's id of the request (stable across a retried

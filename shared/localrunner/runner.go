@@ -227,12 +227,44 @@ func (r *Runner) fail(ctx context.Context, jobID, step string, err error) {
 		r.log.Debug("job stopped", "job", jobID, "step", step, "reason", err)
 		return
 	}
-	// Use a fresh context: the job's own may be cancelled by now.
+	in := export.FailInput{JobID: jobID, Error: step, Cause: err.Error()}
+	if r.recordFailure(in) {
+		return
+	}
+	// The failure could not be recorded (a full disk, a store error): the
+	// job must not stay "in progress" and hold a place under the cap, so
+	// keep trying in the background until a write succeeds. Were the
+	// process to stop first, start-up recovery resumes the job, which
+	// fails again and is recorded then.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		wait := r.opts.Backoff
+		for {
+			select {
+			case <-r.base.Done():
+				return
+			case <-time.After(wait):
+			}
+			if r.recordFailure(in) {
+				r.log.Info("job failure recorded after retrying", "job", jobID)
+				return
+			}
+			wait = min(2*wait, 30*time.Second)
+		}
+	}()
+}
+
+// recordFailure runs the Fail step once, with a fresh context (the job's
+// own may be cancelled by now).
+func (r *Runner) recordFailure(in export.FailInput) bool {
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if ferr := r.steps.Fail(fctx, export.FailInput{JobID: jobID, Error: step, Cause: err.Error()}); ferr != nil {
-		r.log.Error("mark job failed", "job", jobID, "err", ferr)
+	if ferr := r.steps.Fail(fctx, in); ferr != nil {
+		r.log.Error("mark job failed", "job", in.JobID, "err", ferr)
+		return false
 	}
+	return true
 }
 
 // retry calls fn until it succeeds, fails with a non-retryable error, or the

@@ -24,11 +24,11 @@ func (c *countingObjects) List(ctx context.Context) ([]Object, error) {
 	return c.Objects.List(ctx)
 }
 
-func (c *countingObjects) Open(ctx context.Context, name string, start, end int64) (io.ReadCloser, error) {
+func (c *countingObjects) Open(ctx context.Context, name, version string, start, end int64) (io.ReadCloser, error) {
 	if name == "Group.ndjson" {
 		c.groupOpens.Add(1)
 	}
-	return c.Objects.Open(ctx, name, start, end)
+	return c.Objects.Open(ctx, name, version, start, end)
 }
 
 // TestChunksDoNotReReadTheSource: after Plan, opening segments (one per

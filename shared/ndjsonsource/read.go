@@ -98,7 +98,7 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			r.patients = members
 		}
 	}
-	rc, err := s.objs.Open(ctx, sg.file, pos, sg.end)
+	rc, err := s.objs.Open(ctx, sg.file, sg.version, pos, sg.end)
 	if err != nil {
 		return nil, err
 	}

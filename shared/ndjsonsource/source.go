@@ -18,6 +18,7 @@ package ndjsonsource
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,14 @@ func NewFromObjects(objs Objects, opts Options) *Source {
 	}
 	return &Source{objs: objs, segmentBytes: opts.SegmentBytes, typesByName: opts.TypesByName,
 		files: map[string]*fileIndex{}, members: map[string]groupMembers{}}
+}
+
+// Generation counts the changes the source has seen to its objects; it
+// moves when a refresh re-indexes a changed, new or removed object.
+func (s *Source) Generation() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
 }
 
 // Caps implements export.Source.
@@ -204,7 +213,7 @@ func (s *Source) index(ctx context.Context, o Object) (*fileIndex, error) {
 			return idx, nil
 		}
 	}
-	rc, err := s.objs.Open(ctx, o.Name, 0, o.Size)
+	rc, err := s.objs.Open(ctx, o.Name, o.Version, 0, o.Size)
 	if err != nil {
 		return nil, err
 	}
@@ -290,23 +299,39 @@ func (s *Source) Counts(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
-// segment is a byte range [start, end) of one file.
+// segment is a byte range [start, end) of one file, pinned to the version
+// of the file it was planned on: "start:end:v=<base64url version>:file"
+// ("start:end:file" from before pinning reads unpinned).
 type segment struct {
 	file       string
+	version    string
 	start, end int64
 }
 
-func (sg segment) String() string { return fmt.Sprintf("%d:%d:%s", sg.start, sg.end, sg.file) }
+func (sg segment) String() string {
+	if sg.version == "" {
+		return fmt.Sprintf("%d:%d:%s", sg.start, sg.end, sg.file)
+	}
+	return fmt.Sprintf("%d:%d:v=%s:%s", sg.start, sg.end, base64.RawURLEncoding.EncodeToString([]byte(sg.version)), sg.file)
+}
 
 func parseSegment(s string) (segment, error) {
 	a, rest, ok1 := strings.Cut(s, ":")
 	b, file, ok2 := strings.Cut(rest, ":")
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
+	var version string
+	if v, f, ok := strings.Cut(file, ":"); ok && strings.HasPrefix(v, "v=") {
+		raw, err := base64.RawURLEncoding.DecodeString(v[2:])
+		if err != nil {
+			return segment{}, fmt.Errorf("invalid segment %q", s)
+		}
+		version, file = string(raw), f
+	}
 	if !ok1 || !ok2 || err1 != nil || err2 != nil || start < 0 || end < start || file == "" {
 		return segment{}, fmt.Errorf("invalid segment %q", s)
 	}
-	return segment{file: file, start: start, end: end}, nil
+	return segment{file: file, version: version, start: start, end: end}, nil
 }
 
 // Plan implements export.Source: one segment per file holding the type,
@@ -325,27 +350,28 @@ func (s *Source) Plan(ctx context.Context, _ export.Query, typ string) ([]string
 	sort.Strings(names)
 	var out []string
 	for _, rel := range names {
-		sp := files[rel].types[typ]
-		bounds, err := s.split(ctx, rel, sp.start, sp.end)
+		idx := files[rel]
+		sp := idx.types[typ]
+		bounds, err := s.split(ctx, rel, idx.version, sp.start, sp.end)
 		if err != nil {
 			return nil, err
 		}
 		for i := 0; i+1 < len(bounds); i++ {
-			out = append(out, segment{file: rel, start: bounds[i], end: bounds[i+1]}.String())
+			out = append(out, segment{file: rel, version: idx.version, start: bounds[i], end: bounds[i+1]}.String())
 		}
 	}
 	return out, nil
 }
 
 // split returns line-aligned boundaries start = b0 < b1 < … < bn = end.
-func (s *Source) split(ctx context.Context, name string, start, end int64) ([]int64, error) {
+func (s *Source) split(ctx context.Context, name, version string, start, end int64) ([]int64, error) {
 	bounds := []int64{start}
 	for next := start + s.segmentBytes; next < end; next += s.segmentBytes {
 		if next <= bounds[len(bounds)-1] {
 			continue
 		}
 		// The boundary is the start of the first line at or after next.
-		b, err := s.lineStartAfter(ctx, name, next-1, end)
+		b, err := s.lineStartAfter(ctx, name, version, next-1, end)
 		if err != nil {
 			return nil, err
 		}
@@ -361,8 +387,8 @@ func (s *Source) split(ctx context.Context, name string, start, end int64) ([]in
 
 // lineStartAfter returns the offset just after the first '\n' at or after
 // pos (limit if there is none before it).
-func (s *Source) lineStartAfter(ctx context.Context, name string, pos, limit int64) (int64, error) {
-	rc, err := s.objs.Open(ctx, name, pos, limit)
+func (s *Source) lineStartAfter(ctx context.Context, name, version string, pos, limit int64) (int64, error) {
+	rc, err := s.objs.Open(ctx, name, version, pos, limit)
 	if err != nil {
 		return 0, err
 	}

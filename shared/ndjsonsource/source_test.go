@@ -151,3 +151,55 @@ func TestSource(t *testing.T) {
 		t.Error("opened a segment outside the directory")
 	}
 }
+
+// TestChangedFileIsDetected: a segment planned on one version of a file is
+// not read from another (size or modification time changed).
+func TestChangedFileIsDetected(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "Observation.ndjson", obs(1, "p", "2020-01-01T00:00:00Z"), obs(2, "p", "2020-01-01T00:00:00Z"))
+	s, err := New(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	q := export.Query{Level: bulkdata.LevelSystem}
+	segs, err := s.Plan(ctx, q, "Observation")
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("plan = %v, %v", segs, err)
+	}
+	r, err := s.Open(ctx, q, "Observation", segs[0], "")
+	if err != nil {
+		t.Fatalf("open unchanged: %v", err)
+	}
+	r.Close()
+	for _, change := range []struct {
+		name string
+		do   func()
+	}{
+		{"appended", func() {
+			write(t, dir, "Observation.ndjson", obs(1, "p", "2020-01-01T00:00:00Z"), obs(2, "p", "2020-01-01T00:00:00Z"), obs(3, "p", "2020-01-01T00:00:00Z"))
+		}},
+		{"same size, touched", func() {
+			write(t, dir, "Observation.ndjson", obs(1, "p", "2020-01-01T00:00:00Z"), obs(2, "p", "2020-01-01T00:00:00Z"))
+			later := time.Now().Add(time.Hour)
+			if err := os.Chtimes(filepath.Join(dir, "Observation.ndjson"), later, later); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(change.name, func(t *testing.T) {
+			change.do()
+			_, err := s.Open(ctx, q, "Observation", segs[0], "")
+			var changed *export.SourceChangedError
+			if !errors.As(err, &changed) || changed.Object != "Observation.ndjson" {
+				t.Fatalf("open after the file changed = %v, want a SourceChangedError naming Observation.ndjson", err)
+			}
+		})
+	}
+	// Segments from before pinning ("start:end:file") still read.
+	sg, _ := parseSegment(segs[0])
+	sg.version = ""
+	if _, err := s.Open(ctx, q, "Observation", sg.String(), ""); err != nil {
+		t.Errorf("unpinned segment: %v", err)
+	}
+}

@@ -7,13 +7,16 @@ package s3source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
+	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 )
 
@@ -62,16 +65,31 @@ func (o Objects) List(ctx context.Context) ([]ndjsonsource.Object, error) {
 	return out, nil
 }
 
-// Open implements ndjsonsource.Objects with a ranged GET.
-func (o Objects) Open(ctx context.Context, name string, start, end int64) (io.ReadCloser, error) {
+// Open implements ndjsonsource.Objects with a ranged GET. With a version
+// (the ETag List saw), the GET carries If-Match, so S3 itself refuses to
+// serve a replaced object (412) instead of bytes of another content.
+func (o Objects) Open(ctx context.Context, name, version string, start, end int64) (io.ReadCloser, error) {
 	if end <= start {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	out, err := o.API.GetObject(ctx, &s3.GetObjectInput{
+	in := &s3.GetObjectInput{
 		Bucket: aws.String(o.Bucket),
 		Key:    aws.String(o.Prefix + name),
 		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", start, end-1)),
-	})
+	}
+	if version != "" {
+		in.IfMatch = aws.String(version)
+	}
+	out, err := o.API.GetObject(ctx, in)
+	var apiErr smithy.APIError
+	if version != "" && errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "PreconditionFailed":
+			return nil, &export.SourceChangedError{Object: name, Reason: "its ETag is no longer " + version}
+		case "NoSuchKey":
+			return nil, &export.SourceChangedError{Object: name, Reason: "it was deleted"}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read s3://%s/%s%s: %w", o.Bucket, o.Prefix, name, err)
 	}

@@ -3,6 +3,7 @@ package s3source_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -108,4 +109,44 @@ func TestS3SourceTypeFilterCases(t *testing.T) {
 		}
 	}
 	typefiltertest.RunSource(t, s3source.New(client, "filtered", "fhir/", 0))
+}
+
+// TestReplacedObjectIsDetected: a segment planned on one version of an
+// object is not read from another; the GET is pinned with If-Match.
+func TestReplacedObjectIsDetected(t *testing.T) {
+	awstest.Handle(t, startErr)
+	ctx := context.Background()
+	cfg, err := awstest.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("changing")}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(body string) {
+		t.Helper()
+		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("changing"), Key: aws.String("fhir/Patient.ndjson"), Body: bytes.NewReader([]byte(body))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(`{"resourceType":"Patient","id":"a"}` + "\n" + `{"resourceType":"Patient","id":"b"}` + "\n")
+	src := s3source.New(client, "changing", "fhir/", 0)
+	q := export.Query{Level: bulkdata.LevelSystem}
+	segs, err := src.Plan(ctx, q, "Patient")
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("plan = %v, %v", segs, err)
+	}
+	// Unchanged: the pinned read works (the negative control).
+	r, err := src.Open(ctx, q, "Patient", segs[0], "")
+	if err != nil {
+		t.Fatalf("open unchanged: %v", err)
+	}
+	r.Close()
+	put(`{"resourceType":"Patient","id":"c"}` + "\n" + `{"resourceType":"Patient","id":"d"}` + "\n") // same size, other content
+	_, err = src.Open(ctx, q, "Patient", segs[0], "")
+	var changed *export.SourceChangedError
+	if !errors.As(err, &changed) || changed.Object != "Patient.ndjson" {
+		t.Fatalf("open after the object was replaced = %v, want a SourceChangedError naming Patient.ndjson", err)
+	}
 }
