@@ -309,8 +309,15 @@ func TestFailingUnitFailsTheJobOnAWS(t *testing.T) {
 		t.Fatalf("failed job: %d %s %s", r.StatusCode, header(r, "Content-Type"), r.Body)
 	}
 	// The execution ended in the ExportFailed state (its Cause), after
-	// MarkFailed recorded the OperationOutcome above.
-	if out := cl.execution(job).out.String(); !strings.Contains(out, "the job is marked failed") {
+	// MarkFailed recorded the OperationOutcome above. The job is marked
+	// failed before the execution ends: wait for its end.
+	e := cl.execution(job)
+	select {
+	case <-e.done:
+	case <-time.After(time.Minute):
+		t.Fatal("the execution did not end within a minute of its job failing")
+	}
+	if out := e.out.String(); !strings.Contains(out, "the job is marked failed") {
 		t.Errorf("execution did not end in ExportFailed: %s", out)
 	}
 }

@@ -52,7 +52,10 @@ func TestHostileRequests(t *testing.T) {
 			`{"resourceType":"Parameters","parameter":[{"name":"_outputFormat","valueString":"ndjson"}]}`, 400, "only once"},
 		// Lenient handling refuses what it could only drop by widening.
 		{"lenient unsupported _typeFilter", "GET", b + "/$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal%26code%3Ain%3Dx", lenient, "", 400, "code:in"},
-		{"lenient _typeFilter on an unknown search parameter", "GET", b + "/$export?_typeFilter=Observation%3Fno-such%3D1", lenient, "", 400, "no-such"},
+		// Lenient drops the whole filter and, with it, its only type:
+		// nothing is left, so the kick-off is refused (a filter dropped
+		// beside other types leaves its type out; see the export tests).
+		{"lenient _typeFilter on an unknown search parameter", "GET", b + "/$export?_type=Observation&_typeFilter=Observation%3Fno-such%3D1", lenient, "", 400, "no-such"},
 		{"lenient unknown parameter", "GET", b + "/$export?_type=Patient&_typeFiltr=Patient%3Fgender%3Dfemale", lenient, "", 400, "_typeFiltr"},
 		{"lenient only unknown types", "GET", b + "/$export?_type=NotAType", lenient, "", 400, "every type"},
 		{"lenient only non-compartment types", "GET", b + "/Patient/$export?_type=Organization", lenient, "", 400, "Patient compartment"},
