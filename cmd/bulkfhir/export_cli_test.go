@@ -88,9 +88,11 @@ func TestCLIConventions(t *testing.T) {
 					args[i] = t.TempDir()
 				}
 			}
-			stdout, stderr, code := runCLIEnv(t, []string{"BULKFHIR_TOKEN=s3cr3t-token"}, args...)
-			if strings.Contains(stdout+stderr, "s3cr3t-token") {
-				t.Errorf("the token from $BULKFHIR_TOKEN is printed:\n%s%s", stdout, stderr)
+			stdout, stderr, code := runCLIEnv(t, []string{"BULKFHIR_TOKEN=s3cr3t-token", "BULKFHIR_SOURCE_TOKEN=upstr3am-token"}, args...)
+			for _, secret := range []string{"s3cr3t-token", "upstr3am-token"} {
+				if strings.Contains(stdout+stderr, secret) {
+					t.Errorf("a token from the environment (%s) is printed:\n%s%s", secret, stdout, stderr)
+				}
 			}
 			if code != tc.code {
 				t.Errorf("status %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)

@@ -51,7 +51,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.data, "data", "", "directory of NDJSON files to export (this or --source-url)")
 	fs.StringVar(&c.upstream.URL, "source-url", "", "base URL of a FHIR R4 server to export from (this or --data)")
-	fs.StringVar(&c.upstream.Token, "source-token", os.Getenv("BULKFHIR_SOURCE_TOKEN"), "static bearer token for the upstream (default $BULKFHIR_SOURCE_TOKEN)")
+	// The default is read after parsing, so -h never prints the secret.
+	fs.StringVar(&c.upstream.Token, "source-token", "", "static bearer token for the upstream (default $BULKFHIR_SOURCE_TOKEN)")
 	fs.StringVar(&c.upstream.ClientID, "source-client-id", "", "SMART Backend Services client id for the upstream")
 	fs.StringVar(&c.sourceKeyFile, "source-key", "", "PEM private key file (RS384 or ES384) for SMART Backend Services (default: PEM in $BULKFHIR_SOURCE_KEY)")
 	fs.StringVar(&c.upstream.TokenURL, "source-token-url", "", "the upstream's token endpoint for SMART Backend Services")
@@ -82,6 +83,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.limits.MaxConns, "max-connections", httplimit.DefaultMaxConns, "connections served at once (more wait in the listen backlog)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if c.upstream.Token == "" {
+		c.upstream.Token = os.Getenv("BULKFHIR_SOURCE_TOKEN")
 	}
 	if c.state == "" {
 		return errors.New("serve: --state is required")
