@@ -151,6 +151,16 @@ type Source struct {
 	typesAt    time.Time
 	groups     map[string]cachedGroup
 	elements   map[string]bool // per type: does the upstream honour _elements?
+	// counts are the _summary=count answers of Plan's compartment searches,
+	// by type and bounds: Plan asks once per stored patient batch, and the
+	// answer for one job's bounds (its upper bound is its transactionTime)
+	// is the same for every batch.
+	counts map[string]cachedCount
+}
+
+type cachedCount struct {
+	at time.Time
+	n  int64
 }
 
 type cachedGroup struct {
@@ -704,7 +714,7 @@ func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string
 		if len(patients) == 0 {
 			return nil, nil
 		}
-		if n, err := s.count(ctx, typ, timeBounds(q.Since, q.Until)); err == nil && n == 0 {
+		if n, err := s.planCount(ctx, typ, timeBounds(q.Since, q.Until)); err == nil && n == 0 {
 			return nil, nil
 		}
 		var segs []string
@@ -790,6 +800,29 @@ func (s *Source) count(ctx context.Context, typ string, bounds url.Values) (int6
 		return 0, errNoTotal
 	}
 	return total.Int(), nil
+}
+
+// planCount is count, reused for ten minutes per type and bounds (see
+// Source.counts).
+func (s *Source) planCount(ctx context.Context, typ string, bounds url.Values) (int64, error) {
+	key := typ + "?" + bounds.Encode()
+	s.mu.Lock()
+	c, ok := s.counts[key]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < 10*time.Minute {
+		return c.n, nil
+	}
+	n, err := s.count(ctx, typ, bounds)
+	if err != nil {
+		return n, err
+	}
+	s.mu.Lock()
+	if s.counts == nil || len(s.counts) > 4096 {
+		s.counts = map[string]cachedCount{}
+	}
+	s.counts[key] = cachedCount{at: time.Now(), n: n}
+	s.mu.Unlock()
+	return n, nil
 }
 
 // edge returns the lastUpdated of the first resource in the given order.

@@ -491,3 +491,44 @@ func TestBackendServicesAgainstAStrictTokenEndpoint(t *testing.T) {
 		t.Fatalf("read %d patients (%v) with %d tokens issued", len(got), bad, len(ep.Issued()))
 	}
 }
+
+// TestPlanCountsATypeOncePerJob: Plan runs once per stored patient batch;
+// the type's _summary=count for the job's bounds is asked once, not once
+// per batch, and an empty type still gets no segments.
+func TestPlanCountsATypeOncePerJob(t *testing.T) {
+	fs, hs := upstream(t, fhirtest.Options{})
+	s := newSource(t, hs.URL, nil)
+	patients := []string{}
+	for id := range sample(t).src {
+		if strings.HasPrefix(id, "Patient/") {
+			patients = append(patients, strings.TrimPrefix(id, "Patient/"))
+		}
+	}
+	slices.Sort(patients)
+	plan := func(batch []string, typ string) []string {
+		segs, err := s.Plan(context.Background(), export.Query{Level: bulkdata.LevelPatient, Patients: batch, Until: &until}, typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return segs
+	}
+	before := fs.Requests()
+	for i := range 4 {
+		if segs := plan(patients[i*3:i*3+3], "Observation"); len(segs) == 0 {
+			t.Fatalf("batch %d: no segments for Observation", i)
+		}
+	}
+	if n := fs.Requests() - before; n != 1 {
+		t.Errorf("4 batches made %d upstream requests at Plan, want 1 count", n)
+	}
+	other := until.Add(-time.Hour)
+	if _, err := s.Plan(context.Background(), export.Query{Level: bulkdata.LevelPatient, Patients: patients[:3], Until: &other}, "Observation"); err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.Requests() - before; n != 2 {
+		t.Errorf("other bounds: %d requests in all, want a second count", n)
+	}
+	if segs := plan(patients[:3], "Basic"); len(segs) != 0 {
+		t.Errorf("a type without data got segments %v", segs)
+	}
+}
