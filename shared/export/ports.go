@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -145,4 +146,27 @@ type Reader interface {
 type Runner interface {
 	Start(ctx context.Context, jobID string) error
 	Stop(ctx context.Context, jobID string) error
+}
+
+// EachResource calls fn with every resource r returns until fn returns
+// false or r ends, skipping the records r reports as bad, and closes r.
+// The line is valid only during the call.
+func EachResource(r Reader, fn func(line []byte) bool) error {
+	defer r.Close()
+	for {
+		line, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		var bad *BadRecordError
+		if errors.As(err, &bad) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !fn(line) {
+			return nil
+		}
+	}
 }

@@ -2,8 +2,6 @@ package exporttest
 
 import (
 	"context"
-	"errors"
-	"io"
 	"testing"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -24,22 +22,12 @@ func ReadType(t testing.TB, src export.Source, q export.Query, typ string) [][]b
 		if err != nil {
 			t.Fatal(err)
 		}
-		for {
-			line, err := r.Next()
-			if err == io.EOF {
-				break
-			}
-			var bad *export.BadRecordError
-			if errors.As(err, &bad) {
-				continue
-			}
-			if err != nil {
-				r.Close()
-				t.Fatal(err)
-			}
+		if err := export.EachResource(r, func(line []byte) bool {
 			out = append(out, append([]byte(nil), line...))
+			return true
+		}); err != nil {
+			t.Fatal(err)
 		}
-		r.Close()
 	}
 	return out
 }

@@ -240,25 +240,13 @@ func (s *Source) scanType(ctx context.Context, t string, fn func(line []byte) bo
 		if err != nil {
 			return err
 		}
-		for {
-			line, err := rd.Next()
-			if err == io.EOF {
-				break
-			}
-			var bad *export.BadRecordError
-			if errors.As(err, &bad) {
-				continue
-			}
-			if err != nil {
-				rd.Close()
-				return err
-			}
-			if !fn(line) {
-				rd.Close()
-				return nil
-			}
+		stopped := false
+		if err := export.EachResource(rd, func(line []byte) bool {
+			stopped = !fn(line)
+			return !stopped
+		}); err != nil || stopped {
+			return err
 		}
-		rd.Close()
 	}
 	return nil
 }
