@@ -142,20 +142,11 @@ func (d *Deps) authenticator(cfg Config) api.Authenticator {
 func MustSetupAuth(needTable bool) (AuthConfig, aws.Config, *smartauth.Keys) {
 	log := lambdacontext.NewLogger()
 	c, err := LoadAuth(os.Getenv, needTable)
-	if err != nil {
-		log.Error("startup", "err", err)
-		os.Exit(1)
-	}
+	exitOnError(log, "startup", err)
 	awsCfg, err := config.LoadDefaultConfig(context.Background())
-	if err != nil {
-		log.Error("startup: AWS config", "err", err)
-		os.Exit(1)
-	}
+	exitOnError(log, "startup: AWS config", err)
 	keys, err := TokenKeys(context.Background(), awsCfg, c.TokenSecretARN)
-	if err != nil {
-		log.Error("startup", "err", err)
-		os.Exit(1)
-	}
+	exitOnError(log, "startup", err)
 	return c, awsCfg, keys
 }
 

@@ -19,25 +19,25 @@ type Env struct {
 	Deps   *Deps
 }
 
+// exitOnError logs a cold-start failure and exits (Lambda reports the init
+// failure); nil does nothing.
+func exitOnError(log *slog.Logger, msg string, err error) {
+	if err != nil {
+		log.Error(msg, "err", err)
+		os.Exit(1)
+	}
+}
+
 // MustSetup configures a function at cold start, or logs every problem and
 // exits (Lambda reports the init failure).
 func MustSetup(role Role) *Env {
 	log := lambdacontext.NewLogger()
 	cfg, err := Load(os.Getenv, role)
-	if err != nil {
-		log.Error("startup", "err", err)
-		os.Exit(1)
-	}
+	exitOnError(log, "startup", err)
 	awsCfg, err := config.LoadDefaultConfig(context.Background())
-	if err != nil {
-		log.Error("startup: AWS config", "err", err)
-		os.Exit(1)
-	}
+	exitOnError(log, "startup: AWS config", err)
 	env, err := Setup(cfg, awsCfg, log)
-	if err != nil {
-		log.Error("startup", "err", err)
-		os.Exit(1)
-	}
+	exitOnError(log, "startup", err)
 	return env
 }
 
