@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
 	"net/http"
@@ -134,14 +135,14 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	// The API functions as the stack configures them by default.
 	cfg, err := lambdaenv.Load(func(k string) string {
 		switch k {
-		case lambdaenv.EnvAuth:
+		case settings.EnvAuth:
 			return ""
-		case lambdaenv.EnvTokenSecretARN:
+		case settings.EnvTokenSecretARN:
 			return tokenSecretARN
 		}
 		return cl.env[k]
 	}, lambdaenv.RoleAPI)
-	if err != nil || cfg.Auth != lambdaenv.AuthBulkfhir {
+	if err != nil || cfg.Auth != settings.AuthBulkfhir {
 		t.Fatalf("default API config: %+v %v", cfg.Auth, err)
 	}
 	deps := *cl.api.Deps

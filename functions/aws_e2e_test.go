@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +20,6 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
 
 // apiRequest sends one API Gateway (HTTP API, payload 2.0) request through
@@ -336,8 +336,8 @@ func TestUpstreamSourceOnAWS(t *testing.T) {
 	hs := httptest.NewServer(up)
 	defer hs.Close()
 	cl.withEnv(t, map[string]string{
-		lambdaenv.EnvSourceBucket: "", lambdaenv.EnvSourcePrefix: "",
-		lambdaenv.EnvSourceURL: hs.URL,
+		settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "",
+		settings.EnvSourceURL: hs.URL,
 	})
 	before := up.Requests()
 	m := completed(t, kickoff(t, http.MethodGet, "/fhir/$export", "", ""))

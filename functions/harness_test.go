@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
 	"net/http"
@@ -202,20 +203,20 @@ func newCluster() (*cluster, error) {
 		"AWS_ACCESS_KEY_ID":         awstest.AccessKey,
 		"AWS_SECRET_ACCESS_KEY":     awstest.SecretKey,
 		"AWS_REGION":                awstest.Region,
-		lambdaenv.EnvTable:          table,
-		lambdaenv.EnvBucket:         bucket,
-		lambdaenv.EnvStateMachine:   stateMachine,
-		lambdaenv.EnvPublicBaseURL:  publicBase,
-		lambdaenv.EnvSourceBucket:   sourceBucket,
-		lambdaenv.EnvSourcePrefix:   sourcePrefix,
-		lambdaenv.EnvRetention:      "2h",
+		settings.EnvTable:           table,
+		settings.EnvBucket:          bucket,
+		settings.EnvStateMachine:    stateMachine,
+		settings.EnvPublicBaseURL:   publicBase,
+		settings.EnvSourceBucket:    sourceBucket,
+		settings.EnvSourcePrefix:    sourcePrefix,
+		settings.EnvRetention:       "2h",
 		// The export tests run anonymous (as bulkfhir:allowAnonymous=true
 		// deploys); TestBulkfhirTokensOnAWS turns bulkfhir's tokens on.
-		lambdaenv.EnvAuth:         lambdaenv.AuthNone,
-		lambdaenv.EnvMaxFileBytes: "150000",
+		settings.EnvAuth:         settings.AuthNone,
+		settings.EnvMaxFileBytes: "150000",
 		// Every chunk stops after its first 512 resources: units loop
 		// through the state machine's cursor Choice several times.
-		lambdaenv.EnvChunkBudget: "1ns",
+		settings.EnvChunkBudget: "1ns",
 	}
 	for k, v := range cl.env {
 		os.Setenv(k, v)
@@ -680,7 +681,7 @@ func (cl *cluster) finish(name string, e *execution) {
 	}
 	if status != "SUCCEEDED" {
 		ev, _ := json.Marshal(map[string]any{
-			"version": "0", "source": "aws.states", "detail-type": sfnrunner.StatusChangeDetailType,
+			"version": "0", "source": "aws.states", "detail-type": settings.StatusChangeDetailType,
 			"detail": map[string]any{"executionArn": sfnrunner.ExecutionARN(stateMachine, name), "stateMachineArn": stateMachine,
 				"name": name, "status": status, "error": o.Error, "cause": o.Cause},
 		})

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,7 +31,6 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
 
 // scaleSize is the size of a scale run.
@@ -77,7 +77,7 @@ func TestScale(t *testing.T) {
 	t.Cleanup(func() { cl.useDefinition(maxConcurrent, 3600) })
 	t.Run("s3 objects", func(t *testing.T) {
 		want := scaleObjects(t, cl, size)
-		cl.withEnv(t, map[string]string{lambdaenv.EnvSourcePrefix: "scale/"})
+		cl.withEnv(t, map[string]string{settings.EnvSourcePrefix: "scale/"})
 		res := scaleRun(t, cl, "/fhir/$export", "_type=Observation", want)
 		if res.units < size.objects {
 			t.Errorf("%d units, want at least %d", res.units, size.objects)
@@ -88,7 +88,7 @@ func TestScale(t *testing.T) {
 		hs := httptest.NewServer(up)
 		defer hs.Close()
 		cl.withEnv(t, map[string]string{
-			lambdaenv.EnvSourceBucket: "", lambdaenv.EnvSourcePrefix: "", lambdaenv.EnvSourceURL: hs.URL,
+			settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "", settings.EnvSourceURL: hs.URL,
 		})
 		// Every type: the Group resource itself is in its members'
 		// compartments, found by every batch, exported once.

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,8 +16,6 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
-
-	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
 
 func TestMain(m *testing.M) {
@@ -368,7 +367,7 @@ func TestEndedExecutionsFailTheirJobs(t *testing.T) {
 	for _, r := range rules {
 		p := props(r)
 		pat := js(p["EventPattern"])
-		for _, want := range []string{`"aws.states"`, sfnrunner.StatusChangeDetailType, `"FAILED"`, `"TIMED_OUT"`, `"ABORTED"`, `ExportStateMachine`} {
+		for _, want := range []string{`"aws.states"`, settings.StatusChangeDetailType, `"FAILED"`, `"TIMED_OUT"`, `"ABORTED"`, `ExportStateMachine`} {
 			if !strings.Contains(pat, want) {
 				t.Errorf("pattern %s lacks %s", pat, want)
 			}

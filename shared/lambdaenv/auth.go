@@ -3,6 +3,7 @@ package lambdaenv
 import (
 	"context"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"log/slog"
 	"net/http"
 	"os"
@@ -20,47 +21,22 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
-// Authorization settings of the API functions.
-const (
-	// EnvAuth is how callers are authenticated: "bulkfhir" (the default:
-	// bulkfhir's own SMART Backend Services tokens), "gateway" (an outside
-	// issuer checked by API Gateway's JWT authorizer) or "none" (every
-	// caller is one anonymous client; the stack sets it only with
-	// bulkfhir:allowAnonymous=true).
-	EnvAuth = "BULKFHIR_AUTH"
-	// EnvTokenSecretARN is the Secrets Manager secret whose value signs
-	// and verifies bulkfhir's access tokens (HS384).
-	EnvTokenSecretARN = "BULKFHIR_TOKEN_SECRET_ARN"
-	// EnvAuthTable is the DynamoDB table of clients and used jti values.
-	EnvAuthTable = "BULKFHIR_AUTH_TABLE"
-	// EnvTokenURL is the outside issuer's token endpoint (Auth gateway),
-	// advertised in the CapabilityStatement.
-	EnvTokenURL = "BULKFHIR_TOKEN_URL"
-)
-
-// Values of EnvAuth.
-const (
-	AuthBulkfhir = "bulkfhir"
-	AuthGateway  = "gateway"
-	AuthNone     = "none"
-)
-
 // loadAuth reads the API functions' authorization settings.
 func loadAuth(getenv func(string) string, c *Config, problems *[]string) {
-	c.Auth = strings.TrimSpace(getenv(EnvAuth))
+	c.Auth = strings.TrimSpace(getenv(settings.EnvAuth))
 	if c.Auth == "" {
-		c.Auth = AuthBulkfhir
+		c.Auth = settings.AuthBulkfhir
 	}
-	c.TokenSecretARN = strings.TrimSpace(getenv(EnvTokenSecretARN))
-	c.TokenURL = strings.TrimSpace(getenv(EnvTokenURL))
+	c.TokenSecretARN = strings.TrimSpace(getenv(settings.EnvTokenSecretARN))
+	c.TokenURL = strings.TrimSpace(getenv(settings.EnvTokenURL))
 	switch c.Auth {
-	case AuthBulkfhir:
+	case settings.AuthBulkfhir:
 		if c.TokenSecretARN == "" {
-			*problems = append(*problems, EnvTokenSecretARN+" is not set (the access token key; or set "+EnvAuth+"=gateway or none)")
+			*problems = append(*problems, settings.EnvTokenSecretARN+" is not set (the access token key; or set "+settings.EnvAuth+"=gateway or none)")
 		}
-	case AuthGateway, AuthNone:
+	case settings.AuthGateway, settings.AuthNone:
 	default:
-		*problems = append(*problems, fmt.Sprintf("%s=%q: want bulkfhir, gateway or none", EnvAuth, c.Auth))
+		*problems = append(*problems, fmt.Sprintf("%s=%q: want bulkfhir, gateway or none", settings.EnvAuth, c.Auth))
 	}
 }
 
@@ -73,16 +49,16 @@ type AuthConfig struct {
 // configuration, reporting every problem at once.
 func LoadAuth(getenv func(string) string, needTable bool) (AuthConfig, error) {
 	c := AuthConfig{
-		TokenSecretARN: strings.TrimSpace(getenv(EnvTokenSecretARN)),
-		AuthTable:      strings.TrimSpace(getenv(EnvAuthTable)),
-		PublicBaseURL:  strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
+		TokenSecretARN: strings.TrimSpace(getenv(settings.EnvTokenSecretARN)),
+		AuthTable:      strings.TrimSpace(getenv(settings.EnvAuthTable)),
+		PublicBaseURL:  strings.TrimSuffix(getenv(settings.EnvPublicBaseURL), "/"),
 	}
 	var problems []string
 	if c.TokenSecretARN == "" {
-		problems = append(problems, EnvTokenSecretARN+" is not set")
+		problems = append(problems, settings.EnvTokenSecretARN+" is not set")
 	}
 	if needTable && c.AuthTable == "" {
-		problems = append(problems, EnvAuthTable+" is not set")
+		problems = append(problems, settings.EnvAuthTable+" is not set")
 	}
 	if len(problems) > 0 {
 		return c, fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
@@ -118,9 +94,9 @@ func TokenServer(c AuthConfig, keys *smartauth.Keys, db dynamoauth.API, log *slo
 // (the token function, under the same base) or the outside issuer's.
 func tokenURL(cfg Config) string {
 	switch cfg.Auth {
-	case AuthBulkfhir:
+	case settings.AuthBulkfhir:
 		return smartauth.TokenPath
-	case AuthGateway:
+	case settings.AuthGateway:
 		return cfg.TokenURL
 	}
 	return ""
@@ -129,9 +105,9 @@ func tokenURL(cfg Config) string {
 // authenticator is the API's Authenticator for the configured mode.
 func (d *Deps) authenticator(cfg Config) api.Authenticator {
 	switch cfg.Auth {
-	case AuthGateway:
+	case settings.AuthGateway:
 		return GatewayAuth{}
-	case AuthNone:
+	case settings.AuthNone:
 		return api.Anonymous{}
 	}
 	return api.Tokens{Keys: d.Keys}

@@ -3,6 +3,7 @@ package lambdaenv
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,18 +18,18 @@ import (
 )
 
 func TestLoadSources(t *testing.T) {
-	base := map[string]string{EnvTable: "t", EnvBucket: "b"}
+	base := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b"}
 	cases := []struct {
 		name string
 		env  map[string]string
 		err  string
 	}{
-		{"bucket", map[string]string{EnvSourceBucket: "src"}, ""},
-		{"dir", map[string]string{EnvSourceDir: "/data"}, ""},
-		{"upstream", map[string]string{EnvSourceURL: "https://fhir.example.org/r4", EnvSourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:x"}, ""},
+		{"bucket", map[string]string{settings.EnvSourceBucket: "src"}, ""},
+		{"dir", map[string]string{settings.EnvSourceDir: "/data"}, ""},
+		{"upstream", map[string]string{settings.EnvSourceURL: "https://fhir.example.org/r4", settings.EnvSourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:x"}, ""},
 		{"none", map[string]string{}, "no source"},
-		{"two", map[string]string{EnvSourceBucket: "src", EnvSourceURL: "https://x"}, "set one source"},
-		{"bad url", map[string]string{EnvSourceURL: "ftp://x"}, "not an http(s) URL"},
+		{"two", map[string]string{settings.EnvSourceBucket: "src", settings.EnvSourceURL: "https://x"}, "set one source"},
+		{"bad url", map[string]string{settings.EnvSourceURL: "ftp://x"}, "not an http(s) URL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,13 +86,13 @@ func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
 // source (and ignores one), builds no source client, and answers only the
 // status route.
 func TestStatusFunctionReadsNoSource(t *testing.T) {
-	env := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x", EnvAuth: AuthNone}
+	env := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b", settings.EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x", settings.EnvAuth: settings.AuthNone}
 	cfg, err := Load(func(k string) string { return env[k] }, RoleStatus)
 	if err != nil || !cfg.StatusOnly {
 		t.Fatalf("load = %+v, %v", cfg, err)
 	}
-	env[EnvSourceURL] = "https://fhir.example.org"
-	env[EnvSourceSecretARN] = "arn:aws:secretsmanager:us-east-1:1:secret:x" // would be read at cold start
+	env[settings.EnvSourceURL] = "https://fhir.example.org"
+	env[settings.EnvSourceSecretARN] = "arn:aws:secretsmanager:us-east-1:1:secret:x" // would be read at cold start
 	if cfg, err = Load(func(k string) string { return env[k] }, RoleStatus); err != nil || cfg.SourceURL != "" || cfg.SourceSecretARN != "" {
 		t.Fatalf("status with source settings: %+v, %v", cfg, err)
 	}
@@ -115,18 +116,18 @@ func TestStatusFunctionReadsNoSource(t *testing.T) {
 }
 
 func TestLoadAuth(t *testing.T) {
-	base := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:sm", EnvSourceDir: "/data"}
+	base := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b", settings.EnvStateMachine: "arn:sm", settings.EnvSourceDir: "/data"}
 	for _, tc := range []struct {
 		name, auth, secret, want string // want "" = a configuration error
 	}{
-		{"default is bulkfhir's tokens", "", "arn:secret", AuthBulkfhir},
+		{"default is bulkfhir's tokens", "", "arn:secret", settings.AuthBulkfhir},
 		{"default without the key", "", "", ""},
-		{"gateway", AuthGateway, "", AuthGateway},
-		{"none", AuthNone, "", AuthNone},
+		{"gateway", settings.AuthGateway, "", settings.AuthGateway},
+		{"none", settings.AuthNone, "", settings.AuthNone},
 		{"unknown", "basic", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{EnvAuth: tc.auth, EnvTokenSecretARN: tc.secret}
+			env := map[string]string{settings.EnvAuth: tc.auth, settings.EnvTokenSecretARN: tc.secret}
 			for k, v := range base {
 				env[k] = v
 			}
@@ -140,7 +141,7 @@ func TestLoadAuth(t *testing.T) {
 			if err != nil || c.Auth != tc.want {
 				t.Fatalf("Auth = %q, %v; want %s", c.Auth, err, tc.want)
 			}
-			wantURL := map[string]string{AuthBulkfhir: "/auth/token", AuthGateway: "", AuthNone: ""}[tc.want]
+			wantURL := map[string]string{settings.AuthBulkfhir: "/auth/token", settings.AuthGateway: "", settings.AuthNone: ""}[tc.want]
 			if got := tokenURL(c); got != wantURL {
 				t.Errorf("advertised token URL %q, want %q", got, wantURL)
 			}

@@ -3,6 +3,7 @@ package lambdaenv
 import (
 	"context"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"log/slog"
 	"net/http"
 	"time"
@@ -66,7 +67,7 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		d.Source = src
 	}
 	d.Steps = export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log)
-	if cfg.Auth == AuthBulkfhir {
+	if cfg.Auth == settings.AuthBulkfhir {
 		keys, err := TokenKeys(context.Background(), awsCfg, cfg.TokenSecretARN)
 		if err != nil {
 			return nil, err
