@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
@@ -108,7 +109,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	forged, _ := forgedKeys.Sign("owner", smartauth.Scopes{{Type: "*"}}, time.Now(), smartauth.TokenLifetime)
 
 	// The Lambda authorizer turns away what bulkfhir did not sign.
-	authorize := lambdaenv.Authorizer(keys)
+	authorize := apigw.Authorizer(keys)
 	for _, tc := range []struct {
 		header string
 		want   bool
@@ -121,7 +122,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 		// covers the whole API so the cached answer serves every route.
 		raw, _ := json.Marshal(events.APIGatewayCustomAuthorizerRequest{Type: "TOKEN", AuthorizationToken: tc.header,
 			MethodArn: "arn:aws:execute-api:us-east-1:123456789012:bulkfhirapi/prod/GET/fhir/bulkstatus/x"})
-		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		out, err := apigw.Authorizers(keys)(ctx, raw)
 		policy, _ := out.(events.APIGatewayCustomAuthorizerResponse)
 		switch {
 		case tc.want && (err != nil || policy.PrincipalID != "owner" || policy.PolicyDocument.Statement[0].Effect != "Allow" ||

@@ -3,6 +3,7 @@ package functions_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -205,7 +206,7 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		t.Fatal(err)
 	}
 	if strings.HasPrefix(name, "authorizer-") {
-		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		out, err := apigw.Authorizers(keys)(ctx, raw)
 		switch resp := out.(type) {
 		case events.APIGatewayV2CustomAuthorizerSimpleResponse:
 			if err != nil || resp.IsAuthorized {
@@ -223,7 +224,7 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 	}
 	ddb := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
 	h := lambdaenv.TokenServer(lambdaenv.AuthConfig{AuthTable: "auth-events"}, keys, ddb, slog.New(slog.DiscardHandler))
-	out, err := lambdaenv.NewGateway(h).Invoke(ctx, raw)
+	out, err := apigw.NewGateway(h).Invoke(ctx, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

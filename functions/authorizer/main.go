@@ -5,11 +5,12 @@ package main
 
 import (
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
 
 func main() {
 	_, _, keys := lambdaenv.MustSetupAuth(false)
-	lambda.Start(lambdaenv.Authorizers(keys))
+	lambda.Start(apigw.Authorizers(keys))
 }

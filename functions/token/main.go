@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
@@ -16,5 +17,5 @@ import (
 func main() {
 	cfg, awsCfg, keys := lambdaenv.MustSetupAuth(true)
 	handler := lambdaenv.TokenServer(cfg, keys, dynamodb.NewFromConfig(awsCfg), lambdacontext.NewLogger())
-	lambda.Start(lambdaenv.NewGateway(handler).Invoke)
+	lambda.Start(apigw.NewGateway(handler).Invoke)
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
@@ -88,29 +87,6 @@ func TokenServer(c AuthConfig, keys *smartauth.Keys, db dynamoauth.API, log *slo
 		Clients: store, Replay: store, Keys: keys, JWKS: &smartauth.JWKSFetcher{},
 		BaseURL: c.PublicBaseURL, BasePath: "/fhir", Log: log,
 	}
-}
-
-// tokenURL is the token endpoint the API advertises: bulkfhir's own
-// (the token function, under the same base) or the outside issuer's.
-func tokenURL(cfg Config) string {
-	switch cfg.Auth {
-	case settings.AuthBulkfhir:
-		return smartauth.TokenPath
-	case settings.AuthGateway:
-		return cfg.TokenURL
-	}
-	return ""
-}
-
-// authenticator is the API's Authenticator for the configured mode.
-func (d *Deps) authenticator(cfg Config) api.Authenticator {
-	switch cfg.Auth {
-	case settings.AuthGateway:
-		return GatewayAuth{}
-	case settings.AuthNone:
-		return api.Anonymous{}
-	}
-	return api.Tokens{Keys: d.Keys}
 }
 
 // MustSetupAuth configures the token function (needTable) or the

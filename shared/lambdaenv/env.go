@@ -1,9 +1,9 @@
 // Package lambdaenv wires bulkfhir's Lambda functions: typed configuration
 // from environment variables (every problem reported at once), the AWS
-// clients (created once per container, endpoints from AWS_ENDPOINT_URL_*),
-// the adapters, and the API Gateway glue (who the caller is, the request id
-// that makes a retried kick-off idempotent). functions/<name>/main.go calls
-// it and starts the Lambda handler; no export logic lives here.
+// clients (created once per container, endpoints from AWS_ENDPOINT_URL_*)
+// and the adapters. functions/<name>/main.go calls it and starts the
+// Lambda handler; no export logic lives here, and the API Gateway glue is
+// in shared/apigw.
 package lambdaenv
 
 import (

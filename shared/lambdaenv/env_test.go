@@ -3,6 +3,7 @@ package lambdaenv
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
@@ -142,7 +143,7 @@ func TestLoadAuth(t *testing.T) {
 				t.Fatalf("Auth = %q, %v; want %s", c.Auth, err, tc.want)
 			}
 			wantURL := map[string]string{settings.AuthBulkfhir: "/auth/token", settings.AuthGateway: "", settings.AuthNone: ""}[tc.want]
-			if got := tokenURL(c); got != wantURL {
+			if got := apigw.TokenURL(c.Auth, c.TokenURL); got != wantURL {
 				t.Errorf("advertised token URL %q, want %q", got, wantURL)
 			}
 		})

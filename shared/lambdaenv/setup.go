@@ -3,6 +3,7 @@ package lambdaenv
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"log/slog"
 	"os"
 
@@ -54,5 +55,5 @@ func Setup(cfg Config, awsCfg aws.Config, log *slog.Logger) (*Env, error) {
 // API behind API Gateway, either API type (HTTP API payload 2.0, REST API
 // proxy events).
 func (e *Env) APIHandler() func(context.Context, json.RawMessage) (any, error) {
-	return NewGateway(e.Deps.Handler(e.Config, e.AWS, e.Log)).Invoke
+	return apigw.NewGateway(e.Deps.Handler(e.Config, e.AWS, e.Log)).Invoke
 }

@@ -3,12 +3,8 @@ package lambdaenv
 import (
 	"context"
 	"errors"
-	"net/http"
-	"strings"
 
-	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/export"
-	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
 // errNoSource is what the status function's source answers: it has none.
@@ -29,18 +25,4 @@ func (noSource) Plan(context.Context, export.Query, string) ([]string, error) {
 }
 func (noSource) Open(context.Context, export.Query, string, string, string) (export.Reader, error) {
 	return nil, errNoSource
-}
-
-// statusOnly serves the status route and answers every other path with a
-// 404 OperationOutcome (API Gateway routes only the status route here).
-func statusOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, api.StatusPath) {
-			w.Header().Set("Content-Type", "application/fhir+json")
-			w.WriteHeader(http.StatusNotFound)
-			w.Write(fhir.Outcome(fhir.SeverityError, fhir.CodeNotSupported, "not found: this function serves the status route only").JSON())
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }

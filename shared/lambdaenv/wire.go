@@ -3,6 +3,7 @@ package lambdaenv
 import (
 	"context"
 	"fmt"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"log/slog"
 	"net/http"
@@ -13,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
-	"github.com/awslabs/aws-lambda-go-api-proxy/core"
 
 	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
@@ -115,48 +115,13 @@ func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Han
 	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
 	h := api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
-		Auth:      d.authenticator(cfg),
-		TokenURL:  tokenURL(cfg),
-		RequestID: RequestID,
+		Auth:      apigw.Authenticator(cfg.Auth, d.Keys),
+		TokenURL:  apigw.TokenURL(cfg.Auth, cfg.TokenURL),
+		RequestID: apigw.RequestID,
 		Log:       log,
 	})
 	if cfg.StatusOnly {
-		return statusOnly(h)
+		return apigw.StatusOnly(h)
 	}
 	return h
-}
-
-// RequestID is API Gateway's id of the request (stable across a retried
-// invocation of the same request).
-func RequestID(r *http.Request) string {
-	if rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context()); ok {
-		return rc.RequestID
-	}
-	if rc, ok := requestContextV1(r); ok {
-		return rc.RequestID
-	}
-	return ""
-}
-
-// GatewayAuth takes the caller from API Gateway's JWT authorizer (an
-// outside issuer): the client_id claim (SMART Backend Services), else sub,
-// and the scope claim, enforced as for bulkfhir's own tokens (a token with
-// no usable system read scope may read nothing). Without an authorizer
-// every caller is the anonymous client, as in the embedded server.
-type GatewayAuth struct{}
-
-// Authenticate implements api.Authenticator.
-func (GatewayAuth) Authenticate(r *http.Request) (api.Caller, error) {
-	rc, ok := core.GetAPIGatewayV2ContextFromContext(r.Context())
-	if !ok || rc.Authorizer == nil || rc.Authorizer.JWT == nil {
-		return api.Caller{Client: api.AnonymousClient}, nil
-	}
-	claims := rc.Authorizer.JWT.Claims
-	scopes := smartauth.ReadScopes(claims["scope"])
-	for _, k := range []string{"client_id", "sub"} {
-		if v := claims[k]; v != "" {
-			return api.Caller{Client: v, Scopes: scopes}, nil
-		}
-	}
-	return api.Caller{}, fmt.Errorf("the token names no client")
 }

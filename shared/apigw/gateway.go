@@ -1,4 +1,9 @@
-package lambdaenv
+// Package apigw is the API Gateway glue of the API functions: it serves an
+// http.Handler behind the HTTP API (payload 2.0) and the REST API (proxy
+// events), answers crafted events with OperationOutcomes, takes the caller
+// from the gateway's authorizer and its request id as the kick-off
+// idempotency key, and implements the Lambda authorizers.
+package apigw
 
 import (
 	"context"
