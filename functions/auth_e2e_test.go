@@ -6,8 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"github.com/bulkfhir/bulkfhir/shared/apigw"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,8 +19,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartclient"
 )
@@ -63,11 +64,11 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	sm := secretsManager(t, strings.Repeat("k3y", 22))
 	smCfg := cl.awsCfg.Copy()
 	smCfg.BaseEndpoint = aws.String(sm.URL)
-	keys, err := lambdaenv.TokenKeys(ctx, smCfg, tokenSecretARN)
+	keys, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lambdaenv.TokenKeys(ctx, smCfg, tokenSecretARN+"-other"); err == nil {
+	if _, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN+"-other"); err == nil {
 		t.Fatal("a secret that does not exist was read")
 	}
 
@@ -90,7 +91,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	}
 	var tokenSrv *httptest.Server
 	tokenSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lambdaenv.TokenServer(lambdaenv.AuthConfig{TokenSecretARN: tokenSecretARN, AuthTable: authTable, PublicBaseURL: tokenSrv.URL + "/fhir"},
+		lambdaauth.TokenServer(lambdaauth.Config{TokenSecretARN: tokenSecretARN, AuthTable: authTable, PublicBaseURL: tokenSrv.URL + "/fhir"},
 			keys, ddb, slog.New(slog.DiscardHandler)).ServeHTTP(w, r)
 	}))
 	t.Cleanup(tokenSrv.Close)
@@ -146,9 +147,9 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	if err != nil || cfg.Auth != settings.AuthBulkfhir {
 		t.Fatalf("default API config: %+v %v", cfg.Auth, err)
 	}
-	deps := *cl.api.Deps
-	deps.Keys = keys
-	api := (&lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: slog.New(slog.DiscardHandler), Deps: &deps}).APIHandler()
+	f := *cl.api
+	f.Config, f.Keys, f.log = cfg, keys, slog.New(slog.DiscardHandler)
+	api := f.APIHandler()
 	call := func(method, path, query, token string) events.APIGatewayV2HTTPResponse {
 		t.Helper()
 		h := map[string]string{"accept": "application/fhir+json", "prefer": "respond-async", "host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com"}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +19,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // apiRequest sends one API Gateway (HTTP API, payload 2.0) request through
@@ -194,7 +194,7 @@ func TestSystemExportOnAWS(t *testing.T) {
 	if injected == 0 {
 		t.Error("the injected chunk failure never happened; the retry was not tested")
 	}
-	j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+	j, err := cl.api.Jobs.Get(context.Background(), job)
 	if err != nil {
 		t.Fatal(err)
 	}

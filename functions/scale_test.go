@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // scaleSize is the size of a scale run.
@@ -116,7 +116,7 @@ func scaleRun(t *testing.T, cl *cluster, path, query string, want map[string][]b
 	// then take the manifest from the status route.
 	deadline := time.Now().Add(14 * time.Minute)
 	for {
-		j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+		j, err := cl.api.Jobs.Get(context.Background(), job)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func scaleRun(t *testing.T, cl *cluster, path, query string, want map[string][]b
 	if !res.exact {
 		t.Errorf("export differs from the source: %d resources (%d exported twice), want %d", len(got), dups, len(want))
 	}
-	j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+	j, err := cl.api.Jobs.Get(context.Background(), job)
 	if err != nil || j.Plan == nil {
 		t.Fatalf("job %+v, %v", j, err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
@@ -11,6 +10,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Authorization modes of the stack.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +22,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Names shared with the Go code (the functions read these variables, the

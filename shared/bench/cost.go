@@ -24,6 +24,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/emulator"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
 	"github.com/bulkfhir/bulkfhir/shared/synth"
 )
 
@@ -283,7 +284,7 @@ type awsRun struct {
 }
 
 // awsExport uploads data to a fresh source bucket on MinIO, exports it
-// through the functions' own wiring (lambdaenv.Build) with every request
+// through the functions' own wiring (lambdaenv, lambdasource) with every request
 // counted, and fetches the manifest as the status function would.
 func awsExport(ctx context.Context, o Options, awsCfg aws.Config, cnt *counter, data, name string) (*awsRun, map[string]float64, error) {
 	s3c := s3.NewFromConfig(awsCfg)
@@ -311,16 +312,18 @@ func awsExport(ctx context.Context, o Options, awsCfg aws.Config, cnt *counter, 
 	}
 	cfg := lambdaenv.Config{Table: table, Bucket: dst, BucketPrefix: "exports/", SourceBucket: src,
 		Retention: 2 * time.Hour, MaxJobDuration: 24 * time.Hour, MaxFileBytes: export.DefaultMaxFileBytes, MaxLiveJobs: 20}
-	deps, err := lambdaenv.Build(cfg, awsCfg, o.Log, capacity(cnt))
+	fs3 := lambdaenv.S3(awsCfg)
+	jobs, files := lambdaenv.Jobs(cfg, awsCfg, capacity(cnt)), lambdaenv.Files(cfg, fs3)
+	source, err := lambdasource.New(cfg, awsCfg, fs3, o.Log)
 	if err != nil {
 		return nil, nil, err
 	}
 	cnt.start()
-	run, err := runExport(ctx, deps.Jobs, deps.Files, deps.Source, cfg.Export(), bulkdata.LevelSystem, "", "")
+	run, err := runExport(ctx, jobs, files, source, cfg.Export(), bulkdata.LevelSystem, "", "")
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := export.NewService(deps.Jobs, deps.Files, idleRunner{}, deps.Source, cfg.Export(), discard)
+	svc := export.NewService(jobs, files, idleRunner{}, source, cfg.Export(), discard)
 	t := time.Now()
 	status, err := svc.Status(ctx, "bench", run.JobID)
 	apiTime := time.Since(t)

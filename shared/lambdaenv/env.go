@@ -9,13 +9,13 @@ package lambdaenv
 import (
 	"errors"
 	"fmt"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Role says which function is being configured: the API needs the state

@@ -1,10 +1,6 @@
 package lambdaenv
 
 import (
-	"context"
-	"encoding/json"
-	"github.com/bulkfhir/bulkfhir/shared/apigw"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,7 +11,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 func TestLoadSources(t *testing.T) {
@@ -49,40 +47,6 @@ func TestLoadSources(t *testing.T) {
 	}
 }
 
-// TestUpstreamCredentialsFromSecretsManager reads the upstream token from a
-// Secrets Manager endpoint (the real JSON protocol over HTTP) and uses it
-// against the upstream.
-func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
-	up := httptest.NewServer(fhirtest.New(fhirtest.Options{Token: "from-the-secret"}))
-	defer up.Close()
-	var asked string
-	sm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var in struct{ SecretId string }
-		json.Unmarshal(body, &in)
-		asked = r.Header.Get("X-Amz-Target") + " " + in.SecretId
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		json.NewEncoder(w).Encode(map[string]string{"ARN": in.SecretId, "Name": "upstream", "SecretString": `{"token":"from-the-secret"}`})
-	}))
-	defer sm.Close()
-	awsCfg := aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
-		BaseEndpoint: aws.String(sm.URL),
-	}
-	cfg := Config{SourceURL: up.URL, SourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:upstream"}
-	src, err := upstream(cfg, awsCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if asked != "secretsmanager.GetSecretValue arn:aws:secretsmanager:us-east-1:1:secret:upstream" {
-		t.Fatalf("Secrets Manager was asked %q", asked)
-	}
-	if err := src.Ready(context.Background()); err != nil {
-		t.Fatalf("the upstream refused the secret's token: %v", err)
-	}
-}
-
 // TestStatusFunctionReadsNoSource: the status function loads without a
 // source (and ignores one), builds no source client, and answers only the
 // status route.
@@ -99,14 +63,9 @@ func TestStatusFunctionReadsNoSource(t *testing.T) {
 	}
 	awsCfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""), BaseEndpoint: aws.String("http://127.0.0.1:1")}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := Build(cfg, awsCfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := d.Source.(noSource); !ok {
-		t.Fatalf("status source = %T, want none", d.Source)
-	}
-	h := d.Handler(cfg, awsCfg, quiet)
+	// As functions/status wires it.
+	svc := export.NewService(Jobs(cfg, awsCfg), Files(cfg, S3(awsCfg)), nil, NoSource{}, cfg.Export(), quiet)
+	h := apigw.Handler(svc, apigw.Options{Auth: cfg.Auth, StatusOnly: cfg.StatusOnly, Log: quiet})
 	for _, path := range []string{"/fhir/metadata", "/fhir/Group/g", "/fhir/$export"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
