@@ -19,9 +19,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/bulkfhir/bulkfhir/shared/awstest"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
-	"github.com/bulkfhir/bulkfhir/shared/emulator"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
@@ -228,19 +228,19 @@ func awsFigures(ctx context.Context, o Options, data string, rep *Report) error 
 		rep.Skipped = append(rep.Skipped, "S3 path and cost model (run with --aws; make bench does, after make tools)")
 		return nil
 	}
-	minio, err := emulator.StartMinIO()
+	minio, err := awstest.StartMinIO()
 	if err != nil {
 		return fmt.Errorf("MinIO: %w (run make tools)", err)
 	}
 	defer minio.Stop()
-	ddb, err := emulator.StartDynamoDB()
+	ddb, err := awstest.StartDynamoDB()
 	if err != nil {
 		return fmt.Errorf("DynamoDB Local: %w (run make tools)", err)
 	}
 	defer ddb.Stop()
 	os.Setenv("AWS_ENDPOINT_URL_S3", minio.Endpoint)
 	os.Setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb.Endpoint)
-	awsCfg, err := emulator.Config(ctx)
+	awsCfg, err := awstest.Config(ctx)
 	if err != nil {
 		return err
 	}
