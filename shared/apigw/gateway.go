@@ -72,12 +72,6 @@ func (g *Gateway) Invoke(ctx context.Context, raw json.RawMessage) (any, error) 
 	return nil, errors.New("not an API Gateway event: neither payload format 2.0 nor a REST API proxy event")
 }
 
-// GatewayHandler serves h behind the HTTP API (payload format 2.0) with
-// the crafted-event handling of Gateway.
-func GatewayHandler(h http.Handler) func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-	return NewGateway(h).serveV2
-}
-
 // serveV2 answers an HTTP API event. Unlike httpadapter's ProxyWithContext,
 // an event that is not a valid HTTP request (a path that is not valid
 // percent-encoding, a body flagged base64 that is not, a malformed method)
