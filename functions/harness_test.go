@@ -43,10 +43,10 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
 )
 
 const (
@@ -354,7 +354,7 @@ func (cl *cluster) provision(ctx context.Context) error {
 	if cl.dataDir, err = os.MkdirTemp("", "bulkfhir-aws-data-"); err != nil {
 		return err
 	}
-	if _, err := synth.Generate(cl.dataDir, synth.Options{Patients: testPatients, Seed: 1}); err != nil {
+	if _, err := sampledata.Generate(cl.dataDir, sampledata.Options{Patients: testPatients, Seed: 1}); err != nil {
 		return err
 	}
 	files, _ := filepath.Glob(filepath.Join(cl.dataDir, "*.ndjson"))

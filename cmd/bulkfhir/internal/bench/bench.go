@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // discard is the logger of the steps the harness calls.
@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Platform: runtime.GOOS + "/" + runtime.GOARCH, Patients: o.Patients}
 	data := filepath.Join(o.Work, "data")
 	fmt.Fprintf(os.Stderr, "bench: generating %d patients\n", o.Patients)
-	counts, err := synth.Generate(data, synth.Options{Patients: o.Patients, Seed: 1})
+	counts, err := sampledata.Generate(data, sampledata.Options{Patients: o.Patients, Seed: 1})
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // Public us-east-1 list prices (USD) the cost model uses.
@@ -265,7 +265,7 @@ func awsFigures(ctx context.Context, o Options, data string, rep *Report) error 
 	patients := int(math.Ceil(float64(o.CostResources) / perPatient))
 	big := filepath.Join(o.Work, "cost-data")
 	fmt.Fprintf(os.Stderr, "bench: cost model: generating %d patients (about %d resources)\n", patients, o.CostResources)
-	if _, err := synth.Generate(big, synth.Options{Patients: patients, Seed: 2}); err != nil {
+	if _, err := sampledata.Generate(big, sampledata.Options{Patients: patients, Seed: 2}); err != nil {
 		return err
 	}
 	costRun, counts, err := awsExport(ctx, o, awsCfg, cnt, big, "cost")
