@@ -68,7 +68,7 @@ test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over
 synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
 	$(CDK) synth --no-staging --quiet $(STACK_CTX) $(CDK_ARGS) $(STACK)
 
-deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see README)
+deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see docs/aws.md)
 	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json $(STACK_CTX) $(CDK_ARGS)
 
 diff: $(NODE_TOOLS) lambdas ## show what deploy would change
