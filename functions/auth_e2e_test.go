@@ -92,7 +92,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	var tokenSrv *httptest.Server
 	tokenSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		lambdaauth.TokenServer(lambdaauth.Config{TokenSecretARN: tokenSecretARN, AuthTable: authTable, PublicBaseURL: tokenSrv.URL + "/fhir"},
-			keys, ddb, slog.New(slog.DiscardHandler)).ServeHTTP(w, r)
+			keys, dynamoauth.New(ddb, authTable), slog.New(slog.DiscardHandler)).ServeHTTP(w, r)
 	}))
 	t.Cleanup(tokenSrv.Close)
 	login := func(id string) string {

@@ -18,8 +18,8 @@ var forbidden = map[string][]string{
 	"./functions/export":     {"shared/api", "shared/apigw", "shared/smartauth", "shared/lambdaauth", "shared/dynamoauth", "shared/sfnrunner"},
 	"./functions/finalize":   {"shared/api", "shared/apigw", "shared/smartauth", "shared/lambdaauth", "shared/dynamoauth", "shared/sfnrunner", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
 	"./functions/fail":       {"shared/api", "shared/apigw", "shared/smartauth", "shared/lambdaauth", "shared/dynamoauth", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
-	"./functions/status":     {"shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
-	"./functions/kickoff":    {},
+	"./functions/status":     {"shared/dynamoauth", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
+	"./functions/kickoff":    {"shared/dynamoauth"},
 	"./cmd/bulkfhir":         {"shared/lambdaenv", "shared/apigw", "shared/sfnrunner", "shared/dynamostore"},
 }
 

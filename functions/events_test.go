@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
@@ -223,7 +224,7 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		return
 	}
 	ddb := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
-	h := lambdaauth.TokenServer(lambdaauth.Config{AuthTable: "auth-events"}, keys, ddb, slog.New(slog.DiscardHandler))
+	h := lambdaauth.TokenServer(lambdaauth.Config{AuthTable: "auth-events"}, keys, dynamoauth.New(ddb, "auth-events"), slog.New(slog.DiscardHandler))
 	out, err := apigw.NewGateway(h).Invoke(ctx, raw)
 	if err != nil {
 		t.Fatal(err)

@@ -16,10 +16,8 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
@@ -64,10 +62,16 @@ func TokenKeys(ctx context.Context, awsCfg aws.Config, arn string) (*smartauth.K
 	return smartauth.NewHMACKeys([]byte(*out.SecretString))
 }
 
+// Store holds the registered clients and the used assertion ids (the
+// token function's is dynamoauth.Store on the auth table).
+type Store interface {
+	smartauth.ClientStore
+	smartauth.ReplayCache
+}
+
 // TokenServer is the token function's handler: the token endpoint and
-// the discovery document over the DynamoDB auth table.
-func TokenServer(c Config, keys *smartauth.Keys, db dynamoauth.API, log *slog.Logger) http.Handler {
-	store := dynamoauth.New(db, c.AuthTable)
+// the discovery document over store.
+func TokenServer(c Config, keys *smartauth.Keys, store Store, log *slog.Logger) http.Handler {
 	return &smartauth.Server{
 		Clients: store, Replay: store, Keys: keys, JWKS: &smartauth.JWKSFetcher{},
 		BaseURL: c.PublicBaseURL, BasePath: "/fhir", Log: log,
@@ -86,8 +90,6 @@ func MustSetup(needTable bool) (Config, aws.Config, *smartauth.Keys) {
 	exit(log, "startup", err)
 	return c, awsCfg, keys
 }
-
-var _ dynamoauth.API = (*dynamodb.Client)(nil)
 
 // exit logs a cold-start failure and exits (Lambda reports the init
 // failure); nil does nothing.
