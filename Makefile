@@ -35,7 +35,7 @@ GOARCH_arm64  := arm64
 GOARCH_x86_64 := amd64
 STACK_CTX = -c bulkfhir:architecture=$(ARCH) -c bulkfhir:apiType=$(API_TYPE)
 
-.PHONY: help build test vet fmt serve data clean fuzz bench scale demo tools lambdas synth deploy diff destroy \
+.PHONY: help build test lint core-imports vet fmt serve data clean fuzz bench scale demo tools lambdas synth deploy diff destroy \
         searchparams localstack-up localstack-deploy localstack-e2e localstack-down sam-env sam-invoke sam-api
 
 help: ## list targets
@@ -58,12 +58,44 @@ $(MINIO):
 	@echo "building MinIO $(MINIO_VERSION) (a few minutes, once)"
 	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
-test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over HTTP and on AWS emulators, the CDK stack
-	$(GO) vet $(PKGS)
-	cd infra && $(GO) vet .
+test: lint tools lambdas synth ## run every test (after make lint): unit, fuzz corpora, end to end over HTTP and on AWS emulators, the CDK stack
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	cd infra && $(CDK_ENV) $(GO) test -count=1 -timeout 20m .
+
+# Static checks (docs/development.md): go.mod tidy, vet, gofmt, staticcheck
+# (pinned, built from the module proxy into the git-ignored .cache) and the
+# core's import rule.
+STATICCHECK_VERSION := v0.6.1
+STATICCHECK         := .cache/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+CORE_PKGS           := ./shared/export ./shared/bulkdata ./shared/fhir ./shared/api
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/$(dir $(STATICCHECK)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK) core-imports ## go mod tidy -diff, go vet, gofmt, staticcheck, and the core imports no AWS package
+	$(GO) mod tidy -diff
+	cd infra && $(GO) mod tidy -diff
+	$(GO) vet $(PKGS)
+	cd infra && $(GO) vet .
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(STATICCHECK) $(PKGS)
+	cd infra && ../$(STATICCHECK) .
+
+# aws_deps lists the AWS packages (SDK, Lambda runtime, smithy, awslabs) that
+# the core links; $(1) is extra go list flags.
+aws_deps = $(GO) list $(1) -deps $(CORE_PKGS) | grep -E '^github\.com/(aws|awslabs)/' || true
+
+core-imports: ## check that shared/export, bulkdata, fhir and api link no AWS package, and that this check can fail
+	@bad=$$($(call aws_deps)); test -z "$$bad" || { echo "the core links AWS packages (it must not; see docs/architecture.md):"; echo "$$bad"; exit 1; }
+	@# Negative control: the same check, with an overlay that adds an AWS
+	@# import to shared/export, must report it.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	printf 'package export\n\nimport _ "github.com/aws/aws-sdk-go-v2/aws"\n' > "$$tmp/aws.go"; \
+	printf '{"Replace":{"%s":"%s"}}' "$(CURDIR)/shared/export/zz_lint_selftest.go" "$$tmp/aws.go" > "$$tmp/overlay.json"; \
+	bad=$$($(call aws_deps,-overlay=$$tmp/overlay.json)); \
+	echo "$$bad" | grep -q '^github.com/aws/aws-sdk-go-v2/aws$$' || { echo "core-imports self-test: an AWS import added to shared/export was not reported"; exit 1; }
+	@echo "core-imports: the core links no AWS package (and the check reports one added to shared/export)"
 
 synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
 	$(CDK) synth --no-staging --quiet $(STACK_CTX) $(CDK_ARGS) $(STACK)

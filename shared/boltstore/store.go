@@ -18,6 +18,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
 )
@@ -350,7 +351,7 @@ func (s *Store) Delete(_ context.Context, id string) error {
 		}
 		for _, name := range [][]byte{filesBucket, unitsBucket} {
 			err := tx.Bucket(name).DeleteBucket([]byte(id))
-			if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			if err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 				return err
 			}
 		}

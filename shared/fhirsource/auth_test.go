@@ -74,7 +74,7 @@ func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return e.pub, nil
 	}, jwt.WithAudience(e.aud), jwt.WithIssuer("client-1"), jwt.WithSubject("client-1"), jwt.WithExpirationRequired())
 	if err != nil || claims.ID == "" {
-		http.Error(w, `{"error":"invalid_client"}`, 401)
+		http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
 		return
 	}
 	e.mu.Lock()

@@ -192,7 +192,7 @@ func TestNextLinkToAnotherOriginGetsNoCredentials(t *testing.T) {
 		req, _ := http.NewRequestWithContext(r.Context(), r.Method, hs.URL+r.URL.RequestURI(), r.Body)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()

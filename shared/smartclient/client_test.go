@@ -41,7 +41,7 @@ func tokenServer(t *testing.T, key *ecdsa.PrivateKey, expiresIn int, discovery b
 		tok, err := jwt.ParseWithClaims(r.PostForm.Get("client_assertion"), claims, func(*jwt.Token) (any, error) { return &key.PublicKey, nil },
 			jwt.WithValidMethods([]string{"ES384"}), jwt.WithExpirationRequired())
 		if err != nil {
-			http.Error(w, `{"error":"invalid_client"}`, 401)
+			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
 			return
 		}
 		if aud, ok := claims["aud"].(string); !ok || aud != srv.URL+"/token" {
