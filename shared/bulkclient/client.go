@@ -23,13 +23,13 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/retry"
 )
 
 // Options describe one export.
@@ -761,7 +761,7 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 			if err := sleep(ctx, retryAfter(resp.Header, 0, c.opts.MaxWait)); err != nil {
 				return nil, nil, err
 			}
-		case transientStatus(resp.StatusCode):
+		case retry.RetryableStatus(resp.StatusCode):
 			msg := describe(resp)
 			resp.Body.Close()
 			if misses++; misses > c.opts.MaxRetries {
@@ -779,13 +779,8 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 	}
 }
 
-func transientStatus(code int) bool {
-	return code == http.StatusTooManyRequests || code == http.StatusBadGateway ||
-		code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout || code == http.StatusInternalServerError
-}
-
-// send performs a request with retries on 429, transient 5xx and network
-// errors. newReq is called per attempt.
+// send performs a request with retries on the retryable statuses
+// (retry.RetryableStatus) and network errors. newReq is called per attempt.
 func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error), withToken bool) (*http.Response, error) {
 	renewed := false
 	for attempt := 1; ; attempt++ {
@@ -812,7 +807,7 @@ func (c *Client) send(ctx context.Context, newReq func() (*http.Request, error),
 		if c.renewAfter401(resp, req, &renewed) {
 			continue
 		}
-		if transientStatus(resp.StatusCode) && attempt <= c.opts.MaxRetries {
+		if retry.RetryableStatus(resp.StatusCode) && attempt <= c.opts.MaxRetries {
 			wait := retryAfter(resp.Header, attempt, c.opts.MaxWait)
 			c.rep.Logf("%s %s: %s; retrying in %s", req.Method, req.URL.Path, resp.Status, wait)
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -840,56 +835,27 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// retryAfter reads Retry-After (seconds or an HTTP-date) within [0, max];
-// without it, exponential backoff by attempt (1s for a 202 poll).
+// retryAfter is the wait the server asks for with Retry-After (seconds or
+// an HTTP-date, within [0, max]: retry.After); without one, the backoff for
+// the attempt.
 func retryAfter(h http.Header, attempt int, max time.Duration) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	var d time.Duration
-	if v != "" {
-		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
-			d = time.Duration(secs * float64(time.Second))
-		} else if t, err := http.ParseTime(v); err == nil {
-			d = time.Until(t)
-		} else {
-			d = backoff(attempt, max)
-		}
-	} else {
-		d = backoff(attempt, max)
+	if d, ok := retry.After(h.Get("Retry-After"), time.Now(), max); ok {
+		return d
 	}
-	if d < 0 {
-		d = 0
-	}
-	if d > max {
-		d = max
-	}
-	return d
+	return backoff(attempt, max)
 }
 
-// backoff is 1s, 2s, 4s, … capped at max.
+// backoff is 1 s before the next poll of a running export (attempt 0), and
+// before retry attempt n (from 1) the retry policy's full jitter in
+// [0, 1 s·2^(n-1)], capped at max.
 func backoff(attempt int, max time.Duration) time.Duration {
 	if attempt < 1 {
-		return time.Second
+		return min(time.Second, max)
 	}
-	d := time.Second << min(attempt-1, 10)
-	if d > max {
-		d = max
-	}
-	return d
+	return retry.Policy{Interval: time.Second, BackoffRate: 2, MaxDelay: max, Jitter: true}.Delay(attempt - 1)
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func sleep(ctx context.Context, d time.Duration) error { return retry.Sleep(ctx, d) }
 
 // describe renders an error response in one line: the status and, for an
 // OperationOutcome, its diagnostics; otherwise a snippet of the body.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/retry"
 )
 
 // Authorizer adds credentials to an upstream request. Invalidate drops a
@@ -28,8 +28,9 @@ type Authorizer interface {
 	Invalidate()
 }
 
-// client talks to the upstream server: authentication, retries with
-// exponential backoff and full jitter on 408, 429, 5xx and transport errors,
+// client talks to the upstream server: authentication, retries (shared/retry:
+// exponential backoff with full jitter) on its retryable statuses (408, 429,
+// 500, 502, 503, 504) and on transport errors,
 // honouring the waits the upstream asks for (Retry-After, RateLimit,
 // X-RateLimit-Reset). Retries stop after maxRetries attempts, when the
 // retry budget is spent, or when the next wait would end past the
@@ -83,19 +84,8 @@ func Permanent(err error) bool {
 		return true
 	}
 	var se *StatusError
-	return errors.As(err, &se) && !transientStatus(se.Status) &&
+	return errors.As(err, &se) && !retry.RetryableStatus(se.Status) &&
 		se.Status != http.StatusUnauthorized && se.Status != http.StatusForbidden
-}
-
-// transientStatus reports the statuses worth retrying.
-func transientStatus(code int) bool {
-	switch code {
-	case http.StatusRequestTimeout, http.StatusTooManyRequests,
-		http.StatusInternalServerError, http.StatusBadGateway,
-		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	return false
 }
 
 // resolve makes ref (absolute, or relative to the base URL) absolute.
@@ -153,21 +143,19 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 				attempt--
 				continue
 			}
-			if !transientStatus(status) {
+			if !retry.RetryableStatus(status) {
 				return nil, &StatusError{URL: u, Status: status, Diagnostics: diag}
 			}
 			err = &StatusError{URL: u, Status: status, Diagnostics: diag}
-			wait = max(parseRetryAfter(retryAfter, time.Now()), throttleWait(resp.Header, time.Now()))
-			wait = min(wait, c.maxWait)
+			asked, _ := retry.After(retryAfter, time.Now(), c.maxWait)
+			wait = min(max(asked, throttleWait(resp.Header, time.Now())), c.maxWait)
 		} else if !transientError(err) {
 			return nil, err
 		}
 		if attempt >= c.maxRetries {
 			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt+1, err)
 		}
-		if j := min(c.jitter(attempt), c.maxBackoff); j > wait {
-			wait = j
-		}
+		wait = max(wait, c.policy().Delay(attempt))
 		if c.budget > 0 && time.Since(started)+wait > c.budget {
 			return nil, fmt.Errorf("gave up after %d attempts in %v (the retry budget): %w", attempt+1, time.Since(started).Round(time.Second), err)
 		}
@@ -175,7 +163,7 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			// The wait outlives the step: wait what is left and stop
 			// without asking again, so the chunk commits and hands on its
 			// cursor (and chunks do not hammer a throttled upstream).
-			if err := sleep(ctx, time.Until(stop)); err != nil {
+			if err := retry.Sleep(ctx, time.Until(stop)); err != nil {
 				return nil, err
 			}
 			return nil, fmt.Errorf("the upstream asks to wait %v, past this step's stop time: %w (%w)", wait, export.ErrOutOfTime, err)
@@ -185,7 +173,7 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			return nil, fmt.Errorf("the upstream asks to wait %v, past the deadline: %w", wait, ctx.Err())
 		}
 		c.log.WarnContext(ctx, "upstream retry", "url", u, "attempt", attempt+1, "wait", wait.String(), "err", err)
-		if err := sleep(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -219,25 +207,10 @@ func (c *client) once(ctx context.Context, method, u string, body []byte) (*http
 	return c.http.Do(req)
 }
 
-// sleep waits d or until ctx is done (its error).
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// jitter is the full-jitter backoff for a retry: uniform in [0, base·2^n].
-func (c *client) jitter(n int) time.Duration {
-	ceil := c.backoff << min(n, 16)
-	if ceil <= 0 || ceil > c.maxBackoff {
-		ceil = c.maxBackoff
-	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
+// policy is the client's backoff: full jitter in [0, backoff·2^n], each
+// wait capped at maxBackoff.
+func (c *client) policy() retry.Policy {
+	return retry.Policy{Interval: c.backoff, BackoffRate: 2, MaxAttempts: c.maxRetries, MaxDelay: c.maxBackoff, Jitter: true}
 }
 
 // transientError reports transport failures worth retrying: timeouts,
@@ -253,21 +226,6 @@ func transientError(err error) bool {
 	}
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "connection refused")
-}
-
-// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // throttleWait reads the rate-limit headers that say when to try again:

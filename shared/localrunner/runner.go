@@ -1,7 +1,8 @@
 // Package localrunner is the embedded Runner: it runs a job's steps
 // (Plan → ExportChunk per unit until done → Finalize, Fail on error) in a
 // bounded pool of goroutines, with the same retry rule the state machine
-// applies: a RetryableError is retried with backoff, anything else fails
+// applies (retry.Step: a RetryableError is retried with the definition's
+// interval, attempts, backoff rate and full jitter), anything else fails
 // the job. Progress is saved by the steps, so a job stopped by a shutdown
 // resumes from its last cursor when started again.
 package localrunner
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/retry"
 )
 
 // JobReader is what the runner reads to resume units.
@@ -28,9 +30,13 @@ type Options struct {
 	// UnitWorkers exports at most this many units of one job at once (the
 	// state machine's Map MaxConcurrency).
 	UnitWorkers int
-	// Retries and Backoff bound retries of a RetryableError.
-	Retries int
-	Backoff time.Duration
+	// Retry is how a step that returned a RetryableError is retried
+	// (default retry.Step, the state machine's retrier).
+	Retry retry.Policy
+	// FailRetry paces the retries of recording a failure the store
+	// refused; they go on until one succeeds (default retry.MarkFailed,
+	// each wait capped at 30 s).
+	FailRetry retry.Policy
 }
 
 // Runner is an export.Runner on goroutines.
@@ -64,11 +70,12 @@ func New(steps *export.Steps, jobs JobReader, opts Options, log *slog.Logger) *R
 	if opts.UnitWorkers <= 0 {
 		opts.UnitWorkers = 4
 	}
-	if opts.Retries <= 0 {
-		opts.Retries = 3
+	if opts.Retry == (retry.Policy{}) {
+		opts.Retry = retry.Step
 	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
+	if opts.FailRetry == (retry.Policy{}) {
+		opts.FailRetry = retry.MarkFailed
+		opts.FailRetry.MaxDelay = 30 * time.Second
 	}
 	if log == nil {
 		log = slog.Default()
@@ -148,7 +155,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 
 func (r *Runner) runJob(ctx context.Context, jobID string) {
 	log := r.log.With("job", jobID)
-	plan, err := retry(ctx, r.opts, func() (*export.PlanResult, error) {
+	plan, err := step(ctx, r.opts, func() (*export.PlanResult, error) {
 		return r.steps.Plan(ctx, export.JobRef{JobID: jobID})
 	})
 	if err != nil {
@@ -157,12 +164,12 @@ func (r *Runner) runJob(ctx context.Context, jobID string) {
 	}
 	// The plan object is this runner's ItemReader, as it is the
 	// Distributed Map's on AWS.
-	units, err := retry(ctx, r.opts, func() ([]export.Unit, error) { return r.steps.Units(ctx, plan) })
+	units, err := step(ctx, r.opts, func() ([]export.Unit, error) { return r.steps.Units(ctx, plan) })
 	if err != nil {
 		r.fail(ctx, jobID, "read plan", err)
 		return
 	}
-	progress, err := retry(ctx, r.opts, func() (map[string]export.UnitProgress, error) { return r.jobs.Progress(ctx, jobID) })
+	progress, err := step(ctx, r.opts, func() (map[string]export.UnitProgress, error) { return r.jobs.Progress(ctx, jobID) })
 	if err != nil {
 		r.fail(ctx, jobID, "read progress", err)
 		return
@@ -194,7 +201,7 @@ func (r *Runner) runJob(ctx context.Context, jobID string) {
 		r.fail(ctx, jobID, "export", unitErr)
 		return
 	}
-	if _, err := retry(ctx, r.opts, func() (*export.FinalizeResult, error) {
+	if _, err := step(ctx, r.opts, func() (*export.FinalizeResult, error) {
 		return r.steps.Finalize(ctx, export.JobRef{JobID: jobID})
 	}); err != nil {
 		r.fail(ctx, jobID, "finalize", err)
@@ -205,7 +212,7 @@ func (r *Runner) runJob(ctx context.Context, jobID string) {
 
 func (r *Runner) runUnit(ctx context.Context, jobID string, u export.Unit, cursor *export.Cursor) error {
 	for {
-		res, err := retry(ctx, r.opts, func() (*export.ChunkResult, error) {
+		res, err := step(ctx, r.opts, func() (*export.ChunkResult, error) {
 			return r.steps.ExportChunk(ctx, export.ChunkInput{JobID: jobID, Unit: u, Cursor: cursor})
 		})
 		if err != nil {
@@ -239,18 +246,14 @@ func (r *Runner) fail(ctx context.Context, jobID, step string, err error) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		wait := r.opts.Backoff
-		for {
-			select {
-			case <-r.base.Done():
+		for n := 0; ; n++ {
+			if retry.Sleep(r.base, r.opts.FailRetry.Delay(min(n, 16))) != nil {
 				return
-			case <-time.After(wait):
 			}
 			if r.recordFailure(in) {
 				r.log.Info("job failure recorded after retrying", "job", jobID)
 				return
 			}
-			wait = min(2*wait, 30*time.Second)
 		}
 	}()
 }
@@ -267,21 +270,13 @@ func (r *Runner) recordFailure(in export.FailInput) bool {
 	return true
 }
 
-// retry calls fn until it succeeds, fails with a non-retryable error, or the
-// retries run out.
-func retry[T any](ctx context.Context, opts Options, fn func() (T, error)) (T, error) {
-	backoff := opts.Backoff
-	for attempt := 0; ; attempt++ {
-		v, err := fn()
-		var re *export.RetryableError
-		if err == nil || !errors.As(err, &re) || attempt >= opts.Retries || ctx.Err() != nil {
-			return v, err
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return v, ctx.Err()
-		}
-		backoff *= 2
-	}
+// step calls fn, a step, with the runner's retry policy: a RetryableError
+// is retried, anything else is returned at once.
+func step[T any](ctx context.Context, opts Options, fn func() (T, error)) (T, error) {
+	return retry.Do(ctx, opts.Retry, isRetryable, fn)
+}
+
+func isRetryable(err error) bool {
+	var re *export.RetryableError
+	return errors.As(err, &re)
 }

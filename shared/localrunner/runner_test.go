@@ -12,6 +12,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+	"github.com/bulkfhir/bulkfhir/shared/retry"
 )
 
 // fullStore refuses to record a failure the first `refuse` times, as a
@@ -48,7 +49,7 @@ func TestUnrecordedFailureIsRetried(t *testing.T) {
 		Request: bulkdata.Request{Level: bulkdata.LevelSystem}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	r := New(steps, jobs, Options{Retries: 1, Backoff: time.Millisecond}, quiet)
+	r := New(steps, jobs, Options{Retry: retry.Policy{Interval: time.Millisecond, MaxAttempts: 1}, FailRetry: retry.Policy{Interval: time.Millisecond}}, quiet)
 	defer r.Shutdown(context.Background())
 	if err := r.Start(context.Background(), "j"); err != nil {
 		t.Fatal(err)
