@@ -26,6 +26,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartclient"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 const tokenSecretARN = "arn:aws:secretsmanager:us-east-1:000000000000:secret:bulkfhir-token-key-AbCdEf"
@@ -179,14 +180,10 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 		t.Fatalf("kick-off: %d %s", r.StatusCode, r.Body)
 	}
 	status := "/fhir" + strings.TrimPrefix(header(r, "Content-Location"), publicBase)
-	deadline := time.Now().Add(waitLimit)
-	for {
+	waitfor.Condition(waitLimit, 100*time.Millisecond, func() bool {
 		r = call(http.MethodGet, status, "", owner)
-		if r.StatusCode != http.StatusAccepted || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return r.StatusCode != http.StatusAccepted
+	})
 	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, `"type":"Patient"`) {
 		t.Fatalf("owner's status: %d %s", r.StatusCode, r.Body)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // apiRequest sends one API Gateway (HTTP API, payload 2.0) request through
@@ -92,16 +93,18 @@ func kickoff(t *testing.T, method, path, query, body string) string {
 // waitDone polls the status route until the job is no longer running.
 func waitDone(t *testing.T, job string) events.APIGatewayV2HTTPResponse {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for time.Now().Before(deadline) {
-		r := apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "")
+	var r events.APIGatewayV2HTTPResponse
+	if waitfor.Condition(waitLimit, 100*time.Millisecond, func() bool {
+		r = apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "")
 		if r.StatusCode != http.StatusAccepted {
-			return r
+			return true
 		}
 		if p := header(r, "X-Progress"); p == "" || len(p) >= 100 {
 			t.Errorf("X-Progress = %q", p)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return false
+	}) {
+		return r
 	}
 	if e := need(t).execution(job); e != nil {
 		t.Logf("execution output: %s", e.out.String())
@@ -238,14 +241,10 @@ func TestCancelOnAWS(t *testing.T) {
 	cl := need(t)
 	job := kickoff(t, http.MethodGet, "/fhir/$export", "", "")
 	// Wait until the execution is exporting.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	waitfor.Condition(time.Minute, 20*time.Millisecond, func() bool {
 		r := apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "")
-		if strings.HasPrefix(header(r, "X-Progress"), "exporting") || r.StatusCode == 200 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.HasPrefix(header(r, "X-Progress"), "exporting") || r.StatusCode == 200
+	})
 	if r := apiRequest(t, http.MethodDelete, "/fhir/bulkstatus/"+job, "", "", ""); r.StatusCode != http.StatusAccepted {
 		t.Fatalf("DELETE = %d: %s", r.StatusCode, r.Body)
 	}
@@ -269,16 +268,14 @@ func TestCancelOnAWS(t *testing.T) {
 	}
 	// A chunk in flight when the cancel landed removes what it wrote.
 	var left int
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	if !waitfor.Condition(10*time.Second, 100*time.Millisecond, func() bool {
 		out, err := cl.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("exports/" + job + "/")})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if left = len(out.Contents); left == 0 {
-			break
-		}
-	}
-	if left != 0 {
+		left = len(out.Contents)
+		return left == 0
+	}) {
 		t.Errorf("%d objects of the cancelled job remain", left)
 	}
 }

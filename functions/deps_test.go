@@ -24,7 +24,7 @@ var forbidden = map[string][]string{
 }
 
 // everywhere is forbidden in every binary.
-var everywhere = []string{"shared/awstest", "shared/fhirtest", "shared/smartauthtest", "shared/exporttest", "shared/bench", "cmd/bulkfhir/internal/bench"}
+var everywhere = []string{"shared/awstest", "shared/fhirtest", "shared/smartauthtest", "shared/exporttest", "shared/waitfor", "shared/bench", "cmd/bulkfhir/internal/bench"}
 
 // TestBinariesLinkOnlyWhatTheyUse checks each binary's package graph
 // (go list -deps) against its forbidden list.

@@ -15,6 +15,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // failedWithOutcome checks a job ended failed with an OperationOutcome.
@@ -70,14 +71,12 @@ func TestEveryExecutionEndsItsJob(t *testing.T) {
 	}
 	exporting := func(t *testing.T, job string) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for time.Now().Before(deadline) {
-			if j, err := cl.api.Jobs.Get(context.Background(), job); err == nil && j.Plan != nil {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !waitfor.Condition(time.Minute, 20*time.Millisecond, func() bool {
+			j, err := cl.api.Jobs.Get(context.Background(), job)
+			return err == nil && j.Plan != nil
+		}) {
+			t.Fatalf("job %s never started exporting", job)
 		}
-		t.Fatalf("job %s never started exporting", job)
 	}
 	t.Run("aborted", func(t *testing.T) {
 		hold(t)

@@ -31,6 +31,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // scaleSize is the size of a scale run.
@@ -114,19 +115,15 @@ func scaleRun(t *testing.T, cl *cluster, path, query string, want map[string][]b
 	// Wait on the job record (a client's status polls would read every
 	// unit's item for X-Progress, competing with the export on two cores),
 	// then take the manifest from the status route.
-	deadline := time.Now().Add(14 * time.Minute)
-	for {
+	ended := waitfor.Condition(14*time.Minute, 250*time.Millisecond, func() bool {
 		j, err := cl.api.Jobs.Get(context.Background(), job)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !j.Status.Live() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s did not finish in 14 minutes", job)
-		}
-		time.Sleep(250 * time.Millisecond)
+		return !j.Status.Live()
+	})
+	if !ended {
+		t.Fatalf("job %s did not finish in 14 minutes", job)
 	}
 	m := completed(t, job)
 	res := scaleResult{took: time.Since(start), invocations: map[string]int{}}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // These tests run the real bulkfhir binary as a server and talk to it over
@@ -103,18 +104,17 @@ func (s *server) start() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	up := waitfor.Condition(20*time.Second, 50*time.Millisecond, func() bool {
 		resp, err := http.Get(s.base + "/metadata")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if !up {
+		s.t.Fatalf("server did not start: %s", s.log)
 	}
-	s.t.Fatalf("server did not start: %s", s.log)
 }
 
 func (s *server) stop() {
@@ -233,11 +233,11 @@ type manifest = bulkdata.Manifest
 // waitDone polls a status URL until the job is no longer running.
 func waitDone(t *testing.T, statusURL string, header http.Header) reply {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		r := do(t, http.MethodGet, statusURL, header, "")
+	var r reply
+	done := waitfor.Condition(2*time.Minute, 50*time.Millisecond, func() bool {
+		r = do(t, http.MethodGet, statusURL, header, "")
 		if r.status != http.StatusAccepted {
-			return r
+			return true
 		}
 		p := r.header.Get("X-Progress")
 		if len(p) >= 100 {
@@ -246,10 +246,12 @@ func waitDone(t *testing.T, statusURL string, header http.Header) reply {
 		if _, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil {
 			t.Errorf("Retry-After %q is not a number of seconds", r.header.Get("Retry-After"))
 		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	})
+	if !done {
+		t.Fatalf("export at %s did not finish", statusURL)
 	}
-	t.Fatalf("export at %s did not finish", statusURL)
-	return reply{}
+	return r
 }
 
 func waitManifest(t *testing.T, statusURL string, header http.Header) manifest {

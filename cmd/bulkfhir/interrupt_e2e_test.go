@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // stallingServer is a Bulk Data server that never finishes on its own:
@@ -219,17 +221,21 @@ func (c *cli) waitExit(limit time.Duration) int {
 // waitFor waits for cond, failing with the output after a generous bound.
 func waitFor(t *testing.T, c *cli, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
+	exited := false
+	ok := waitfor.Condition(30*time.Second, 20*time.Millisecond, func() bool {
 		select {
 		case <-c.done:
-			t.Fatalf("bulkfhir exited before %s: %v\n%s", what, c.err, c.output())
+			exited = true
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; output:\n%s", what, c.output())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return cond()
+	})
+	switch {
+	case exited && !cond():
+		t.Fatalf("bulkfhir exited before %s: %v\n%s", what, c.err, c.output())
+	case !ok:
+		t.Fatalf("timed out waiting for %s; output:\n%s", what, c.output())
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // fakeServer is a scripted Bulk Data server for failure cases.
@@ -315,16 +317,13 @@ func TestCancelOnAbortSendsDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		for {
+		// Cancel once the client polls (the limit only ends a hang).
+		waitfor.Condition(time.Minute, 5*time.Millisecond, func() bool {
 			f.mu.Lock()
-			n := len(f.polls)
-			f.mu.Unlock()
-			if n > 0 {
-				cancel()
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			defer f.mu.Unlock()
+			return len(f.polls) > 0
+		})
+		cancel()
 	}()
 	if _, err := c.Run(ctx); err == nil {
 		t.Fatal("run was not interrupted")

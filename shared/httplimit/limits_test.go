@@ -23,7 +23,7 @@ func TestDownloadDeadlineMovesWithProgress(t *testing.T) {
 			if f, ok := w.(http.Flusher); ok {
 				f.Flush()
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // a test about time: writes paced past the write timeout
 		}
 	})
 	l := Limits{WriteTimeout: 300 * time.Millisecond, DownloadIdle: 2 * time.Second}

@@ -13,6 +13,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/retry"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // fullStore refuses to record a failure the first `refuse` times, as a
@@ -54,19 +55,16 @@ func TestUnrecordedFailureIsRetried(t *testing.T) {
 	if err := r.Start(context.Background(), "j"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second) // a safety net; the loop ends on the condition
-	for {
-		j, err := jobs.Get(context.Background(), "j")
-		if err != nil {
+	var j *export.Job
+	failed := waitfor.Condition(30*time.Second, 5*time.Millisecond, func() bool {
+		var err error
+		if j, err = jobs.Get(context.Background(), "j"); err != nil {
 			t.Fatal(err)
 		}
-		if j.Status == export.StatusFailed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job still %s; its failure was never recorded", j.Status)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return j.Status == export.StatusFailed
+	})
+	if !failed {
+		t.Fatalf("job still %s; its failure was never recorded", j.Status)
 	}
 	if n := jobs.refuse.Load(); n >= 0 {
 		t.Errorf("the store refused %d fewer times than set: the retry path did not run", n+1)

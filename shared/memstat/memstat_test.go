@@ -14,7 +14,7 @@ func TestSamplerSeesAnAllocation(t *testing.T) {
 		b[i] = 1 // resident, not just reserved
 	}
 	sink = append(sink, b)
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // a test about time: the sampler runs every 1 ms
 	peak := s.Stop()
 	sink = nil
 	if peak < 64 {

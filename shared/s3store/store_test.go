@@ -97,7 +97,7 @@ func TestStreamedUploadsAndPresignedLinks(t *testing.T) {
 		t.Errorf("tampered link = %d, want 403", code)
 	}
 	short, _ := store.URL(ctx, "job1/Observation.0000/Observation.0000.ndjson", time.Now().Add(1500*time.Millisecond))
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond) // a test about time: the link must be past its expiry
 	if code, _, _ := get(t, short); code != 403 {
 		t.Errorf("expired link = %d, want 403", code)
 	}
