@@ -30,6 +30,10 @@ type Service struct {
 	log    *slog.Logger
 	// admission, when set, may refuse a kick-off before a job is made.
 	admission Admission
+	// queue, when set, holds kick-offs until one of maxRunning running
+	// places is free (queue.go).
+	queue      Queue
+	maxRunning int
 }
 
 // Admission decides whether a kick-off may start a job now: a storage
@@ -149,14 +153,13 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		}
 		return nil, fmt.Errorf("kick-off: create job: %w", err)
 	}
-	if err := s.runner.Start(ctx, job.ID); err != nil {
+	if s.queue != nil {
+		if err := s.enqueue(ctx, job); err != nil {
+			return nil, err
+		}
+	} else if err := s.runner.Start(ctx, job.ID); err != nil {
 		s.log.ErrorContext(ctx, "start job", "job", job.ID, "err", err)
-		outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeTransient, "the export could not be started; try again")
-		_, _ = s.jobs.Transition(ctx, job.ID, Transition{
-			From: []Status{StatusAccepted}, To: StatusFailed, Outcome: &outcome, FailStatus: http.StatusServiceUnavailable,
-		})
-		e := &bulkdata.Error{Status: http.StatusServiceUnavailable, Outcome: outcome, RetryAfter: 5 * time.Second}
-		return nil, e
+		return nil, s.failStart(ctx, job.ID)
 	}
 	s.log.InfoContext(ctx, "kick-off", "job", job.ID, "owner", owner, "level", req.Level, "types", len(req.Types))
 	return job, nil
@@ -436,6 +439,9 @@ func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, 
 			}
 		}
 		rep.Progress = job.ProgressText(progress)
+		if s.queue != nil && job.Status == StatusAccepted {
+			rep.Progress = s.queuedProgress(ctx, job)
+		}
 		age := s.now().Sub(job.CreatedAt)
 		rep.RetryAfter = time.Second + age/15
 		if rep.RetryAfter > 10*time.Second {
@@ -543,6 +549,16 @@ func (s *Service) Cancel(ctx context.Context, owner, id string) error {
 	}
 	if err := s.runner.Stop(ctx, job.ID); err != nil {
 		s.log.WarnContext(ctx, "stop job", "job", job.ID, "err", err)
+	}
+	if s.queue != nil {
+		// The cancelled job's running place (if it had one) is free at
+		// once: start the next queued job now, not at the next sweep.
+		if err := s.queue.Remove(ctx, job); err != nil {
+			s.log.WarnContext(ctx, "cancel: remove from the queue", "job", job.ID, "err", err)
+		}
+		if _, err := s.Dispatch(ctx); err != nil {
+			s.log.WarnContext(ctx, "dispatch after cancel", "job", job.ID, "err", err)
+		}
 	}
 	if err := s.files.DeleteJob(ctx, job.ID); err != nil {
 		s.log.WarnContext(ctx, "delete files of cancelled job", "job", job.ID, "err", err)

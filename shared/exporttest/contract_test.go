@@ -14,3 +14,7 @@ func TestFakeJobStore(t *testing.T) {
 func TestFakeCappedCreator(t *testing.T) {
 	exporttest.CappedCreatorContract(t, func(*testing.T) export.JobStore { return exporttest.NewJobStore() })
 }
+
+func TestQueueContract(t *testing.T) {
+	exporttest.QueueContract(t, func(*testing.T) export.JobStore { return exporttest.NewJobStore() })
+}
