@@ -69,7 +69,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.BoolVar(&c.allowAnonymous, "allow-anonymous", false, "serve without authorization, every caller one anonymous client (development only)")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", export.DefaultMaxFileBytes, "roll output files at this size")
 	fs.DurationVar(&c.chunkBudget, "chunk-budget", 20*time.Second, "checkpoint each unit at least this often")
-	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
+	fs.IntVar(&c.maxJobs, "max-running-jobs", 4, "exports run at once; later kick-offs wait as accepted, in kick-off order")
+	fs.IntVar(&c.maxJobs, "max-jobs", 4, "the former name of --max-running-jobs")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
 	fs.Int64Var(&c.reserveBytes, "reserve-bytes", 64<<20, "refuse new exports (503) while less than this is free in --state; writes stop at half of it, so failures and cancels can always be recorded")
@@ -148,8 +149,19 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: authz.requireToken,
 	}
 	steps := export.NewSteps(jobs, files, source, cfg, log)
-	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
-	svc := export.NewService(jobs, files, runner, source, cfg, log)
+	if c.maxJobs <= 0 {
+		return errors.New("serve: --max-running-jobs must be at least 1")
+	}
+	// svc is set below; the runner calls back into it when a job ends, to
+	// start the next queued one.
+	var svc *export.Service
+	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers, OnDone: func(id string) {
+		if _, err := svc.Dispatch(ctx); err != nil {
+			log.Warn("dispatch after a job ended", "job", id, "err", err)
+		}
+	}}, log)
+	svc = export.NewService(jobs, files, runner, source, cfg, log)
+	svc.SetQueue(jobs, c.maxJobs)
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
@@ -165,12 +177,18 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	for _, id := range live {
+		if j, err := jobs.Get(ctx, id); err == nil {
+			if queued, err := jobs.Queued(ctx, j); err == nil && queued {
+				continue // still waits its turn: dispatched below
+			}
+		}
 		log.Info("resuming job", "job", id)
 		if err := runner.Start(ctx, id); err != nil {
 			return err
 		}
 	}
 	go janitor(ctx, jobs, files, log)
+	go sweeper(ctx, svc, log)
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -287,6 +305,23 @@ func janitor(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, 
 			if err := jobs.Delete(ctx, id); err != nil {
 				log.Warn("janitor: delete job", "job", id, "err", err)
 			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweeper dispatches queued jobs now and then periodically: the safety net
+// behind the dispatch each kick-off, completion and cancel does.
+func sweeper(ctx context.Context, svc *export.Service, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		if _, err := svc.Sweep(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("sweep", "err", err)
 		}
 		select {
 		case <-ctx.Done():
