@@ -427,6 +427,11 @@ func (cl *cluster) handlerFor(name string) lambda.Handler {
 		return lambda.NewHandler(steps.Finalize)
 	case "fail":
 		return lambda.NewHandler(sfnrunner.FailHandler(steps.Fail))
+	case "dispatch":
+		cl.mu.Lock()
+		api := cl.api
+		cl.mu.Unlock()
+		return lambda.NewHandler(api.DispatchHandler())
 	}
 	return nil
 }
@@ -690,6 +695,17 @@ func (cl *cluster) finish(name string, e *execution) {
 		}
 		cancel()
 	}
+	// The stack's rule on every ended execution: the dispatch function
+	// starts the next queued job.
+	ev, _ := json.Marshal(map[string]any{
+		"version": "0", "source": "aws.states", "detail-type": sfnrunner.StatusChangeDetailType,
+		"detail": map[string]any{"name": name, "status": status},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if _, err := cl.handlerFor("dispatch").Invoke(ctx, ev); err != nil {
+		fmt.Fprintf(os.Stderr, "the dispatch function failed after %s ended: %v\n", name, err)
+	}
+	cancel()
 	cl.mu.Lock()
 	e.status = status
 	cl.mu.Unlock()

@@ -94,6 +94,9 @@ type StackProps struct {
 	// SAM, which sets just the variables a template declares (make sam-*
 	// sets it; the --env-vars file from make sam-env gives the value).
 	AwsEndpointURL string
+	// OpsProps: the queue, reserved concurrency, alarms, the production
+	// profile (ops.go, profile.go).
+	OpsProps
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -127,6 +130,7 @@ func (p StackProps) withDefaults() StackProps {
 	if p.Architecture == "" {
 		p.Architecture = archARM64
 	}
+	p.OpsProps = p.OpsProps.withDefaults(p.MaxConcurrency)
 	return p
 }
 
@@ -237,6 +241,9 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.PublicBaseURL = str("publicBaseUrl")
 	p.ApiType, p.Architecture = str("apiType"), str("architecture")
 	p.AwsEndpointURL = str("awsEndpointUrl")
+	if p.OpsProps, err = opsFromContext(str); err != nil {
+		return p, err
+	}
 	if err := p.check(); err != nil {
 		return p, fmt.Errorf("context: %w", err)
 	}

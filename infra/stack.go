@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigateway"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
@@ -19,6 +20,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -64,6 +66,10 @@ type Stack struct {
 	AuthTable    awsdynamodb.Table
 	TokenSecret  awssecretsmanager.Secret
 	publicRoutes func(awsapigatewayv2.HttpApi, awsapigatewayv2.HttpRouteIntegration)
+	// AlarmTopic, Alarms (by name) and Dashboard: dashboard.go.
+	AlarmTopic awssns.Topic
+	Alarms     map[string]awscloudwatch.Alarm
+	Dashboard  awscloudwatch.Dashboard
 }
 
 // NewStack builds the whole system: HTTP API → kickoff/status functions,
@@ -247,6 +253,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	} else {
 		s.api(props)
 	}
+
+	s.ops(props)
 
 	awscdk.NewCfnOutput(stack, jsii.String("FhirBaseUrl"), &awscdk.CfnOutputProps{
 		Value:       awscdk.Fn_Join(jsii.String(""), &[]*string{s.apiURL(), jsii.String("/fhir")}),

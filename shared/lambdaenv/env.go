@@ -76,6 +76,9 @@ type Config struct {
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
+	// MaxRunningJobs and MetricsNamespace: issue16_env.go.
+	MaxRunningJobs                 int
+	MetricsNamespace, MetricsStack string
 }
 
 // Export is the core configuration this Config implies.
@@ -144,11 +147,16 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		MaxFileBytes:    num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
 		MaxLiveJobs:     int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
+	loadOps(getenv, &c, &problems)
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
 	}
-	c.StatusOnly = role == RoleStatus
+	if role == RoleDispatch {
+		c.StateMachineARN = need(EnvStateMachine)
+	}
+	// The dispatch function reads no source either.
+	c.StatusOnly = role == RoleStatus || role == RoleDispatch
 	sources := 0
 	for _, v := range []string{c.SourceDir, c.SourceBucket, c.SourceURL} {
 		if v != "" {

@@ -110,8 +110,7 @@ func upstream(cfg Config, awsCfg aws.Config, log *slog.Logger) (*fhirsource.Sour
 // runner, presigned links, the caller from the JWT authorizer, and API
 // Gateway's request id as the kick-off idempotency key.
 func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Handler {
-	runner := sfnrunner.New(sfn.NewFromConfig(awsCfg), cfg.StateMachineARN)
-	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
+	svc := d.Service(cfg, awsCfg, log)
 	h := api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
 		Auth:      d.authenticator(cfg),
@@ -123,6 +122,15 @@ func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Han
 		return statusOnly(h)
 	}
 	return h
+}
+
+// Service is the export service of the API and dispatch functions: the
+// Step Functions runner, and the global queue of running jobs on the table.
+func (d *Deps) Service(cfg Config, awsCfg aws.Config, log *slog.Logger) *export.Service {
+	runner := sfnrunner.New(sfn.NewFromConfig(awsCfg), cfg.StateMachineARN)
+	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
+	svc.SetQueue(d.Jobs, cfg.MaxRunningJobs)
+	return svc
 }
 
 // RequestID is API Gateway's id of the request (stable across a retried

@@ -1,0 +1,28 @@
+package lambdaenv
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/bulkfhir/bulkfhir/shared/export"
+)
+
+// DispatchHandler is the dispatch function's handler. Every event runs one
+// sweep of the queue: EventBridge's "execution status change" events (a
+// job's execution ended, so its running place is free) and the periodic
+// schedule (the safety net: a dispatch that failed, an admitted job whose
+// start was lost, and the figures of the stuck-export alarm). The event's
+// content does not matter, so a duplicate or late event is harmless.
+func (e *Env) DispatchHandler() func(context.Context, json.RawMessage) (*export.SweepReport, error) {
+	svc := e.Deps.Service(e.Config, e.AWS, e.Log)
+	return func(ctx context.Context, _ json.RawMessage) (*export.SweepReport, error) {
+		rep, err := svc.Sweep(ctx)
+		if err != nil {
+			e.Log.ErrorContext(ctx, "sweep", "err", err)
+			return rep, err
+		}
+		e.Log.InfoContext(ctx, "sweep", "running", rep.Running, "queued", rep.Queued,
+			"started", len(rep.Started), "restarted", len(rep.Restarted))
+		return rep, nil
+	}
+}
