@@ -34,6 +34,8 @@ type Service struct {
 	// places is free (queue.go).
 	queue      Queue
 	maxRunning int
+	// observer, when set, hears of kick-offs and cancels (observer.go).
+	observer Observer
 }
 
 // Admission decides whether a kick-off may start a job now: a storage
@@ -162,6 +164,7 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		return nil, s.failStart(ctx, job.ID)
 	}
 	s.log.InfoContext(ctx, "kick-off", "job", job.ID, "owner", owner, "level", req.Level, "types", len(req.Types))
+	s.observe(ctx, job, EventAccepted)
 	return job, nil
 }
 
@@ -564,5 +567,6 @@ func (s *Service) Cancel(ctx context.Context, owner, id string) error {
 		s.log.WarnContext(ctx, "delete files of cancelled job", "job", job.ID, "err", err)
 	}
 	s.log.InfoContext(ctx, "cancelled", "job", job.ID)
+	s.observe(ctx, job, EventCancelled)
 	return nil
 }
