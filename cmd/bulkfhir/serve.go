@@ -24,8 +24,12 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/httplimit"
+	"github.com/bulkfhir/bulkfhir/shared/joblog"
 	"github.com/bulkfhir/bulkfhir/shared/localrunner"
+	"github.com/bulkfhir/bulkfhir/shared/metrics"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
+	"github.com/bulkfhir/bulkfhir/shared/prommetrics"
+	"github.com/bulkfhir/bulkfhir/shared/stepmetrics"
 )
 
 type serveConfig struct {
@@ -46,6 +50,8 @@ type serveConfig struct {
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
+	// Every line written during a job's step carries its "job" field.
+	log = slog.New(joblog.NewHandler(log.Handler()))
 	var c serveConfig
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
@@ -148,7 +154,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		Retention: c.retention, MaxFileBytes: c.maxFileBytes, ChunkBudget: c.chunkBudget,
 		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: authz.requireToken,
 	}
-	steps := export.NewSteps(jobs, files, source, cfg, log)
+	// The same figures the Lambda functions write as EMF, on /metrics.
+	rec := prommetrics.New()
+	steps := stepmetrics.New(export.NewSteps(jobs, files, source, cfg, log), jobs, source, rec)
 	if c.maxJobs <= 0 {
 		return errors.New("serve: --max-running-jobs must be at least 1")
 	}
@@ -162,6 +170,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	}}, log)
 	svc = export.NewService(jobs, files, runner, source, cfg, log)
 	svc.SetQueue(jobs, c.maxJobs)
+	svc.SetObserver(stepmetrics.Observer{Rec: rec})
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
@@ -188,14 +197,18 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		}
 	}
 	go janitor(ctx, jobs, files, log)
-	go sweeper(ctx, svc, log)
+	go sweeper(ctx, svc, rec, log)
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	ln = c.limits.Listener(ln)
-	srv := c.limits.Server(handler, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
+	// /metrics: aggregate figures only (no job ids, no client ids).
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", rec.Handler())
+	mux.Handle("/", handler)
+	srv := c.limits.Server(mux, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
 	log.Info("listening", "addr", ln.Addr().String(), "base", "/fhir")
 	// STATE/addr holds the bound address (useful with --addr 127.0.0.1:0).
 	addrFile := filepath.Join(c.state, "addr")
@@ -316,12 +329,16 @@ func janitor(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, 
 
 // sweeper dispatches queued jobs now and then periodically: the safety net
 // behind the dispatch each kick-off, completion and cancel does.
-func sweeper(ctx context.Context, svc *export.Service, log *slog.Logger) {
+func sweeper(ctx context.Context, svc *export.Service, rec metrics.Recorder, log *slog.Logger) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
-		if _, err := svc.Sweep(ctx); err != nil && ctx.Err() == nil {
+		rep, err := svc.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
 			log.Warn("sweep", "err", err)
+		}
+		if err == nil {
+			stepmetrics.RecordSweep(ctx, rec, rep)
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/stepmetrics"
 )
 
 // DispatchHandler is the dispatch function's handler. Every event runs one
@@ -23,6 +24,7 @@ func (e *Env) DispatchHandler() func(context.Context, json.RawMessage) (*export.
 		}
 		e.Log.InfoContext(ctx, "sweep", "running", rep.Running, "queued", rep.Queued,
 			"started", len(rep.Started), "restarted", len(rep.Restarted))
+		stepmetrics.RecordSweep(ctx, e.Deps.Metrics, rep)
 		return rep, nil
 	}
 }

@@ -2,9 +2,23 @@ package lambdaenv
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
+
+	"github.com/bulkfhir/bulkfhir/shared/metrics"
 )
+
+// metricsOut is where the EMF lines go: the function's stdout, which
+// Lambda sends to its log group (tests replace it).
+var metricsOut io.Writer = os.Stdout
+
+// newMetrics is the functions' Recorder: CloudWatch Embedded Metric Format
+// lines, turned into metrics by CloudWatch Logs without any API call.
+func newMetrics(c Config) metrics.Recorder {
+	return metrics.NewEMF(metricsOut, c.MetricsNamespace, c.MetricsStack)
+}
 
 // Settings of the global admission queue (issue 16), kept apart from the
 // long lists in env.go.

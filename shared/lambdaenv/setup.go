@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/bulkfhir/bulkfhir/shared/joblog"
 )
 
 // Env is a configured function: what main passes to lambda.Start.
@@ -31,7 +33,8 @@ func exitOnError(log *slog.Logger, msg string, err error) {
 // MustSetup configures a function at cold start, or logs every problem and
 // exits (Lambda reports the init failure).
 func MustSetup(role Role) *Env {
-	log := lambdacontext.NewLogger()
+	// Every line written during a job's step carries its "job" field.
+	log := slog.New(joblog.NewHandler(lambdacontext.NewLogger().Handler()))
 	cfg, err := Load(os.Getenv, role)
 	exitOnError(log, "startup", err)
 	awsCfg, err := config.LoadDefaultConfig(context.Background())

@@ -18,11 +18,13 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
+	"github.com/bulkfhir/bulkfhir/shared/metrics"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
+	"github.com/bulkfhir/bulkfhir/shared/stepmetrics"
 )
 
 // Deps are the adapters a function runs on.
@@ -30,7 +32,11 @@ type Deps struct {
 	Jobs   *dynamostore.Store
 	Files  *s3store.Store
 	Source export.Source
-	Steps  *export.Steps
+	// Steps are the export steps with their metrics recorded around them
+	// (EMF lines on stdout, issue16.go).
+	Steps *stepmetrics.Steps
+	// Metrics receives the functions' figures.
+	Metrics metrics.Recorder
 	// Keys verify bulkfhir's access tokens (API functions, Auth bulkfhir).
 	Keys *smartauth.Keys
 }
@@ -65,7 +71,8 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		}
 		d.Source = src
 	}
-	d.Steps = export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log)
+	d.Metrics = newMetrics(cfg)
+	d.Steps = stepmetrics.New(export.NewSteps(d.Jobs, d.Files, d.Source, cfg.Export(), log), d.Jobs, d.Source, d.Metrics)
 	if cfg.Auth == AuthBulkfhir {
 		keys, err := TokenKeys(context.Background(), awsCfg, cfg.TokenSecretARN)
 		if err != nil {
@@ -130,6 +137,7 @@ func (d *Deps) Service(cfg Config, awsCfg aws.Config, log *slog.Logger) *export.
 	runner := sfnrunner.New(sfn.NewFromConfig(awsCfg), cfg.StateMachineARN)
 	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
 	svc.SetQueue(d.Jobs, cfg.MaxRunningJobs)
+	svc.SetObserver(stepmetrics.Observer{Rec: d.Metrics})
 	return svc
 }
 
