@@ -177,6 +177,17 @@ func (s *Stack) ops(props StackProps) {
 	reserve("kickoff", o.KickoffConcurrency)
 	reserve("status", o.StatusConcurrency)
 	reserve("export", o.ExportConcurrency)
+	// The steps each running job calls once (Plan, Finalize, Fail) never
+	// need more than the running limit; the token endpoint and the
+	// authorizer share the kick-off's budget.
+	for _, name := range []string{"plan", "finalize", "fail"} {
+		reserve(name, o.MaxRunningJobs)
+	}
+	for _, name := range []string{"token", "authorizer"} {
+		if s.Functions[name] != nil {
+			reserve(name, o.KickoffConcurrency)
+		}
+	}
 	// One dispatcher at a time is plenty (dispatching is safe under
 	// concurrency all the same); throttled events are retried by Lambda.
 	reserve("dispatch", 1)

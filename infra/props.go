@@ -97,6 +97,9 @@ type StackProps struct {
 	// OpsProps: the queue, reserved concurrency, alarms, the production
 	// profile (ops.go, profile.go).
 	OpsProps
+	// createAccessLogs: the production profile without an access logs
+	// bucket makes one (profile.go).
+	createAccessLogs bool
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -131,7 +134,7 @@ func (p StackProps) withDefaults() StackProps {
 		p.Architecture = archARM64
 	}
 	p.OpsProps = p.OpsProps.withDefaults(p.MaxConcurrency)
-	return p
+	return p.applyProfile()
 }
 
 // Function architectures (bulkfhir:architecture).
@@ -154,6 +157,9 @@ func (p StackProps) check() error {
 	}
 	mode, err := p.authMode()
 	if err != nil {
+		return err
+	}
+	if err := p.checkProfile(); err != nil {
 		return err
 	}
 	if mode == authJWT && p.ApiType == apiREST {

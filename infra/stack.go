@@ -66,6 +66,8 @@ type Stack struct {
 	AuthTable    awsdynamodb.Table
 	TokenSecret  awssecretsmanager.Secret
 	publicRoutes func(awsapigatewayv2.HttpApi, awsapigatewayv2.HttpRouteIntegration)
+	// AccessLogsBucket is the access logs bucket the stack made (profile.go).
+	AccessLogsBucket awss3.Bucket
 	// AlarmTopic, Alarms (by name) and Dashboard: dashboard.go.
 	AlarmTopic awssns.Topic
 	Alarms     map[string]awscloudwatch.Alarm
@@ -138,8 +140,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		bucketProps.EncryptionKey = key
 		bucketProps.BucketKeyEnabled = jsii.Bool(true)
 	}
-	if props.AccessLogsBucket != "" {
-		bucketProps.ServerAccessLogsBucket = awss3.Bucket_FromBucketName(stack, jsii.String("AccessLogs"), jsii.String(props.AccessLogsBucket))
+	if logs := s.accessLogs(props); logs != nil {
+		bucketProps.ServerAccessLogsBucket = logs
 		bucketProps.ServerAccessLogsPrefix = jsii.String("bulkfhir-exports/")
 	}
 	s.Bucket = awss3.NewBucket(stack, jsii.String("Exports"), bucketProps)
@@ -274,6 +276,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 	awscdk.NewCfnOutput(stack, jsii.String("StateMachineArn"), &awscdk.CfnOutputProps{Value: s.StateMachine.StateMachineArn()})
 	s.localOutputs(props)
+	s.encryptLogs(key)
 	suppress(s, props)
 	return s
 }

@@ -56,3 +56,7 @@ type retryStats struct {
 func (s *Source) RetryStats() (retries, throttled int64) {
 	return s.client.stats.retries.Load(), s.client.stats.throttled.Load()
 }
+
+// CursorsByReference implements export.ReferencedCursors: a position of
+// this source is an upstream link, which can name patients.
+func (s *Source) CursorsByReference() bool { return true }
