@@ -81,6 +81,9 @@ type cluster struct {
 	failAlways  map[string]bool          // unit ids whose chunks always fail
 	bloat       map[string]int           // unit ids whose chunk results get this many bytes more
 	block       map[string]chan struct{} // unit ids whose chunks wait for this (or their deadline)
+	// capture, when set, receives every Lambda invocation's payload and
+	// response (what Step Functions keeps in an execution's history).
+	capture func(payload, response []byte)
 	injected    int
 }
 
@@ -492,6 +495,9 @@ func (cl *cluster) serveLambda(w http.ResponseWriter, r *http.Request) {
 	cl.mu.Lock()
 	if n := cl.bloat[in.Unit.ID]; n > 0 && err == nil {
 		out = append(out[:len(out)-1], []byte(`,"padding":"`+strings.Repeat("x", n)+`"}`)...)
+	}
+	if cl.capture != nil {
+		cl.capture(payload, out)
 	}
 	cl.invocations[name]++
 	cl.limits.MaxLambdaBytes = max(cl.limits.MaxLambdaBytes, len(out))
