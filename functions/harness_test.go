@@ -83,8 +83,8 @@ type cluster struct {
 	block       map[string]chan struct{} // unit ids whose chunks wait for this (or their deadline)
 	// capture, when set, receives every Lambda invocation's payload and
 	// response (what Step Functions keeps in an execution's history).
-	capture func(payload, response []byte)
-	injected    int
+	capture  func(payload, response []byte)
+	injected int
 }
 
 type execution struct {
