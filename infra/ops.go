@@ -21,9 +21,12 @@ type OpsProps struct {
 	// MaxRunningJobs (bulkfhir:maxRunningJobs) exports run at once;
 	// later kick-offs wait as accepted, in kick-off order. Default 5.
 	MaxRunningJobs int
+	// MaxLiveJobs (bulkfhir:maxLiveJobs) caps one client's queued and
+	// running exports (429 beyond). Default 20.
+	MaxLiveJobs int
 	// KickoffConcurrency and StatusConcurrency are the reserved
 	// concurrency of the API functions, so exports can never take the
-	// capacity kick-offs and status polls need. Default 5 each; -1
+	// capacity kick-offs and status polls need. Default 10 each; -1
 	// (context value 0) reserves none.
 	KickoffConcurrency, StatusConcurrency int
 	// ExportConcurrency caps (reserves) the export function's concurrency.
@@ -44,11 +47,14 @@ func (o OpsProps) withDefaults(maxConcurrency int) OpsProps {
 	if o.MaxRunningJobs <= 0 {
 		o.MaxRunningJobs = lambdaenv.DefaultMaxRunningJobs
 	}
+	if o.MaxLiveJobs <= 0 {
+		o.MaxLiveJobs = defaultMaxLiveJobs
+	}
 	if o.KickoffConcurrency == 0 {
-		o.KickoffConcurrency = 5
+		o.KickoffConcurrency = 10
 	}
 	if o.StatusConcurrency == 0 {
-		o.StatusConcurrency = 5
+		o.StatusConcurrency = 10
 	}
 	if o.ExportConcurrency == 0 {
 		o.ExportConcurrency = o.MaxRunningJobs * maxConcurrency
@@ -83,6 +89,7 @@ func opsFromContext(str func(string) string) (OpsProps, error) {
 		none bool
 	}{
 		{"maxRunningJobs", &o.MaxRunningJobs, false},
+		{"maxLiveJobs", &o.MaxLiveJobs, false},
 		{"kickoffConcurrency", &o.KickoffConcurrency, true},
 		{"statusConcurrency", &o.StatusConcurrency, true},
 		{"exportConcurrency", &o.ExportConcurrency, true},
@@ -121,6 +128,7 @@ func (s *Stack) ops(props StackProps) {
 	for _, name := range []string{"kickoff", "status", "plan", "export", "finalize", "fail", "dispatch"} {
 		fn := s.Functions[name]
 		fn.AddEnvironment(jsii.String(lambdaenv.EnvMaxRunningJobs), jsii.String(strconv.Itoa(o.MaxRunningJobs)), nil)
+		fn.AddEnvironment(jsii.String(lambdaenv.EnvMaxLiveJobs), jsii.String(strconv.Itoa(o.MaxLiveJobs)), nil)
 		fn.AddEnvironment(jsii.String(lambdaenv.EnvMetricsNamespace), jsii.String(metricsNamespace), nil)
 		fn.AddEnvironment(jsii.String(lambdaenv.EnvMetricsStack), awscdk.Aws_STACK_NAME(), nil)
 	}
@@ -193,6 +201,10 @@ func (s *Stack) ops(props StackProps) {
 	reserve("dispatch", 1)
 	s.dashboard(props)
 }
+
+// defaultMaxLiveJobs is the per-client cap (export.DefaultMaxLiveJobsPerOwner;
+// infra imports no core package).
+const defaultMaxLiveJobs = 20
 
 // metricsNamespace is the CloudWatch namespace of the functions' EMF lines.
 const metricsNamespace = lambdaenv.DefaultMetricsNamespace

@@ -12,29 +12,32 @@ import (
 // function's is capped at what the running jobs' maps can use at once.
 func TestReservedConcurrency(t *testing.T) {
 	s := base(t) // MaxConcurrency 7, maxRunningJobs default 5
-	want := map[string]float64{"kickoff": 5, "status": 5, "export": 35, "dispatch": 1}
+	want := map[string]float64{"kickoff": 10, "status": 10, "export": 35, "dispatch": 1, "plan": 5, "finalize": 5, "fail": 5, "token": 10, "authorizer": 10}
 	for name, n := range want {
 		p := props(s.resources[s.logicalID(t, "AWS::Lambda::Function", title(name))])
 		if got, _ := p["ReservedConcurrentExecutions"].(float64); got != n {
 			t.Errorf("%s reserved concurrency = %v, want %v", name, p["ReservedConcurrentExecutions"], n)
 		}
 		env := p["Environment"].(map[string]any)["Variables"].(map[string]any)
-		if env["BULKFHIR_MAX_RUNNING_JOBS"] != "5" {
-			t.Errorf("%s: BULKFHIR_MAX_RUNNING_JOBS = %v", name, env["BULKFHIR_MAX_RUNNING_JOBS"])
+		if _, task := want[name]; task && name != "token" && name != "authorizer" && (env["BULKFHIR_MAX_RUNNING_JOBS"] != "5" || env["BULKFHIR_MAX_LIVE_JOBS"] != "20") {
+			t.Errorf("%s: BULKFHIR_MAX_RUNNING_JOBS = %v, BULKFHIR_MAX_LIVE_JOBS = %v", name, env["BULKFHIR_MAX_RUNNING_JOBS"], env["BULKFHIR_MAX_LIVE_JOBS"])
 		}
 	}
 	tuned, err := propsFromContext(func(k string) any {
-		return map[string]any{"bulkfhir:maxRunningJobs": "3", "bulkfhir:kickoffConcurrency": "0", "bulkfhir:exportConcurrency": "12"}[k]
+		return map[string]any{"bulkfhir:maxRunningJobs": "3", "bulkfhir:kickoffConcurrency": "0", "bulkfhir:exportConcurrency": "12", "bulkfhir:maxLiveJobs": "7"}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tuned.BuildDir = fakeBuild(t)
 	ts := synth(t, tuned, nil)
-	for name, n := range map[string]any{"kickoff": nil, "status": 5.0, "export": 12.0} {
+	for name, n := range map[string]any{"kickoff": nil, "status": 10.0, "export": 12.0, "plan": 3.0} {
 		p := props(ts.resources[ts.logicalID(t, "AWS::Lambda::Function", title(name))])
 		if p["ReservedConcurrentExecutions"] != n {
 			t.Errorf("tuned %s reserved concurrency = %v, want %v", name, p["ReservedConcurrentExecutions"], n)
+		}
+		if env := p["Environment"].(map[string]any)["Variables"].(map[string]any); env["BULKFHIR_MAX_LIVE_JOBS"] != "7" || env["BULKFHIR_MAX_RUNNING_JOBS"] != "3" {
+			t.Errorf("tuned %s: limits %v %v", name, env["BULKFHIR_MAX_LIVE_JOBS"], env["BULKFHIR_MAX_RUNNING_JOBS"])
 		}
 	}
 	if _, err := propsFromContext(func(k string) any { return map[string]any{"bulkfhir:maxRunningJobs": "many"}[k] }); err == nil {
