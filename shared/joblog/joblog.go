@@ -64,8 +64,8 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return &Handler{inner: h.inner.WithAttrs(attrs), hasJob: has}
 }
 
-// WithGroup implements slog.Handler: attributes after a group are nested,
-// so the job is added before it.
+// WithGroup implements slog.Handler. A record of a grouped logger gets the
+// job inside the group (no logger of bulkfhir's uses groups).
 func (h *Handler) WithGroup(name string) slog.Handler {
 	return &Handler{inner: h.inner.WithGroup(name), hasJob: h.hasJob}
 }
