@@ -39,8 +39,12 @@ func productionProps(t *testing.T) StackProps {
 // AwsSolutions); each accepted one is suppressed with its reason
 // (suppress.go, nagpacks.go).
 func TestProductionProfilePassesHIPAAAndNIST(t *testing.T) {
-	if errs := nagErrors(t, productionProps(t)); len(errs) > 0 {
-		t.Errorf("%d unsuppressed cdk-nag errors in the production profile:\n%s", len(errs), strings.Join(errs, "\n"))
+	for _, api := range []string{apiHTTP, apiREST} {
+		p := productionProps(t)
+		p.ApiType = api
+		if errs := nagErrors(t, p); len(errs) > 0 {
+			t.Errorf("%s API: %d unsuppressed cdk-nag errors in the production profile:\n%s", api, len(errs), strings.Join(errs, "\n"))
+		}
 	}
 }
 

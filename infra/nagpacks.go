@@ -18,6 +18,9 @@ const (
 	reasonLogsOfLogs   = "This is the access logs bucket; logging it into itself would loop."
 	reasonLogsReplica  = "Access logs stay in this account's region with the data they describe; replicate them with your organisation's log archive if required."
 	reasonBackupPlan   = "Point-in-time recovery is on for the table; its items expire within the retention period (TTL), so an AWS Backup plan would keep PHI-adjacent records past their expiry."
+	reasonNoAPICache   = "Every answer is for one client and one job (status, a manifest of freshly presigned links): a stage cache would serve one client's answer to another and keep PHI-bearing links; the API is never cached."
+	reasonBackendCert  = "The integrations are Lambda proxy integrations, not HTTP backends: there is no backend for a client certificate to authenticate to."
+	reasonWAF          = "Authorization (bulkfhir tokens or the JWT authorizer) and the stage's throttling guard the API; attach your organisation's WAF web ACL (or Firewall Manager policy) to the stage where one is required."
 	reasonSourceBucket = "The source bucket is created for convenience (upload NDJSON here); for production data bring your own bucket with your organisation's logging, versioning, replication and key (bulkfhir:sourceBucket)."
 )
 
@@ -55,6 +58,11 @@ func suppressPacks(s *Stack, props StackProps) {
 		addPacks(s.AccessLogsBucket, "S3DefaultEncryptionKMS", reasonLogsSSE)
 		addPacks(s.AccessLogsBucket, "S3BucketReplicationEnabled", reasonLogsReplica)
 		addPacks(s.AccessLogsBucket, "S3BucketLoggingEnabled", reasonLogsOfLogs)
+	}
+	if s.RestApi != nil {
+		addPacks(s.RestApi, "APIGWCacheEnabledAndEncrypted", reasonNoAPICache)
+		addPacks(s.RestApi, "APIGWSSLEnabled", reasonBackendCert)
+		add(s.RestApi, "NIST.800.53.R5-APIGWAssociatedWithWAF", reasonWAF)
 	}
 	if b, ok := s.Source.(awss3.Bucket); ok {
 		for _, rule := range []string{"S3BucketLoggingEnabled", "S3BucketReplicationEnabled", "S3BucketVersioningEnabled", "S3DefaultEncryptionKMS"} {

@@ -121,6 +121,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in export.ChunkInput) (*export.
 			values = append(values, metrics.Value{Name: metrics.ChunkResourcesPerSecond, Value: resources / secs})
 		}
 	}
+	if err != nil && r1 == r0 {
+		return res, err // a failed chunk without retries: nothing to count
+	}
 	s.rec.Record(ctx, metrics.Event{Job: in.JobID, Values: values})
 	return res, err
 }
