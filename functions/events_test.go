@@ -13,9 +13,12 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/export"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
@@ -32,7 +35,7 @@ func TestEvents(t *testing.T) {
 	// The job the task and status events name, owned by the anonymous
 	// client the API events come from.
 	now := time.Now().UTC()
-	if err := cl.api.Deps.Jobs.Create(ctx, &export.Job{
+	if err := cl.api.Jobs.Create(ctx, &export.Job{
 		ID: "example-job", Owner: "anonymous", Status: export.StatusAccepted, RequestURL: publicBase + "/$export?_type=Patient",
 		Request:         bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON, Types: []string{"Patient"}},
 		TransactionTime: now, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour),
@@ -145,12 +148,12 @@ func checkTask(t *testing.T, name string, raw []byte) {
 		// A sweep: the kick-off events' jobs run or wait; never more
 		// than the running limit run.
 		var r export.SweepReport
-		if json.Unmarshal(out, &r) != nil || r.Running > lambdaenv.DefaultMaxRunningJobs || r.Running+r.Queued == 0 {
+		if json.Unmarshal(out, &r) != nil || r.Running > settings.DefaultMaxRunningJobs || r.Running+r.Queued == 0 {
 			t.Errorf("dispatch result = %s", out)
 		}
 	case "fail":
 		// The job completed, so the failure step leaves it as it is.
-		j, err := cl.api.Deps.Jobs.Get(context.Background(), "example-job")
+		j, err := cl.api.Jobs.Get(context.Background(), "example-job")
 		if err != nil || j.Status != export.StatusCompleted {
 			t.Errorf("after fail: %+v %v", j, err)
 		}
@@ -212,7 +215,7 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		t.Fatal(err)
 	}
 	if strings.HasPrefix(name, "authorizer-") {
-		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		out, err := apigw.Authorizers(keys)(ctx, raw)
 		switch resp := out.(type) {
 		case events.APIGatewayV2CustomAuthorizerSimpleResponse:
 			if err != nil || resp.IsAuthorized {
@@ -229,8 +232,8 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		return
 	}
 	ddb := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
-	h := lambdaenv.TokenServer(lambdaenv.AuthConfig{AuthTable: "auth-events"}, keys, ddb, slog.New(slog.DiscardHandler))
-	out, err := lambdaenv.NewGateway(h).Invoke(ctx, raw)
+	h := lambdaauth.TokenServer(lambdaauth.Config{AuthTable: "auth-events"}, keys, dynamoauth.New(ddb, "auth-events"), slog.New(slog.DiscardHandler))
+	out, err := apigw.NewGateway(h).Invoke(ctx, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

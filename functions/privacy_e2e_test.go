@@ -10,7 +10,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // TestExecutionCarriesNoPatientIdsOrPageURLsOnAWS: a Group export from an
@@ -28,8 +28,8 @@ func TestExecutionCarriesNoPatientIdsOrPageURLsOnAWS(t *testing.T) {
 	hs := httptest.NewServer(up)
 	defer hs.Close()
 	cl.withEnv(t, map[string]string{
-		lambdaenv.EnvSourceBucket: "", lambdaenv.EnvSourcePrefix: "",
-		lambdaenv.EnvSourceURL: hs.URL,
+		settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "",
+		settings.EnvSourceURL: hs.URL,
 	})
 	var mu sync.Mutex
 	var seen []string

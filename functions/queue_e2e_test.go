@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 var queueTables atomic.Int32
@@ -28,7 +28,7 @@ func ownTable(t *testing.T, cl *cluster, extra map[string]string) {
 	if err := dynamostore.CreateTable(context.Background(), ddb, name); err != nil {
 		t.Fatal(err)
 	}
-	extra[lambdaenv.EnvTable] = name
+	extra[settings.EnvTable] = name
 	cl.withEnv(t, extra)
 }
 
@@ -49,7 +49,7 @@ func holdPatients(t *testing.T, cl *cluster) {
 // DynamoDB Local and the state machine runner.
 func TestQueueOnAWS(t *testing.T) {
 	cl := need(t)
-	ownTable(t, cl, map[string]string{lambdaenv.EnvMaxRunningJobs: "2"})
+	ownTable(t, cl, map[string]string{settings.EnvMaxRunningJobs: "2"})
 	gate := make(chan struct{})
 	cl.mu.Lock()
 	cl.block["Patient.0000"] = gate
@@ -115,7 +115,7 @@ func TestQueueOnAWS(t *testing.T) {
 func TestLiveJobCapOnAWS(t *testing.T) {
 	cl := need(t)
 	// One job runs; the other live ones wait in the queue, and count.
-	ownTable(t, cl, map[string]string{lambdaenv.EnvMaxLiveJobs: "5", lambdaenv.EnvMaxRunningJobs: "1"})
+	ownTable(t, cl, map[string]string{settings.EnvMaxLiveJobs: "5", settings.EnvMaxRunningJobs: "1"})
 	holdPatients(t, cl)
 	const n = 50
 	codes := make([]int, n)

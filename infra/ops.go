@@ -11,8 +11,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
-	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // OpsProps are the settings of operating the stack (issue 16): the global
@@ -45,7 +44,7 @@ type OpsProps struct {
 
 func (o OpsProps) withDefaults(maxConcurrency int) OpsProps {
 	if o.MaxRunningJobs <= 0 {
-		o.MaxRunningJobs = lambdaenv.DefaultMaxRunningJobs
+		o.MaxRunningJobs = settings.DefaultMaxRunningJobs
 	}
 	if o.MaxLiveJobs <= 0 {
 		o.MaxLiveJobs = defaultMaxLiveJobs
@@ -117,20 +116,20 @@ func opsFromContext(str func(string) string) (OpsProps, error) {
 func (s *Stack) ops(props StackProps) {
 	o := props.OpsProps
 	env := map[string]*string{
-		lambdaenv.EnvTable:          s.Table.TableName(),
-		lambdaenv.EnvBucket:         s.Bucket.BucketName(),
-		lambdaenv.EnvBucketPrefix:   jsii.String(exportPrefix),
-		lambdaenv.EnvRetention:      jsii.String(props.Retention.String()),
-		lambdaenv.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
-		lambdaenv.EnvStateMachine:   s.StateMachine.StateMachineArn(),
+		settings.EnvTable:          s.Table.TableName(),
+		settings.EnvBucket:         s.Bucket.BucketName(),
+		settings.EnvBucketPrefix:   jsii.String(exportPrefix),
+		settings.EnvRetention:      jsii.String(props.Retention.String()),
+		settings.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
+		settings.EnvStateMachine:   s.StateMachine.StateMachineArn(),
 	}
 	s.newFunction(function{"dispatch", 256, awscdk.Duration_Minutes(jsii.Number(1))}, props, env)
 	for _, name := range []string{"kickoff", "status", "plan", "export", "finalize", "fail", "dispatch"} {
 		fn := s.Functions[name]
-		fn.AddEnvironment(jsii.String(lambdaenv.EnvMaxRunningJobs), jsii.String(strconv.Itoa(o.MaxRunningJobs)), nil)
-		fn.AddEnvironment(jsii.String(lambdaenv.EnvMaxLiveJobs), jsii.String(strconv.Itoa(o.MaxLiveJobs)), nil)
-		fn.AddEnvironment(jsii.String(lambdaenv.EnvMetricsNamespace), jsii.String(metricsNamespace), nil)
-		fn.AddEnvironment(jsii.String(lambdaenv.EnvMetricsStack), awscdk.Aws_STACK_NAME(), nil)
+		fn.AddEnvironment(jsii.String(settings.EnvMaxRunningJobs), jsii.String(strconv.Itoa(o.MaxRunningJobs)), nil)
+		fn.AddEnvironment(jsii.String(settings.EnvMaxLiveJobs), jsii.String(strconv.Itoa(o.MaxLiveJobs)), nil)
+		fn.AddEnvironment(jsii.String(settings.EnvMetricsNamespace), jsii.String(metricsNamespace), nil)
+		fn.AddEnvironment(jsii.String(settings.EnvMetricsStack), awscdk.Aws_STACK_NAME(), nil)
 	}
 	if props.AwsEndpointURL != "" {
 		s.Functions["dispatch"].AddEnvironment(jsii.String("AWS_ENDPOINT_URL"), jsii.String(props.AwsEndpointURL), nil)
@@ -159,7 +158,7 @@ func (s *Stack) ops(props StackProps) {
 		Description: jsii.String("bulkfhir: an export execution ended, so a running place is free: start the next queued export"),
 		EventPattern: &awsevents.EventPattern{
 			Source:     jsii.Strings("aws.states"),
-			DetailType: jsii.Strings(sfnrunner.StatusChangeDetailType),
+			DetailType: jsii.Strings(settings.StatusChangeDetailType),
 			Detail: &map[string]any{
 				"status":          []string{"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"},
 				"stateMachineArn": []*string{s.StateMachine.StateMachineArn()},
@@ -204,7 +203,7 @@ func (s *Stack) ops(props StackProps) {
 
 // defaultMaxLiveJobs is the per-client cap (export.DefaultMaxLiveJobsPerOwner;
 // infra imports no core package).
-const defaultMaxLiveJobs = 20
+const defaultMaxLiveJobs = settings.DefaultMaxLiveJobs
 
 // metricsNamespace is the CloudWatch namespace of the functions' EMF lines.
-const metricsNamespace = lambdaenv.DefaultMetricsNamespace
+const metricsNamespace = settings.DefaultMetricsNamespace

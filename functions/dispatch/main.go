@@ -7,11 +7,21 @@ package main
 
 import (
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
+	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
 
 func main() {
-	env := lambdaenv.MustSetup(lambdaenv.RoleDispatch)
-	lambda.Start(env.DispatchHandler())
+	env := lambdaenv.MustLoad(lambdaenv.RoleDispatch)
+	cfg := env.Config
+	jobs := lambdaenv.Jobs(cfg, env.AWS)
+	runner := sfnrunner.New(sfn.NewFromConfig(env.AWS), cfg.StateMachineARN)
+	// Dispatching never reads the source.
+	svc := export.NewService(jobs, lambdaenv.Files(cfg, lambdaenv.S3(env.AWS)), runner, lambdaenv.NoSource{}, cfg.Export(), env.Log)
+	rec := lambdaenv.Metrics(cfg)
+	lambdaenv.Observe(svc, jobs, cfg, rec)
+	lambda.Start(lambdaenv.DispatchHandler(svc, rec, env.Log))
 }

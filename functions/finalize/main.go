@@ -1,6 +1,3 @@
-// Command finalize is a task of the export state machine: the Finalize step: checks every unit is done and completes the job (the retention clock starts).
-// Errors are returned unwrapped by type name (RetryableError,
-// JobNotRunningError) so the state machine's Retry and Catch can match them.
 package main
 
 import (
@@ -10,6 +7,9 @@ import (
 )
 
 func main() {
-	env := lambdaenv.MustSetup(lambdaenv.RoleTask)
-	lambda.Start(env.Deps.Steps.Finalize)
+	env := lambdaenv.MustLoad(lambdaenv.RoleTask)
+	// Finalize never reads the source: no source client, no credentials.
+	// The steps with their metrics around them (EMF lines).
+	steps := lambdaenv.Steps(env.Config, lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, lambdaenv.S3(env.AWS)), lambdaenv.NoSource{}, env.Log)
+	lambda.Start(steps.Finalize)
 }

@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -74,10 +75,16 @@ func (s *Service) enqueue(ctx context.Context, job *Job) error {
 // 503 the kick-off answers.
 func (s *Service) failStart(ctx context.Context, id string) error {
 	outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeTransient, "the export could not be started; try again")
-	_, _ = s.jobs.Transition(ctx, id, Transition{
+	e := &bulkdata.Error{Status: http.StatusServiceUnavailable, Outcome: outcome, RetryAfter: 5 * time.Second}
+	if _, terr := s.jobs.Transition(ctx, id, Transition{
 		From: []Status{StatusAccepted}, To: StatusFailed, Outcome: &outcome, FailStatus: http.StatusServiceUnavailable,
-	})
-	return &bulkdata.Error{Status: http.StatusServiceUnavailable, Outcome: outcome, RetryAfter: 5 * time.Second}
+	}); terr != nil {
+		// The job stays accepted (it counts against the owner's live
+		// jobs until its TTL); the client still gets the 503.
+		s.log.ErrorContext(ctx, "mark the unstarted job failed", "job", id, "err", terr)
+		return errors.Join(e, fmt.Errorf("kick-off: mark job %s failed: %w", id, terr))
+	}
+	return e
 }
 
 // Dispatch starts queued jobs, oldest first, while running places are free,

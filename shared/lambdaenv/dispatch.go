@@ -3,8 +3,10 @@ package lambdaenv
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/metrics"
 	"github.com/bulkfhir/bulkfhir/shared/stepmetrics"
 )
 
@@ -14,17 +16,16 @@ import (
 // schedule (the safety net: a dispatch that failed, an admitted job whose
 // start was lost, and the figures of the stuck-export alarm). The event's
 // content does not matter, so a duplicate or late event is harmless.
-func (e *Env) DispatchHandler() func(context.Context, json.RawMessage) (*export.SweepReport, error) {
-	svc := e.Deps.Service(e.Config, e.AWS, e.Log)
+func DispatchHandler(svc *export.Service, rec metrics.Recorder, log *slog.Logger) func(context.Context, json.RawMessage) (*export.SweepReport, error) {
 	return func(ctx context.Context, _ json.RawMessage) (*export.SweepReport, error) {
 		rep, err := svc.Sweep(ctx)
 		if err != nil {
-			e.Log.ErrorContext(ctx, "sweep", "err", err)
+			log.ErrorContext(ctx, "sweep", "err", err)
 			return rep, err
 		}
-		e.Log.InfoContext(ctx, "sweep", "running", rep.Running, "queued", rep.Queued,
+		log.InfoContext(ctx, "sweep", "running", rep.Running, "queued", rep.Queued,
 			"started", len(rep.Started), "restarted", len(rep.Restarted))
-		stepmetrics.RecordSweep(ctx, e.Deps.Metrics, rep)
+		stepmetrics.RecordSweep(ctx, rec, rep)
 		return rep, nil
 	}
 }
