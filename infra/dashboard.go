@@ -34,7 +34,7 @@ func (s *Stack) own(name, stat string, period awscdk.Duration) awscloudwatch.Met
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 		Namespace:     jsii.String(metricsNamespace),
 		MetricName:    jsii.String(name),
-		DimensionsMap: &map[string]*string{metrics.DimensionStack: awscdk.Aws_STACK_NAME()},
+		DimensionsMap: &map[string]*string{metrics.DimensionStack: s.Stack.StackName()},
 		Statistic:     jsii.String(stat),
 		Period:        period,
 		Label:         jsii.String(name),

@@ -129,7 +129,9 @@ func (s *Stack) ops(props StackProps) {
 		fn.AddEnvironment(jsii.String(settings.EnvMaxRunningJobs), jsii.String(strconv.Itoa(o.MaxRunningJobs)), nil)
 		fn.AddEnvironment(jsii.String(settings.EnvMaxLiveJobs), jsii.String(strconv.Itoa(o.MaxLiveJobs)), nil)
 		fn.AddEnvironment(jsii.String(settings.EnvMetricsNamespace), jsii.String(metricsNamespace), nil)
-		fn.AddEnvironment(jsii.String(settings.EnvMetricsStack), awscdk.Aws_STACK_NAME(), nil)
+		// The stack's name as a literal (not a Ref): SAM can only pass
+		// variables it can resolve.
+		fn.AddEnvironment(jsii.String(settings.EnvMetricsStack), s.Stack.StackName(), nil)
 	}
 	if props.AwsEndpointURL != "" {
 		s.Functions["dispatch"].AddEnvironment(jsii.String("AWS_ENDPOINT_URL"), jsii.String(props.AwsEndpointURL), nil)

@@ -204,11 +204,18 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	ln = c.limits.Listener(ln)
-	// /metrics: aggregate figures only (no job ids, no client ids).
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", rec.Handler())
-	mux.Handle("/", handler)
-	srv := c.limits.Server(mux, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
+	// GET /metrics: aggregate figures only (no job ids, no client ids).
+	// Everything else goes to the API handler as it came (no ServeMux:
+	// its path cleaning would redirect requests the API refuses).
+	metricsHandler := rec.Handler()
+	withMetrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" && r.Method == http.MethodGet {
+			metricsHandler.ServeHTTP(w, r)
+			return
+		}
+		handler.ServeHTTP(w, r)
+	})
+	srv := c.limits.Server(withMetrics, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
 	log.Info("listening", "addr", ln.Addr().String(), "base", "/fhir")
 	// STATE/addr holds the bound address (useful with --addr 127.0.0.1:0).
 	addrFile := filepath.Join(c.state, "addr")
