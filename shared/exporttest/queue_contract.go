@@ -115,27 +115,10 @@ func QueueContract(t *testing.T, newStore func(t *testing.T) export.JobStore) {
 	t.Run("racing dispatchers", func(t *testing.T) {
 		const jobsN, maxRunning, dispatchers = 12, 3, 12
 		_, q, _ := setup(t, jobsN)
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var got []string
-		for i := 0; i < dispatchers; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				id, err := q.AdmitNext(ctx, maxRunning)
-				if err != nil {
-					t.Errorf("AdmitNext: %v", err)
-					return
-				}
-				if id != "" {
-					mu.Lock()
-					got = append(got, id)
-					mu.Unlock()
-				}
-			}()
+		got, err := RacingAdmits(ctx, q, dispatchers, maxRunning)
+		if err != nil {
+			t.Fatal(err)
 		}
-		wg.Wait()
-		slices.Sort(got)
 		if want := []string{"q00", "q01", "q02"}; !slices.Equal(got, want) {
 			t.Fatalf("%d racing dispatchers admitted %v, want exactly %v", dispatchers, got, want)
 		}
@@ -147,4 +130,35 @@ func sorted(ids []string) []string {
 	out := slices.Clone(ids)
 	slices.Sort(out)
 	return out
+}
+
+// RacingAdmits calls q.AdmitNext from n goroutines at once and returns the
+// ids admitted, sorted (the queue contract's race; exported so a test can
+// show it catches a queue that over-admits).
+func RacingAdmits(ctx context.Context, q export.Queue, n, maxRunning int) ([]string, error) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var got []string
+	var firstErr error
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			id, err := q.AdmitNext(ctx, maxRunning)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if id != "" {
+				got = append(got, id)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	slices.Sort(got)
+	return got, firstErr
 }
