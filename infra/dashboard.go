@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
@@ -88,7 +89,7 @@ func (s *Stack) dashboard(props StackProps) {
 	alarm := func(id, what string, metric awscloudwatch.IMetric, threshold float64, periods float64) {
 		a := awscloudwatch.NewAlarm(s.Stack, jsii.String("Alarm"+id), &awscloudwatch.AlarmProps{
 			AlarmName:          join(awscdk.Aws_STACK_NAME(), jsii.String("-"+id)),
-			AlarmDescription:   jsii.String(what + " See docs/operations.md#" + id + "."),
+			AlarmDescription:   jsii.String(what + " See docs/operations.md#" + strings.ToLower(id) + "."),
 			Metric:             metric,
 			Threshold:          jsii.Number(threshold),
 			EvaluationPeriods:  jsii.Number(periods),

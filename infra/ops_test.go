@@ -117,7 +117,7 @@ func TestDashboardAndAlarms(t *testing.T) {
 		if !strings.Contains(js(p["AlarmActions"]), topic) {
 			t.Errorf("alarm %s does not notify the topic: %v", id, p["AlarmActions"])
 		}
-		if !strings.Contains(all, "docs/operations.md#"+id) {
+		if !strings.Contains(all, "docs/operations.md#"+strings.ToLower(id)) {
 			t.Errorf("alarm %s does not point to its runbook", id)
 		}
 	}
