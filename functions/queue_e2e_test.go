@@ -145,6 +145,21 @@ func TestLiveJobCapOnAWS(t *testing.T) {
 	if count[http.StatusAccepted] != 5 || count[http.StatusTooManyRequests] != n-5 {
 		t.Fatalf("statuses = %v, want 5 × 202 and %d × 429", count, n-5)
 	}
+	// The global limit held through the same race: one execution runs,
+	// the other four jobs wait in line.
+	started, queued := 0, map[string]bool{}
+	for _, j := range accepted {
+		if cl.execution(j) != nil {
+			started++
+		}
+		r := apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+j, "", "", "")
+		if p := header(r, "X-Progress"); strings.HasPrefix(p, "queued: ") {
+			queued[p] = true
+		}
+	}
+	if started != 1 || len(queued) != 4 {
+		t.Errorf("%d executions started, queue positions %v; want 1 and 4 distinct positions", started, queued)
+	}
 	if r := apiRequest(t, http.MethodGet, "/fhir/$export", "_type=Patient", "", ""); r.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("kick-off at the cap = %d, want 429", r.StatusCode)
 	}

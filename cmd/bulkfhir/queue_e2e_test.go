@@ -77,3 +77,68 @@ func TestKickoffsBeyondMaxRunningJobsQueueInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentKickoffsNeverPassTheRunningLimit: 30 kick-offs at once with
+// --max-running-jobs 3 leave exactly 3 jobs running and 27 waiting, each at
+// its own place in line.
+func TestConcurrentKickoffsNeverPassTheRunningLimit(t *testing.T) {
+	fs := fhirtest.New(fhirtest.Options{})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n, _ := strconv.Atoi(r.URL.Query().Get("_count")); n >= 100 {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	s := startServer(t, "", "--source-url", hs.URL, "--max-running-jobs", "3", "--max-live-jobs", "50")
+	t.Cleanup(func() { close(release) })
+	const n = 30
+	locations := make([]string, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			req, _ := http.NewRequest(http.MethodGet, s.base+"/$export?_type=Patient", nil)
+			req.Header = kickHeaders()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("kick-off %d: %v", i, err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Errorf("kick-off %d = %d", i, resp.StatusCode)
+			}
+			locations[i] = resp.Header.Get("Content-Location")
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	running, positions := 0, map[string]bool{}
+	for _, loc := range locations {
+		if loc == "" {
+			continue
+		}
+		r := do(t, http.MethodGet, loc, nil, "")
+		p := r.header.Get("X-Progress")
+		if strings.HasPrefix(p, "queued: ") {
+			positions[p] = true
+		} else {
+			running++
+		}
+	}
+	if running != 3 || len(positions) != n-3 {
+		t.Fatalf("%d running, %d distinct queue positions; want 3 and %d", running, len(positions), n-3)
+	}
+}
