@@ -50,7 +50,7 @@ type Config struct {
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
-	// MaxRunningJobs and MetricsNamespace: issue16_env.go.
+	// MaxRunningJobs and MetricsNamespace: ops.go.
 	MaxRunningJobs                 int
 	MetricsNamespace, MetricsStack string
 }
