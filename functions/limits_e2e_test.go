@@ -88,8 +88,8 @@ func TestEveryExecutionEndsItsJob(t *testing.T) {
 			t.Fatal(err)
 		}
 		failedWithOutcome(t, job)
-		if e := cl.execution(job); e == nil || e.status != "ABORTED" {
-			t.Errorf("execution = %+v, want ABORTED", e)
+		if got := cl.endedStatus(t, job); got != "ABORTED" {
+			t.Errorf("execution ended %q, want ABORTED", got)
 		}
 	})
 	t.Run("timed out", func(t *testing.T) {
@@ -100,13 +100,33 @@ func TestEveryExecutionEndsItsJob(t *testing.T) {
 		hold(t)
 		job := kickoff(t, http.MethodGet, "/fhir/$export", "_type=Patient", "")
 		failedWithOutcome(t, job)
-		if e := cl.execution(job); e == nil || e.status != "TIMED_OUT" {
-			t.Errorf("execution = %+v, want TIMED_OUT", e)
+		if got := cl.endedStatus(t, job); got != "TIMED_OUT" {
+			t.Errorf("execution ended %q, want TIMED_OUT", got)
 		}
 		if j, _ := cl.api.Jobs.Get(context.Background(), job); j.Status != export.StatusFailed {
 			t.Errorf("job status = %s", j.Status)
 		}
 	})
+}
+
+// endedStatus waits for the job's execution to end and returns how it
+// ended. The fail function marks the job failed before the harness has
+// called the dispatch function and recorded the status, so a test that
+// saw the job fail waits for the execution too.
+func (cl *cluster) endedStatus(t *testing.T, job string) string {
+	t.Helper()
+	e := cl.execution(job)
+	if e == nil {
+		t.Fatalf("no execution for job %s", job)
+	}
+	select {
+	case <-e.done:
+	case <-time.After(time.Minute): // a safety net; the test waits on the execution's end
+		t.Fatalf("the execution of job %s did not end", job)
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return e.status
 }
 
 // TestItemLimitFires: the DynamoDB endpoint the functions use refuses an
