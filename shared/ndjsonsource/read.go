@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -30,6 +31,12 @@ type lineReader struct {
 
 func newLineReader(r io.Reader, pos int64) *lineReader {
 	return &lineReader{br: bufio.NewReaderSize(r, 1<<20), pos: pos}
+}
+
+// reset makes l read r from pos, keeping its buffer.
+func (l *lineReader) reset(r io.Reader, pos int64) {
+	l.br.Reset(r)
+	l.pos = pos
 }
 
 // next returns the next line without its newline (and without a trailing
@@ -68,6 +75,7 @@ func (l *lineReader) next() ([]byte, error) {
 
 // Open implements export.Source.
 func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor string) (export.Reader, error) {
+	seg, indexed := strings.CutPrefix(seg, indexedPrefix)
 	sg, err := parseSegment(seg)
 	if err != nil {
 		return nil, err
@@ -98,13 +106,52 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			r.patients = members
 		}
 	}
-	rc, err := s.objs.Open(ctx, sg.file, sg.version, pos, sg.end)
-	if err != nil {
+	r.ctx, r.objs, r.version = ctx, s.objs, sg.version
+	r.ranges = []byteRange{{pos, sg.end}}
+	if indexed {
+		ranges, ok, err := s.openRanges(ctx, sg, idx, typ, q, pos)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			r.ranges = ranges
+		}
+	}
+	if err := r.nextRange(pos); err != nil {
 		return nil, err
 	}
-	r.rc = rc
-	r.lr = newLineReader(rc, pos)
 	return r, nil
+}
+
+// nextRange opens the next range to read (an empty one at pos when there
+// is none left).
+func (r *reader) nextRange(pos int64) error {
+	if r.rc != nil {
+		r.rc.Close()
+		r.rc = nil
+	}
+	if len(r.ranges) == 0 {
+		r.end = pos
+		r.rc = io.NopCloser(strings.NewReader(""))
+		if r.lr == nil {
+			r.lr = newLineReader(r.rc, pos)
+		}
+		r.lr.pos = max(r.lr.pos, pos)
+		return nil
+	}
+	next := r.ranges[0]
+	r.ranges = r.ranges[1:]
+	rc, err := r.objs.Open(r.ctx, r.file, r.version, next.start, next.end)
+	if err != nil {
+		return err
+	}
+	r.rc, r.end = rc, next.end
+	if r.lr == nil {
+		r.lr = newLineReader(rc, next.start)
+	} else {
+		r.lr.reset(rc, next.start)
+	}
+	return nil
 }
 
 // selectedPatients is the set of patients a Patient or Group query covers.
@@ -136,6 +183,13 @@ func (s *Source) selectedPatients(ctx context.Context, q export.Query) (map[stri
 }
 
 type reader struct {
+	// ctx is the Open call's, for the ranged reads after the first (the
+	// Reader interface has no context of its own).
+	ctx     context.Context
+	objs    Objects
+	version string
+	// ranges are the byte ranges still to read after the current one.
+	ranges      []byteRange
 	rc          io.ReadCloser
 	lr          *lineReader
 	file        string
@@ -156,7 +210,13 @@ func (r *reader) Close() error { return r.rc.Close() }
 func (r *reader) Next() ([]byte, error) {
 	for {
 		if r.lr.pos >= r.end {
-			return nil, io.EOF
+			if len(r.ranges) == 0 {
+				return nil, io.EOF
+			}
+			if err := r.nextRange(r.lr.pos); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		start := r.lr.pos
 		line, err := r.lr.next()

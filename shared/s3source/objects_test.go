@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -29,18 +28,7 @@ func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "S3")) }
 // readAll exports every type of q through a source and returns the lines.
 func readAll(t *testing.T, src export.Source, q export.Query) []string {
 	t.Helper()
-	types, err := src.Types(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, typ := range types {
-		for _, line := range exporttest.ReadType(t, src, q, typ) {
-			out = append(out, string(line))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return exporttest.ReadAllTypes(t, src, q)
 }
 
 func TestS3SourceMatchesDirectorySource(t *testing.T) {
