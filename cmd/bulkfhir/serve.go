@@ -317,7 +317,8 @@ func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Sour
 		for _, p := range problems {
 			log.Warn("data: skipping an entry", "entry", p)
 		}
-		return ndjsonsource.New(c.data, 0)
+		// Patient indexes of the data live in the state directory.
+		return ndjsonsource.NewDir(c.data, ndjsonsource.Options{Index: ndjsonsource.IndexDir(filepath.Join(c.state, "patient-index"))})
 	}
 	st := c.upstream
 	if c.sourceKeyFile != "" {

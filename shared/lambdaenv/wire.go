@@ -57,7 +57,8 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		}
 		d.Source = src
 	case cfg.SourceBucket != "":
-		d.Source = s3source.New(s3c, cfg.SourceBucket, cfg.SourcePrefix, 0)
+		index := s3source.IndexStore{API: s3c, Bucket: cfg.Bucket, Prefix: PatientIndexPrefix}
+		d.Source = s3source.NewIndexed(s3c, cfg.SourceBucket, cfg.SourcePrefix, 0, index)
 	default:
 		src, err := ndjsonsource.New(cfg.SourceDir, 0)
 		if err != nil {

@@ -104,6 +104,11 @@ type Options struct {
 // New returns a source over a local directory. segmentBytes ≤ 0 takes the
 // default.
 func New(dir string, segmentBytes int64) (*Source, error) {
+	return NewDir(dir, Options{SegmentBytes: segmentBytes})
+}
+
+// NewDir returns a source over a local directory with opts.
+func NewDir(dir string, opts Options) (*Source, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("ndjson source: %w", err)
@@ -111,7 +116,7 @@ func New(dir string, segmentBytes int64) (*Source, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("ndjson source: %s is not a directory", dir)
 	}
-	return NewFromObjects(Dir(dir), Options{SegmentBytes: segmentBytes}), nil
+	return NewFromObjects(Dir(dir), opts), nil
 }
 
 // NewFromObjects returns a source over any Objects.
