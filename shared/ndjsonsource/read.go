@@ -92,7 +92,8 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{typ: typ, end: sg.end, since: q.Since, until: q.Until, reportBad: idx.primary == typ, file: sg.file}
+	r := &reader{typ: typ, end: sg.end, reportBad: idx.primary == typ, file: sg.file}
+	r.setWindow(q.Since, q.Until)
 	if r.filter, err = typefilter.Compile(typ, q.TypeFilters); err != nil {
 		return nil, err
 	}
@@ -189,18 +190,21 @@ type reader struct {
 	objs    Objects
 	version string
 	// ranges are the byte ranges still to read after the current one.
-	ranges      []byteRange
-	rc          io.ReadCloser
-	lr          *lineReader
-	file        string
-	typ         string
-	end         int64
-	since       *time.Time
-	until       *time.Time
-	compartment bool
-	patients    map[string]bool // nil: any patient
-	filter      typefilter.Set  // _typeFilter queries of the type, OR-ed
-	reportBad   bool
+	ranges []byteRange
+	rc     io.ReadCloser
+	lr     *lineReader
+	file   string
+	typ    string
+	end    int64
+	since  *time.Time
+	until  *time.Time
+	// sinceDay and untilDay are the days a lastUpdated must be after and
+	// before to be in the window whatever its zone (see setWindow).
+	sinceDay, untilDay string
+	compartment        bool
+	patients           map[string]bool // nil: any patient
+	filter             typefilter.Set  // _typeFilter queries of the type, OR-ed
+	reportBad          bool
 }
 
 func (r *reader) Cursor() string { return strconv.FormatInt(r.lr.pos, 10) }
@@ -257,6 +261,12 @@ func (r *reader) inWindow(lastUpdated string) bool {
 	if r.since == nil && r.until == nil {
 		return true
 	}
+	if day, ok := calendarDay(lastUpdated); ok &&
+		(r.since == nil || day > r.sinceDay) && (r.until == nil || day < r.untilDay) {
+		// More than a day from both bounds: no zone offset can move it
+		// across one, so the date decides without parsing the instant.
+		return true
+	}
 	t, ok := fhir.ParseLastUpdated(lastUpdated)
 	if !ok {
 		return true
@@ -268,6 +278,31 @@ func (r *reader) inWindow(lastUpdated string) bool {
 		return false
 	}
 	return true
+}
+
+// calendarDay is the "YYYY-MM-DD" that starts an instant, if it does.
+func calendarDay(s string) (string, bool) {
+	if len(s) < 10 || s[4] != '-' || s[7] != '-' {
+		return "", false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if s[i] < '0' || s[i] > '9' {
+			return "", false
+		}
+	}
+	return s[:10], true
+}
+
+// setWindow sets the bounds and the days the date-only test compares with:
+// the day after _since's and the day before the upper bound's (in UTC).
+func (r *reader) setWindow(since, until *time.Time) {
+	r.since, r.until = since, until
+	if since != nil {
+		r.sinceDay = since.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	}
+	if until != nil {
+		r.untilDay = until.UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	}
 }
 
 func (r *reader) inCompartment(line []byte) bool {
