@@ -309,6 +309,9 @@ func (r *reader) inCompartment(line []byte) bool {
 	if !r.compartment {
 		return true
 	}
+	if r.patients != nil && r.typ != "Patient" && !mayReference(line, r.patients) {
+		return false
+	}
 	in := false
 	fhir.CompartmentPatients(r.typ, line, func(id string) bool {
 		if r.patients == nil || r.patients[id] {
@@ -318,6 +321,35 @@ func (r *reader) inCompartment(line []byte) bool {
 		return true
 	})
 	return in
+}
+
+var patientRef = []byte("Patient/")
+
+// mayReference reports whether line may reference one of patients: false
+// only when no "Patient/<id>" in its bytes names one of them and nothing in
+// it is escaped. Every Patient reference fhir.PatientID reads an id from
+// holds "Patient/<id>" literally in a line without escapes, ending the id
+// at the closing quote or at "/_history/", so a false answer is certain
+// and the full compartment check is only run on lines that can pass it
+// (most lines of a Group export of a part of the patients cannot).
+func mayReference(line []byte, patients map[string]bool) bool {
+	if bytes.IndexByte(line, '\\') >= 0 {
+		return true
+	}
+	for rest := line; ; {
+		i := bytes.Index(rest, patientRef)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(patientRef):]
+		end := bytes.IndexAny(rest, "\"/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		if patients[string(rest[:end])] {
+			return true
+		}
+	}
 }
 
 // scanType calls fn for every resource of type t in the directory.
