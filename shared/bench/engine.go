@@ -276,12 +276,14 @@ func restFigure(ctx context.Context, o Options, data string, rep *Report) error 
 		pageSize int
 		opts     fhirtest.Options
 		slow     bool
+		group    string
 	}{
-		{"FHIR REST source: test server on loopback, system export", data, 1000, fhirtest.Options{}, false},
-		{fmt.Sprintf("FHIR REST source: %s per page, keyset paging (upstream sorts); 100 patients, pages of 100", pageLatency), small, 100, fhirtest.Options{Fault: slow}, true},
-		{fmt.Sprintf("FHIR REST source: %s per page, next links (upstream cannot sort); 100 patients, pages of 100", pageLatency), small, 100, fhirtest.Options{Fault: slow, NoSort: true}, true},
+		{"FHIR REST source: test server on loopback, system export", data, 1000, fhirtest.Options{}, false, ""},
+		{fmt.Sprintf("FHIR REST source: %s per page, keyset paging (upstream sorts); 100 patients, pages of 100", pageLatency), small, 100, fhirtest.Options{Fault: slow}, true, ""},
+		{fmt.Sprintf("FHIR REST source: %s per page, next links (upstream cannot sort); 100 patients, pages of 100", pageLatency), small, 100, fhirtest.Options{Fault: slow, NoSort: true}, true, ""},
+		{fmt.Sprintf("FHIR REST source: %s per page, Group even-cohort (a search per compartment parameter); 100 patients, pages of 100", pageLatency), small, 100, fhirtest.Options{Fault: slow}, true, "even-cohort"},
 	} {
-		t, err := restRun(ctx, o, c.data, c.pageSize, c.name, c.opts, c.slow)
+		t, err := restRun(ctx, o, c.data, c.pageSize, c.name, c.opts, c.slow, c.group)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
@@ -293,7 +295,7 @@ func restFigure(ctx context.Context, o Options, data string, rep *Report) error 
 	return nil
 }
 
-func restRun(ctx context.Context, o Options, data string, pageSize int, name string, opts fhirtest.Options, slow bool) (Throughput, error) {
+func restRun(ctx context.Context, o Options, data string, pageSize int, name string, opts fhirtest.Options, slow bool, group string) (Throughput, error) {
 	up := fhirtest.New(opts)
 	if err := up.LoadDir(data); err != nil {
 		return Throughput{}, err
@@ -309,7 +311,11 @@ func restRun(ctx context.Context, o Options, data string, pageSize int, name str
 		return Throughput{}, err
 	}
 	defer jobs.Close()
-	run, err := runExport(ctx, jobs, files, src, export.Config{}, bulkdata.LevelSystem, "", "")
+	level := bulkdata.LevelSystem
+	if group != "" {
+		level = bulkdata.LevelGroup
+	}
+	run, err := runExport(ctx, jobs, files, src, export.Config{}, level, group, "")
 	if err != nil {
 		return Throughput{}, err
 	}
