@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -171,7 +172,10 @@ func (s *ElementSelector) Subset(t string, resource []byte) ([]byte, error) {
 	if !s.Applies(t) {
 		return resource, nil
 	}
-	root := gjson.ParseBytes(resource)
+	// gjson.ParseBytes copies the whole line into a string; the results
+	// only point into it until they are copied into out below, and
+	// resource is not changed meanwhile, so it is read in place.
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(resource), len(resource)))
 	if !root.IsObject() {
 		return nil, fmt.Errorf("subset %s: resource is not a JSON object", t)
 	}
@@ -247,7 +251,9 @@ func tagSubsetted(meta []byte) ([]byte, error) {
 			out.WriteByte(',')
 		}
 		first = false
-		out.WriteString(k.Raw + ":" + v.Raw)
+		out.WriteString(k.Raw)
+		out.WriteByte(':')
+		out.WriteString(v.Raw)
 		return true
 	})
 	if !first {
@@ -260,7 +266,12 @@ func tagSubsetted(meta []byte) ([]byte, error) {
 		return true
 	})
 	out.WriteString(subsettedTag + "]}")
-	return compact(out.Bytes())
+	if bytes.ContainsAny(meta, " \t\r\n") {
+		return compact(out.Bytes())
+	}
+	// Pieces of a meta with no blank anywhere are compact already:
+	// compacting again was a sixth of an _elements export's CPU.
+	return out.Bytes(), nil
 }
 
 func compact(b []byte) ([]byte, error) {
