@@ -23,8 +23,7 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
-	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Names shared with the Go code (the functions read these variables, the
@@ -129,7 +128,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 			// The S3 source's patient indexes: a cache, rebuilt when
 			// missing; an object's index is left behind when it changes.
 			Id:         jsii.String("patient-index"),
-			Prefix:     jsii.String(lambdaenv.PatientIndexPrefix),
+			Prefix:     jsii.String(settings.PatientIndexPrefix),
 			Expiration: awscdk.Duration_Days(jsii.Number(30)),
 		}},
 	}
@@ -161,20 +160,20 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 
 	env := map[string]*string{
-		lambdaenv.EnvTable:          s.Table.TableName(),
-		lambdaenv.EnvBucket:         s.Bucket.BucketName(),
-		lambdaenv.EnvBucketPrefix:   jsii.String(exportPrefix),
-		lambdaenv.EnvRetention:      jsii.String(props.Retention.String()),
-		lambdaenv.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
+		settings.EnvTable:          s.Table.TableName(),
+		settings.EnvBucket:         s.Bucket.BucketName(),
+		settings.EnvBucketPrefix:   jsii.String(exportPrefix),
+		settings.EnvRetention:      jsii.String(props.Retention.String()),
+		settings.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
 	}
 	if s.Source != nil {
-		env[lambdaenv.EnvSourceBucket] = s.Source.BucketName()
-		env[lambdaenv.EnvSourcePrefix] = jsii.String(props.SourcePrefix)
+		env[settings.EnvSourceBucket] = s.Source.BucketName()
+		env[settings.EnvSourcePrefix] = jsii.String(props.SourcePrefix)
 	} else {
 		for k, v := range map[string]string{
-			lambdaenv.EnvSourceURL: props.SourceURL, lambdaenv.EnvSourceSecretARN: props.SourceSecretArn,
-			lambdaenv.EnvSourceClientID: props.SourceClientID, lambdaenv.EnvSourceTokenURL: props.SourceTokenURL,
-			lambdaenv.EnvSourceScope: props.SourceScope, lambdaenv.EnvSourceSigV4Region: props.SourceSigV4Region,
+			settings.EnvSourceURL: props.SourceURL, settings.EnvSourceSecretARN: props.SourceSecretArn,
+			settings.EnvSourceClientID: props.SourceClientID, settings.EnvSourceTokenURL: props.SourceTokenURL,
+			settings.EnvSourceScope: props.SourceScope, settings.EnvSourceSigV4Region: props.SourceSigV4Region,
 		} {
 			if v != "" {
 				env[k] = jsii.String(v)
@@ -182,7 +181,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		}
 	}
 	if props.PublicBaseURL != "" {
-		env[lambdaenv.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
+		env[settings.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
 	}
 
 	for _, f := range []function{
@@ -244,7 +243,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	s.distributedMap(smName)
 	s.endJobsOfEndedExecutions()
 	for _, name := range []string{"kickoff", "status"} {
-		s.Functions[name].AddEnvironment(jsii.String(lambdaenv.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
+		s.Functions[name].AddEnvironment(jsii.String(settings.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
 	}
 	s.grant(props)
 	s.vpc(props)
@@ -379,8 +378,8 @@ func (s *Stack) grant(props StackProps) {
 		if s.Source == nil {
 			return
 		}
-		s.allow(fn, actions, join(s.Bucket.BucketArn(), jsii.String("/"+lambdaenv.PatientIndexPrefix+"*")))
-		listPrefix(fn, s.Bucket.BucketArn(), lambdaenv.PatientIndexPrefix)
+		s.allow(fn, actions, join(s.Bucket.BucketArn(), jsii.String("/"+settings.PatientIndexPrefix+"*")))
+		listPrefix(fn, s.Bucket.BucketArn(), settings.PatientIndexPrefix)
 	}
 
 	// kickoff: create the job together with a live-job slot
@@ -461,7 +460,7 @@ func (s *Stack) endJobsOfEndedExecutions() {
 		Description: jsii.String("bulkfhir: mark the job of a failed, timed-out or aborted export execution failed"),
 		EventPattern: &awsevents.EventPattern{
 			Source:     jsii.Strings("aws.states"),
-			DetailType: jsii.Strings(sfnrunner.StatusChangeDetailType),
+			DetailType: jsii.Strings(settings.StatusChangeDetailType),
 			Detail: &map[string]any{
 				"status":          []string{"FAILED", "TIMED_OUT", "ABORTED"},
 				"stateMachineArn": []*string{s.StateMachine.StateMachineArn()},

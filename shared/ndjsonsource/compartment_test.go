@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // TestMayReferenceNeverRejectsAMember: the shortcut before the compartment
@@ -35,7 +35,7 @@ func TestMayReferenceNeverRejectsAMember(t *testing.T) {
 	}
 
 	data := t.TempDir()
-	if _, err := synth.Generate(data, synth.Options{Patients: 30, Seed: 4}); err != nil {
+	if _, err := sampledata.Generate(data, sampledata.Options{Patients: 30, Seed: 4}); err != nil {
 		t.Fatal(err)
 	}
 	members := map[string]bool{}

@@ -17,7 +17,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 func exportLines(t *testing.T, src *Source, q export.Query) []string {
@@ -45,7 +45,7 @@ func dirBytes(t *testing.T, dir string) int64 {
 // of it (the negative control of the measure).
 func TestPatientIndexReadsOnlyTheBatch(t *testing.T) {
 	data := t.TempDir()
-	if _, err := synth.Generate(data, synth.Options{Patients: 200, Seed: 3}); err != nil {
+	if _, err := sampledata.Generate(data, sampledata.Options{Patients: 200, Seed: 3}); err != nil {
 		t.Fatal(err)
 	}
 	total := dirBytes(t, data)

@@ -1,4 +1,4 @@
-package lambdaenv
+package settings
 
 // PatientIndexPrefix is where, in the export bucket, the S3 source keeps
 // its patient indexes (ndjsonsource.IndexStore): outside the export prefix,

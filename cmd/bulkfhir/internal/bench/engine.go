@@ -20,7 +20,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // idleRunner starts nothing: the harness calls the steps itself.
@@ -168,7 +168,7 @@ func engineFigures(ctx context.Context, o Options, data string, rep *Report) err
 	if err != nil {
 		return err
 	}
-	mid := synth.End.AddDate(-1, 0, 0).Format(time.RFC3339)
+	mid := sampledata.End.AddDate(-1, 0, 0).Format(time.RFC3339)
 	cfg := export.Config{}
 	cases := []struct {
 		name, level, group, query string
@@ -267,7 +267,7 @@ func restFigure(ctx context.Context, o Options, data string, rep *Report) error 
 	// time is the pages' latency, not the test server's own search work
 	// (which grows with the data it searches).
 	small := filepath.Join(o.Work, "rest-small")
-	if _, err := synth.Generate(small, synth.Options{Patients: 100, Seed: 1}); err != nil {
+	if _, err := sampledata.Generate(small, sampledata.Options{Patients: 100, Seed: 1}); err != nil {
 		return err
 	}
 	for _, c := range []struct {
