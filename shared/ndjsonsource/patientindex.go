@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -612,9 +613,9 @@ func (s *Source) indexedPatients(q export.Query) ([]string, bool) {
 // when the ranges cover half the type's span or more: the object is then
 // read the ordinary way, in fewer and larger reads.
 func (s *Source) planIndexed(ctx context.Context, name string, idx *fileIndex, typ string, patients []string) (segs []string, use bool, err error) {
-	f, err := s.patientFence(ctx, name, idx, true)
-	if err != nil {
-		return nil, false, err
+	f, err := s.patientFence(ctx, name, idx, canBuildBefore(ctx, idx.size))
+	if err != nil || f == nil {
+		return nil, false, err // no index, and no time to build it: read the object whole
 	}
 	sp := idx.types[typ]
 	ranges, err := s.lookupRanges(ctx, name, f, patients, idx.primary == typ, sp.start, sp.end)
@@ -639,6 +640,24 @@ func (s *Source) planIndexed(ctx context.Context, name string, idx *fileIndex, t
 		i = j
 	}
 	return segs, true, nil
+}
+
+// indexBuildBytesPerSecond is how fast building an index is assumed to
+// read an object (S3 from a Lambda, with the compartment walk of every
+// line), on the slow side.
+const indexBuildBytesPerSecond = 30 << 20
+
+// canBuildBefore reports whether an index of an object of size bytes can
+// be built before ctx's deadline (less a minute's margin): a Plan in a
+// Lambda must not time out building indexes. An object it leaves is read
+// whole by this export; the next Plan with more time builds its index.
+func canBuildBefore(ctx context.Context, size int64) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return true
+	}
+	need := time.Duration(float64(size)/indexBuildBytesPerSecond*float64(time.Second)) + time.Minute
+	return time.Until(dl) > need
 }
 
 // openRanges returns the ranges an indexed segment reads from pos on; nil

@@ -250,3 +250,33 @@ func TestMergeRanges(t *testing.T) {
 		})
 	}
 }
+
+// TestPatientIndexNotBuiltWithoutTime: a Plan whose deadline leaves no
+// time to build an index (a Lambda near its timeout) plans the object the
+// ordinary way and builds nothing; with time, it builds the index.
+func TestPatientIndexNotBuiltWithoutTime(t *testing.T) {
+	data, idxDir := t.TempDir(), t.TempDir()
+	var lines []string
+	for i := 0; i < 40; i++ {
+		lines = append(lines, obs(i, fmt.Sprintf("p%d", i/10), "2025-01-01T00:00:00Z"))
+	}
+	write(t, data, "Observation.ndjson", lines...)
+	q := export.Query{Level: bulkdata.LevelPatient, Patients: []string{"p1"}}
+	src := NewFromObjects(Dir(data), Options{Index: IndexDir(idxDir)})
+	short, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	segs, err := src.Plan(short, q, "Observation")
+	if err != nil || len(segs) != 1 || strings.HasPrefix(segs[0], indexedPrefix) {
+		t.Fatalf("plan with 30 s left = %v, %v; want one ordinary segment", segs, err)
+	}
+	if built, _ := filepath.Glob(filepath.Join(idxDir, "*.fence.json")); len(built) != 0 {
+		t.Fatalf("an index was built with 30 s left: %v", built)
+	}
+	segs, err = src.Plan(context.Background(), q, "Observation")
+	if err != nil || len(segs) != 1 || !strings.HasPrefix(segs[0], indexedPrefix) {
+		t.Fatalf("plan without a deadline = %v, %v; want an indexed segment", segs, err)
+	}
+	if ids, _ := readAll(t, src, q, "Observation"); len(ids) != 10 || ids[0] != "o10" {
+		t.Errorf("read %v, want o10..o19", ids)
+	}
+}
