@@ -684,3 +684,44 @@ func TestAuthorization(t *testing.T) {
 		t.Errorf("the anonymous stack has %d token secrets", n)
 	}
 }
+
+// TestPatientIndexGrants: plan may read and write the S3 source's patient
+// indexes, export only read them, both list only their prefix, no other
+// function touches them, and a lifecycle rule expires them.
+func TestPatientIndexGrants(t *testing.T) {
+	s := base(t)
+	want := map[string]string{"plan": "s3:GetObject,s3:ListBucket,s3:PutObject", "export": "s3:GetObject,s3:ListBucket"}
+	for _, name := range []string{"kickoff", "status", "plan", "export", "finalize", "fail"} {
+		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
+		got := map[string]bool{}
+		for _, pol := range s.ofType("AWS::IAM::Policy") {
+			p := props(pol)
+			if !strings.Contains(js(p["Roles"]), roleID) {
+				continue
+			}
+			for _, st := range p["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				stm := st.(map[string]any)
+				if strings.Contains(js(stm["Resource"]), "patient-index/") || strings.Contains(js(stm["Condition"]), "patient-index/") {
+					for _, a := range toList(stm["Action"]) {
+						got[a] = true
+					}
+				}
+			}
+		}
+		var list []string
+		for a := range got {
+			list = append(list, a)
+		}
+		sort.Strings(list)
+		if strings.Join(list, ",") != want[name] {
+			t.Errorf("%s on patient-index/: %v, want %q", name, list, want[name])
+		}
+	}
+	var rules string
+	for _, b := range s.ofType("AWS::S3::Bucket") {
+		rules += js(props(b)["LifecycleConfiguration"])
+	}
+	if !strings.Contains(rules, `"Prefix":"patient-index/"`) {
+		t.Errorf("no lifecycle rule for patient-index/: %s", rules)
+	}
+}
