@@ -88,3 +88,29 @@ func TestSubsetScanMatchesGJSON(t *testing.T) {
 		t.Fatalf("only %d lines went through the one-pass subsetter", scanned)
 	}
 }
+
+// FuzzSubset: on any bytes, the one-pass subsetter and the gjson walk
+// agree whenever the bytes are a valid resource (the engine subsets only
+// lines Peek accepted).
+func FuzzSubset(f *testing.F) {
+	for _, seed := range []string{
+		`{"resourceType":"Observation","id":"1","meta":{"lastUpdated":"2020-01-01T00:00:00Z"},"status":"final","valueQuantity":{"value":1}}`,
+		`{ "resourceType" : "Patient", "meta" : { "tag" : [ {"code":"SUBSETTED","system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue"} ] }, "name":[] }`,
+		`{"resourceType":"Encounter","st\u0061tus":"x","_status":{},"meta":{}}`,
+		`{"resourceType":"Observation","meta":[],"status":1}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	sel := NewElementSelector([][2]string{{"", "status"}, {"Patient", "name"}, {"", "value[x]"}})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, ok := Peek(b)
+		if !ok || !sel.Applies(h.ResourceType) {
+			return
+		}
+		want, werr := sel.subsetGJSON(h.ResourceType, b)
+		got, gerr := sel.Subset(h.ResourceType, b)
+		if (werr != nil) != (gerr != nil) || string(got) != string(want) {
+			t.Fatalf("Subset(%s) = %s (%v), the gjson walk gives %s (%v)", b, got, gerr, want, werr)
+		}
+	})
+}
