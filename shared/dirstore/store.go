@@ -42,6 +42,8 @@ type Store struct {
 	// minFree: writes fail (ENOSPC) once less than this is free, leaving
 	// room for the job store to record what happened.
 	minFree int64
+	// maxLink caps a link's lifetime (links.go); 0: until the job expires.
+	maxLink time.Duration
 }
 
 // SetMinFree makes writes fail with ENOSPC while less than n bytes are
@@ -258,7 +260,7 @@ func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string,
 	if base == "" {
 		return "", errors.New("file link: no base URL in context")
 	}
-	exp := expires.Unix()
+	exp := s.linkExpiry(expires).Unix()
 	return fmt.Sprintf("%s%s%s?exp=%d&sig=%s", strings.TrimSuffix(base, "/"), LinkPath, key, exp, s.sign(key, exp)), nil
 }
 

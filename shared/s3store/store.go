@@ -43,7 +43,17 @@ type Store struct {
 	uploader *manager.Uploader
 	opts     Options
 	now      func() time.Time
+	// signer, when set, supplies the credentials links are signed with
+	// (signer.go); otherwise the client's own sign them.
+	signer *Signer
 }
+
+// SetSigner signs links with the signer's sessions: no link outlives the
+// session that signed it.
+func (s *Store) SetSigner(sg *Signer) { s.signer = sg }
+
+// SetClock replaces the clock links are timed by (tests).
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
 var _ export.FileStore = (*Store)(nil)
 
@@ -105,19 +115,33 @@ func (w *writer) Abort() error {
 }
 
 // URL implements export.FileStore: a presigned GET valid until expires (at
-// most MaxPresign).
+// most MaxPresign), or less with a Signer whose session ends before.
 func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string, error) {
 	d := expires.Sub(s.now())
 	if d <= 0 {
 		return "", fmt.Errorf("link for %s: already expired", key)
 	}
-	if d > MaxPresign {
-		d = MaxPresign
+	return s.presignFor(ctx, key, min(d, MaxPresign))
+}
+
+// presignFor presigns a GET of key valid for d (or less, see URL).
+func (s *Store) presignFor(ctx context.Context, key string, d time.Duration) (string, error) {
+	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(d)}
+	if s.signer != nil {
+		creds, valid, err := s.signer.Credentials(ctx, d)
+		if err != nil {
+			return "", fmt.Errorf("link for %s: %w", key, err)
+		}
+		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), func(po *s3.PresignOptions) {
+			po.ClientOptions = append(po.ClientOptions, func(o *s3.Options) {
+				o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return creds, nil })
+			})
+		}}
 	}
 	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
 		Bucket: aws.String(s.opts.Bucket),
 		Key:    aws.String(s.objectKey(key)),
-	}, s3.WithPresignExpires(d))
+	}, opts...)
 	if err != nil {
 		return "", fmt.Errorf("presign %s: %w", key, err)
 	}
