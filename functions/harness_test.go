@@ -49,6 +49,7 @@ const (
 	publicBase    = "https://bulkfhirapi.execute-api.us-east-1.amazonaws.com/fhir"
 	stateMachine  = "arn:aws:states:us-east-1:123456789012:stateMachine:bulkfhir-export"
 	functionArn   = "arn:aws:lambda:us-east-1:123456789012:function:bulkfhir-"
+	signerRoleARN = "arn:aws:iam::123456789012:role/bulkfhir-download-signer"
 	testPatients  = 20
 	maxConcurrent = 4
 )
@@ -216,6 +217,11 @@ func newCluster() (*cluster, error) {
 		// Every chunk stops after its first 512 resources: units loop
 		// through the state machine's cursor Choice several times.
 		lambdaenv.EnvChunkBudget: "1ns",
+		// Links are signed with sessions of the download-signer role, as
+		// the stack configures the status function: MinIO's STS issues
+		// them, and checks them on every presigned GET.
+		"AWS_ENDPOINT_URL_STS":         minio.Endpoint,
+		lambdaenv.EnvLinkSignerRoleARN: signerRoleARN,
 	}
 	for k, v := range cl.env {
 		os.Setenv(k, v)

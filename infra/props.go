@@ -94,6 +94,10 @@ type StackProps struct {
 	// SAM, which sets just the variables a template declares (make sam-*
 	// sets it; the --env-vars file from make sam-env gives the value).
 	AwsEndpointURL string
+	// Downloads is "presigned" (default: presigned S3 links, signed by the
+	// download-signer role) or "redirect" (links to the API, which checks
+	// the owner's token and redirects; downloads.go).
+	Downloads string
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -147,6 +151,9 @@ func (p StackProps) check() error {
 	case "", archARM64, archX8664:
 	default:
 		return fmt.Errorf("bulkfhir:architecture must be arm64 or x86_64, not %q", p.Architecture)
+	}
+	if err := p.checkDownloads(); err != nil {
+		return err
 	}
 	mode, err := p.authMode()
 	if err != nil {
@@ -237,6 +244,7 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.PublicBaseURL = str("publicBaseUrl")
 	p.ApiType, p.Architecture = str("apiType"), str("architecture")
 	p.AwsEndpointURL = str("awsEndpointUrl")
+	p.Downloads = str("downloads")
 	if err := p.check(); err != nil {
 		return p, fmt.Errorf("context: %w", err)
 	}

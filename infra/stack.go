@@ -247,6 +247,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	} else {
 		s.api(props)
 	}
+	s.downloads(props)
 
 	awscdk.NewCfnOutput(stack, jsii.String("FhirBaseUrl"), &awscdk.CfnOutputProps{
 		Value:       awscdk.Fn_Join(jsii.String(""), &[]*string{s.apiURL(), jsii.String("/fhir")}),

@@ -228,14 +228,16 @@ func TestFunctions(t *testing.T) {
 func TestLeastPrivilegeRoles(t *testing.T) {
 	s := base(t)
 	want := map[string][]string{
-		"kickoff":    {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"status":     {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StopExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"token":      {"dynamodb:GetItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"authorizer": {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"plan":       {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"export":     {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"finalize":   {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"fail":       {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"kickoff": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"status":  {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StopExecution", "sts:AssumeRole", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		// Signs the manifest's links: read the export files, nothing else.
+		"downloadSigner": {"s3:GetObject"},
+		"token":          {"dynamodb:GetItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"authorizer":     {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"plan":           {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"export":         {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"finalize":       {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"fail":           {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 	}
 	for name, wantActions := range want {
 		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")

@@ -43,6 +43,7 @@ type serveConfig struct {
 	limits                             httplimit.Limits
 	repair                             bool
 	reserveBytes, quotaBytes           int64
+	downloads                          downloadSettings
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
@@ -81,6 +82,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", httplimit.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	fs.IntVar(&c.limits.MaxHeaderBytes, "max-header-bytes", httplimit.DefaultMaxHeaderBytes, "largest request line and headers")
 	fs.IntVar(&c.limits.MaxConns, "max-connections", httplimit.DefaultMaxConns, "connections served at once (more wait in the listen backlog)")
+	c.downloads.flags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -143,17 +145,21 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	links, deliver, requireToken, err := c.downloads.apply(files, authz.requireToken)
+	if err != nil {
+		return err
+	}
 	cfg := export.Config{
 		Retention: c.retention, MaxFileBytes: c.maxFileBytes, ChunkBudget: c.chunkBudget,
-		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: authz.requireToken,
+		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: requireToken,
 	}
 	steps := export.NewSteps(jobs, files, source, cfg, log)
 	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
-	svc := export.NewService(jobs, files, runner, source, cfg, log)
+	svc := export.NewService(jobs, links, runner, source, cfg, log)
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
-	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Version: version, Log: log})
+	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Deliver: deliver, Version: version, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
 		return err

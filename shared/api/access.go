@@ -100,6 +100,7 @@ func (h *Handler) authorizeFile(w http.ResponseWriter, r *http.Request, key stri
 	if !ok {
 		return false
 	}
+	auditOf(w).client = caller.Client
 	jobID, _, _ := strings.Cut(key, "/")
 	if err := h.svc.CheckOwner(r.Context(), caller.Client, jobID); err != nil {
 		h.serviceError(w, r, "download", err)

@@ -284,6 +284,22 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "this download link has expired; request the status URL again or start a new export")
 		return
 	}
+	w.Header().Set("Expires", time.Unix(exp, 0).UTC().Format(http.TimeFormat))
+	s.serve(w, r, key)
+}
+
+// DeliverFile implements api.FileDeliverer (redirect mode: the API has
+// authorized the download): the file streamed as ServeFile does.
+func (s *Store) DeliverFile(w http.ResponseWriter, r *http.Request, key string) {
+	if !keyRE.MatchString(key) {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "file not found")
+		return
+	}
+	s.serve(w, r, key)
+}
+
+// serve answers a download of a valid key.
+func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string) {
 	p, _ := s.path(key)
 	f, err := os.Open(p)
 	if err != nil {
@@ -300,7 +316,6 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 	h.Set("Content-Type", "application/fhir+ndjson")
 	h.Set("Vary", "Accept-Encoding")
 	h.Set("Cache-Control", "private, no-store")
-	h.Set("Expires", time.Unix(exp, 0).UTC().Format(http.TimeFormat))
 	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
 		if r.Method == http.MethodHead {

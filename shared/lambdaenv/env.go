@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 )
 
@@ -76,6 +77,8 @@ type Config struct {
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
+	// Downloads: the download mode and link signer (issue20_env.go).
+	Downloads Downloads
 }
 
 // Export is the core configuration this Config implies.
@@ -83,8 +86,8 @@ func (c Config) Export() export.Config {
 	return export.Config{
 		Retention: c.Retention, MaxFileBytes: c.MaxFileBytes, MaxJobDuration: c.MaxJobDuration,
 		DeadlineMargin: c.DeadlineMargin, ChunkBudget: c.ChunkBudget, MaxLiveJobsPerOwner: c.MaxLiveJobs,
-		// Links are presigned S3 URLs: they need no bearer token.
-		RequiresAccessToken: false,
+		// Presigned S3 links need no bearer token; redirect-mode links do.
+		RequiresAccessToken: c.Downloads.Mode == api.DownloadsRedirect,
 	}
 }
 
@@ -147,6 +150,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
+		c.Downloads = loadDownloads(getenv, &problems)
 	}
 	c.StatusOnly = role == RoleStatus
 	sources := 0

@@ -31,11 +31,12 @@ func (noSource) Open(context.Context, export.Query, string, string, string) (exp
 	return nil, errNoSource
 }
 
-// statusOnly serves the status route and answers every other path with a
-// 404 OperationOutcome (API Gateway routes only the status route here).
+// statusOnly serves the status route (and the download route of redirect
+// mode) and answers every other path with a 404 OperationOutcome (API
+// Gateway routes only those here).
 func statusOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, api.StatusPath) {
+		if !strings.Contains(r.URL.Path, api.StatusPath) && !strings.Contains(r.URL.Path, api.LinkPrefix) {
 			w.Header().Set("Content-Type", "application/fhir+json")
 			w.WriteHeader(http.StatusNotFound)
 			w.Write(fhir.Outcome(fhir.SeverityError, fhir.CodeNotSupported, "not found: this function serves the status route only").JSON())

@@ -47,6 +47,7 @@ func Build(cfg Config, awsCfg aws.Config, log *slog.Logger, dynamoOpts ...func(*
 		Jobs:  dynamostore.New(dynamodb.NewFromConfig(awsCfg, dynamoOpts...), cfg.Table, cfg.MaxJobDuration+cfg.Retention),
 		Files: s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix}),
 	}
+	signLinks(d.Files, cfg.Downloads, awsCfg)
 	switch {
 	case cfg.StatusOnly:
 		d.Source = noSource{}
@@ -111,12 +112,23 @@ func upstream(cfg Config, awsCfg aws.Config, log *slog.Logger) (*fhirsource.Sour
 // Gateway's request id as the kick-off idempotency key.
 func (d *Deps) Handler(cfg Config, awsCfg aws.Config, log *slog.Logger) http.Handler {
 	runner := sfnrunner.New(sfn.NewFromConfig(awsCfg), cfg.StateMachineARN)
-	svc := export.NewService(d.Jobs, d.Files, runner, d.Source, cfg.Export(), log)
+	var files export.FileStore = d.Files
+	var deliver api.FileDeliverer
+	if cfg.Downloads.Mode == api.DownloadsRedirect {
+		files = api.RedirectLinks(d.Files)
+		if cfg.StatusOnly {
+			// The download route is the status function's (its role may
+			// read the export prefix and assume the download signer).
+			deliver = d.Files
+		}
+	}
+	svc := export.NewService(d.Jobs, files, runner, d.Source, cfg.Export(), log)
 	h := api.New(svc, api.Config{
 		BaseURL:   cfg.PublicBaseURL,
 		Auth:      d.authenticator(cfg),
 		TokenURL:  tokenURL(cfg),
 		RequestID: RequestID,
+		Deliver:   deliver,
 		Log:       log,
 	})
 	if cfg.StatusOnly {

@@ -132,11 +132,7 @@ func (s *Store) presignFor(ctx context.Context, key string, d time.Duration) (st
 		if err != nil {
 			return "", fmt.Errorf("link for %s: %w", key, err)
 		}
-		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), func(po *s3.PresignOptions) {
-			po.ClientOptions = append(po.ClientOptions, func(o *s3.Options) {
-				o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return creds, nil })
-			})
-		}}
+		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), withCredentials(creds)}
 	}
 	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
 		Bucket: aws.String(s.opts.Bucket),

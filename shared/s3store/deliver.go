@@ -1,0 +1,68 @@
+package s3store
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhir"
+)
+
+// RedirectLifetime is how long the link a redirect-mode download is sent
+// to stays valid: long enough to follow the redirect and start reading
+// (S3 checks a presigned URL when the GET starts, not while it streams).
+const RedirectLifetime = 5 * time.Minute
+
+// DeliverFile implements api.FileDeliverer (redirect mode, the API has
+// authorized the download): 307 to a presigned URL valid for
+// RedirectLifetime. Clients drop Authorization on a redirect to another
+// host, so S3 sees the presigned URL alone.
+func (s *Store) DeliverFile(w http.ResponseWriter, r *http.Request, key string) {
+	var link string
+	var err error
+	if r.Method == http.MethodHead {
+		link, err = s.presignHead(r.Context(), key)
+	} else {
+		link, err = s.presignFor(r.Context(), key, RedirectLifetime)
+	}
+	if err != nil {
+		w.Header().Set("Content-Type", "application/fhir+json")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write(fhir.Outcome(fhir.SeverityError, fhir.CodeTransient, "the download link could not be made; try again").JSON())
+		return
+	}
+	w.Header().Set("Cache-Control", "private, no-store")
+	http.Redirect(w, r, link, http.StatusTemporaryRedirect)
+}
+
+// presignHead presigns a HEAD of key (a HEAD must follow its redirect with
+// a HEAD, which a presigned GET does not admit).
+func (s *Store) presignHead(ctx context.Context, key string) (string, error) {
+	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(RedirectLifetime)}
+	if s.signer != nil {
+		creds, valid, err := s.signer.Credentials(ctx, RedirectLifetime)
+		if err != nil {
+			return "", fmt.Errorf("link for %s: %w", key, err)
+		}
+		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), withCredentials(creds)}
+	}
+	req, err := s.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(s.objectKey(key))}, opts...)
+	if err != nil {
+		return "", fmt.Errorf("presign %s: %w", key, err)
+	}
+	return req.URL, nil
+}
+
+// withCredentials presigns with creds instead of the client's.
+func withCredentials(creds aws.Credentials) func(*s3.PresignOptions) {
+	return func(po *s3.PresignOptions) {
+		po.ClientOptions = append(po.ClientOptions, func(o *s3.Options) {
+			o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return creds, nil })
+		})
+	}
+}
