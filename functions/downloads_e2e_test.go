@@ -3,6 +3,7 @@ package functions_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
@@ -202,5 +204,79 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "_type=") {
 		t.Errorf("a query string was logged")
+	}
+}
+
+// TestCompressedFilesOnAWS: the export function stores NDJSON
+// gzip-compressed with Content-Encoding: gzip in the object's metadata; a
+// presigned GET returns those bytes to every client (S3 does not
+// negotiate), and a client sending what SMART's bulk-data-client sends and
+// one sending no Accept-Encoding both read the same lines.
+func TestCompressedFilesOnAWS(t *testing.T) {
+	cl := need(t)
+	job := kickoff(t, http.MethodGet, "/fhir/$export", "_type=Patient,Condition", "")
+	m := completed(t, job)
+	if len(m.Output) == 0 {
+		t.Fatal("no output")
+	}
+	fetch := func(u string, acceptEncoding string) ([]byte, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		if acceptEncoding != "" {
+			req.Header.Set("Accept-Encoding", acceptEncoding)
+		}
+		resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET = %d %s", resp.StatusCode, body)
+		}
+		enc := resp.Header.Get("Content-Encoding")
+		if enc == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err = io.ReadAll(zr)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return body, enc
+	}
+	var stored, plainBytes int64
+	for _, o := range m.Output {
+		gz, encGz := fetch(o.URL, "gzip, deflate, br, identity")
+		plain, encPlain := fetch(o.URL, "")
+		if encGz != "gzip" || encPlain != "gzip" {
+			t.Errorf("%s: Content-Encoding %q and %q, want gzip from S3 to both", o.Type, encGz, encPlain)
+		}
+		if !bytes.Equal(gz, plain) || int64(bytes.Count(plain, []byte("\n"))) != *o.Count || *o.FileSize != int64(len(plain)) {
+			t.Errorf("%s: %d and %d bytes, count %d, fileSize %d", o.Type, len(gz), len(plain), *o.Count, *o.FileSize)
+		}
+		plainBytes += int64(len(plain))
+	}
+	out, err := cl.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(cl.exportPx + job + "/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range out.Contents {
+		if !strings.HasSuffix(aws.ToString(o.Key), ".ndjson") {
+			continue
+		}
+		head, err := cl.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if aws.ToString(head.ContentEncoding) != "gzip" {
+			t.Errorf("%s: Content-Encoding %q", aws.ToString(o.Key), aws.ToString(head.ContentEncoding))
+		}
+		stored += aws.ToInt64(o.Size)
+	}
+	if stored == 0 || stored*4 > plainBytes {
+		t.Errorf("stored %d bytes for %d bytes of NDJSON", stored, plainBytes)
 	}
 }

@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -105,5 +109,88 @@ func TestRedirectDownloads(t *testing.T) {
 	}
 	if downloads < 2 || denied < 4 {
 		t.Errorf("audit: %d downloads, %d refusals logged; want ≥ 2 and ≥ 4", downloads, denied)
+	}
+}
+
+// fetchAs downloads url as one kind of client and returns the NDJSON it
+// reads and the Content-Encoding it was sent. "bulk-data-client" sends
+// what SMART's bulk-data-client sends (accept-encoding: gzip, deflate, br,
+// identity; it decompresses by Content-Encoding itself); "plain" sends no
+// Accept-Encoding at all (and decodes what HTTP says it was sent).
+func fetchAs(t *testing.T, client, url string, header http.Header) ([]byte, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if client == "bulk-data-client" {
+		req.Header.Set("Accept-Encoding", "gzip, deflate, br, identity")
+	}
+	// DisableCompression: the transport adds no Accept-Encoding of its
+	// own and decodes nothing.
+	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: GET %s = %d %s", client, url, resp.StatusCode, body)
+	}
+	enc := resp.Header.Get("Content-Encoding")
+	if enc == "gzip" {
+		body = gunzip(t, body)
+	}
+	return body, enc
+}
+
+// TestCompressedDownloads: files are stored gzip-compressed; a client
+// sending Accept-Encoding gzip (as SMART's bulk-data-client does) gets the
+// compressed bytes, one sending none gets plain NDJSON, both the same
+// lines; bulkfhir export and verify work on them.
+func TestCompressedDownloads(t *testing.T) {
+	s := startServer(t, dataDir)
+	m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), ""), nil)
+	if len(m.Output) == 0 {
+		t.Fatal("no output")
+	}
+	for _, o := range m.Output {
+		gz, encGz := fetchAs(t, "bulk-data-client", o.URL, nil)
+		plain, encPlain := fetchAs(t, "plain", o.URL, nil)
+		if encGz != "gzip" || encPlain != "" {
+			t.Fatalf("%s: Content-Encoding %q to bulk-data-client, %q to a client without Accept-Encoding; want gzip and none", o.Type, encGz, encPlain)
+		}
+		if !bytes.Equal(gz, plain) || int64(bytes.Count(plain, []byte("\n"))) != *o.Count {
+			t.Fatalf("%s: gzip download %d bytes, plain %d, count %d", o.Type, len(gz), len(plain), *o.Count)
+		}
+		if o.FileSize != nil && *o.FileSize != int64(len(plain)) {
+			t.Errorf("%s: fileSize %d, plain file %d bytes", o.Type, *o.FileSize, len(plain))
+		}
+	}
+	// On disk the NDJSON files are gzip streams, far smaller than the data.
+	var stored, plainBytes int64
+	filepath.WalkDir(filepath.Join(s.state, "files"), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".ndjson") {
+			b, _ := os.ReadFile(p)
+			if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+				t.Errorf("%s is not stored compressed", p)
+			}
+			stored += int64(len(b))
+		}
+		return nil
+	})
+	for _, o := range m.Output {
+		plainBytes += *o.FileSize
+	}
+	if stored == 0 || stored*4 > plainBytes {
+		t.Errorf("stored %d bytes for %d of NDJSON", stored, plainBytes)
+	}
+	out := t.TempDir()
+	if b, err := exec.Command(binPath, "export", "--server", s.base, "--out", out).CombinedOutput(); err != nil {
+		t.Fatalf("export: %v\n%s", err, b)
+	}
+	sameSet(t, sourceResources(t, out), sourceResources(t, dataDir))
+	if b, err := exec.Command(binPath, "verify", "--out", out, "--data", dataDir).CombinedOutput(); err != nil {
+		t.Fatalf("verify: %v\n%s", err, b)
 	}
 }

@@ -7,6 +7,7 @@
 package s3store
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/gzfile"
 )
 
 // MaxPresign is the longest validity SigV4 allows a presigned URL.
@@ -34,6 +36,10 @@ type Options struct {
 	// (PartSize × Concurrency); defaults 8 MiB × 2.
 	PartSize    int64
 	Concurrency int
+	// Compress stores NDJSON files gzip-compressed with Content-Encoding:
+	// gzip (gzfile): the export bucket. Off, files are stored as written
+	// (the client's S3 output, s3sink).
+	Compress bool
 }
 
 // Store is an export.FileStore on an S3 bucket.
@@ -77,30 +83,47 @@ func (s *Store) objectKey(key string) string { return s.opts.Prefix + key }
 var errAborted = errors.New("upload aborted")
 
 type writer struct {
-	pw   *io.PipeWriter
+	pw *io.PipeWriter
+	// zw compresses NDJSON files into pw (gzfile); out is zw or pw.
+	zw   *gzip.Writer
+	out  io.Writer
 	done chan error
 }
 
-// Create implements export.FileStore.
+// Create implements export.FileStore. With Compress, NDJSON files are
+// stored gzip-compressed with Content-Encoding: gzip (gzfile).
 func (s *Store) Create(ctx context.Context, key string) (export.FileWriter, error) {
 	pr, pw := io.Pipe()
-	w := &writer{pw: pw, done: make(chan error, 1)}
+	w := &writer{pw: pw, out: pw, done: make(chan error, 1)}
+	in := &s3.PutObjectInput{
+		Bucket:      aws.String(s.opts.Bucket),
+		Key:         aws.String(s.objectKey(key)),
+		Body:        pr,
+		ContentType: aws.String("application/fhir+ndjson"),
+	}
+	if s.opts.Compress && gzfile.Compressed(key) {
+		w.zw = gzfile.NewWriter(pw)
+		w.out = w.zw
+		in.ContentEncoding = aws.String(gzfile.Encoding)
+	}
 	go func() {
-		_, err := s.uploader.Upload(ctx, &s3.PutObjectInput{
-			Bucket:      aws.String(s.opts.Bucket),
-			Key:         aws.String(s.objectKey(key)),
-			Body:        pr,
-			ContentType: aws.String("application/fhir+ndjson"),
-		})
+		_, err := s.uploader.Upload(ctx, in)
 		pr.CloseWithError(err) // unblocks a writer if the upload failed early
 		w.done <- err
 	}()
 	return w, nil
 }
 
-func (w *writer) Write(p []byte) (int, error) { return w.pw.Write(p) }
+func (w *writer) Write(p []byte) (int, error) { return w.out.Write(p) }
 
 func (w *writer) Commit() error {
+	if w.zw != nil {
+		if err := w.zw.Close(); err != nil {
+			w.pw.CloseWithError(err)
+			<-w.done
+			return fmt.Errorf("upload: %w", err)
+		}
+	}
 	w.pw.Close()
 	if err := <-w.done; err != nil {
 		return fmt.Errorf("upload: %w", err)
@@ -154,7 +177,11 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", key, err)
 	}
-	return out.Body, nil
+	rc, err := gzfile.NewReader(out.Body)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	return rc, nil
 }
 
 // DeleteJob implements export.FileStore: every object under the job's prefix.
