@@ -17,8 +17,9 @@ import (
 type StackProps struct {
 	awscdk.StackProps
 	// Retention drives the manifest's Expires, link expiry, DynamoDB TTL
-	// and S3 expiry (rounded up to whole days: S3 lifecycle granularity,
-	// so files never vanish before Expires). Default 2h.
+	// and the expire function's sweep (files and records go at Expires);
+	// the S3 lifecycle backstop is MaxJobDuration + Retention in whole
+	// days, rounded up (BackstopDays). Default 2h.
 	Retention time.Duration
 	// MaxConcurrency of the state machine's Distributed Map over work
 	// units (child executions at once). Default 10.

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/api"
+	"github.com/bulkfhir/bulkfhir/shared/boltstore"
 	"github.com/bulkfhir/bulkfhir/shared/dirstore"
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/retention"
 )
 
 // downloadSettings are serve's download flags (docs/downloads.md).
@@ -37,4 +41,25 @@ func (d *downloadSettings) apply(files *dirstore.Store, requireToken bool) (expo
 		return api.RedirectLinks(files), files, true, nil
 	}
 	return files, nil, requireToken, nil
+}
+
+// expireJobs deletes the files and records of the jobs due at now: ended
+// and past their Expires (retention.Due), never a live one, however old.
+func expireJobs(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, now time.Time, log *slog.Logger) {
+	ids, err := jobs.Expired(ctx, now)
+	if err != nil {
+		log.Warn("janitor", "err", err)
+	}
+	for _, id := range ids {
+		if j, err := jobs.Get(ctx, id); err != nil || !retention.Due(j, now) {
+			continue
+		}
+		if err := files.DeleteJob(ctx, id); err != nil {
+			log.Warn("janitor: delete files", "job", id, "err", err)
+			continue
+		}
+		if err := jobs.Delete(ctx, id); err != nil {
+			log.Warn("janitor: delete job", "job", id, "err", err)
+		}
+	}
 }

@@ -281,19 +281,7 @@ func janitor(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, 
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		ids, err := jobs.Expired(ctx, time.Now())
-		if err != nil {
-			log.Warn("janitor", "err", err)
-		}
-		for _, id := range ids {
-			if err := files.DeleteJob(ctx, id); err != nil {
-				log.Warn("janitor: delete files", "job", id, "err", err)
-				continue
-			}
-			if err := jobs.Delete(ctx, id); err != nil {
-				log.Warn("janitor: delete job", "job", id, "err", err)
-			}
-		}
+		expireJobs(ctx, jobs, files, time.Now(), log)
 		select {
 		case <-ctx.Done():
 			return

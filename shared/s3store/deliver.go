@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -65,4 +66,24 @@ func withCredentials(creds aws.Credentials) func(*s3.PresignOptions) {
 			o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return creds, nil })
 		})
 	}
+}
+
+// JobIDs lists the jobs that have objects under the prefix (the names of
+// its "folders"), for the retention sweep.
+func (s *Store) JobIDs(ctx context.Context) ([]string, error) {
+	var ids []string
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.opts.Bucket), Prefix: aws.String(s.opts.Prefix), Delimiter: aws.String("/"),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		for _, cp := range page.CommonPrefixes {
+			id := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), s.opts.Prefix), "/")
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
