@@ -58,6 +58,10 @@ func (s *Stack) downloads(props StackProps) {
 	fn := s.Functions["status"]
 	fn.AddEnvironment(jsii.String(lambdaenv.EnvLinkSignerRoleARN), signer.RoleArn(), nil)
 	fn.AddEnvironment(jsii.String(lambdaenv.EnvLinkSession), jsii.String("12h"), nil)
+	// make sam-env resolves the function's variable from this output.
+	awscdk.NewCfnOutput(s.Stack, jsii.String("DownloadSignerRoleArn"), &awscdk.CfnOutputProps{
+		Value: signer.RoleArn(), Description: jsii.String("the role the status function assumes to sign download links"),
+	})
 
 	if props.Downloads != downloadsRedirect {
 		return
