@@ -19,8 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
@@ -37,7 +39,7 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 	sm := secretsManager(t, strings.Repeat("k3y", 22))
 	smCfg := cl.awsCfg.Copy()
 	smCfg.BaseEndpoint = aws.String(sm.URL)
-	keys, err := lambdaenv.TokenKeys(ctx, smCfg, tokenSecretARN)
+	keys, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,11 +48,11 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 	fn := func(role lambdaenv.Role) func(context.Context, json.RawMessage) (any, error) {
 		cfg, err := lambdaenv.Load(func(k string) string {
 			switch k {
-			case lambdaenv.EnvAuth:
+			case settings.EnvAuth:
 				return ""
-			case lambdaenv.EnvTokenSecretARN:
+			case settings.EnvTokenSecretARN:
 				return tokenSecretARN
-			case lambdaenv.EnvDownloads:
+			case settings.EnvDownloads:
 				return "redirect"
 			}
 			return cl.env[k]
@@ -58,9 +60,9 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deps := *cl.api.Deps
-		deps.Keys = keys
-		return (&lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: log, Deps: &deps}).APIHandler()
+		f := *cl.api
+		f.Config, f.Keys, f.log = cfg, keys, log
+		return f.APIHandler()
 	}
 	kickoffFn, statusFn := fn(lambdaenv.RoleAPI), fn(lambdaenv.RoleStatus)
 	token := func(client string, types ...string) string {

@@ -10,13 +10,15 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
-// Download modes of the stack (bulkfhir:downloads; docs/downloads.md).
+// Download modes of the stack (bulkfhir:downloads; docs/downloads.md):
+// presigned S3 links in the manifest (default), or links to the API, which
+// redirects after checking the token.
 const (
-	downloadsPresigned = "presigned" // presigned S3 links in the manifest (default)
-	downloadsRedirect  = "redirect"  // links to the API, which redirects after checking the token
+	downloadsPresigned = settings.DownloadsPresigned
+	downloadsRedirect  = settings.DownloadsRedirect
 )
 
 // signerSession is the download-signer role's MaxSessionDuration: the
@@ -56,8 +58,8 @@ func (s *Stack) downloads(props StackProps) {
 	s.Roles["downloadSigner"] = signer
 	s.allow("status", []string{"sts:AssumeRole"}, signer.RoleArn())
 	fn := s.Functions["status"]
-	fn.AddEnvironment(jsii.String(lambdaenv.EnvLinkSignerRoleARN), signer.RoleArn(), nil)
-	fn.AddEnvironment(jsii.String(lambdaenv.EnvLinkSession), jsii.String("12h"), nil)
+	fn.AddEnvironment(jsii.String(settings.EnvLinkSignerRoleARN), signer.RoleArn(), nil)
+	fn.AddEnvironment(jsii.String(settings.EnvLinkSession), jsii.String("12h"), nil)
 	// make sam-env resolves the function's variable from this output.
 	awscdk.NewCfnOutput(s.Stack, jsii.String("DownloadSignerRoleArn"), &awscdk.CfnOutputProps{
 		Value: signer.RoleArn(), Description: jsii.String("the role the status function assumes to sign download links"),
@@ -67,7 +69,7 @@ func (s *Stack) downloads(props StackProps) {
 		return
 	}
 	for _, name := range []string{"kickoff", "status"} {
-		s.Functions[name].AddEnvironment(jsii.String(lambdaenv.EnvDownloads), jsii.String(downloadsRedirect), nil)
+		s.Functions[name].AddEnvironment(jsii.String(settings.EnvDownloads), jsii.String(downloadsRedirect), nil)
 	}
 	if s.Api != nil {
 		// The API's default authorizer guards the route, as the status one.

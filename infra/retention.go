@@ -10,7 +10,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // sweepEvery is how often the expire function runs: files and job records
@@ -29,9 +29,9 @@ func BackstopDays(maxJobDuration, retention time.Duration) float64 {
 // expiry adds the expire function (retention.Sweep) and its schedule.
 func (s *Stack) expiry(props StackProps) {
 	s.newFunction(function{"expire", 256, awscdk.Duration_Minutes(jsii.Number(5))}, props, map[string]*string{
-		lambdaenv.EnvTable:        s.Table.TableName(),
-		lambdaenv.EnvBucket:       s.Bucket.BucketName(),
-		lambdaenv.EnvBucketPrefix: jsii.String(exportPrefix),
+		settings.EnvTable:        s.Table.TableName(),
+		settings.EnvBucket:       s.Bucket.BucketName(),
+		settings.EnvBucketPrefix: jsii.String(exportPrefix),
 	})
 	// Read a job, list and delete its records (conditional on its status
 	// and expiry); list the job folders and delete their objects.

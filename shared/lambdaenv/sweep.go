@@ -15,6 +15,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/retention"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // SweepConfig configures the retention sweep function.
@@ -25,13 +26,13 @@ type SweepConfig struct {
 // LoadSweep reads the sweep function's configuration, reporting every
 // missing variable at once.
 func LoadSweep(getenv func(string) string) (SweepConfig, error) {
-	c := SweepConfig{Table: strings.TrimSpace(getenv(EnvTable)), Bucket: strings.TrimSpace(getenv(EnvBucket)), BucketPrefix: getenv(EnvBucketPrefix)}
+	c := SweepConfig{Table: strings.TrimSpace(getenv(settings.EnvTable)), Bucket: strings.TrimSpace(getenv(settings.EnvBucket)), BucketPrefix: getenv(settings.EnvBucketPrefix)}
 	var problems []string
 	if c.Table == "" {
-		problems = append(problems, EnvTable+" is not set")
+		problems = append(problems, settings.EnvTable+" is not set")
 	}
 	if c.Bucket == "" {
-		problems = append(problems, EnvBucket+" is not set")
+		problems = append(problems, settings.EnvBucket+" is not set")
 	}
 	if c.BucketPrefix == "" {
 		c.BucketPrefix = "exports/"
