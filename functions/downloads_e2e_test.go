@@ -176,6 +176,15 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 			}
 		})
 	}
+	// A HEAD is redirected to a presigned HEAD (a presigned GET would
+	// refuse it).
+	if r := call(statusFn, http.MethodHead, paths["Patient"], "", owner); r.StatusCode != http.StatusTemporaryRedirect {
+		t.Errorf("HEAD = %d %s", r.StatusCode, r.Body)
+	} else if resp, err := http.Head(header(r, "Location")); err != nil || resp.StatusCode != 200 {
+		t.Errorf("following the HEAD redirect: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// The kickoff function does not serve the download route.
 	if r := call(kickoffFn, http.MethodGet, paths["Patient"], "", owner); r.StatusCode == http.StatusTemporaryRedirect {
 		t.Errorf("the kickoff function answered a download")

@@ -96,6 +96,13 @@ func (h *Handler) authorizeFile(w http.ResponseWriter, r *http.Request, key stri
 	if !h.authOn() {
 		return true
 	}
+	return h.checkFile(w, r, key)
+}
+
+// checkFile authenticates the caller of a download (an anonymous
+// server's one client included) and checks it owns the job (else 404, as
+// for status) and its scopes cover the file's type (else 403).
+func (h *Handler) checkFile(w http.ResponseWriter, r *http.Request, key string) bool {
 	caller, ok := h.authenticate(w, r)
 	if !ok {
 		return false

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -78,26 +77,17 @@ func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, key string) {
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
-	caller, ok := h.authenticate(w, r)
-	if !ok {
-		return
-	}
-	auditOf(w).client = caller.Client
 	jobID, _, _ := strings.Cut(key, "/")
 	if !fileKeyRE.MatchString(key) || !export.ValidJobID(jobID) {
-		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "no such file")
+		if caller, ok := h.authenticate(w, r); ok {
+			auditOf(w).client = caller.Client
+			writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "no such file")
+		}
 		return
 	}
-	auditOf(w).job, auditOf(w).file = jobID, key
-	if err := h.svc.CheckOwner(r.Context(), caller.Client, jobID); err != nil {
-		h.serviceError(w, r, "download", err)
-		return
+	a := auditOf(w)
+	a.job, a.file = jobID, key
+	if h.checkFile(w, r, key) {
+		h.cfg.Deliver.DeliverFile(w, r, key)
 	}
-	// Files are named Type.seq.ndjson or errors.….ndjson.
-	typ, _, _ := strings.Cut(path.Base(key), ".")
-	if typ != "errors" && !caller.Allows(typ) {
-		writeOutcome(w, http.StatusForbidden, fhir.CodeForbidden, "the access token's scopes do not cover "+typ)
-		return
-	}
-	h.cfg.Deliver.DeliverFile(w, r, key)
 }

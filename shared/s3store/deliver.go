@@ -23,13 +23,13 @@ const RedirectLifetime = 5 * time.Minute
 // RedirectLifetime. Clients drop Authorization on a redirect to another
 // host, so S3 sees the presigned URL alone.
 func (s *Store) DeliverFile(w http.ResponseWriter, r *http.Request, key string) {
-	var link string
-	var err error
+	// A HEAD follows its redirect with a HEAD, which a presigned GET
+	// does not admit.
+	method := http.MethodGet
 	if r.Method == http.MethodHead {
-		link, err = s.presignHead(r.Context(), key)
-	} else {
-		link, err = s.presignFor(r.Context(), key, RedirectLifetime)
+		method = http.MethodHead
 	}
+	link, err := s.presignOp(r.Context(), key, RedirectLifetime, method)
 	if err != nil {
 		w.Header().Set("Content-Type", "application/fhir+json")
 		w.Header().Set("Retry-After", "5")
@@ -39,24 +39,6 @@ func (s *Store) DeliverFile(w http.ResponseWriter, r *http.Request, key string) 
 	}
 	w.Header().Set("Cache-Control", "private, no-store")
 	http.Redirect(w, r, link, http.StatusTemporaryRedirect)
-}
-
-// presignHead presigns a HEAD of key (a HEAD must follow its redirect with
-// a HEAD, which a presigned GET does not admit).
-func (s *Store) presignHead(ctx context.Context, key string) (string, error) {
-	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(RedirectLifetime)}
-	if s.signer != nil {
-		creds, valid, err := s.signer.Credentials(ctx, RedirectLifetime)
-		if err != nil {
-			return "", fmt.Errorf("link for %s: %w", key, err)
-		}
-		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), withCredentials(creds)}
-	}
-	req, err := s.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(s.objectKey(key))}, opts...)
-	if err != nil {
-		return "", fmt.Errorf("presign %s: %w", key, err)
-	}
-	return req.URL, nil
 }
 
 // withCredentials presigns with creds instead of the client's.

@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -149,6 +151,12 @@ func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string,
 
 // presignFor presigns a GET of key valid for d (or less, see URL).
 func (s *Store) presignFor(ctx context.Context, key string, d time.Duration) (string, error) {
+	return s.presignOp(ctx, key, d, http.MethodGet)
+}
+
+// presignOp presigns a GET or a HEAD of key valid for d (or less, as the
+// signer's session allows).
+func (s *Store) presignOp(ctx context.Context, key string, d time.Duration, method string) (string, error) {
 	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(d)}
 	if s.signer != nil {
 		creds, valid, err := s.signer.Credentials(ctx, d)
@@ -157,10 +165,14 @@ func (s *Store) presignFor(ctx context.Context, key string, d time.Duration) (st
 		}
 		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), withCredentials(creds)}
 	}
-	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
-		Bucket: aws.String(s.opts.Bucket),
-		Key:    aws.String(s.objectKey(key)),
-	}, opts...)
+	bucket, objKey := aws.String(s.opts.Bucket), aws.String(s.objectKey(key))
+	var req *v4.PresignedHTTPRequest
+	var err error
+	if method == http.MethodHead {
+		req, err = s.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{Bucket: bucket, Key: objKey}, opts...)
+	} else {
+		req, err = s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: bucket, Key: objKey}, opts...)
+	}
 	if err != nil {
 		return "", fmt.Errorf("presign %s: %w", key, err)
 	}
