@@ -21,9 +21,11 @@ const (
 	downloadsRedirect  = settings.DownloadsRedirect
 )
 
-// signerSession is the download-signer role's MaxSessionDuration: the
-// longest a session, and so a presigned link, can live.
-const signerSession = 12 * 60 * 60
+// signerSession is the download-signer role's MaxSessionDuration and the
+// session the status function asks for: one hour, the most STS grants to
+// role chaining (a function's role session assuming another role), and so
+// the longest a presigned link can live.
+const signerSession = 60 * 60
 
 // checkDownloads refuses an unknown download mode.
 func (p StackProps) checkDownloads() error {
@@ -36,7 +38,7 @@ func (p StackProps) checkDownloads() error {
 
 // downloads adds the download-signer role, which the status function
 // assumes to sign links (read-only on the export prefix, sessions of up to
-// 12 h, so no link dies with the function's own short-lived credentials),
+// 1 h, so no link outlives the session that signed it),
 // and in redirect mode the authorized download route on the status
 // function. Call it after the API exists.
 func (s *Stack) downloads(props StackProps) {
@@ -59,7 +61,7 @@ func (s *Stack) downloads(props StackProps) {
 	s.allow("status", []string{"sts:AssumeRole"}, signer.RoleArn())
 	fn := s.Functions["status"]
 	fn.AddEnvironment(jsii.String(settings.EnvLinkSignerRoleARN), signer.RoleArn(), nil)
-	fn.AddEnvironment(jsii.String(settings.EnvLinkSession), jsii.String("12h"), nil)
+	fn.AddEnvironment(jsii.String(settings.EnvLinkSession), jsii.String("1h"), nil)
 	// make sam-env resolves the function's variable from this output.
 	awscdk.NewCfnOutput(s.Stack, jsii.String("DownloadSignerRoleArn"), &awscdk.CfnOutputProps{
 		Value: signer.RoleArn(), Description: jsii.String("the role the status function assumes to sign download links"),

@@ -6,14 +6,14 @@ import (
 )
 
 // TestDownloadSigner: the status function signs links with the
-// download-signer role: trusted by the status role only, sessions of 12 h,
+// download-signer role: trusted by the status role only, sessions of 1 h,
 // read-only on the export prefix; the function knows the role.
 func TestDownloadSigner(t *testing.T) {
 	s := base(t)
 	id := s.logicalID(t, "AWS::IAM::Role", "DownloadSignerRole")
 	role := props(s.resources[id])
-	if role["MaxSessionDuration"] != 43200.0 {
-		t.Errorf("MaxSessionDuration = %v, want 43200 (12 h)", role["MaxSessionDuration"])
+	if role["MaxSessionDuration"] != 3600.0 {
+		t.Errorf("MaxSessionDuration = %v, want 3600 (1 h: the role-chaining limit)", role["MaxSessionDuration"])
 	}
 	trust := js(role["AssumeRolePolicyDocument"])
 	statusRole := s.logicalID(t, "AWS::IAM::Role", "StatusRole")

@@ -36,11 +36,13 @@ func loadDownloads(getenv func(string) string, problems *[]string) Downloads {
 		*problems = append(*problems, fmt.Sprintf("%s=%q: want %s or %s", settings.EnvDownloads, v, settings.DownloadsPresigned, settings.DownloadsRedirect))
 	}
 	d.SignerRoleARN = strings.TrimSpace(getenv(settings.EnvLinkSignerRoleARN))
-	d.Session = s3store.DefaultMaxSession
+	// A function's credentials are a role session: the signer's session
+	// is role chaining, which STS caps at one hour.
+	d.Session = s3store.ChainedMaxSession
 	if v := strings.TrimSpace(getenv(settings.EnvLinkSession)); v != "" {
 		s, err := time.ParseDuration(v)
-		if err != nil || s < 15*time.Minute || s > s3store.DefaultMaxSession {
-			*problems = append(*problems, fmt.Sprintf("%s=%q: want a duration from 15m to 12h (the role's MaxSessionDuration)", settings.EnvLinkSession, v))
+		if err != nil || s < 15*time.Minute || s > s3store.ChainedMaxSession {
+			*problems = append(*problems, fmt.Sprintf("%s=%q: want a duration from 15m to 1h (STS caps a session assumed from a function's role session at one hour)", settings.EnvLinkSession, v))
 		} else {
 			d.Session = s
 		}

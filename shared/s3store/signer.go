@@ -20,6 +20,11 @@ import (
 // (MaxSessionDuration at most 12 h); STS refuses longer ones.
 const DefaultMaxSession = 12 * time.Hour
 
+// ChainedMaxSession is the longest session STS grants a caller that is
+// itself a role session (role chaining), whatever the role's
+// MaxSessionDuration: a Lambda function assuming the download signer.
+const ChainedMaxSession = time.Hour
+
 // minSession is the shortest session STS grants (DurationSeconds ≥ 900).
 const minSession = 15 * time.Minute
 
@@ -38,13 +43,15 @@ type Signer struct {
 
 // SignerOptions tune a Signer.
 type SignerOptions struct {
-	// MaxSession is the session duration asked for: the role's
-	// MaxSessionDuration (default and at most 12 h, at least 15 min).
+	// MaxSession is the session duration asked for: at most the role's
+	// MaxSessionDuration, and ChainedMaxSession when the caller is a role
+	// session itself (default 12 h, at most 12 h, at least 15 min).
 	MaxSession time.Duration
 	// Reuse is how much of a full session may be used up before links as
 	// long as a session are signed with a fresh one (default MaxSession/12:
-	// links are at least 11 h long with 12 h sessions, and a container
-	// assumes the role at most once an hour for them).
+	// with the 1 h sessions of a Lambda function, links are at least 54
+	// minutes long, and a container assumes the role at most every 5
+	// minutes for them).
 	Reuse time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time

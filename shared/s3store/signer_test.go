@@ -24,7 +24,9 @@ const signerRole = "arn:aws:iam::123456789012:role/bulkfhir-download-signer"
 
 // fakeSTS answers AssumeRole over the STS query protocol as strictly as
 // STS does for a role with a 12 h MaxSessionDuration: SigV4-signed
-// requests only, this role only, DurationSeconds in [900, 43200]. It keeps
+// requests only, this role only, DurationSeconds in [900, 43200], and at
+// most 3600 when the caller is itself a role session (role chaining: a
+// Lambda function's credentials carry a session token). It keeps
 // every session it issued so links can be checked against the session's
 // expiry at any time of the shared fake clock.
 type fakeSTS struct {
@@ -65,6 +67,10 @@ func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
 	d, err := strconv.Atoi(r.Form.Get("DurationSeconds"))
 	if err != nil || d < 900 || d > 43200 {
 		f.fail(w, "ValidationError", "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+		return
+	}
+	if r.Header.Get("X-Amz-Security-Token") != "" && d > 3600 {
+		f.fail(w, "ValidationError", "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.")
 		return
 	}
 	f.mu.Lock()
@@ -126,23 +132,29 @@ func parseLink(t *testing.T, raw string, signedAt time.Time) link {
 // after the links expired gets working ones.
 func TestLinksLiveAsLongAsTheySay(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	min := time.Minute
 	for _, tc := range []struct {
 		name      string
 		retention time.Duration
 		session   time.Duration
+		// chained: the caller is a role session (a Lambda function).
+		chained bool
 		// polls are the offsets from completion at which the manifest is
 		// built, and wantLife the least lifetime each link must have.
 		polls    []time.Duration
 		wantLife []time.Duration
 		assumed  int
 	}{
-		{"retention within a session", 2 * time.Hour, 0,
-			[]time.Duration{0, time.Hour, 110 * time.Minute},
-			[]time.Duration{2 * time.Hour, time.Hour, 10 * time.Minute}, 1},
-		{"retention longer than a session", 30 * time.Hour, 0,
-			[]time.Duration{0, 30 * time.Minute, 90 * time.Minute, 12 * time.Hour, 29 * time.Hour},
+		{"a function, retention within a session", 30 * min, s3store.ChainedMaxSession, true,
+			[]time.Duration{0, 10 * min, 25 * min},
+			[]time.Duration{30 * min, 20 * min, 5 * min}, 1},
+		{"a function, retention longer than a session", 30 * time.Hour, s3store.ChainedMaxSession, true,
+			[]time.Duration{0, 3 * min, 10 * min, time.Hour, 29*time.Hour + 30*min},
+			[]time.Duration{55 * min, 55 * min, 55 * min, 55 * min, 30 * min}, 4},
+		{"long-term credentials, 12 h sessions", 30 * time.Hour, 0, false,
+			[]time.Duration{0, 30 * min, 90 * min, 12 * time.Hour, 29 * time.Hour},
 			[]time.Duration{11 * time.Hour, 11 * time.Hour, 11 * time.Hour, 11 * time.Hour, time.Hour}, 4},
-		{"a role asked for more than STS grants", 30 * time.Hour, 20 * time.Hour,
+		{"long-term credentials, more asked than STS grants", 30 * time.Hour, 20 * time.Hour, false,
 			[]time.Duration{0},
 			[]time.Duration{11 * time.Hour}, 1},
 	} {
@@ -150,8 +162,12 @@ func TestLinksLiveAsLongAsTheySay(t *testing.T) {
 			now := t0
 			clock := func() time.Time { return now }
 			fake := newFakeSTS(t, clock)
+			token := ""
+			if tc.chained {
+				token = "session-of-the-function-role"
+			}
 			client := sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: aws.String(fake.srv.URL),
-				Credentials: credentials.NewStaticCredentialsProvider("AKIDSTATUSFUNCTION", "secret", "")})
+				Credentials: credentials.NewStaticCredentialsProvider("AKIDSTATUSFUNCTION", "secret", token)})
 			signer := s3store.NewRoleSigner(client, signerRole, s3store.SignerOptions{MaxSession: tc.session, Now: clock})
 			store := s3store.New(s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKIDSTATUSFUNCTION", "secret", "")}),
 				s3store.Options{Bucket: "b", Prefix: "exports/"})
@@ -205,6 +221,12 @@ func TestFakeSTSIsStrict(t *testing.T) {
 	fake := newFakeSTS(t, time.Now)
 	creds := credentials.NewStaticCredentialsProvider("AKID", "secret", "")
 	client := sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: aws.String(fake.srv.URL), Credentials: creds})
+	chained := sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: aws.String(fake.srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("ASIA", "secret", "session-token")})
+	if _, err := chained.AssumeRole(context.Background(), &sts.AssumeRoleInput{RoleArn: aws.String(signerRole),
+		RoleSessionName: aws.String("s"), DurationSeconds: aws.Int32(3601)}); err == nil {
+		t.Error("a role session assumed a role for more than an hour")
+	}
 	for _, tc := range []struct {
 		role string
 		secs int32
@@ -217,5 +239,24 @@ func TestFakeSTSIsStrict(t *testing.T) {
 	if _, err := client.AssumeRole(context.Background(), &sts.AssumeRoleInput{RoleArn: aws.String(signerRole),
 		RoleSessionName: aws.String("s"), DurationSeconds: aws.Int32(43200)}); err != nil {
 		t.Errorf("AssumeRole(12h): %v", err)
+	}
+}
+
+// TestFunctionCannotAskTwelveHours: a caller that is a role session (a
+// Lambda function) gets no 12 h session, as on AWS: the configuration
+// must ask for ChainedMaxSession (lambdaenv does).
+func TestFunctionCannotAskTwelveHours(t *testing.T) {
+	fake := newFakeSTS(t, time.Now)
+	client := sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: aws.String(fake.srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("ASIA", "secret", "session-of-the-function-role")})
+	store := s3store.New(s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("ASIA", "secret", "t")}),
+		s3store.Options{Bucket: "b"})
+	store.SetSigner(s3store.NewRoleSigner(client, signerRole, s3store.SignerOptions{MaxSession: 12 * time.Hour}))
+	if _, err := store.URL(context.Background(), "job/Patient.0000.ndjson", time.Now().Add(2*time.Hour)); err == nil {
+		t.Error("a role session got a 12 h session")
+	}
+	store.SetSigner(s3store.NewRoleSigner(client, signerRole, s3store.SignerOptions{MaxSession: s3store.ChainedMaxSession}))
+	if _, err := store.URL(context.Background(), "job/Patient.0000.ndjson", time.Now().Add(2*time.Hour)); err != nil {
+		t.Errorf("a 1 h session: %v", err)
 	}
 }

@@ -11,8 +11,9 @@ const (
 	// assumes to sign links (read-only on the export prefix): links then
 	// live as long as they say. Unset: the function's own credentials sign.
 	EnvLinkSignerRoleARN = "BULKFHIR_LINK_SIGNER_ROLE_ARN"
-	// EnvLinkSession is the signer session duration asked for: the role's
-	// MaxSessionDuration (default and at most 12h).
+	// EnvLinkSession is the signer session duration asked for (default
+	// and at most 1h: STS caps role chaining, a function's role session
+	// assuming another role, at one hour).
 	EnvLinkSession = "BULKFHIR_LINK_SESSION"
 )
 
