@@ -44,7 +44,7 @@ type StackProps struct {
 	SourceSigV4Region                           string
 	// VpcSubnetIds and VpcSecurityGroupIds put the functions that read the
 	// source (kickoff, status, plan, export) in a VPC, to reach a private
-	// upstream. The subnets need a route to S3, DynamoDB and Step Functions
+	// upstream. The subnets need a route to S3, DynamoDB, Step Functions and STS
 	// (a NAT gateway or VPC endpoints).
 	VpcSubnetIds, VpcSecurityGroupIds []string
 	// BuildDir holds <function>/bootstrap from `make lambdas`. Default
