@@ -99,6 +99,12 @@ type StackProps struct {
 	// download-signer role) or "redirect" (links to the API, which checks
 	// the owner's token and redirects; downloads.go).
 	Downloads string
+	// OpsProps: the queue, reserved concurrency, alarms, the production
+	// profile (ops.go, profile.go).
+	OpsProps
+	// createAccessLogs: the production profile without an access logs
+	// bucket makes one (profile.go).
+	createAccessLogs bool
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -132,7 +138,8 @@ func (p StackProps) withDefaults() StackProps {
 	if p.Architecture == "" {
 		p.Architecture = archARM64
 	}
-	return p
+	p.OpsProps = p.OpsProps.withDefaults(p.MaxConcurrency)
+	return p.applyProfile()
 }
 
 // Function architectures (bulkfhir:architecture).
@@ -158,6 +165,9 @@ func (p StackProps) check() error {
 	}
 	mode, err := p.authMode()
 	if err != nil {
+		return err
+	}
+	if err := p.checkProfile(); err != nil {
 		return err
 	}
 	if mode == authJWT && p.ApiType == apiREST {
@@ -246,6 +256,9 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.ApiType, p.Architecture = str("apiType"), str("architecture")
 	p.AwsEndpointURL = str("awsEndpointUrl")
 	p.Downloads = str("downloads")
+	if p.OpsProps, err = opsFromContext(str); err != nil {
+		return p, err
+	}
 	if err := p.check(); err != nil {
 		return p, fmt.Errorf("context: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/bulkfhir/bulkfhir/shared/settings"
@@ -45,6 +46,9 @@ func (s *Stack) expiry(props StackProps) {
 	if key := s.Bucket.EncryptionKey(); key != nil {
 		s.allow("expire", []string{"kms:Decrypt"}, key.KeyArn())
 	}
+	// One sweep at a time is plenty (a sweep is safe to repeat); a
+	// throttled schedule event is retried.
+	s.Functions["expire"].Node().DefaultChild().(awslambda.CfnFunction).SetReservedConcurrentExecutions(jsii.Number(1))
 	awsevents.NewRule(s.Stack, jsii.String("ExpireSchedule"), &awsevents.RuleProps{
 		Description: jsii.String("bulkfhir: delete the files and records of expired exports"),
 		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(sweepEvery.Minutes()))),

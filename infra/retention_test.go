@@ -21,6 +21,9 @@ func TestExpireSchedule(t *testing.T) {
 	if strings.Contains(env, "BULKFHIR_SOURCE") {
 		t.Errorf("expire reads no source: %s", env)
 	}
+	if c := props(s.resources[fn])["ReservedConcurrentExecutions"]; c != 1.0 {
+		t.Errorf("expire: reserved concurrency %v, want 1", c)
+	}
 	rule := props(s.resources[s.logicalID(t, "AWS::Events::Rule", "ExpireSchedule")])
 	if rule["ScheduleExpression"] != "rate(5 minutes)" || !strings.Contains(js(rule["Targets"]), fn) {
 		t.Errorf("schedule %v targets %s", rule["ScheduleExpression"], js(rule["Targets"]))

@@ -24,10 +24,14 @@ func main() {
 	runner := sfnrunner.New(sfn.NewFromConfig(env.AWS), cfg.StateMachineARN)
 	// Links signed by download-signer sessions; in redirect mode the
 	// manifest links to the API and this function answers the downloads.
+	jobs := lambdaenv.Jobs(cfg, env.AWS)
 	files := lambdaenv.Files(cfg, s3c)
 	lambdaenv.SignLinks(files, cfg, env.AWS)
 	links, deliver := apigw.DownloadLinks(files, cfg.Downloads.Redirect(), cfg.StatusOnly)
-	svc := export.NewService(lambdaenv.Jobs(cfg, env.AWS), links, runner, src, cfg.Export(), env.Log)
+	svc := export.NewService(jobs, links, runner, src, cfg.Export(), env.Log)
+	// Kick-offs wait in the global queue of running jobs; kick-offs and
+	// cancels are counted (EMF lines).
+	lambdaenv.Observe(svc, jobs, cfg, lambdaenv.Metrics(cfg))
 	h := apigw.Handler(svc, apigw.Options{
 		BaseURL: cfg.PublicBaseURL, Auth: cfg.Auth, TokenURL: cfg.TokenURL, Keys: keys,
 		StatusOnly: cfg.StatusOnly, Deliver: deliver, Log: env.Log,

@@ -674,7 +674,7 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			return nil, retryable(err, "export chunk %s: write errors", in.Unit.ID)
 		}
 	}
-	if len(cur.Source) > maxInlineCursor {
+	if len(cur.Source) > maxInlineCursor || cursorsByReference(s.source) {
 		// A long source position goes by reference, so neither the state
 		// nor the unit's item grows with it. The key is derived from the
 		// position: a retried chunk writes the same object.

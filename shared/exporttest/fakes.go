@@ -25,6 +25,10 @@ type JobStore struct {
 	jobs  map[string]export.Job
 	units map[string]map[string]export.UnitProgress
 	files map[string]map[string]export.File
+	// queued maps export.QueueKey → job id; admitted holds the jobs given
+	// a running place (queue.go).
+	queued   map[string]string
+	admitted map[string]bool
 }
 
 var (

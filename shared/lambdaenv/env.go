@@ -50,8 +50,11 @@ type Config struct {
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
-	// Downloads: the download mode and link signer (issue20_env.go).
+	// Downloads: the download mode and link signer (downloads.go).
 	Downloads Downloads
+	// MaxRunningJobs and MetricsNamespace: ops.go.
+	MaxRunningJobs                 int
+	MetricsNamespace, MetricsStack string
 }
 
 // Export is the core configuration this Config implies.
@@ -120,12 +123,17 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		MaxFileBytes:    num(settings.EnvMaxFileBytes, export.DefaultMaxFileBytes),
 		MaxLiveJobs:     int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
+	loadOps(getenv, &c, &problems)
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(settings.EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
 		c.Downloads = loadDownloads(getenv, &problems)
 	}
-	c.StatusOnly = role == RoleStatus
+	if role == RoleDispatch {
+		c.StateMachineARN = need(settings.EnvStateMachine)
+	}
+	// The dispatch function reads no source either.
+	c.StatusOnly = role == RoleStatus || role == RoleDispatch
 	sources := 0
 	for _, v := range []string{c.SourceDir, c.SourceBucket, c.SourceURL} {
 		if v != "" {
