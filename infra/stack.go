@@ -118,8 +118,10 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		NonKeyAttributes: jsii.Strings("status"),
 	})
 
-	// Exported files: private, TLS only, encrypted, expired after the
-	// retention (whole days, rounded up), broken uploads cleaned after a day.
+	// Exported files: private, TLS only, encrypted; deleted at Expires by
+	// the expire function (retention.go), with a lifecycle rule behind it
+	// that never reaches a running or unexpired job's files; broken
+	// uploads cleaned after a day.
 	bucketProps := &awss3.BucketProps{
 		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
 		EnforceSSL:        jsii.Bool(true),
@@ -130,7 +132,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		LifecycleRules: &[]*awss3.LifecycleRule{{
 			Id:                                  jsii.String("retention"),
 			Prefix:                              jsii.String(exportPrefix),
-			Expiration:                          awscdk.Duration_Days(jsii.Number(RetentionDays(props.Retention))),
+			Expiration:                          awscdk.Duration_Days(jsii.Number(BackstopDays(props.MaxJobDuration, props.Retention))),
 			AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(1)),
 		}, {
 			// The S3 source's patient indexes: a cache, rebuilt when
@@ -260,6 +262,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	} else {
 		s.api(props)
 	}
+	s.downloads(props)
+	s.expiry(props)
 
 	s.ops(props)
 

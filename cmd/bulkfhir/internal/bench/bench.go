@@ -60,12 +60,14 @@ type Report struct {
 	Resources int64     `json:"resources"`
 	Bytes     int64     `json:"bytes"`
 
-	Throughput []Throughput  `json:"throughput"`
-	Memory     []Memory      `json:"memory"`
-	Latency    []Latency     `json:"latency"`
-	Cost       *Cost         `json:"cost,omitempty"`
-	Skipped    []string      `json:"skipped,omitempty"`
-	Elapsed    time.Duration `json:"elapsedNs"`
+	Throughput []Throughput `json:"throughput"`
+	Memory     []Memory     `json:"memory"`
+	Latency    []Latency    `json:"latency"`
+	Cost       *Cost        `json:"cost,omitempty"`
+	// Compression: bytes stored and transferred before and after (compression.go).
+	Compression *Compression  `json:"compression,omitempty"`
+	Skipped     []string      `json:"skipped,omitempty"`
+	Elapsed     time.Duration `json:"elapsedNs"`
 	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
 	// minutes) when the run started and ended: the figures are ratios on
 	// a shared machine.
@@ -213,6 +215,9 @@ func (r *Report) Markdown() string {
 	}
 	if r.Cost != nil {
 		b.WriteString(r.Cost.markdown())
+	}
+	if r.Compression != nil {
+		b.WriteString(r.Compression.markdown())
 	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "\nSkipped: %s\n", s)
