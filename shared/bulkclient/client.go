@@ -81,6 +81,8 @@ type Client struct {
 	// reached is set once any HTTP response arrived: before that a refused
 	// connection means a wrong URL or a server that is down, not a blip.
 	reached atomic.Bool
+	// refresh re-reads expired download links (refresh.go).
+	refresh linkRefresher
 }
 
 // UsageError is an option combination that cannot be run as asked.
@@ -421,6 +423,7 @@ func (c *Client) Run(ctx context.Context) (sum *Summary, err error) {
 		}
 		return nil, fail("write manifest.json: %v", err)
 	}
+	c.refresh.statusURL = statusURL
 	sum, err = c.downloadAll(ctx, m)
 	if err != nil {
 		if ctx.Err() != nil {
