@@ -24,6 +24,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // TestRedirectDownloadsOnAWS runs bulkfhir:downloads=redirect on the
@@ -100,14 +101,10 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 		t.Fatalf("kick-off: %d %s", r.StatusCode, r.Body)
 	}
 	status := "/fhir" + strings.TrimPrefix(header(r, "Content-Location"), publicBase)
-	deadline := time.Now().Add(waitLimit)
-	for {
+	waitfor.Condition(waitLimit, 100*time.Millisecond, func() bool {
 		r = call(statusFn, http.MethodGet, status, "", owner)
-		if r.StatusCode != http.StatusAccepted || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return r.StatusCode != http.StatusAccepted
+	})
 	var m manifest
 	if r.StatusCode != http.StatusOK || json.Unmarshal([]byte(r.Body), &m) != nil {
 		t.Fatalf("status: %d %s", r.StatusCode, r.Body)
