@@ -206,6 +206,10 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	if err := s.checkTypeFilters(ctx, req, &probs); err != nil {
 		return err
 	}
+	if req.OrganizeOutputBy != "" {
+		probs.Add(fhir.CodeNotSupported, "organizeOutputBy", "is not supported by this server yet")
+		req.OrganizeOutputBy = ""
+	}
 	if req.MaxFileSize > 0 && req.MaxFileSize < s.cfg.MinFileBytes {
 		probs.Add(fhir.CodeNotSupported, "_maximumFileSize", fmt.Sprintf(
 			"%d bytes is below the smallest file size this server makes (%d bytes); ask for at least that", req.MaxFileSize, s.cfg.MinFileBytes))
@@ -411,18 +415,41 @@ type StatusReport struct {
 	RetryAfter time.Duration
 	// Progress is the X-Progress text while the job runs.
 	Progress string
+	// Next is the cursor of the next manifest page of a paged manifest
+	// ("" when there is none, or none yet).
+	Next string
 }
 
 // Status returns a job the owner may see. Other owners' jobs, cancelled and
 // expired jobs are ErrJobNotFound.
 func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, error) {
+	return s.StatusPage(ctx, owner, id, "")
+}
+
+// StatusPage is Status for one page of a paged manifest: the page after
+// cursor ("" for the first). A job that allows partial manifests gets its
+// manifest in pages, also while it runs (Manifest set on a live job when a
+// page is ready); a cursor for another job is ErrBadPage.
+func (s *Service) StatusPage(ctx context.Context, owner, id, cursor string) (*StatusReport, error) {
 	job, err := s.visibleJob(ctx, owner, id)
 	if err != nil {
 		return nil, err
 	}
+	paged := job.Request.AllowPartialManifests
+	if cursor != "" && (!paged || !ValidPageCursor(cursor)) {
+		return nil, ErrBadPage
+	}
 	rep := &StatusReport{Job: job}
 	switch job.Status {
 	case StatusCompleted:
+		if paged {
+			p, err := s.page(ctx, job, cursor, nil)
+			if err != nil {
+				return nil, err
+			}
+			rep.Manifest, rep.Next = p.Manifest, p.Next
+			break
+		}
 		m, err := s.manifest(ctx, job)
 		if err != nil {
 			return nil, err
@@ -433,6 +460,15 @@ func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, 
 		if job.Plan != nil {
 			if progress, err = s.jobs.Progress(ctx, job.ID); err != nil {
 				return nil, fmt.Errorf("status: read progress of %s: %w", job.ID, err)
+			}
+		}
+		if paged && job.Status == StatusInProgress {
+			p, err := s.page(ctx, job, cursor, progress)
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				rep.Manifest, rep.Next = p.Manifest, p.Next
 			}
 		}
 		rep.Progress = job.ProgressText(progress)
@@ -482,31 +518,10 @@ func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, e
 		}
 		return a.Key < b.Key
 	})
-	m := &bulkdata.Manifest{
-		TransactionTime:     fhir.FormatInstant(job.TransactionTime),
-		Request:             job.RequestURL,
-		RequiresAccessToken: s.cfg.RequiresAccessToken,
-		Output:              []bulkdata.ManifestFile{},
-		Deleted:             []bulkdata.ManifestFile{},
-		Error:               []bulkdata.ManifestFile{},
-	}
+	m := s.newManifest(job)
 	for _, f := range files {
-		if f.Count == 0 {
-			continue
-		}
-		url, err := s.files.URL(ctx, f.Key, job.ExpiresAt)
-		if err != nil {
-			return nil, fmt.Errorf("manifest: link %s: %w", f.Key, err)
-		}
-		count, size := f.Count, f.Bytes
-		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count, FileSize: &size}
-		switch f.Kind {
-		case KindOutput:
-			m.Output = append(m.Output, entry)
-		case KindError:
-			m.Error = append(m.Error, entry)
-		case KindDeleted:
-			m.Deleted = append(m.Deleted, entry)
+		if err := s.addEntry(ctx, job, m, f); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil

@@ -123,6 +123,7 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 		return nil, err
 	}
 	units := []Unit{}
+	var groups []UnitGroup
 	for _, t := range types {
 		n := 0
 		for bi, batch := range batches {
@@ -136,17 +137,20 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 				return nil, retryable(err, "plan %s", t)
 			}
 			for _, seg := range segs {
-				units = append(units, Unit{ID: fmt.Sprintf("%s.%04d", t, n), Type: t, Segment: seg, Batch: bkey})
+				units = append(units, Unit{ID: UnitID(t, n), Type: t, Segment: seg, Batch: bkey})
 				n++
 			}
 		}
+		group := UnitGroup{Name: t, Units: n}
 		// Deletions are listed for system exports with _since, when the
 		// source keeps them; a deleted resource cannot be placed in a
 		// patient's compartment any more.
 		if ds, ok := s.source.(DeletionSource); ok && job.Request.Since != nil &&
 			job.Request.Level == bulkdata.LevelSystem && ds.ListsDeletions(ctx, t) {
-			units = append(units, Unit{ID: t + ".deleted", Type: t, Deleted: true})
+			units = append(units, Unit{ID: DeletedUnitID(t), Type: t, Deleted: true})
+			group.Deleted = true
 		}
+		groups = append(groups, group)
 	}
 	if len(job.Request.Ignored) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, "request", 0, "", job.Request.Ignored); err != nil {
@@ -156,7 +160,7 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 	if err := s.putBatches(ctx, job.ID, batches); err != nil {
 		return nil, err
 	}
-	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types}
+	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types, Groups: groups}
 	if len(batches) > 1 {
 		// The first patient of each batch: a chunk that meets a resource
 		// of several patients finds which batch owns it.

@@ -165,6 +165,15 @@ func (s *JobStore) Files(_ context.Context, id string) ([]export.File, error) {
 	return out, nil
 }
 
+// FilesAfter implements export.FilePager.
+func (s *JobStore) FilesAfter(ctx context.Context, id, after string, limit int) ([]export.File, error) {
+	all, err := s.Files(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return export.FilesAfter(all, after, limit), nil
+}
+
 // CountLive implements export.JobStore.
 func (s *JobStore) CountLive(_ context.Context, owner string) (int, error) {
 	s.mu.Lock()

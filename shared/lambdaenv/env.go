@@ -72,6 +72,7 @@ type Config struct {
 	DeadlineMargin, ChunkBudget                           time.Duration
 	MaxFileBytes                                          int64
 	MaxLiveJobs                                           int
+	ManifestPageSize                                      int
 	// StatusOnly is set for RoleStatus: no source, the status route only.
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
@@ -83,6 +84,7 @@ func (c Config) Export() export.Config {
 	return export.Config{
 		Retention: c.Retention, MaxFileBytes: c.MaxFileBytes, MaxJobDuration: c.MaxJobDuration,
 		DeadlineMargin: c.DeadlineMargin, ChunkBudget: c.ChunkBudget, MaxLiveJobsPerOwner: c.MaxLiveJobs,
+		ManifestPageSize: c.ManifestPageSize,
 		// Links are presigned S3 URLs: they need no bearer token.
 		RequiresAccessToken: false,
 	}
@@ -124,25 +126,26 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		return n
 	}
 	c := Config{
-		Table:           need(EnvTable),
-		Bucket:          need(EnvBucket),
-		BucketPrefix:    getenv(EnvBucketPrefix),
-		PublicBaseURL:   strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
-		SourceDir:       getenv(EnvSourceDir),
-		SourceBucket:    getenv(EnvSourceBucket),
-		SourcePrefix:    getenv(EnvSourcePrefix),
-		SourceURL:       strings.TrimSpace(getenv(EnvSourceURL)),
-		SourceSecretARN: strings.TrimSpace(getenv(EnvSourceSecretARN)),
-		SourceClientID:  getenv(EnvSourceClientID),
-		SourceTokenURL:  getenv(EnvSourceTokenURL),
-		SourceScope:     getenv(EnvSourceScope),
-		SigV4Reg:        getenv(EnvSourceSigV4Region),
-		Retention:       dur(EnvRetention, export.DefaultRetention),
-		MaxJobDuration:  dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
-		DeadlineMargin:  dur(EnvDeadlineMargin, 20*time.Second),
-		ChunkBudget:     dur(EnvChunkBudget, 0),
-		MaxFileBytes:    num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
-		MaxLiveJobs:     int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
+		Table:            need(EnvTable),
+		Bucket:           need(EnvBucket),
+		BucketPrefix:     getenv(EnvBucketPrefix),
+		PublicBaseURL:    strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
+		SourceDir:        getenv(EnvSourceDir),
+		SourceBucket:     getenv(EnvSourceBucket),
+		SourcePrefix:     getenv(EnvSourcePrefix),
+		SourceURL:        strings.TrimSpace(getenv(EnvSourceURL)),
+		SourceSecretARN:  strings.TrimSpace(getenv(EnvSourceSecretARN)),
+		SourceClientID:   getenv(EnvSourceClientID),
+		SourceTokenURL:   getenv(EnvSourceTokenURL),
+		SourceScope:      getenv(EnvSourceScope),
+		SigV4Reg:         getenv(EnvSourceSigV4Region),
+		Retention:        dur(EnvRetention, export.DefaultRetention),
+		MaxJobDuration:   dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
+		DeadlineMargin:   dur(EnvDeadlineMargin, 20*time.Second),
+		ChunkBudget:      dur(EnvChunkBudget, 0),
+		MaxFileBytes:     num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
+		MaxLiveJobs:      int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
+		ManifestPageSize: int(num(EnvManifestPageSize, export.DefaultManifestPageSize)),
 	}
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(EnvStateMachine)

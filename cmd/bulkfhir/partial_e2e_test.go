@@ -1,0 +1,225 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+)
+
+// gate holds back an upstream's resource pages of one type until opened,
+// so a test can look at an export while it runs, without timing.
+type gate struct {
+	typ, count string
+	open       chan struct{}
+	once       sync.Once
+	held       chan struct{} // closed when the first request waits
+	heldOnce   sync.Once
+}
+
+func newGate(typ, count string) *gate {
+	return &gate{typ: typ, count: count, open: make(chan struct{}), held: make(chan struct{})}
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
+func (g *gate) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/"+g.typ) && r.URL.Query().Get("_count") == g.count {
+			g.heldOnce.Do(func() { close(g.held) })
+			select {
+			case <-g.open:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// page is one manifest page as a test sees it.
+type page struct {
+	status int
+	m      manifest
+	files  []string // output, error and deleted items as "kind path count size"
+}
+
+// fileID names a manifest item by its URL without the query (links are
+// signed afresh on every request) and its count and size.
+func fileID(kind, u string, count, size *int64) string {
+	p, _ := url.Parse(u)
+	return fmt.Sprintf("%s %s %d %d", kind, p.Path, deref(count), deref(size))
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
+
+func getPage(t *testing.T, u string) page {
+	t.Helper()
+	r := do(t, http.MethodGet, u, http.Header{"Accept": {"application/json"}}, "")
+	p := page{status: r.status}
+	if r.status != http.StatusOK && r.status != http.StatusAccepted {
+		t.Fatalf("GET %s = %d: %s", u, r.status, r.body)
+	}
+	if len(r.body) == 0 {
+		return p
+	}
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("page Content-Type = %q", ct)
+	}
+	if err := json.Unmarshal(r.body, &p.m); err != nil {
+		t.Fatalf("page %s: %v: %s", u, err, r.body)
+	}
+	for _, o := range p.m.Output {
+		p.files = append(p.files, fileID("output", o.URL, o.Count, o.FileSize))
+	}
+	for _, o := range p.m.Error {
+		p.files = append(p.files, fileID("error", o.URL, o.Count, o.FileSize))
+	}
+	for _, o := range p.m.Deleted {
+		p.files = append(p.files, fileID("deleted", o.URL, o.Count, o.FileSize))
+	}
+	return p
+}
+
+// walk follows next links from the status URL and returns the pages.
+func walk(t *testing.T, statusURL string) []page {
+	t.Helper()
+	var pages []page
+	seen := map[string]bool{}
+	for u := statusURL; u != ""; {
+		if seen[u] {
+			t.Fatalf("next link loops back to %s", u)
+		}
+		seen[u] = true
+		p := getPage(t, u)
+		pages = append(pages, p)
+		u = p.m.Next()
+	}
+	return pages
+}
+
+// TestPartialManifests: with allowPartialManifests=true a running export's
+// status carries the files done so far in pages of at most
+// --manifest-page-size items chained by next links; pages never change once
+// returned; at completion the pages together are exactly the unpaged
+// manifest, each file once.
+func TestPartialManifests(t *testing.T) {
+	g := newGate("Patient", "40")
+	fs := fhirtest.New(fhirtest.Options{MaxCount: 50})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(g.wrap(fs))
+	t.Cleanup(up.Close)
+	t.Cleanup(g.release)
+	const pageSize = 2
+	s := startServer(t, "", "--source-url", up.URL, "--source-page-size", "40",
+		"--manifest-page-size", fmt.Sprint(pageSize), "--unit-workers", "2")
+	src := sourceResources(t, dataDir)
+
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?allowPartialManifests=true&_maximumFileSize=1048576", kickHeaders(), "")
+	<-g.held
+	// The Patient unit is held, so the types before it finish and their
+	// pages appear while the job runs.
+	var running []page
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		first := getPage(t, loc)
+		if first.status != http.StatusAccepted {
+			t.Fatalf("status %d while the Patient pages are held", first.status)
+		}
+		if len(first.files) > 0 {
+			running = walk(t, loc)
+			if running[len(running)-1].m.Next() == "" && len(running) >= 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no partial manifest of two pages while the export ran: %+v", first)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i, p := range running {
+		if p.status != http.StatusAccepted {
+			t.Errorf("running page %d: status %d, want 202", i, p.status)
+		}
+		if len(p.files) == 0 || len(p.files) > pageSize {
+			t.Errorf("running page %d has %d items, want 1..%d", i, len(p.files), pageSize)
+		}
+		if p.m.TransactionTime != running[0].m.TransactionTime || p.m.Request != running[0].m.Request {
+			t.Errorf("page %d fields differ from the first page's", i)
+		}
+		for _, o := range p.m.Output {
+			if o.Type >= "Patient" {
+				t.Errorf("running page %d lists a %s file while Patient is held", i, o.Type)
+			}
+		}
+	}
+	// Polled again, the pages are the same.
+	again := walk(t, loc)
+	for i := range running {
+		if strings.Join(again[i].files, "|") != strings.Join(running[i].files, "|") {
+			t.Errorf("running page %d changed between polls:\n%v\n%v", i, running[i].files, again[i].files)
+		}
+	}
+
+	g.release()
+	waitDone(t, loc, nil)
+	pages := walk(t, loc)
+	var union manifest
+	seen := map[string]bool{}
+	for i, p := range pages {
+		if p.status != http.StatusOK {
+			t.Errorf("complete page %d: status %d", i, p.status)
+		}
+		if len(p.files) > pageSize {
+			t.Errorf("page %d has %d items, more than %d", i, len(p.files), pageSize)
+		}
+		if i < len(running) && strings.Join(p.files, "|") != strings.Join(running[i].files, "|") {
+			t.Errorf("page %d changed at completion:\n%v\n%v", i, running[i].files, p.files)
+		}
+		for _, f := range p.files {
+			if seen[f] {
+				t.Errorf("%s listed twice", f)
+			}
+			seen[f] = true
+		}
+		union.Output = append(union.Output, p.m.Output...)
+	}
+	t.Logf("%d pages while running, %d at completion", len(running), len(pages))
+	sameSet(t, download(t, union), src)
+
+	// The same export unpaged lists the same files (paths differ by job).
+	plainLoc := kickoff(t, http.MethodGet, s.base+"/$export?_maximumFileSize=1048576", kickHeaders(), "")
+	plain := waitManifest(t, plainLoc, nil)
+	var a, b []string
+	for _, o := range plain.Output {
+		a = append(a, fmt.Sprintf("%s %d %d", o.Type, deref(o.Count), deref(o.FileSize)))
+	}
+	for _, o := range union.Output {
+		b = append(b, fmt.Sprintf("%s %d %d", o.Type, deref(o.Count), deref(o.FileSize)))
+	}
+	sort.Strings(a)
+	sort.Strings(b)
+	if strings.Join(a, "|") != strings.Join(b, "|") {
+		t.Errorf("paged files differ from the unpaged manifest:\n%v\n%v", b, a)
+	}
+	if len(plain.Link) != 0 {
+		t.Errorf("an unpaged manifest has links: %v", plain.Link)
+	}
+	// A page cursor on an export that did not ask for pages is refused.
+	requireOutcome(t, do(t, http.MethodGet, plainLoc+"?page=x", nil, ""), 400, "page")
+}
