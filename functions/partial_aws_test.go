@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -266,5 +267,48 @@ func TestPagedManifestOfManyFilesOnAWS(t *testing.T) {
 	r := apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+plain, "", "", "")
 	if crossed := strings.Join(cl.takeCrossed(), "; "); !strings.Contains(crossed, "Lambda limit") {
 		t.Errorf("unpaged manifest of %d files: %d bytes, crossed %q; want over the 6 MB limit", files, len(r.Body), crossed)
+	}
+}
+
+// TestOrganizeOutputByPatientOnAWS: through the state machine, on the S3
+// NDJSON source, a Group export organized by Patient writes well-formed
+// blocks with exactly the Group's compartments, split blocks linked by
+// continuesInFile; with allowPartialManifests its pages list every file
+// once.
+func TestOrganizeOutputByPatientOnAWS(t *testing.T) {
+	cl := need(t)
+	cl.withEnv(t, map[string]string{lambdaenv.EnvMaxFileBytes: "30000", lambdaenv.EnvManifestPageSize: "5"})
+	src := exporttest.ReadResources(t, cl.dataDir)
+	job := kickoff(t, http.MethodGet, "/fhir/Group/care-team-a/$export", "organizeOutputBy=Patient&allowPartialManifests=true", "")
+	if r := waitDone(t, job); r.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", r.StatusCode, r.Body)
+	}
+	var files []exporttest.OrganizedFile
+	pages := walkPages(t, job)
+	for _, p := range pages {
+		if p.m.OutputOrganizedBy != "Patient" {
+			t.Errorf("outputOrganizedBy = %q", p.m.OutputOrganizedBy)
+		}
+		for _, o := range p.m.Output {
+			if o.Type != "" {
+				t.Errorf("output item with type %q", o.Type)
+			}
+			resp, err := http.Get(o.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body strings.Builder
+			_, err = io.Copy(&body, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET presigned %s = %d, %v", o.URL, resp.StatusCode, err)
+			}
+			files = append(files, exporttest.OrganizedFile{URL: o.URL, ContinuesInFile: o.ContinuesInFile, Body: []byte(body.String())})
+		}
+	}
+	got, splits := exporttest.CheckBlocks(t, files)
+	exporttest.SameSet(t, got, exporttest.ExpectedCompartment(src, exporttest.GroupMembers(t, src, "care-team-a")))
+	if splits == 0 || len(pages) < 2 {
+		t.Errorf("%d split blocks over %d pages; want both above one", splits, len(pages))
 	}
 }

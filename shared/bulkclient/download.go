@@ -120,7 +120,7 @@ func (c *Client) asked(jobs []job, sum *Summary) []job {
 	}
 	var keep []job
 	for _, j := range jobs {
-		if j.kind != "output" || slices.Contains(c.opts.Types, j.entry.Type) ||
+		if j.kind != "output" || j.entry.Type == "" || slices.Contains(c.opts.Types, j.entry.Type) ||
 			(j.entry.Type == "Provenance" && len(c.opts.IncludeAssociatedData) > 0) {
 			keep = append(keep, j)
 			continue
@@ -238,7 +238,7 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 					if !ok {
 						return fail("download %s: line %d is not a JSON resource (is this NDJSON?)", j.name, res.lines+1)
 					}
-					if j.kind == "output" && h.ResourceType != j.entry.Type {
+					if j.kind == "output" && j.entry.Type != "" && h.ResourceType != j.entry.Type {
 						return fail("download %s: line %d is a %s in a file the manifest says holds %s", j.name, res.lines+1, h.ResourceType, j.entry.Type)
 					}
 					res.lines++

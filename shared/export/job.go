@@ -107,6 +107,9 @@ type Unit struct {
 	// Deleted marks a unit that lists the type's deletions (the manifest's
 	// deleted array) instead of exporting resources.
 	Deleted bool `json:"deleted,omitempty"`
+	// Blocks marks a unit of an export organized by Patient: the resource
+	// blocks of its patient batch, across every type (Type is empty).
+	Blocks bool `json:"blocks,omitempty"`
 }
 
 // UnitProgress is what a unit has written so far.

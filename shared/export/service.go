@@ -182,18 +182,24 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	}
 	var probs bulkdata.Problems
 	var notFound []string
-	if req.Level != bulkdata.LevelSystem && len(req.Types) > 0 {
+	if (req.Level != bulkdata.LevelSystem || req.OrganizeOutputBy != "") && len(req.Types) > 0 {
+		where := fmt.Sprintf("at %s level", req.Level)
+		if req.OrganizeOutputBy != "" {
+			// N-03: resources that reference no Patient may be left out of
+			// an export organized by Patient; bulkfhir leaves them out.
+			where = "in an export organized by Patient"
+		}
 		var kept []string
 		for _, t := range req.Types {
 			if fhir.InPatientCompartment(t) {
 				kept = append(kept, t)
 				continue
 			}
-			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported at %s level", t, req.Level))
+			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported %s", t, where))
 		}
 		if len(kept) == 0 {
 			// An empty list would mean every type: never wider than asked.
-			probs.Refuse(fhir.CodeNotSupported, "_type", fmt.Sprintf("names no type of the Patient compartment, so nothing can be exported at %s level", req.Level))
+			probs.Refuse(fhir.CodeNotSupported, "_type", fmt.Sprintf("names no type of the Patient compartment, so nothing can be exported %s", where))
 		}
 		req.Types = kept
 	}
@@ -205,10 +211,6 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	}
 	if err := s.checkTypeFilters(ctx, req, &probs); err != nil {
 		return err
-	}
-	if req.OrganizeOutputBy != "" {
-		probs.Add(fhir.CodeNotSupported, "organizeOutputBy", "is not supported by this server yet")
-		req.OrganizeOutputBy = ""
 	}
 	if req.MaxFileSize > 0 && req.MaxFileSize < s.cfg.MinFileBytes {
 		probs.Add(fhir.CodeNotSupported, "_maximumFileSize", fmt.Sprintf(

@@ -124,7 +124,19 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 	}
 	units := []Unit{}
 	var groups []UnitGroup
+	if job.Request.OrganizeOutputBy != "" {
+		// One unit per patient batch, across every type (blocks.go).
+		for bi, batch := range batches {
+			if batch != nil {
+				units = append(units, Unit{ID: UnitID(blocksGroup, len(units)), Blocks: true, Batch: batchKey(job.ID, bi)})
+			}
+		}
+		groups = []UnitGroup{{Name: blocksGroup, Units: len(units)}}
+	}
 	for _, t := range types {
+		if job.Request.OrganizeOutputBy != "" {
+			break
+		}
 		n := 0
 		for bi, batch := range batches {
 			q := s.query(job, t)
@@ -220,6 +232,13 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 		}
 	case req.Level == bulkdata.LevelPatient && len(req.Patients) > 0:
 		patients = slices.Clone(req.Patients)
+	case req.OrganizeOutputBy != "":
+		// Blocks are made per batch of patients: every patient there is.
+		all, err := s.allPatients(ctx, job)
+		if err != nil {
+			return nil, err
+		}
+		patients = all
 	default:
 		return [][]string{nil}, nil
 	}
@@ -234,6 +253,35 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 		out = append(out, patients[start:min(start+size, len(patients))])
 	}
 	return out, nil
+}
+
+// allPatients lists the id of every Patient the export's time bound
+// covers, for an organized export with no patient list. _since and
+// _typeFilter do not narrow it: they filter each type on its own (a
+// patient not updated since still heads the block of its new resources).
+func (s *Steps) allPatients(ctx context.Context, job *Job) ([]string, error) {
+	q := s.query(job, "Patient")
+	q.Level, q.Patients, q.Since, q.TypeFilters, q.Elements = bulkdata.LevelPatient, nil, nil, nil, nil
+	segs, err := s.source.Plan(ctx, q, "Patient")
+	if err != nil {
+		return nil, retryable(err, "plan: list patients")
+	}
+	var ids []string
+	for _, seg := range segs {
+		rd, err := s.source.Open(ctx, q, "Patient", seg, "")
+		if err != nil {
+			return nil, retryable(err, "plan: list patients")
+		}
+		if err := EachResource(rd, func(line []byte) bool {
+			if h, ok := fhir.Peek(line); ok && h.ResourceType == "Patient" && h.ID != "" {
+				ids = append(ids, h.ID)
+			}
+			return true
+		}); err != nil {
+			return nil, retryable(err, "plan: list patients")
+		}
+	}
+	return ids, nil
 }
 
 // putBatches stores the patient batches, several at once: a Group of a
@@ -425,7 +473,7 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 		if !has[t] {
 			continue
 		}
-		if job.Request.Level != bulkdata.LevelSystem && !fhir.InPatientCompartment(t) {
+		if (job.Request.Level != bulkdata.LevelSystem || job.Request.OrganizeOutputBy != "") && !fhir.InPatientCompartment(t) {
 			continue
 		}
 		out = append(out, t)
@@ -523,6 +571,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	if job.Status != StatusInProgress {
 		return nil, &JobNotRunningError{Msg: fmt.Sprintf("export chunk: job %s is %s", job.ID, job.Status)}
+	}
+	if in.Unit.Blocks {
+		return s.exportBlocks(ctx, job, in)
 	}
 	q := s.query(job, in.Unit.Type)
 	var owner *batchOwner
@@ -760,6 +811,9 @@ type chunkWriter struct {
 
 	w             FileWriter
 	count, nbytes int64
+	// continues is the key of the file the open file's last block goes
+	// on in (blocks units).
+	continues string
 }
 
 func (c *chunkWriter) writeLine(line []byte) error {
@@ -769,8 +823,22 @@ func (c *chunkWriter) writeLine(line []byte) error {
 			return err
 		}
 	}
+	return c.put(line)
+}
+
+// fileType is the type part of the unit's file keys.
+func (c *chunkWriter) fileType() string {
+	if c.unit.Blocks {
+		return blocksGroup
+	}
+	return c.unit.Type
+}
+
+// put writes a line into the open file (opening one if none is).
+func (c *chunkWriter) put(line []byte) error {
+	size := int64(len(line)) + 1
 	if c.w == nil {
-		key := FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq)
+		key := FileKey(c.job.ID, c.unit.ID, c.fileType(), c.cur.Seq)
 		w, err := c.steps.files.Create(c.ctx, key)
 		if err != nil {
 			return retryable(err, "create %s", key)
@@ -812,9 +880,10 @@ func (c *chunkWriter) commit() error {
 		return retryable(err, "commit %s", c.unit.ID)
 	}
 	f := File{
-		Key: FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
-		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq,
+		Key: FileKey(c.job.ID, c.unit.ID, c.fileType(), c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
+		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq, Continues: c.continues,
 	}
+	c.continues = ""
 	if c.unit.Deleted {
 		f.Kind, f.Type = KindDeleted, "Bundle"
 	}
