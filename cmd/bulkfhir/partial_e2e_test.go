@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkfhir/bulkfhir/shared/bulkclient"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 )
 
@@ -222,4 +225,75 @@ func TestPartialManifests(t *testing.T) {
 	}
 	// A page cursor on an export that did not ask for pages is refused.
 	requireOutcome(t, do(t, http.MethodGet, plainLoc+"?page=x", nil, ""), 400, "page")
+}
+
+// doneRecorder records the files a client finished, and signals the
+// first one.
+type doneRecorder struct {
+	*bulkclient.LineReporter
+	mu    sync.Mutex
+	done  map[string]int
+	first chan struct{}
+	once  sync.Once
+}
+
+func (r *doneRecorder) FileDone(name string, lines, bytes int64, skipped bool) {
+	r.mu.Lock()
+	r.done[name]++
+	r.mu.Unlock()
+	r.once.Do(func() { close(r.first) })
+}
+
+// TestClientFollowsPartialManifests: bulkfhir's client with
+// PartialManifests downloads files while the export still runs (the
+// Patient pages are held upstream), follows the pages to the end and
+// fetches every file once.
+func TestClientFollowsPartialManifests(t *testing.T) {
+	g := newGate("Patient", "40")
+	fs := fhirtest.New(fhirtest.Options{MaxCount: 50})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(g.wrap(fs))
+	t.Cleanup(up.Close)
+	t.Cleanup(g.release)
+	s := startServer(t, "", "--source-url", up.URL, "--source-page-size", "40", "--manifest-page-size", "3", "--max-file-bytes", "200000")
+	src := sourceResources(t, dataDir)
+
+	rep := &doneRecorder{LineReporter: &bulkclient.LineReporter{W: io.Discard}, done: map[string]int{}, first: make(chan struct{})}
+	out := t.TempDir()
+	c, err := bulkclient.New(bulkclient.Options{Server: s.base, OutDir: out, PartialManifests: true, MaxWait: time.Second}, nil, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		sum *bulkclient.Summary
+		err error
+	}
+	res := make(chan result, 1)
+	go func() { sum, err := c.Run(context.Background()); res <- result{sum, err} }()
+	select {
+	case <-rep.first:
+	case r := <-res:
+		t.Fatalf("the client finished (%v) before the held export could", r.err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no file was downloaded while the export ran")
+	}
+	g.release()
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	sameSet(t, sourceResources(t, out), src)
+	if r.sum.Resources != int64(len(src)) {
+		t.Errorf("summary counts %d resources, want %d", r.sum.Resources, len(src))
+	}
+	for name, n := range rep.done {
+		if n != 1 {
+			t.Errorf("%s downloaded %d times", name, n)
+		}
+	}
+	if len(rep.done) != r.sum.Files {
+		t.Errorf("%d files downloaded, summary says %d", len(rep.done), r.sum.Files)
+	}
 }

@@ -31,6 +31,11 @@ func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error)
 		}
 	}
 	sum := &Summary{RequiresAccessToken: m.RequiresAccessToken}
+	if c.pages.early != nil {
+		// Files fetched from partial manifests while the export ran.
+		sum = c.pages.early
+		jobs = slices.DeleteFunc(jobs, func(j job) bool { return c.pages.seen[j.name] })
+	}
 	jobs = c.asked(jobs, sum)
 	c.rep.Downloads(len(jobs), total)
 	if c.opts.StrictFilters && len(c.opts.TypeFilters) > 0 {

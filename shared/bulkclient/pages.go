@@ -1,0 +1,84 @@
+package bulkclient
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+)
+
+// Paged and partial manifests (allowPartialManifests, N-04). The pages of
+// a manifest never change once returned, except that the last one gains a
+// next link; so the client keeps the pages it has merged, polls the last
+// one until it links on, and names files by their place in the merged
+// manifest, which only grows at its end.
+
+// pages is the manifest merged from the pages read so far.
+type pages struct {
+	merged *Manifest
+	paths  map[string]bool // URL paths listed (links are re-signed per request)
+	// early holds what was downloaded while the export ran, and seen the
+	// file names already handled then.
+	early *Summary
+	seen  map[string]bool
+}
+
+// merge appends the files of page m that are not listed yet.
+func (p *pages) merge(m *Manifest) {
+	if p.merged == nil {
+		first := *m
+		first.Output, first.Error, first.Deleted, first.Link = nil, nil, nil, nil
+		p.merged, p.paths = &first, map[string]bool{}
+	}
+	add := func(dst *[]Entry, list []Entry) {
+		for _, e := range list {
+			key := e.URL
+			if u, err := url.Parse(e.URL); err == nil {
+				key = u.Path
+			}
+			if !p.paths[key] {
+				p.paths[key] = true
+				*dst = append(*dst, e)
+			}
+		}
+	}
+	add(&p.merged.Output, m.Output)
+	add(&p.merged.Error, m.Error)
+	add(&p.merged.Deleted, m.Deleted)
+}
+
+// manifest is the merged manifest as one JSON document (no links).
+func (p *pages) manifest() ([]byte, *Manifest, error) {
+	m := p.merged
+	for _, l := range []*[]Entry{&m.Output, &m.Error, &m.Deleted} {
+		if *l == nil {
+			*l = []Entry{}
+		}
+	}
+	raw, err := json.Marshal(m)
+	return raw, m, err
+}
+
+// downloadEarly fetches the files of the merged pages not fetched yet
+// while the export runs. With strict filters it waits for the end: the
+// error files that say a filter was dropped come last.
+func (c *Client) downloadEarly(ctx context.Context, p *pages) error {
+	if c.opts.StrictFilters && len(c.opts.TypeFilters) > 0 {
+		return nil
+	}
+	if p.early == nil {
+		p.early, p.seen = &Summary{RequiresAccessToken: p.merged.RequiresAccessToken}, map[string]bool{}
+	}
+	var jobs []job
+	for _, j := range plan(p.merged) {
+		if !p.seen[j.name] {
+			p.seen[j.name] = true
+			jobs = append(jobs, j)
+		}
+	}
+	jobs = c.asked(jobs, p.early)
+	if len(jobs) == 0 {
+		return nil
+	}
+	c.rep.Logf("downloading %d files of a partial manifest", len(jobs))
+	return c.fetch(ctx, jobs, p.merged.RequiresAccessToken, p.early)
+}
