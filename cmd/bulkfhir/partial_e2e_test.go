@@ -34,6 +34,21 @@ func newGate(typ, count string) *gate {
 
 func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
 
+// gatedUpstream is a FHIR server over the test data whose Patient pages
+// (searches of --source-page-size 40) wait for the gate.
+func gatedUpstream(t *testing.T) (*gate, *httptest.Server) {
+	t.Helper()
+	g := newGate("Patient", "40")
+	fs := fhirtest.New(fhirtest.Options{MaxCount: 50})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(g.wrap(fs))
+	t.Cleanup(up.Close)
+	t.Cleanup(g.release)
+	return g, up
+}
+
 func (g *gate) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/"+g.typ) && r.URL.Query().Get("_count") == g.count {
@@ -120,14 +135,7 @@ func walk(t *testing.T, statusURL string) []page {
 // returned; at completion the pages together are exactly the unpaged
 // manifest, each file once.
 func TestPartialManifests(t *testing.T) {
-	g := newGate("Patient", "40")
-	fs := fhirtest.New(fhirtest.Options{MaxCount: 50})
-	if err := fs.LoadDir(dataDir); err != nil {
-		t.Fatal(err)
-	}
-	up := httptest.NewServer(g.wrap(fs))
-	t.Cleanup(up.Close)
-	t.Cleanup(g.release)
+	g, up := gatedUpstream(t)
 	const pageSize = 2
 	s := startServer(t, "", "--source-url", up.URL, "--source-page-size", "40",
 		"--manifest-page-size", fmt.Sprint(pageSize), "--unit-workers", "2")
@@ -249,14 +257,7 @@ func (r *doneRecorder) FileDone(name string, lines, bytes int64, skipped bool) {
 // Patient pages are held upstream), follows the pages to the end and
 // fetches every file once.
 func TestClientFollowsPartialManifests(t *testing.T) {
-	g := newGate("Patient", "40")
-	fs := fhirtest.New(fhirtest.Options{MaxCount: 50})
-	if err := fs.LoadDir(dataDir); err != nil {
-		t.Fatal(err)
-	}
-	up := httptest.NewServer(g.wrap(fs))
-	t.Cleanup(up.Close)
-	t.Cleanup(g.release)
+	g, up := gatedUpstream(t)
 	s := startServer(t, "", "--source-url", up.URL, "--source-page-size", "40", "--manifest-page-size", "3", "--max-file-bytes", "200000")
 	src := sourceResources(t, dataDir)
 
