@@ -73,6 +73,14 @@ func TestOrganizeOutputByPatient(t *testing.T) {
 	}
 
 	s := servers["ndjson"]
+	t.Run("capability statement", func(t *testing.T) {
+		r := do(t, http.MethodGet, s.base+"/metadata", nil, "")
+		for _, p := range []string{"organizeOutputBy=Patient", "allowPartialManifests=true"} {
+			if !strings.Contains(string(r.body), p) {
+				t.Errorf("the CapabilityStatement does not document %s", p)
+			}
+		}
+	})
 	t.Run("refusals", func(t *testing.T) {
 		requireOutcome(t, do(t, http.MethodGet, s.base+"/Patient/$export?organizeOutputBy=Encounter", kickHeaders(), ""), 400, "organizeOutputBy")
 		requireOutcome(t, do(t, http.MethodGet, s.base+"/$export?organizeOutputBy=Patient&_type=Organization", kickHeaders(), ""), 400, "_type")
