@@ -68,7 +68,7 @@ test: tools lambdas synth ## run every test: unit, fuzz corpora, end to end over
 synth: $(NODE_TOOLS) lambdas ## synthesize the stack into infra/cdk.out (unstaged assets, for SAM)
 	$(CDK) synth --no-staging --quiet $(STACK_CTX) $(CDK_ARGS) $(STACK)
 
-deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see README)
+deploy: $(NODE_TOOLS) lambdas ## deploy to the AWS account of your credentials (see docs/aws.md)
 	$(CDK) deploy $(STACK) --require-approval broadening --outputs-file cdk.out/outputs.json $(STACK_CTX) $(CDK_ARGS)
 
 diff: $(NODE_TOOLS) lambdas ## show what deploy would change
@@ -135,8 +135,9 @@ fuzz: ## run each fuzz target for 30s
 
 BENCH_PATIENTS ?= 1000
 bench: tools build ## measure throughput, memory, latency and cost (build/bench/results.{md,json}); BENCH_PATIENTS=1000
-	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./shared/bench
-	./$(BIN) bench --aws --patients $(BENCH_PATIENTS) --out build/bench
+	$(GO) test -run '^$$' -bench . -benchtime 300ms -benchmem ./shared/fhirsource ./shared/fhir ./shared/typefilter ./cmd/bulkfhir/internal/bench
+	$(GO) build -trimpath -o bin/bulkfhir-bench ./cmd/bulkfhir/bench
+	./bin/bulkfhir-bench --bulkfhir $(BIN) --aws --patients $(BENCH_PATIENTS) --out build/bench
 
 scale: tools ## export 10,000+ units from S3 and a 20,000-patient Group on the emulators with AWS limits enforced; one `scale:` line per run
 	BULKFHIR_SCALE=1 $(GO) test ./functions -run '^TestScale$$' -count=1 -timeout 15m -v 2>&1 | \

@@ -19,8 +19,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartclient"
 )
@@ -61,11 +64,11 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	sm := secretsManager(t, strings.Repeat("k3y", 22))
 	smCfg := cl.awsCfg.Copy()
 	smCfg.BaseEndpoint = aws.String(sm.URL)
-	keys, err := lambdaenv.TokenKeys(ctx, smCfg, tokenSecretARN)
+	keys, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lambdaenv.TokenKeys(ctx, smCfg, tokenSecretARN+"-other"); err == nil {
+	if _, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN+"-other"); err == nil {
 		t.Fatal("a secret that does not exist was read")
 	}
 
@@ -88,8 +91,8 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	}
 	var tokenSrv *httptest.Server
 	tokenSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lambdaenv.TokenServer(lambdaenv.AuthConfig{TokenSecretARN: tokenSecretARN, AuthTable: authTable, PublicBaseURL: tokenSrv.URL + "/fhir"},
-			keys, ddb, slog.New(slog.DiscardHandler)).ServeHTTP(w, r)
+		lambdaauth.TokenServer(lambdaauth.Config{TokenSecretARN: tokenSecretARN, AuthTable: authTable, PublicBaseURL: tokenSrv.URL + "/fhir"},
+			keys, dynamoauth.New(ddb, authTable), slog.New(slog.DiscardHandler)).ServeHTTP(w, r)
 	}))
 	t.Cleanup(tokenSrv.Close)
 	login := func(id string) string {
@@ -107,7 +110,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	forged, _ := forgedKeys.Sign("owner", smartauth.Scopes{{Type: "*"}}, time.Now(), smartauth.TokenLifetime)
 
 	// The Lambda authorizer turns away what bulkfhir did not sign.
-	authorize := lambdaenv.Authorizer(keys)
+	authorize := apigw.Authorizer(keys)
 	for _, tc := range []struct {
 		header string
 		want   bool
@@ -120,7 +123,7 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 		// covers the whole API so the cached answer serves every route.
 		raw, _ := json.Marshal(events.APIGatewayCustomAuthorizerRequest{Type: "TOKEN", AuthorizationToken: tc.header,
 			MethodArn: "arn:aws:execute-api:us-east-1:123456789012:bulkfhirapi/prod/GET/fhir/bulkstatus/x"})
-		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		out, err := apigw.Authorizers(keys)(ctx, raw)
 		policy, _ := out.(events.APIGatewayCustomAuthorizerResponse)
 		switch {
 		case tc.want && (err != nil || policy.PrincipalID != "owner" || policy.PolicyDocument.Statement[0].Effect != "Allow" ||
@@ -134,19 +137,19 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	// The API functions as the stack configures them by default.
 	cfg, err := lambdaenv.Load(func(k string) string {
 		switch k {
-		case lambdaenv.EnvAuth:
+		case settings.EnvAuth:
 			return ""
-		case lambdaenv.EnvTokenSecretARN:
+		case settings.EnvTokenSecretARN:
 			return tokenSecretARN
 		}
 		return cl.env[k]
 	}, lambdaenv.RoleAPI)
-	if err != nil || cfg.Auth != lambdaenv.AuthBulkfhir {
+	if err != nil || cfg.Auth != settings.AuthBulkfhir {
 		t.Fatalf("default API config: %+v %v", cfg.Auth, err)
 	}
-	deps := *cl.api.Deps
-	deps.Keys = keys
-	api := (&lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: slog.New(slog.DiscardHandler), Deps: &deps}).APIHandler()
+	f := *cl.api
+	f.Config, f.Keys, f.log = cfg, keys, slog.New(slog.DiscardHandler)
+	api := f.APIHandler()
 	call := func(method, path, query, token string) events.APIGatewayV2HTTPResponse {
 		t.Helper()
 		h := map[string]string{"accept": "application/fhir+json", "prefer": "respond-async", "host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com"}

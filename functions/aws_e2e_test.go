@@ -19,7 +19,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // apiRequest sends one API Gateway (HTTP API, payload 2.0) request through
@@ -194,7 +194,7 @@ func TestSystemExportOnAWS(t *testing.T) {
 	if injected == 0 {
 		t.Error("the injected chunk failure never happened; the retry was not tested")
 	}
-	j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+	j, err := cl.api.Jobs.Get(context.Background(), job)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,8 +336,8 @@ func TestUpstreamSourceOnAWS(t *testing.T) {
 	hs := httptest.NewServer(up)
 	defer hs.Close()
 	cl.withEnv(t, map[string]string{
-		lambdaenv.EnvSourceBucket: "", lambdaenv.EnvSourcePrefix: "",
-		lambdaenv.EnvSourceURL: hs.URL,
+		settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "",
+		settings.EnvSourceURL: hs.URL,
 	})
 	before := up.Requests()
 	m := completed(t, kickoff(t, http.MethodGet, "/fhir/$export", "", ""))

@@ -13,9 +13,11 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
+	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/export"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
@@ -32,7 +34,7 @@ func TestEvents(t *testing.T) {
 	// The job the task and status events name, owned by the anonymous
 	// client the API events come from.
 	now := time.Now().UTC()
-	if err := cl.api.Deps.Jobs.Create(ctx, &export.Job{
+	if err := cl.api.Jobs.Create(ctx, &export.Job{
 		ID: "example-job", Owner: "anonymous", Status: export.StatusAccepted, RequestURL: publicBase + "/$export?_type=Patient",
 		Request:         bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON, Types: []string{"Patient"}},
 		TransactionTime: now, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour),
@@ -143,7 +145,7 @@ func checkTask(t *testing.T, name string, raw []byte) {
 		}
 	case "fail":
 		// The job completed, so the failure step leaves it as it is.
-		j, err := cl.api.Deps.Jobs.Get(context.Background(), "example-job")
+		j, err := cl.api.Jobs.Get(context.Background(), "example-job")
 		if err != nil || j.Status != export.StatusCompleted {
 			t.Errorf("after fail: %+v %v", j, err)
 		}
@@ -205,7 +207,7 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		t.Fatal(err)
 	}
 	if strings.HasPrefix(name, "authorizer-") {
-		out, err := lambdaenv.Authorizers(keys)(ctx, raw)
+		out, err := apigw.Authorizers(keys)(ctx, raw)
 		switch resp := out.(type) {
 		case events.APIGatewayV2CustomAuthorizerSimpleResponse:
 			if err != nil || resp.IsAuthorized {
@@ -222,8 +224,8 @@ func checkAuthEvent(t *testing.T, name string, raw []byte) {
 		return
 	}
 	ddb := dynamodb.NewFromConfig(cl.awsCfg, func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true })
-	h := lambdaenv.TokenServer(lambdaenv.AuthConfig{AuthTable: "auth-events"}, keys, ddb, slog.New(slog.DiscardHandler))
-	out, err := lambdaenv.NewGateway(h).Invoke(ctx, raw)
+	h := lambdaauth.TokenServer(lambdaauth.Config{AuthTable: "auth-events"}, keys, dynamoauth.New(ddb, "auth-events"), slog.New(slog.DiscardHandler))
+	out, err := apigw.NewGateway(h).Invoke(ctx, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,12 +33,20 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/awstest"
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
+	"github.com/bulkfhir/bulkfhir/shared/s3store"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 const (
@@ -60,8 +68,8 @@ type cluster struct {
 	defPath  string
 	env      map[string]string
 	awsCfg   aws.Config
-	api      *lambdaenv.Env
-	task     *lambdaenv.Env
+	api      *fn
+	task     *fn
 	lambda   *httptest.Server
 	sfn      *httptest.Server
 	dynamo   *httptest.Server // DynamoDB Local behind the item size check
@@ -202,20 +210,20 @@ func newCluster() (*cluster, error) {
 		"AWS_ACCESS_KEY_ID":         awstest.AccessKey,
 		"AWS_SECRET_ACCESS_KEY":     awstest.SecretKey,
 		"AWS_REGION":                awstest.Region,
-		lambdaenv.EnvTable:          table,
-		lambdaenv.EnvBucket:         bucket,
-		lambdaenv.EnvStateMachine:   stateMachine,
-		lambdaenv.EnvPublicBaseURL:  publicBase,
-		lambdaenv.EnvSourceBucket:   sourceBucket,
-		lambdaenv.EnvSourcePrefix:   sourcePrefix,
-		lambdaenv.EnvRetention:      "2h",
+		settings.EnvTable:           table,
+		settings.EnvBucket:          bucket,
+		settings.EnvStateMachine:    stateMachine,
+		settings.EnvPublicBaseURL:   publicBase,
+		settings.EnvSourceBucket:    sourceBucket,
+		settings.EnvSourcePrefix:    sourcePrefix,
+		settings.EnvRetention:       "2h",
 		// The export tests run anonymous (as bulkfhir:allowAnonymous=true
 		// deploys); TestBulkfhirTokensOnAWS turns bulkfhir's tokens on.
-		lambdaenv.EnvAuth:         lambdaenv.AuthNone,
-		lambdaenv.EnvMaxFileBytes: "150000",
+		settings.EnvAuth:         settings.AuthNone,
+		settings.EnvMaxFileBytes: "150000",
 		// Every chunk stops after its first 512 resources: units loop
 		// through the state machine's cursor Choice several times.
-		lambdaenv.EnvChunkBudget: "1ns",
+		settings.EnvChunkBudget: "1ns",
 	}
 	for k, v := range cl.env {
 		os.Setenv(k, v)
@@ -248,9 +256,34 @@ func newCluster() (*cluster, error) {
 	return cl, nil
 }
 
+// fn is a function configured as its main.go wires it (the same helpers,
+// in the same order).
+type fn struct {
+	Config lambdaenv.Config
+	Jobs   *dynamostore.Store
+	Files  *s3store.Store
+	Source export.Source
+	Steps  *export.Steps
+	// Keys verify bulkfhir's access tokens (API functions, Auth bulkfhir).
+	Keys   *smartauth.Keys
+	awsCfg aws.Config
+	log    *slog.Logger
+}
+
+// APIHandler is the kickoff function's handler (functions/kickoff).
+func (f *fn) APIHandler() func(context.Context, json.RawMessage) (any, error) {
+	runner := sfnrunner.New(sfn.NewFromConfig(f.awsCfg), f.Config.StateMachineARN)
+	svc := export.NewService(f.Jobs, f.Files, runner, f.Source, f.Config.Export(), f.log)
+	h := apigw.Handler(svc, apigw.Options{
+		BaseURL: f.Config.PublicBaseURL, Auth: f.Config.Auth, TokenURL: f.Config.TokenURL, Keys: f.Keys,
+		StatusOnly: f.Config.StatusOnly, Log: f.log,
+	})
+	return apigw.NewGateway(h).Invoke
+}
+
 // envs configures the API and task functions as their main.go would, from
 // getenv.
-func (cl *cluster) envs(getenv func(string) string) (api, task *lambdaenv.Env, err error) {
+func (cl *cluster) envs(getenv func(string) string) (api, task *fn, err error) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	// DynamoDB Local's error replies carry no valid checksum.
 	noChecksum := func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true }
@@ -259,15 +292,20 @@ func (cl *cluster) envs(getenv func(string) string) (api, task *lambdaenv.Env, e
 		if err != nil {
 			return nil, nil, err
 		}
-		deps, err := lambdaenv.Build(cfg, cl.awsCfg, log, noChecksum)
+		s3c := lambdaenv.S3(cl.awsCfg)
+		src, err := lambdasource.New(cfg, cl.awsCfg, s3c, log)
 		if err != nil {
 			return nil, nil, err
 		}
-		env := &lambdaenv.Env{Config: cfg, AWS: cl.awsCfg, Log: log, Deps: deps}
+		f := &fn{Config: cfg, Jobs: lambdaenv.Jobs(cfg, cl.awsCfg, noChecksum), Files: lambdaenv.Files(cfg, s3c), Source: src, awsCfg: cl.awsCfg, log: log}
+		f.Steps = export.NewSteps(f.Jobs, f.Files, f.Source, cfg.Export(), log)
 		if role == lambdaenv.RoleAPI {
-			api = env
+			if f.Keys, err = lambdaauth.APIKeys(context.Background(), cl.awsCfg, cfg.Auth, cfg.TokenSecretARN); err != nil {
+				return nil, nil, err
+			}
+			api = f
 		} else {
-			task = env
+			task = f
 		}
 	}
 	return api, task, nil
@@ -316,7 +354,7 @@ func (cl *cluster) provision(ctx context.Context) error {
 	if cl.dataDir, err = os.MkdirTemp("", "bulkfhir-aws-data-"); err != nil {
 		return err
 	}
-	if _, err := synth.Generate(cl.dataDir, synth.Options{Patients: testPatients, Seed: 1}); err != nil {
+	if _, err := sampledata.Generate(cl.dataDir, sampledata.Options{Patients: testPatients, Seed: 1}); err != nil {
 		return err
 	}
 	files, _ := filepath.Glob(filepath.Join(cl.dataDir, "*.ndjson"))
@@ -416,7 +454,7 @@ func (cl *cluster) close() {
 // handlerFor is the handler each function's main.go passes to lambda.Start.
 func (cl *cluster) handlerFor(name string) lambda.Handler {
 	cl.mu.Lock()
-	steps := cl.task.Deps.Steps
+	steps := cl.task.Steps
 	cl.mu.Unlock()
 	switch name {
 	case "plan":
@@ -680,7 +718,7 @@ func (cl *cluster) finish(name string, e *execution) {
 	}
 	if status != "SUCCEEDED" {
 		ev, _ := json.Marshal(map[string]any{
-			"version": "0", "source": "aws.states", "detail-type": sfnrunner.StatusChangeDetailType,
+			"version": "0", "source": "aws.states", "detail-type": settings.StatusChangeDetailType,
 			"detail": map[string]any{"executionArn": sfnrunner.ExecutionARN(stateMachine, name), "stateMachineArn": stateMachine,
 				"name": name, "status": status, "error": o.Error, "cause": o.Cause},
 		})

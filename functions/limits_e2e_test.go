@@ -72,7 +72,7 @@ func TestEveryExecutionEndsItsJob(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(time.Minute)
 		for time.Now().Before(deadline) {
-			if j, err := cl.api.Deps.Jobs.Get(context.Background(), job); err == nil && j.Plan != nil {
+			if j, err := cl.api.Jobs.Get(context.Background(), job); err == nil && j.Plan != nil {
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -104,7 +104,7 @@ func TestEveryExecutionEndsItsJob(t *testing.T) {
 		if e := cl.execution(job); e == nil || e.status != "TIMED_OUT" {
 			t.Errorf("execution = %+v, want TIMED_OUT", e)
 		}
-		if j, _ := cl.api.Deps.Jobs.Get(context.Background(), job); j.Status != export.StatusFailed {
+		if j, _ := cl.api.Jobs.Get(context.Background(), job); j.Status != export.StatusFailed {
 			t.Errorf("job status = %s", j.Status)
 		}
 	})

@@ -17,7 +17,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // awsPage is one manifest page read through the status route.
@@ -98,7 +98,7 @@ func walkPages(t *testing.T, job string) []awsPage {
 func TestPartialManifestsOnAWS(t *testing.T) {
 	cl := need(t)
 	const pageSize = 2
-	cl.withEnv(t, map[string]string{lambdaenv.EnvManifestPageSize: fmt.Sprint(pageSize)})
+	cl.withEnv(t, map[string]string{settings.EnvManifestPageSize: fmt.Sprint(pageSize)})
 	gate := make(chan struct{})
 	release := sync.OnceFunc(func() { close(gate) })
 	cl.mu.Lock()
@@ -180,7 +180,7 @@ func TestPagedManifestOfManyFilesOnAWS(t *testing.T) {
 	cl := need(t)
 	const files, units = 15000, 15
 	ctx := context.Background()
-	jobs := cl.api.Deps.Jobs
+	jobs := cl.api.Jobs
 	newJob := func(paged bool) string {
 		id := export.NewJobID()
 		now := time.Now().UTC()
@@ -277,7 +277,7 @@ func TestPagedManifestOfManyFilesOnAWS(t *testing.T) {
 // once.
 func TestOrganizeOutputByPatientOnAWS(t *testing.T) {
 	cl := need(t)
-	cl.withEnv(t, map[string]string{lambdaenv.EnvMaxFileBytes: "30000", lambdaenv.EnvManifestPageSize: "5"})
+	cl.withEnv(t, map[string]string{settings.EnvMaxFileBytes: "30000", settings.EnvManifestPageSize: "5"})
 	src := exporttest.ReadResources(t, cl.dataDir)
 	job := kickoff(t, http.MethodGet, "/fhir/Group/care-team-a/$export", "organizeOutputBy=Patient&allowPartialManifests=true", "")
 	if r := waitDone(t, job); r.StatusCode != http.StatusOK {

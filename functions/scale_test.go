@@ -30,7 +30,7 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // scaleSize is the size of a scale run.
@@ -77,7 +77,7 @@ func TestScale(t *testing.T) {
 	t.Cleanup(func() { cl.useDefinition(maxConcurrent, 3600) })
 	t.Run("s3 objects", func(t *testing.T) {
 		want := scaleObjects(t, cl, size)
-		cl.withEnv(t, map[string]string{lambdaenv.EnvSourcePrefix: "scale/"})
+		cl.withEnv(t, map[string]string{settings.EnvSourcePrefix: "scale/"})
 		res := scaleRun(t, cl, "/fhir/$export", "_type=Observation", want)
 		if res.units < size.objects {
 			t.Errorf("%d units, want at least %d", res.units, size.objects)
@@ -88,7 +88,7 @@ func TestScale(t *testing.T) {
 		hs := httptest.NewServer(up)
 		defer hs.Close()
 		cl.withEnv(t, map[string]string{
-			lambdaenv.EnvSourceBucket: "", lambdaenv.EnvSourcePrefix: "", lambdaenv.EnvSourceURL: hs.URL,
+			settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "", settings.EnvSourceURL: hs.URL,
 		})
 		// Every type: the Group resource itself is in its members'
 		// compartments, found by every batch, exported once.
@@ -116,7 +116,7 @@ func scaleRun(t *testing.T, cl *cluster, path, query string, want map[string][]b
 	// then take the manifest from the status route.
 	deadline := time.Now().Add(14 * time.Minute)
 	for {
-		j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+		j, err := cl.api.Jobs.Get(context.Background(), job)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func scaleRun(t *testing.T, cl *cluster, path, query string, want map[string][]b
 	if !res.exact {
 		t.Errorf("export differs from the source: %d resources (%d exported twice), want %d", len(got), dups, len(want))
 	}
-	j, err := cl.api.Deps.Jobs.Get(context.Background(), job)
+	j, err := cl.api.Jobs.Get(context.Background(), job)
 	if err != nil || j.Plan == nil {
 		t.Fatalf("job %+v, %v", j, err)
 	}

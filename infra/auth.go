@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Authorization modes of the stack.
@@ -69,24 +69,24 @@ func (s *Stack) authorization(props StackProps) awsapigatewayv2.IHttpRouteAuthor
 	}
 	setAuth := func(v string) {
 		for _, fn := range []string{"kickoff", "status"} {
-			s.Functions[fn].AddEnvironment(jsii.String(lambdaenv.EnvAuth), jsii.String(v), nil)
+			s.Functions[fn].AddEnvironment(jsii.String(settings.EnvAuth), jsii.String(v), nil)
 		}
 	}
 	switch mode {
 	case authNone:
-		setAuth(lambdaenv.AuthNone)
+		setAuth(settings.AuthNone)
 		return nil
 	case authJWT:
-		setAuth(lambdaenv.AuthGateway)
+		setAuth(settings.AuthGateway)
 		if props.JwtTokenURL != "" {
 			for _, fn := range []string{"kickoff", "status"} {
-				s.Functions[fn].AddEnvironment(jsii.String(lambdaenv.EnvTokenURL), jsii.String(props.JwtTokenURL), nil)
+				s.Functions[fn].AddEnvironment(jsii.String(settings.EnvTokenURL), jsii.String(props.JwtTokenURL), nil)
 			}
 		}
 		return awsapigatewayv2authorizers.NewHttpJwtAuthorizer(jsii.String("Jwt"), jsii.String(props.JwtIssuer),
 			&awsapigatewayv2authorizers.HttpJwtAuthorizerProps{JwtAudience: jsii.Strings(props.JwtAudience)})
 	}
-	setAuth(lambdaenv.AuthBulkfhir)
+	setAuth(settings.AuthBulkfhir)
 
 	removal := awscdk.RemovalPolicy_DESTROY
 	if props.RetainData {
@@ -117,19 +117,19 @@ func (s *Stack) authorization(props StackProps) awsapigatewayv2.IHttpRouteAuthor
 	s.TokenSecret = awssecretsmanager.NewSecret(s.Stack, jsii.String("TokenKey"), secretProps)
 
 	env := map[string]*string{
-		lambdaenv.EnvTokenSecretARN: s.TokenSecret.SecretArn(),
-		lambdaenv.EnvAuthTable:      s.AuthTable.TableName(),
+		settings.EnvTokenSecretARN: s.TokenSecret.SecretArn(),
+		settings.EnvAuthTable:      s.AuthTable.TableName(),
 	}
 	if props.PublicBaseURL != "" {
-		env[lambdaenv.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
+		env[settings.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
 	}
 	s.newFunction(function{"token", 256, awscdk.Duration_Seconds(jsii.Number(10))}, props, env)
 	s.newFunction(function{"authorizer", 256, awscdk.Duration_Seconds(jsii.Number(5))}, props,
-		map[string]*string{lambdaenv.EnvTokenSecretARN: s.TokenSecret.SecretArn()})
+		map[string]*string{settings.EnvTokenSecretARN: s.TokenSecret.SecretArn()})
 	for _, fn := range []string{"kickoff", "status", "token", "authorizer"} {
 		s.allow(fn, []string{"secretsmanager:GetSecretValue"}, s.TokenSecret.SecretArn())
 		if fn == "kickoff" || fn == "status" {
-			s.Functions[fn].AddEnvironment(jsii.String(lambdaenv.EnvTokenSecretARN), s.TokenSecret.SecretArn(), nil)
+			s.Functions[fn].AddEnvironment(jsii.String(settings.EnvTokenSecretARN), s.TokenSecret.SecretArn(), nil)
 		}
 		if key := s.Bucket.EncryptionKey(); key != nil {
 			s.allow(fn, []string{"kms:Decrypt"}, key.KeyArn())

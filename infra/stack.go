@@ -23,8 +23,7 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
-	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Names shared with the Go code (the functions read these variables, the
@@ -155,20 +154,20 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 
 	env := map[string]*string{
-		lambdaenv.EnvTable:          s.Table.TableName(),
-		lambdaenv.EnvBucket:         s.Bucket.BucketName(),
-		lambdaenv.EnvBucketPrefix:   jsii.String(exportPrefix),
-		lambdaenv.EnvRetention:      jsii.String(props.Retention.String()),
-		lambdaenv.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
+		settings.EnvTable:          s.Table.TableName(),
+		settings.EnvBucket:         s.Bucket.BucketName(),
+		settings.EnvBucketPrefix:   jsii.String(exportPrefix),
+		settings.EnvRetention:      jsii.String(props.Retention.String()),
+		settings.EnvMaxJobDuration: jsii.String(props.MaxJobDuration.String()),
 	}
 	if s.Source != nil {
-		env[lambdaenv.EnvSourceBucket] = s.Source.BucketName()
-		env[lambdaenv.EnvSourcePrefix] = jsii.String(props.SourcePrefix)
+		env[settings.EnvSourceBucket] = s.Source.BucketName()
+		env[settings.EnvSourcePrefix] = jsii.String(props.SourcePrefix)
 	} else {
 		for k, v := range map[string]string{
-			lambdaenv.EnvSourceURL: props.SourceURL, lambdaenv.EnvSourceSecretARN: props.SourceSecretArn,
-			lambdaenv.EnvSourceClientID: props.SourceClientID, lambdaenv.EnvSourceTokenURL: props.SourceTokenURL,
-			lambdaenv.EnvSourceScope: props.SourceScope, lambdaenv.EnvSourceSigV4Region: props.SourceSigV4Region,
+			settings.EnvSourceURL: props.SourceURL, settings.EnvSourceSecretARN: props.SourceSecretArn,
+			settings.EnvSourceClientID: props.SourceClientID, settings.EnvSourceTokenURL: props.SourceTokenURL,
+			settings.EnvSourceScope: props.SourceScope, settings.EnvSourceSigV4Region: props.SourceSigV4Region,
 		} {
 			if v != "" {
 				env[k] = jsii.String(v)
@@ -176,7 +175,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		}
 	}
 	if props.PublicBaseURL != "" {
-		env[lambdaenv.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
+		env[settings.EnvPublicBaseURL] = jsii.String(props.PublicBaseURL)
 	}
 
 	for _, f := range []function{
@@ -238,7 +237,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	s.distributedMap(smName)
 	s.endJobsOfEndedExecutions()
 	for _, name := range []string{"kickoff", "status"} {
-		s.Functions[name].AddEnvironment(jsii.String(lambdaenv.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
+		s.Functions[name].AddEnvironment(jsii.String(settings.EnvStateMachine), s.StateMachine.StateMachineArn(), nil)
 	}
 	s.grant(props)
 	s.vpc(props)
@@ -444,7 +443,7 @@ func (s *Stack) endJobsOfEndedExecutions() {
 		Description: jsii.String("bulkfhir: mark the job of a failed, timed-out or aborted export execution failed"),
 		EventPattern: &awsevents.EventPattern{
 			Source:     jsii.Strings("aws.states"),
-			DetailType: jsii.Strings(sfnrunner.StatusChangeDetailType),
+			DetailType: jsii.Strings(settings.StatusChangeDetailType),
 			Detail: &map[string]any{
 				"status":          []string{"FAILED", "TIMED_OUT", "ABORTED"},
 				"stateMachineArn": []*string{s.StateMachine.StateMachineArn()},

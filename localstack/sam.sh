@@ -65,7 +65,7 @@ writeenv() {
 }
 
 require_sam() {
-  command -v sam >/dev/null 2>&1 || die "the AWS SAM CLI is not installed (it needs Docker as well); see the README's SAM section"
+  command -v sam >/dev/null 2>&1 || die "the AWS SAM CLI is not installed (it needs Docker as well); see docs/local-testing.md"
   require_docker
 }
 

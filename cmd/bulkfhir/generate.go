@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 func generate(args []string) error {
@@ -18,7 +18,7 @@ func generate(args []string) error {
 		return err
 	}
 	start := time.Now()
-	counts, err := synth.Generate(*out, synth.Options{Patients: *patients, Seed: *seed})
+	counts, err := sampledata.Generate(*out, sampledata.Options{Patients: *patients, Seed: *seed})
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@
 //	bulkfhir clients   register SMART Backend Services clients (add, list, remove)
 //	bulkfhir verify    check an export folder against its manifest (and a source)
 //	bulkfhir generate  deterministic sample FHIR R4 data as NDJSON
-//	bulkfhir bench     measure the export path (make bench)
 //
 // Run a subcommand with -h for its flags and examples. Exit codes: 0 ok,
 // 1 failure, 2 usage error, 3 export completed with errors reported by the
@@ -110,9 +109,6 @@ func init() {
 		{"generate", "[flags]", "write deterministic sample FHIR R4 data as NDJSON",
 			"  bulkfhir generate --patients 100 --seed 1 --out data",
 			func(_ context.Context, args []string, _ io.Writer) error { return generate(args) }},
-		{"bench", "[flags]", "measure throughput, memory, latency and cost of the export path",
-			"  bulkfhir bench --patients 1000 --out build/bench",
-			func(ctx context.Context, args []string, _ io.Writer) error { return benchCmd(ctx, args) }},
 		{"version", "", "print the version", "  bulkfhir version",
 			func(_ context.Context, args []string, stdout io.Writer) error {
 				fs := flag.NewFlagSet("version", flag.ContinueOnError)
@@ -247,7 +243,7 @@ manifest's error files (or counts that disagree with the manifest),
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, "usage: bulkfhir <command> [flags]\n\ncommands:\n")
-	names := []string{"serve", "export", "status", "cancel", "verify", "generate", "bench", "version", "help"}
+	names := []string{"serve", "export", "status", "cancel", "verify", "generate", "version", "help"}
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-9s  %s\n", n, commands[n].summary)
 	}

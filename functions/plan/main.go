@@ -1,15 +1,18 @@
-// Command plan is a task of the export state machine: the Plan step: turns a job's request into work units and starts the job.
-// Errors are returned unwrapped by type name (RetryableError,
-// JobNotRunningError) so the state machine's Retry and Catch can match them.
 package main
 
 import (
 	"github.com/aws/aws-lambda-go/lambda"
 
+	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
 )
 
 func main() {
-	env := lambdaenv.MustSetup(lambdaenv.RoleTask)
-	lambda.Start(env.Deps.Steps.Plan)
+	env := lambdaenv.MustLoad(lambdaenv.RoleTask)
+	s3c := lambdaenv.S3(env.AWS)
+	src, err := lambdasource.New(env.Config, env.AWS, s3c, env.Log)
+	env.Must("startup", err)
+	steps := export.NewSteps(lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, s3c), src, env.Config.Export(), env.Log)
+	lambda.Start(steps.Plan)
 }

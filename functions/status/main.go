@@ -1,15 +1,31 @@
-// Command status is the Lambda behind API Gateway's status route (GET for
-// progress and the manifest with presigned links, DELETE to cancel): the
-// shared HTTP handler on the same adapters as kickoff.
 package main
 
 import (
-	"github.com/aws/aws-lambda-go/lambda"
+	"context"
 
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
+
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
 
 func main() {
-	env := lambdaenv.MustSetup(lambdaenv.RoleStatus)
-	lambda.Start(env.APIHandler())
+	env := lambdaenv.MustLoad(lambdaenv.RoleStatus)
+	cfg := env.Config
+	s3c := lambdaenv.S3(env.AWS)
+	// Status and cancel never read the source.
+	src := lambdaenv.NoSource{}
+	keys, err := lambdaauth.APIKeys(context.Background(), env.AWS, cfg.Auth, cfg.TokenSecretARN)
+	env.Must("startup", err)
+	runner := sfnrunner.New(sfn.NewFromConfig(env.AWS), cfg.StateMachineARN)
+	svc := export.NewService(lambdaenv.Jobs(cfg, env.AWS), lambdaenv.Files(cfg, s3c), runner, src, cfg.Export(), env.Log)
+	h := apigw.Handler(svc, apigw.Options{
+		BaseURL: cfg.PublicBaseURL, Auth: cfg.Auth, TokenURL: cfg.TokenURL, Keys: keys,
+		StatusOnly: cfg.StatusOnly, Log: env.Log,
+	})
+	lambda.Start(apigw.NewGateway(h).Invoke)
 }

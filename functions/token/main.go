@@ -1,8 +1,3 @@
-// Command token is the Lambda behind API Gateway's token and discovery
-// routes ([base]/auth/token, [base]/.well-known/smart-configuration):
-// bulkfhir's SMART Backend Services authorization server, with clients and
-// used jti values in the DynamoDB auth table and the access token key in
-// Secrets Manager.
 package main
 
 import (
@@ -10,11 +5,14 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
+	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 )
 
 func main() {
-	cfg, awsCfg, keys := lambdaenv.MustSetupAuth(true)
-	handler := lambdaenv.TokenServer(cfg, keys, dynamodb.NewFromConfig(awsCfg), lambdacontext.NewLogger())
-	lambda.Start(lambdaenv.NewGateway(handler).Invoke)
+	cfg, awsCfg, keys := lambdaauth.MustSetup(true)
+	clients := dynamoauth.New(dynamodb.NewFromConfig(awsCfg), cfg.AuthTable)
+	handler := lambdaauth.TokenServer(cfg, keys, clients, lambdacontext.NewLogger())
+	lambda.Start(apigw.NewGateway(handler).Invoke)
 }

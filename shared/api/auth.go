@@ -127,11 +127,6 @@ func LoadTokens(path string) (*StaticTokens, error) {
 	return t, nil
 }
 
-// NewStaticTokens returns an authenticator for the token → client map.
-func NewStaticTokens(tokens map[string]string) *StaticTokens {
-	return &StaticTokens{tokens: tokens}
-}
-
 // Authenticate implements Authenticator. Tokens are compared in constant
 // time; static tokens carry no scopes, so they read every type.
 func (t *StaticTokens) Authenticate(r *http.Request) (Caller, error) {

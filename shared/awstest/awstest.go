@@ -1,6 +1,10 @@
-// Package awstest runs integration tests on the AWS-protocol emulators of
-// package emulator. When an emulator is missing, tests skip, except under
-// CI=true, where they fail: a green run that ran nothing is a defect.
+// Package awstest starts the AWS-protocol emulators (DynamoDB Local,
+// MinIO) from the project's own caches (make tools installs them:
+// infra/node_modules, .cache/bin) and runs integration tests on them. The
+// tests and bulkfhir-bench --aws talk to them over sockets with the real
+// SDK clients. When an emulator is missing, tests skip, except under
+// CI=true, where they fail: a green run that ran nothing is a defect. No
+// shipped binary links it.
 package awstest
 
 import (
@@ -8,27 +12,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
-
-	"github.com/bulkfhir/bulkfhir/shared/emulator"
 )
-
-// The emulators and their settings, from package emulator.
-const (
-	AccessKey = emulator.AccessKey
-	SecretKey = emulator.SecretKey
-	Region    = emulator.Region
-)
-
-var (
-	ErrMissing    = emulator.ErrMissing
-	RepoRoot      = emulator.RepoRoot
-	StartDynamoDB = emulator.StartDynamoDB
-	StartMinIO    = emulator.StartMinIO
-	Config        = emulator.Config
-)
-
-// Emulator is a running emulator process.
-type Emulator = emulator.Emulator
 
 // Handle decides what a test does with an emulator start error: nothing when
 // it started, skip when it is missing outside CI, fail otherwise.

@@ -230,8 +230,8 @@ type paramRule struct {
 
 // paramRules is the one list of the parameters a kick-off accepts, and what
 // lenient handling may drop. A parameter not listed is refused (a typo such
-// as _typeFiltr must not export everything). The README's table of lenient
-// handling is this list.
+// as _typeFiltr must not export everything). The table of lenient
+// handling in docs/behaviour.md is this list.
 var paramRules = map[string]paramRule{
 	"_outputFormat":         {single: true, lenient: "an unsupported format is ignored; the output is application/fhir+ndjson"},
 	"_since":                {single: true},

@@ -25,14 +25,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 )
 
-// LinkPath is the path under the FHIR base where the API routes downloads.
-const LinkPath = api.LinkPrefix
+// LinkPath is the path under the FHIR base where the API routes downloads
+// (api.LinkPrefix, which a test of package api checks it equals; declared
+// here so the store does not import the HTTP API for one constant).
+const LinkPath = "/bulkfiles/"
 
 // Store is a FileStore in a directory.
 type Store struct {

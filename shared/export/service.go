@@ -152,10 +152,15 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 	if err := s.runner.Start(ctx, job.ID); err != nil {
 		s.log.ErrorContext(ctx, "start job", "job", job.ID, "err", err)
 		outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeTransient, "the export could not be started; try again")
-		_, _ = s.jobs.Transition(ctx, job.ID, Transition{
-			From: []Status{StatusAccepted}, To: StatusFailed, Outcome: &outcome, FailStatus: http.StatusServiceUnavailable,
-		})
 		e := &bulkdata.Error{Status: http.StatusServiceUnavailable, Outcome: outcome, RetryAfter: 5 * time.Second}
+		if _, terr := s.jobs.Transition(ctx, job.ID, Transition{
+			From: []Status{StatusAccepted}, To: StatusFailed, Outcome: &outcome, FailStatus: http.StatusServiceUnavailable,
+		}); terr != nil {
+			// The job stays accepted (it counts against the owner's live
+			// jobs until its TTL); the client still gets the 503.
+			s.log.ErrorContext(ctx, "mark the unstarted job failed", "job", job.ID, "err", terr)
+			return nil, errors.Join(e, fmt.Errorf("kick-off: mark job %s failed: %w", job.ID, terr))
+		}
 		return nil, e
 	}
 	s.log.InfoContext(ctx, "kick-off", "job", job.ID, "owner", owner, "level", req.Level, "types", len(req.Types))

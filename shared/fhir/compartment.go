@@ -2,7 +2,6 @@ package fhir
 
 import (
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -93,17 +92,6 @@ var patientCompartment = map[string][]CompartmentParam{
 func InPatientCompartment(t string) bool {
 	_, ok := patientCompartment[t]
 	return ok
-}
-
-// PatientCompartmentTypes returns the resource types of the Patient
-// compartment, sorted.
-func PatientCompartmentTypes() []string {
-	out := make([]string, 0, len(patientCompartment))
-	for t := range patientCompartment {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // CompartmentPatients calls fn with the id of every Patient that resource (of

@@ -65,19 +65,3 @@ func (o OperationOutcome) JSON() []byte {
 	}
 	return b
 }
-
-// Transient reports whether every issue uses a code that tells a client to
-// retry (checklist S-06).
-func (o OperationOutcome) Transient() bool {
-	if len(o.Issue) == 0 {
-		return false
-	}
-	for _, is := range o.Issue {
-		switch is.Code {
-		case CodeTransient, "lock-error", "no-store", CodeException, CodeTimeout, CodeIncomplete, CodeThrottled:
-		default:
-			return false
-		}
-	}
-	return true
-}

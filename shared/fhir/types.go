@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"sort"
 	"strings"
 )
 
@@ -53,13 +52,6 @@ var r4TypeSet = func() map[string]bool {
 
 // IsResourceType reports whether name is an R4 resource type (case-sensitive).
 func IsResourceType(name string) bool { return r4TypeSet[name] }
-
-// ResourceTypes returns all R4 resource types, sorted.
-func ResourceTypes() []string {
-	out := append([]string(nil), r4Types...)
-	sort.Strings(out)
-	return out
-}
 
 // IsID reports whether s is a FHIR id ([A-Za-z0-9\-\.]{1,64}) that names a
 // resource: "." and ".." match the pattern but would be path segments in a

@@ -20,7 +20,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // dataset is generated sample data, loaded into a test FHIR server and read
@@ -42,7 +42,7 @@ func sample(t *testing.T) dataset {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := synth.Generate(dir, synth.Options{Patients: 12, Seed: 7}); err != nil {
+		if _, err := sampledata.Generate(dir, sampledata.Options{Patients: 12, Seed: 7}); err != nil {
 			t.Fatal(err)
 		}
 		data = dataset{dir: dir, src: exporttest.ReadResources(t, dir)}

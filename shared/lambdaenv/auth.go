@@ -1,153 +1,27 @@
 package lambdaenv
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"os"
 	"strings"
-	"time"
 
-	"github.com/aws/aws-lambda-go/lambdacontext"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-
-	"github.com/bulkfhir/bulkfhir/shared/api"
-	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
-	"github.com/bulkfhir/bulkfhir/shared/smartauth"
-)
-
-// Authorization settings of the API functions.
-const (
-	// EnvAuth is how callers are authenticated: "bulkfhir" (the default:
-	// bulkfhir's own SMART Backend Services tokens), "gateway" (an outside
-	// issuer checked by API Gateway's JWT authorizer) or "none" (every
-	// caller is one anonymous client; the stack sets it only with
-	// bulkfhir:allowAnonymous=true).
-	EnvAuth = "BULKFHIR_AUTH"
-	// EnvTokenSecretARN is the Secrets Manager secret whose value signs
-	// and verifies bulkfhir's access tokens (HS384).
-	EnvTokenSecretARN = "BULKFHIR_TOKEN_SECRET_ARN"
-	// EnvAuthTable is the DynamoDB table of clients and used jti values.
-	EnvAuthTable = "BULKFHIR_AUTH_TABLE"
-	// EnvTokenURL is the outside issuer's token endpoint (Auth gateway),
-	// advertised in the CapabilityStatement.
-	EnvTokenURL = "BULKFHIR_TOKEN_URL"
-)
-
-// Values of EnvAuth.
-const (
-	AuthBulkfhir = "bulkfhir"
-	AuthGateway  = "gateway"
-	AuthNone     = "none"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // loadAuth reads the API functions' authorization settings.
 func loadAuth(getenv func(string) string, c *Config, problems *[]string) {
-	c.Auth = strings.TrimSpace(getenv(EnvAuth))
+	c.Auth = strings.TrimSpace(getenv(settings.EnvAuth))
 	if c.Auth == "" {
-		c.Auth = AuthBulkfhir
+		c.Auth = settings.AuthBulkfhir
 	}
-	c.TokenSecretARN = strings.TrimSpace(getenv(EnvTokenSecretARN))
-	c.TokenURL = strings.TrimSpace(getenv(EnvTokenURL))
+	c.TokenSecretARN = strings.TrimSpace(getenv(settings.EnvTokenSecretARN))
+	c.TokenURL = strings.TrimSpace(getenv(settings.EnvTokenURL))
 	switch c.Auth {
-	case AuthBulkfhir:
+	case settings.AuthBulkfhir:
 		if c.TokenSecretARN == "" {
-			*problems = append(*problems, EnvTokenSecretARN+" is not set (the access token key; or set "+EnvAuth+"=gateway or none)")
+			*problems = append(*problems, settings.EnvTokenSecretARN+" is not set (the access token key; or set "+settings.EnvAuth+"=gateway or none)")
 		}
-	case AuthGateway, AuthNone:
+	case settings.AuthGateway, settings.AuthNone:
 	default:
-		*problems = append(*problems, fmt.Sprintf("%s=%q: want bulkfhir, gateway or none", EnvAuth, c.Auth))
+		*problems = append(*problems, fmt.Sprintf("%s=%q: want bulkfhir, gateway or none", settings.EnvAuth, c.Auth))
 	}
 }
-
-// AuthConfig configures the token and authorizer functions.
-type AuthConfig struct {
-	TokenSecretARN, AuthTable, PublicBaseURL string
-}
-
-// LoadAuth reads the token function's (table set) or the authorizer's
-// configuration, reporting every problem at once.
-func LoadAuth(getenv func(string) string, needTable bool) (AuthConfig, error) {
-	c := AuthConfig{
-		TokenSecretARN: strings.TrimSpace(getenv(EnvTokenSecretARN)),
-		AuthTable:      strings.TrimSpace(getenv(EnvAuthTable)),
-		PublicBaseURL:  strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
-	}
-	var problems []string
-	if c.TokenSecretARN == "" {
-		problems = append(problems, EnvTokenSecretARN+" is not set")
-	}
-	if needTable && c.AuthTable == "" {
-		problems = append(problems, EnvAuthTable+" is not set")
-	}
-	if len(problems) > 0 {
-		return c, fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
-	}
-	return c, nil
-}
-
-// TokenKeys reads the access token secret once per container.
-func TokenKeys(ctx context.Context, awsCfg aws.Config, arn string) (*smartauth.Keys, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := secretsmanager.NewFromConfig(awsCfg).GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
-	if err != nil {
-		return nil, fmt.Errorf("read the access token secret %s: %w", arn, err)
-	}
-	if out.SecretString == nil {
-		return nil, fmt.Errorf("the access token secret %s has no SecretString", arn)
-	}
-	return smartauth.NewHMACKeys([]byte(*out.SecretString))
-}
-
-// TokenServer is the token function's handler: the token endpoint and
-// the discovery document over the DynamoDB auth table.
-func TokenServer(c AuthConfig, keys *smartauth.Keys, db dynamoauth.API, log *slog.Logger) http.Handler {
-	store := dynamoauth.New(db, c.AuthTable)
-	return &smartauth.Server{
-		Clients: store, Replay: store, Keys: keys, JWKS: &smartauth.JWKSFetcher{},
-		BaseURL: c.PublicBaseURL, BasePath: "/fhir", Log: log,
-	}
-}
-
-// tokenURL is the token endpoint the API advertises: bulkfhir's own
-// (the token function, under the same base) or the outside issuer's.
-func tokenURL(cfg Config) string {
-	switch cfg.Auth {
-	case AuthBulkfhir:
-		return smartauth.TokenPath
-	case AuthGateway:
-		return cfg.TokenURL
-	}
-	return ""
-}
-
-// authenticator is the API's Authenticator for the configured mode.
-func (d *Deps) authenticator(cfg Config) api.Authenticator {
-	switch cfg.Auth {
-	case AuthGateway:
-		return GatewayAuth{}
-	case AuthNone:
-		return api.Anonymous{}
-	}
-	return api.Tokens{Keys: d.Keys}
-}
-
-// MustSetupAuth configures the token function (needTable) or the
-// authorizer at cold start, or logs every problem and exits.
-func MustSetupAuth(needTable bool) (AuthConfig, aws.Config, *smartauth.Keys) {
-	log := lambdacontext.NewLogger()
-	c, err := LoadAuth(os.Getenv, needTable)
-	exitOnError(log, "startup", err)
-	awsCfg, err := config.LoadDefaultConfig(context.Background())
-	exitOnError(log, "startup: AWS config", err)
-	keys, err := TokenKeys(context.Background(), awsCfg, c.TokenSecretARN)
-	exitOnError(log, "startup", err)
-	return c, awsCfg, keys
-}
-
-var _ dynamoauth.API = (*dynamodb.Client)(nil)

@@ -1,9 +1,9 @@
 // Package lambdaenv wires bulkfhir's Lambda functions: typed configuration
 // from environment variables (every problem reported at once), the AWS
-// clients (created once per container, endpoints from AWS_ENDPOINT_URL_*),
-// the adapters, and the API Gateway glue (who the caller is, the request id
-// that makes a retried kick-off idempotent). functions/<name>/main.go calls
-// it and starts the Lambda handler; no export logic lives here.
+// clients (created once per container, endpoints from AWS_ENDPOINT_URL_*)
+// and the adapters. functions/<name>/main.go calls it and starts the
+// Lambda handler; no export logic lives here, and the API Gateway glue is
+// in shared/apigw.
 package lambdaenv
 
 import (
@@ -15,33 +15,7 @@ import (
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
-)
-
-// Environment variable names.
-const (
-	EnvTable         = "BULKFHIR_TABLE"
-	EnvBucket        = "BULKFHIR_BUCKET"
-	EnvBucketPrefix  = "BULKFHIR_BUCKET_PREFIX"
-	EnvStateMachine  = "BULKFHIR_STATE_MACHINE_ARN"
-	EnvRetention     = "BULKFHIR_RETENTION"
-	EnvPublicBaseURL = "BULKFHIR_PUBLIC_BASE_URL"
-	EnvSourceDir     = "BULKFHIR_SOURCE_DIR"
-	EnvSourceBucket  = "BULKFHIR_SOURCE_BUCKET"
-	EnvSourcePrefix  = "BULKFHIR_SOURCE_PREFIX"
-	// The upstream FHIR server: its base URL, the Secrets Manager secret
-	// with its credentials (fhirsource.Secret), and the non-secret parts
-	// of SMART Backend Services or SigV4.
-	EnvSourceURL         = "BULKFHIR_SOURCE_URL"
-	EnvSourceSecretARN   = "BULKFHIR_SOURCE_SECRET_ARN"
-	EnvSourceClientID    = "BULKFHIR_SOURCE_CLIENT_ID"
-	EnvSourceTokenURL    = "BULKFHIR_SOURCE_TOKEN_URL"
-	EnvSourceScope       = "BULKFHIR_SOURCE_SCOPE"
-	EnvSourceSigV4Region = "BULKFHIR_SOURCE_SIGV4_REGION"
-	EnvMaxFileBytes      = "BULKFHIR_MAX_FILE_BYTES"
-	EnvMaxLiveJobs       = "BULKFHIR_MAX_LIVE_JOBS"
-	EnvMaxJobDuration    = "BULKFHIR_MAX_JOB_DURATION"
-	EnvDeadlineMargin    = "BULKFHIR_DEADLINE_MARGIN"
-	EnvChunkBudget       = "BULKFHIR_CHUNK_BUDGET"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // Role says which function is being configured: the API needs the state
@@ -126,29 +100,29 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		return n
 	}
 	c := Config{
-		Table:            need(EnvTable),
-		Bucket:           need(EnvBucket),
-		BucketPrefix:     getenv(EnvBucketPrefix),
-		PublicBaseURL:    strings.TrimSuffix(getenv(EnvPublicBaseURL), "/"),
-		SourceDir:        getenv(EnvSourceDir),
-		SourceBucket:     getenv(EnvSourceBucket),
-		SourcePrefix:     getenv(EnvSourcePrefix),
-		SourceURL:        strings.TrimSpace(getenv(EnvSourceURL)),
-		SourceSecretARN:  strings.TrimSpace(getenv(EnvSourceSecretARN)),
-		SourceClientID:   getenv(EnvSourceClientID),
-		SourceTokenURL:   getenv(EnvSourceTokenURL),
-		SourceScope:      getenv(EnvSourceScope),
-		SigV4Reg:         getenv(EnvSourceSigV4Region),
-		Retention:        dur(EnvRetention, export.DefaultRetention),
-		MaxJobDuration:   dur(EnvMaxJobDuration, export.DefaultMaxJobDuration),
-		DeadlineMargin:   dur(EnvDeadlineMargin, 20*time.Second),
-		ChunkBudget:      dur(EnvChunkBudget, 0),
-		MaxFileBytes:     num(EnvMaxFileBytes, export.DefaultMaxFileBytes),
-		MaxLiveJobs:      int(num(EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
-		ManifestPageSize: int(num(EnvManifestPageSize, export.DefaultManifestPageSize)),
+		Table:            need(settings.EnvTable),
+		Bucket:           need(settings.EnvBucket),
+		BucketPrefix:     getenv(settings.EnvBucketPrefix),
+		PublicBaseURL:    strings.TrimSuffix(getenv(settings.EnvPublicBaseURL), "/"),
+		SourceDir:        getenv(settings.EnvSourceDir),
+		SourceBucket:     getenv(settings.EnvSourceBucket),
+		SourcePrefix:     getenv(settings.EnvSourcePrefix),
+		SourceURL:        strings.TrimSpace(getenv(settings.EnvSourceURL)),
+		SourceSecretARN:  strings.TrimSpace(getenv(settings.EnvSourceSecretARN)),
+		SourceClientID:   getenv(settings.EnvSourceClientID),
+		SourceTokenURL:   getenv(settings.EnvSourceTokenURL),
+		SourceScope:      getenv(settings.EnvSourceScope),
+		SigV4Reg:         getenv(settings.EnvSourceSigV4Region),
+		Retention:        dur(settings.EnvRetention, export.DefaultRetention),
+		MaxJobDuration:   dur(settings.EnvMaxJobDuration, export.DefaultMaxJobDuration),
+		DeadlineMargin:   dur(settings.EnvDeadlineMargin, 20*time.Second),
+		ChunkBudget:      dur(settings.EnvChunkBudget, 0),
+		MaxFileBytes:     num(settings.EnvMaxFileBytes, export.DefaultMaxFileBytes),
+		MaxLiveJobs:      int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
+		ManifestPageSize: int(num(settings.EnvManifestPageSize, export.DefaultManifestPageSize)),
 	}
 	if role == RoleAPI || role == RoleStatus {
-		c.StateMachineARN = need(EnvStateMachine)
+		c.StateMachineARN = need(settings.EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
 	}
 	c.StatusOnly = role == RoleStatus
@@ -164,13 +138,13 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		// sets none) are ignored, and no source client is built.
 		c.SourceDir, c.SourceBucket, c.SourcePrefix, c.SourceURL, c.SourceSecretARN = "", "", "", "", ""
 	case sources > 1:
-		problems = append(problems, fmt.Sprintf("set one source: %s, %s or %s", EnvSourceURL, EnvSourceBucket, EnvSourceDir))
+		problems = append(problems, fmt.Sprintf("set one source: %s, %s or %s", settings.EnvSourceURL, settings.EnvSourceBucket, settings.EnvSourceDir))
 	case sources == 0:
-		problems = append(problems, fmt.Sprintf("no source: set %s (a FHIR server), %s (NDJSON objects in S3) or %s", EnvSourceURL, EnvSourceBucket, EnvSourceDir))
+		problems = append(problems, fmt.Sprintf("no source: set %s (a FHIR server), %s (NDJSON objects in S3) or %s", settings.EnvSourceURL, settings.EnvSourceBucket, settings.EnvSourceDir))
 	}
 	if c.SourceURL != "" {
 		if u, err := url.Parse(c.SourceURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			problems = append(problems, fmt.Sprintf("%s=%q is not an http(s) URL", EnvSourceURL, c.SourceURL))
+			problems = append(problems, fmt.Sprintf("%s=%q is not an http(s) URL", settings.EnvSourceURL, c.SourceURL))
 		}
 	}
 	if c.BucketPrefix == "" {

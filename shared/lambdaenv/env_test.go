@@ -1,8 +1,6 @@
 package lambdaenv
 
 import (
-	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,22 +11,24 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/apigw"
+	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 func TestLoadSources(t *testing.T) {
-	base := map[string]string{EnvTable: "t", EnvBucket: "b"}
+	base := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b"}
 	cases := []struct {
 		name string
 		env  map[string]string
 		err  string
 	}{
-		{"bucket", map[string]string{EnvSourceBucket: "src"}, ""},
-		{"dir", map[string]string{EnvSourceDir: "/data"}, ""},
-		{"upstream", map[string]string{EnvSourceURL: "https://fhir.example.org/r4", EnvSourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:x"}, ""},
+		{"bucket", map[string]string{settings.EnvSourceBucket: "src"}, ""},
+		{"dir", map[string]string{settings.EnvSourceDir: "/data"}, ""},
+		{"upstream", map[string]string{settings.EnvSourceURL: "https://fhir.example.org/r4", settings.EnvSourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:x"}, ""},
 		{"none", map[string]string{}, "no source"},
-		{"two", map[string]string{EnvSourceBucket: "src", EnvSourceURL: "https://x"}, "set one source"},
-		{"bad url", map[string]string{EnvSourceURL: "ftp://x"}, "not an http(s) URL"},
+		{"two", map[string]string{settings.EnvSourceBucket: "src", settings.EnvSourceURL: "https://x"}, "set one source"},
+		{"bad url", map[string]string{settings.EnvSourceURL: "ftp://x"}, "not an http(s) URL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,64 +47,25 @@ func TestLoadSources(t *testing.T) {
 	}
 }
 
-// TestUpstreamCredentialsFromSecretsManager reads the upstream token from a
-// Secrets Manager endpoint (the real JSON protocol over HTTP) and uses it
-// against the upstream.
-func TestUpstreamCredentialsFromSecretsManager(t *testing.T) {
-	up := httptest.NewServer(fhirtest.New(fhirtest.Options{Token: "from-the-secret"}))
-	defer up.Close()
-	var asked string
-	sm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var in struct{ SecretId string }
-		json.Unmarshal(body, &in)
-		asked = r.Header.Get("X-Amz-Target") + " " + in.SecretId
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		json.NewEncoder(w).Encode(map[string]string{"ARN": in.SecretId, "Name": "upstream", "SecretString": `{"token":"from-the-secret"}`})
-	}))
-	defer sm.Close()
-	awsCfg := aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
-		BaseEndpoint: aws.String(sm.URL),
-	}
-	cfg := Config{SourceURL: up.URL, SourceSecretARN: "arn:aws:secretsmanager:us-east-1:1:secret:upstream"}
-	src, err := upstream(cfg, awsCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if asked != "secretsmanager.GetSecretValue arn:aws:secretsmanager:us-east-1:1:secret:upstream" {
-		t.Fatalf("Secrets Manager was asked %q", asked)
-	}
-	if err := src.Ready(context.Background()); err != nil {
-		t.Fatalf("the upstream refused the secret's token: %v", err)
-	}
-}
-
 // TestStatusFunctionReadsNoSource: the status function loads without a
 // source (and ignores one), builds no source client, and answers only the
 // status route.
 func TestStatusFunctionReadsNoSource(t *testing.T) {
-	env := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x", EnvAuth: AuthNone}
+	env := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b", settings.EnvStateMachine: "arn:aws:states:us-east-1:1:stateMachine:x", settings.EnvAuth: settings.AuthNone}
 	cfg, err := Load(func(k string) string { return env[k] }, RoleStatus)
 	if err != nil || !cfg.StatusOnly {
 		t.Fatalf("load = %+v, %v", cfg, err)
 	}
-	env[EnvSourceURL] = "https://fhir.example.org"
-	env[EnvSourceSecretARN] = "arn:aws:secretsmanager:us-east-1:1:secret:x" // would be read at cold start
+	env[settings.EnvSourceURL] = "https://fhir.example.org"
+	env[settings.EnvSourceSecretARN] = "arn:aws:secretsmanager:us-east-1:1:secret:x" // would be read at cold start
 	if cfg, err = Load(func(k string) string { return env[k] }, RoleStatus); err != nil || cfg.SourceURL != "" || cfg.SourceSecretARN != "" {
 		t.Fatalf("status with source settings: %+v, %v", cfg, err)
 	}
 	awsCfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""), BaseEndpoint: aws.String("http://127.0.0.1:1")}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := Build(cfg, awsCfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := d.Source.(noSource); !ok {
-		t.Fatalf("status source = %T, want none", d.Source)
-	}
-	h := d.Handler(cfg, awsCfg, quiet)
+	// As functions/status wires it.
+	svc := export.NewService(Jobs(cfg, awsCfg), Files(cfg, S3(awsCfg)), nil, NoSource{}, cfg.Export(), quiet)
+	h := apigw.Handler(svc, apigw.Options{Auth: cfg.Auth, StatusOnly: cfg.StatusOnly, Log: quiet})
 	for _, path := range []string{"/fhir/metadata", "/fhir/Group/g", "/fhir/$export"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -115,18 +76,18 @@ func TestStatusFunctionReadsNoSource(t *testing.T) {
 }
 
 func TestLoadAuth(t *testing.T) {
-	base := map[string]string{EnvTable: "t", EnvBucket: "b", EnvStateMachine: "arn:sm", EnvSourceDir: "/data"}
+	base := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b", settings.EnvStateMachine: "arn:sm", settings.EnvSourceDir: "/data"}
 	for _, tc := range []struct {
 		name, auth, secret, want string // want "" = a configuration error
 	}{
-		{"default is bulkfhir's tokens", "", "arn:secret", AuthBulkfhir},
+		{"default is bulkfhir's tokens", "", "arn:secret", settings.AuthBulkfhir},
 		{"default without the key", "", "", ""},
-		{"gateway", AuthGateway, "", AuthGateway},
-		{"none", AuthNone, "", AuthNone},
+		{"gateway", settings.AuthGateway, "", settings.AuthGateway},
+		{"none", settings.AuthNone, "", settings.AuthNone},
 		{"unknown", "basic", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{EnvAuth: tc.auth, EnvTokenSecretARN: tc.secret}
+			env := map[string]string{settings.EnvAuth: tc.auth, settings.EnvTokenSecretARN: tc.secret}
 			for k, v := range base {
 				env[k] = v
 			}
@@ -140,8 +101,8 @@ func TestLoadAuth(t *testing.T) {
 			if err != nil || c.Auth != tc.want {
 				t.Fatalf("Auth = %q, %v; want %s", c.Auth, err, tc.want)
 			}
-			wantURL := map[string]string{AuthBulkfhir: "/auth/token", AuthGateway: "", AuthNone: ""}[tc.want]
-			if got := tokenURL(c); got != wantURL {
+			wantURL := map[string]string{settings.AuthBulkfhir: "/auth/token", settings.AuthGateway: "", settings.AuthNone: ""}[tc.want]
+			if got := apigw.TokenURL(c.Auth, c.TokenURL); got != wantURL {
 				t.Errorf("advertised token URL %q, want %q", got, wantURL)
 			}
 		})

@@ -18,7 +18,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 	"github.com/bulkfhir/bulkfhir/shared/typefilter/typefiltertest"
 )
 
@@ -47,7 +47,7 @@ func TestS3SourceMatchesDirectorySource(t *testing.T) {
 	awstest.Handle(t, startErr)
 	ctx := context.Background()
 	dir := t.TempDir()
-	if _, err := synth.Generate(dir, synth.Options{Patients: 15, Seed: 5}); err != nil {
+	if _, err := sampledata.Generate(dir, sampledata.Options{Patients: 15, Seed: 5}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := awstest.Config(ctx)

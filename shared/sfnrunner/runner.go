@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn/types"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // API is the part of the Step Functions client the runner uses.
@@ -77,10 +78,6 @@ func (r *Runner) Stop(ctx context.Context, jobID string) error {
 	return nil
 }
 
-// StatusChangeDetailType is the EventBridge detail-type of Step Functions
-// execution status changes.
-const StatusChangeDetailType = "Step Functions Execution Status Change"
-
 // statusChange is the part of an EventBridge event the fail function reads.
 type statusChange struct {
 	DetailType string `json:"detail-type"`
@@ -103,7 +100,7 @@ type statusChange struct {
 func FailHandler(fail func(context.Context, export.FailInput) error) func(context.Context, json.RawMessage) error {
 	return func(ctx context.Context, raw json.RawMessage) error {
 		var ev statusChange
-		if err := json.Unmarshal(raw, &ev); err == nil && ev.DetailType == StatusChangeDetailType {
+		if err := json.Unmarshal(raw, &ev); err == nil && ev.DetailType == settings.StatusChangeDetailType {
 			switch ev.Detail.Status {
 			case "FAILED", "TIMED_OUT", "ABORTED":
 			default:

@@ -19,12 +19,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/bulkfhir/bulkfhir/shared/awstest"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
-	"github.com/bulkfhir/bulkfhir/shared/emulator"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // Public us-east-1 list prices (USD) the cost model uses.
@@ -227,19 +228,19 @@ func awsFigures(ctx context.Context, o Options, data string, rep *Report) error 
 		rep.Skipped = append(rep.Skipped, "S3 path and cost model (run with --aws; make bench does, after make tools)")
 		return nil
 	}
-	minio, err := emulator.StartMinIO()
+	minio, err := awstest.StartMinIO()
 	if err != nil {
 		return fmt.Errorf("MinIO: %w (run make tools)", err)
 	}
 	defer minio.Stop()
-	ddb, err := emulator.StartDynamoDB()
+	ddb, err := awstest.StartDynamoDB()
 	if err != nil {
 		return fmt.Errorf("DynamoDB Local: %w (run make tools)", err)
 	}
 	defer ddb.Stop()
 	os.Setenv("AWS_ENDPOINT_URL_S3", minio.Endpoint)
 	os.Setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb.Endpoint)
-	awsCfg, err := emulator.Config(ctx)
+	awsCfg, err := awstest.Config(ctx)
 	if err != nil {
 		return err
 	}
@@ -264,7 +265,7 @@ func awsFigures(ctx context.Context, o Options, data string, rep *Report) error 
 	patients := int(math.Ceil(float64(o.CostResources) / perPatient))
 	big := filepath.Join(o.Work, "cost-data")
 	fmt.Fprintf(os.Stderr, "bench: cost model: generating %d patients (about %d resources)\n", patients, o.CostResources)
-	if _, err := synth.Generate(big, synth.Options{Patients: patients, Seed: 2}); err != nil {
+	if _, err := sampledata.Generate(big, sampledata.Options{Patients: patients, Seed: 2}); err != nil {
 		return err
 	}
 	costRun, counts, err := awsExport(ctx, o, awsCfg, cnt, big, "cost")
@@ -283,7 +284,7 @@ type awsRun struct {
 }
 
 // awsExport uploads data to a fresh source bucket on MinIO, exports it
-// through the functions' own wiring (lambdaenv.Build) with every request
+// through the functions' own wiring (lambdaenv, lambdasource) with every request
 // counted, and fetches the manifest as the status function would.
 func awsExport(ctx context.Context, o Options, awsCfg aws.Config, cnt *counter, data, name string) (*awsRun, map[string]float64, error) {
 	s3c := s3.NewFromConfig(awsCfg)
@@ -311,16 +312,18 @@ func awsExport(ctx context.Context, o Options, awsCfg aws.Config, cnt *counter, 
 	}
 	cfg := lambdaenv.Config{Table: table, Bucket: dst, BucketPrefix: "exports/", SourceBucket: src,
 		Retention: 2 * time.Hour, MaxJobDuration: 24 * time.Hour, MaxFileBytes: export.DefaultMaxFileBytes, MaxLiveJobs: 20}
-	deps, err := lambdaenv.Build(cfg, awsCfg, o.Log, capacity(cnt))
+	fs3 := lambdaenv.S3(awsCfg)
+	jobs, files := lambdaenv.Jobs(cfg, awsCfg, capacity(cnt)), lambdaenv.Files(cfg, fs3)
+	source, err := lambdasource.New(cfg, awsCfg, fs3, o.Log)
 	if err != nil {
 		return nil, nil, err
 	}
 	cnt.start()
-	run, err := runExport(ctx, deps.Jobs, deps.Files, deps.Source, cfg.Export(), bulkdata.LevelSystem, "", "")
+	run, err := runExport(ctx, jobs, files, source, cfg.Export(), bulkdata.LevelSystem, "", "")
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := export.NewService(deps.Jobs, deps.Files, idleRunner{}, deps.Source, cfg.Export(), discard)
+	svc := export.NewService(jobs, files, idleRunner{}, source, cfg.Export(), discard)
 	t := time.Now()
 	status, err := svc.Status(ctx, "bench", run.JobID)
 	apiTime := time.Since(t)

@@ -17,7 +17,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // idleRunner starts nothing: the harness calls the steps itself.
@@ -162,7 +162,7 @@ func engineFigures(ctx context.Context, o Options, data string, rep *Report) err
 	if err != nil {
 		return err
 	}
-	mid := synth.End.AddDate(-1, 0, 0).Format(time.RFC3339)
+	mid := sampledata.End.AddDate(-1, 0, 0).Format(time.RFC3339)
 	cfg := export.Config{}
 	cases := []struct {
 		name, level, group, query string

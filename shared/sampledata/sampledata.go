@@ -1,10 +1,10 @@
-// Package synth generates deterministic, realistic FHIR R4 sample data as
+// Package sampledata generates deterministic, realistic FHIR R4 sample data as
 // NDJSON: patients with encounters, observations, conditions, procedures,
 // medication requests, immunizations, allergies, diagnostic reports and
 // documents, plus the practitioners, organizations and locations they
 // reference, and several Groups. The same (patients, seed) always gives the
 // same bytes. meta.lastUpdated spreads over the two years before End.
-package synth
+package sampledata
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ var End = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 type Options struct {
 	Patients int
 	Seed     uint64
-	// End is the latest meta.lastUpdated; zero means synth.End.
+	// End is the latest meta.lastUpdated; zero means sampledata.End.
 	End time.Time
 }
 

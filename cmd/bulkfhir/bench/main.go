@@ -1,21 +1,41 @@
+// Command bulkfhir-bench measures the export path: throughput, memory,
+// latency and, with --aws, the S3 path and the cost model on the
+// emulators (make bench). It is a binary of its own so that the shipped
+// bulkfhir binary links neither the harness, the test FHIR server nor the
+// emulator launchers.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 
-	"github.com/bulkfhir/bulkfhir/shared/bench"
+	"github.com/bulkfhir/bulkfhir/cmd/bulkfhir/internal/bench"
 )
 
-func benchCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bulkfhir-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bulkfhir-bench", flag.ContinueOnError)
+	bulkfhir := fs.String("bulkfhir", "bin/bulkfhir", "the bulkfhir binary the end-to-end and latency runs serve with")
 	patients := fs.Int("patients", 1000, "patients in the generated dataset")
 	out := fs.String("out", "build/bench", "directory for results.json and results.md")
 	aws := fs.Bool("aws", false, "also measure the S3 path and the cost model on MinIO and DynamoDB Local (make tools installs them)")
@@ -24,7 +44,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	costResources := fs.Int64("cost-resources", 1_000_000, "resources in the cost model's export (with --aws)")
 	chunk := fs.String("memory-chunk", "", "internal: measure one export chunk over DIR/data and print JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the harness's own process to FILE (go tool pprof)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *chunk != "" {
@@ -38,7 +58,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	for _, f := range strings.Split(*memory, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
-			return fmt.Errorf("bench: --memory-mb %q: want positive sizes in MB", *memory)
+			return fmt.Errorf("--memory-mb %q: want positive sizes in MB", *memory)
 		}
 		sizes = append(sizes, n)
 	}
@@ -52,7 +72,11 @@ func benchCmd(ctx context.Context, args []string) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	exe, err := os.Executable()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	exe, err := filepath.Abs(*bulkfhir)
 	if err != nil {
 		return err
 	}
@@ -61,7 +85,7 @@ func benchCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rep, err := bench.Run(ctx, bench.Options{Patients: *patients, Work: work, Exe: exe, MemoryMB: sizes, Clients: *clients, AWS: *aws, CostResources: *costResources})
+	rep, err := bench.Run(ctx, bench.Options{Patients: *patients, Work: work, Exe: exe, Self: self, MemoryMB: sizes, Clients: *clients, AWS: *aws, CostResources: *costResources})
 	if err != nil {
 		return err
 	}
@@ -76,6 +100,6 @@ func benchCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Print(md)
-	fmt.Fprintf(os.Stderr, "bench: wrote %s and %s\n", filepath.Join(*out, "results.json"), filepath.Join(*out, "results.md"))
+	fmt.Fprintf(os.Stderr, "bulkfhir-bench: wrote %s and %s\n", filepath.Join(*out, "results.json"), filepath.Join(*out, "results.md"))
 	return nil
 }

@@ -1,4 +1,9 @@
-package lambdaenv
+// Package apigw is the API Gateway glue of the API functions: it serves an
+// http.Handler behind the HTTP API (payload 2.0) and the REST API (proxy
+// events), answers crafted events with OperationOutcomes, takes the caller
+// from the gateway's authorizer and its request id as the kick-off
+// idempotency key, and implements the Lambda authorizers.
+package apigw
 
 import (
 	"context"
@@ -65,12 +70,6 @@ func (g *Gateway) Invoke(ctx context.Context, raw json.RawMessage) (any, error) 
 		return g.serveV1(ctx, ev)
 	}
 	return nil, errors.New("not an API Gateway event: neither payload format 2.0 nor a REST API proxy event")
-}
-
-// GatewayHandler serves h behind the HTTP API (payload format 2.0) with
-// the crafted-event handling of Gateway.
-func GatewayHandler(h http.Handler) func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-	return NewGateway(h).serveV2
 }
 
 // serveV2 answers an HTTP API event. Unlike httpadapter's ProxyWithContext,

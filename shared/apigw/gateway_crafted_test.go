@@ -1,4 +1,4 @@
-package lambdaenv
+package apigw
 
 import (
 	"context"
@@ -31,13 +31,13 @@ func event(method, rawPath, rawQuery, body string, b64 bool) events.APIGatewayV2
 	return ev
 }
 
-// TestGatewayHandlerCraftedEvents: crafted API Gateway events are answered
+// TestGatewayCraftedEvents: crafted API Gateway events are answered
 // with a 4xx OperationOutcome, never a function error or a 5xx.
-func TestGatewayHandlerCraftedEvents(t *testing.T) {
+func TestGatewayCraftedEvents(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	src := &exporttest.Source{Lines: map[string][]string{"Patient": {`{"resourceType":"Patient","id":"a"}`}}, Groups: map[string][]string{"g": {"a"}}}
 	svc := export.NewService(exporttest.NewJobStore(), exporttest.NewFileStore(), nopRunner{}, src, export.Config{}, quiet)
-	h := GatewayHandler(api.New(svc, api.Config{Log: quiet}))
+	h := NewGateway(api.New(svc, api.Config{Log: quiet})).serveV2
 	cases := []struct {
 		name   string
 		ev     events.APIGatewayV2HTTPRequest

@@ -1,9 +1,4 @@
-// Package emulator starts the AWS-protocol emulators (DynamoDB Local,
-// MinIO) from the project's own caches: make tools installs them
-// (infra/node_modules, .cache/bin). The integration tests (through
-// shared/awstest) and `bulkfhir bench --aws` talk to them over sockets with
-// the real SDK clients.
-package emulator
+package awstest
 
 import (
 	"context"

@@ -9,7 +9,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // BenchmarkEngineExport is the unfiltered system export through the steps,
@@ -17,7 +17,7 @@ import (
 func BenchmarkEngineExport(b *testing.B) {
 	dir := b.TempDir()
 	data := filepath.Join(dir, "data")
-	if _, err := synth.Generate(data, synth.Options{Patients: 200, Seed: 1}); err != nil {
+	if _, err := sampledata.Generate(data, sampledata.Options{Patients: 200, Seed: 1}); err != nil {
 		b.Fatal(err)
 	}
 	var size int64

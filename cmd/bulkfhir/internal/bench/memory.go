@@ -60,7 +60,7 @@ func memoryFigures(ctx context.Context, o Options, rep *Report) error {
 			return err
 		}
 		var out bytes.Buffer
-		cmd := exec.CommandContext(ctx, o.Exe, "bench", "--memory-chunk", dir)
+		cmd := exec.CommandContext(ctx, o.Self, "--memory-chunk", dir)
 		cmd.Stdout = &out
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -78,7 +78,7 @@ func memoryFigures(ctx context.Context, o Options, rep *Report) error {
 }
 
 // MeasureChunk exports DIR/data (one type) with a single ExportChunk into
-// DIR/state and returns its figures; `bulkfhir bench --memory-chunk DIR`
+// DIR/state and returns its figures; `bulkfhir-bench --memory-chunk DIR`
 // prints them for memoryFigures.
 func MeasureChunk(ctx context.Context, dir string) (*Memory, error) {
 	src := ndjsonsource.NewFromObjects(ndjsonsource.Dir(filepath.Join(dir, "data")), ndjsonsource.Options{SegmentBytes: 1 << 50})

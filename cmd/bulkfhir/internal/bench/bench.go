@@ -1,4 +1,4 @@
-// Package bench is the harness behind `bulkfhir bench` (make bench): on one
+// Package bench is the harness behind bulkfhir-bench (make bench): on one
 // generated dataset it measures the export path side by side (a raw copy
 // baseline, the engine with several request shapes, the embedded server end
 // to end over HTTP, the FHIR REST source, the S3 file store on MinIO), the
@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bulkfhir/bulkfhir/shared/synth"
+	"github.com/bulkfhir/bulkfhir/shared/sampledata"
 )
 
 // discard is the logger of the steps the harness calls.
@@ -31,8 +31,11 @@ type Options struct {
 	// Work is a scratch directory (removed by the caller).
 	Work string
 	// Exe is the bulkfhir binary: the end-to-end and latency runs start
-	// `Exe serve`, the memory runs `Exe bench --memory-chunk`.
+	// `Exe serve`.
 	Exe string
+	// Self is the bench binary: the memory runs start
+	// `Self --memory-chunk DIR`.
+	Self string
 	// MemoryMB are the sizes of the single-type files the memory runs
 	// export (default 100 and 1024).
 	MemoryMB []int
@@ -106,7 +109,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Platform: runtime.GOOS + "/" + runtime.GOARCH, Patients: o.Patients}
 	data := filepath.Join(o.Work, "data")
 	fmt.Fprintf(os.Stderr, "bench: generating %d patients\n", o.Patients)
-	counts, err := synth.Generate(data, synth.Options{Patients: o.Patients, Seed: 1})
+	counts, err := sampledata.Generate(data, sampledata.Options{Patients: o.Patients, Seed: 1})
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +154,7 @@ func (r *Report) WriteJSON(path string) error {
 // Markdown renders the report with the targets next to the figures.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "bulkfhir bench, %s: %s, %d CPUs, %s; %d patients = %d resources, %.1f MB of NDJSON; run took %s.\n\n",
+	fmt.Fprintf(&b, "bulkfhir-bench, %s: %s, %d CPUs, %s; %d patients = %d resources, %.1f MB of NDJSON; run took %s.\n\n",
 		r.When.Format("2006-01-02"), r.GoVersion, r.CPUs, r.Platform, r.Patients, r.Resources, float64(r.Bytes)/1e6, r.Elapsed.Round(time.Second))
 	b.WriteString("| export path | resources | MB | seconds | resources/s | MB/s | vs baseline | note |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, t := range r.Throughput {
