@@ -100,27 +100,27 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		return n
 	}
 	c := Config{
-		Table:            need(settings.EnvTable),
-		Bucket:           need(settings.EnvBucket),
-		BucketPrefix:     getenv(settings.EnvBucketPrefix),
-		PublicBaseURL:    strings.TrimSuffix(getenv(settings.EnvPublicBaseURL), "/"),
-		SourceDir:        getenv(settings.EnvSourceDir),
-		SourceBucket:     getenv(settings.EnvSourceBucket),
-		SourcePrefix:     getenv(settings.EnvSourcePrefix),
-		SourceURL:        strings.TrimSpace(getenv(settings.EnvSourceURL)),
-		SourceSecretARN:  strings.TrimSpace(getenv(settings.EnvSourceSecretARN)),
-		SourceClientID:   getenv(settings.EnvSourceClientID),
-		SourceTokenURL:   getenv(settings.EnvSourceTokenURL),
-		SourceScope:      getenv(settings.EnvSourceScope),
-		SigV4Reg:         getenv(settings.EnvSourceSigV4Region),
-		Retention:        dur(settings.EnvRetention, export.DefaultRetention),
-		MaxJobDuration:   dur(settings.EnvMaxJobDuration, export.DefaultMaxJobDuration),
-		DeadlineMargin:   dur(settings.EnvDeadlineMargin, 20*time.Second),
-		ChunkBudget:      dur(settings.EnvChunkBudget, 0),
-		MaxFileBytes:     num(settings.EnvMaxFileBytes, export.DefaultMaxFileBytes),
-		MaxLiveJobs:      int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
-		ManifestPageSize: int(num(settings.EnvManifestPageSize, export.DefaultManifestPageSize)),
+		Table:           need(settings.EnvTable),
+		Bucket:          need(settings.EnvBucket),
+		BucketPrefix:    getenv(settings.EnvBucketPrefix),
+		PublicBaseURL:   strings.TrimSuffix(getenv(settings.EnvPublicBaseURL), "/"),
+		SourceDir:       getenv(settings.EnvSourceDir),
+		SourceBucket:    getenv(settings.EnvSourceBucket),
+		SourcePrefix:    getenv(settings.EnvSourcePrefix),
+		SourceURL:       strings.TrimSpace(getenv(settings.EnvSourceURL)),
+		SourceSecretARN: strings.TrimSpace(getenv(settings.EnvSourceSecretARN)),
+		SourceClientID:  getenv(settings.EnvSourceClientID),
+		SourceTokenURL:  getenv(settings.EnvSourceTokenURL),
+		SourceScope:     getenv(settings.EnvSourceScope),
+		SigV4Reg:        getenv(settings.EnvSourceSigV4Region),
+		Retention:       dur(settings.EnvRetention, export.DefaultRetention),
+		MaxJobDuration:  dur(settings.EnvMaxJobDuration, export.DefaultMaxJobDuration),
+		DeadlineMargin:  dur(settings.EnvDeadlineMargin, 20*time.Second),
+		ChunkBudget:     dur(settings.EnvChunkBudget, 0),
+		MaxFileBytes:    num(settings.EnvMaxFileBytes, export.DefaultMaxFileBytes),
+		MaxLiveJobs:     int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
+	c.ManifestPageSize = int(num(settings.EnvManifestPageSize, export.DefaultManifestPageSize))
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(settings.EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
