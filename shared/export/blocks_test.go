@@ -29,7 +29,10 @@ func blockSource() *exporttest.Source {
 			"Observation": {obs("o1a", "p1", ""), obs("o1b", "p1", ""), obs("o1c", "p1", ""), obs("o2a", "p2", ""),
 				obs("o3a", "p3", ""), obs("o9a", "p9", ""),
 				// In the compartments of p2 (subject) and p1 (performer).
-				obs("shared", "p2", `,"performer":[{"reference":"Patient/p1"}]`)},
+				obs("shared", "p2", `,"performer":[{"reference":"Patient/p1"}]`),
+				// In the compartments of p3 (subject, second batch) and p1
+				// (performer, first batch): the first batch's block has it.
+				obs("across", "p3", `,"performer":[{"reference":"Patient/p1"}]`)},
 			"Organization": {`{"resourceType":"Organization","id":"org"}`},
 		},
 		Groups: map[string][]string{"g": {"p3", "p1", "p2"}},
@@ -137,7 +140,7 @@ func TestOrganizedByPatient(t *testing.T) {
 				t.Errorf("the last file continues in %s", continues)
 			}
 			want := map[string][]string{
-				"p1": {"Patient/p1", "Observation/o1a", "Observation/o1b", "Observation/o1c", "Observation/shared"},
+				"p1": {"Patient/p1", "Observation/o1a", "Observation/o1b", "Observation/o1c", "Observation/shared", "Observation/across"},
 				"p2": {"Patient/p2", "Observation/o2a"},
 				"p3": {"Patient/p3", "Observation/o3a"},
 			}
