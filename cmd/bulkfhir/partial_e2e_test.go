@@ -212,6 +212,15 @@ func TestPartialManifests(t *testing.T) {
 	}
 	t.Logf("%d pages while running, %d at completion", len(running), len(pages))
 	sameSet(t, download(t, union), src)
+	// The client's status follows the pages too.
+	cl, err := bulkclient.New(bulkclient.Options{Server: s.base}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cl.Status(context.Background(), loc)
+	if err != nil || st.Manifest == nil || len(st.Manifest.Output) != len(union.Output) || len(st.Manifest.Link) != 0 {
+		t.Errorf("client status = %+v, %v; want the %d files of every page, no links", st, err, len(union.Output))
+	}
 
 	// The same export unpaged lists the same files (paths differ by job).
 	plainLoc := kickoff(t, http.MethodGet, s.base+"/$export?_maximumFileSize=1048576", kickHeaders(), "")

@@ -989,6 +989,11 @@ func (c *Client) Status(ctx context.Context, statusURL string) (*StatusReport, e
 		if err != nil {
 			return nil, err
 		}
+		if m.Next() != "" {
+			if m, err = c.allPages(ctx, m); err != nil {
+				return nil, err
+			}
+		}
 		rep.State, rep.Manifest = "complete", m
 	default:
 		rep.State, rep.Error = "failed", describe(resp)

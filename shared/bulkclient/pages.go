@@ -3,6 +3,8 @@ package bulkclient
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/url"
 )
 
@@ -81,4 +83,40 @@ func (c *Client) downloadEarly(ctx context.Context, p *pages) error {
 	}
 	c.rep.Logf("downloading %d files of a partial manifest", len(jobs))
 	return c.fetch(ctx, jobs, p.merged.RequiresAccessToken, p.early)
+}
+
+// allPages follows the next links of a complete manifest's first page and
+// returns the merged manifest (for Status; Run follows them while polling).
+func (c *Client) allPages(ctx context.Context, first *Manifest) (*Manifest, error) {
+	var p pages
+	p.merge(first)
+	seen := map[string]bool{}
+	for next := first.Next(); next != ""; {
+		if seen[next] {
+			return nil, fail("manifest: next link %s loops", next)
+		}
+		seen[next] = true
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, next, nil)
+		if err != nil {
+			return nil, fail("manifest next link %q: %v", next, err)
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err := c.do(req, true)
+		if err != nil {
+			return nil, fail("GET %s: %v", next, unwrapURLError(err))
+		}
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return nil, fail("manifest page %s: %d %v", next, resp.StatusCode, err)
+		}
+		m, err := parseManifest(raw)
+		if err != nil {
+			return nil, err
+		}
+		p.merge(m)
+		next = m.Next()
+	}
+	_, m, err := p.manifest()
+	return m, err
 }
