@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -73,6 +74,41 @@ func TestOrganizeOutputByPatient(t *testing.T) {
 	}
 
 	s := servers["ndjson"]
+	t.Run("typeFilter", func(t *testing.T) {
+		// _typeFilter filters each type on its own: a male member has no
+		// Patient line but still heads the block of his Conditions.
+		want := map[string][]byte{}
+		for key, line := range expectedCompartment(src, members) {
+			typ, _, _ := strings.Cut(key, "/")
+			if typ == "Condition" || (typ == "Patient" && strings.Contains(string(line), `"gender":"female"`)) {
+				want[key] = line
+			}
+		}
+		q := "organizeOutputBy=Patient&_type=Patient,Condition&_typeFilter=" + url.QueryEscape("Patient?gender=female")
+		m := waitManifest(t, kickoff(t, http.MethodGet, s.base+"/Group/care-team-a/$export?"+q, kickHeaders(), ""), nil)
+		got, _ := organized(t, m)
+		sameSet(t, got, want)
+		// Every member with a Condition or a kept Patient heads a block.
+		wantHeads := map[string]bool{}
+		for key := range want {
+			for p := range members {
+				if key == "Patient/"+p || strings.Contains(string(want[key]), `"reference":"Patient/`+p+`"`) {
+					wantHeads[p] = true
+				}
+			}
+		}
+		heads := map[string]bool{}
+		for _, o := range m.Output {
+			for _, line := range strings.Split(string(do(t, http.MethodGet, o.URL, nil, "").body), "\n") {
+				if ref, ok := strings.CutPrefix(line, `{"resourceType":"Parameters","parameter":[{"name":"header","valueReference":{"reference":"Patient/`); ok {
+					heads[strings.TrimSuffix(ref, `"}}]}`)] = true
+				}
+			}
+		}
+		if len(heads) != len(wantHeads) {
+			t.Errorf("%d patients head blocks, want %d (members with a Condition or a female Patient)", len(heads), len(wantHeads))
+		}
+	})
 	t.Run("capability statement", func(t *testing.T) {
 		r := do(t, http.MethodGet, s.base+"/metadata", nil, "")
 		for _, p := range []string{"organizeOutputBy=Patient", "allowPartialManifests=true"} {
