@@ -587,15 +587,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			owner = &batchOwner{steps: s, jobID: job.ID, first: batch[0], batches: map[int]map[string]bool{}}
 		}
 	}
-	cur := Cursor{}
-	if in.Cursor != nil {
-		cur = *in.Cursor
-	}
-	if cur.SourceRef != "" {
-		if cur.Source, err = s.getText(ctx, cur.SourceRef); err != nil {
-			return nil, retryable(err, "export chunk %s: read cursor", in.Unit.ID)
-		}
-		cur.SourceRef = ""
+	cur, err := s.cursorIn(ctx, in)
+	if err != nil {
+		return nil, err
 	}
 	start := cur
 	budgetAt, hardAt := s.stopTimes(ctx)
@@ -729,17 +723,8 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			return nil, retryable(err, "export chunk %s: write errors", in.Unit.ID)
 		}
 	}
-	if len(cur.Source) > maxInlineCursor {
-		// A long source position goes by reference, so neither the state
-		// nor the unit's item grows with it. The key is derived from the
-		// position: a retried chunk writes the same object.
-		h := fnv.New64a()
-		h.Write([]byte(cur.Source))
-		key := fmt.Sprintf("%s/%s/cursor.%016x.txt", job.ID, in.Unit.ID, h.Sum64())
-		if err := s.putText(ctx, key, cur.Source); err != nil {
-			return nil, retryable(err, "export chunk %s: store cursor", in.Unit.ID)
-		}
-		cur.Source, cur.SourceRef = "", key
+	if err := s.cursorOut(ctx, job.ID, in.Unit.ID, &cur); err != nil {
+		return nil, err
 	}
 	prog := UnitProgress{Resources: cur.Resources, Bytes: cur.Bytes, Files: cur.Files, Done: done, Cursor: &cur}
 	if err := s.jobs.SaveProgress(ctx, job.ID, in.Unit.ID, prog); err != nil {
@@ -749,6 +734,40 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	log.DebugContext(ctx, "chunk", "resources", cur.Resources-start.Resources, "done", done)
 	return &ChunkResult{JobID: job.ID, Unit: in.Unit, Cursor: &cur, Done: done}, nil
+}
+
+// cursorIn is the cursor a chunk starts from, its source position read
+// back when it went by reference.
+func (s *Steps) cursorIn(ctx context.Context, in ChunkInput) (Cursor, error) {
+	cur := Cursor{}
+	if in.Cursor != nil {
+		cur = *in.Cursor
+	}
+	if cur.SourceRef != "" {
+		var err error
+		if cur.Source, err = s.getText(ctx, cur.SourceRef); err != nil {
+			return cur, retryable(err, "export chunk %s: read cursor", in.Unit.ID)
+		}
+		cur.SourceRef = ""
+	}
+	return cur, nil
+}
+
+// cursorOut sends a long source position by reference, so neither the
+// state nor the unit's item grows with it. The key is derived from the
+// position: a retried chunk writes the same object.
+func (s *Steps) cursorOut(ctx context.Context, jobID, unitID string, cur *Cursor) error {
+	if len(cur.Source) <= maxInlineCursor {
+		return nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte(cur.Source))
+	key := fmt.Sprintf("%s/%s/cursor.%016x.txt", jobID, unitID, h.Sum64())
+	if err := s.putText(ctx, key, cur.Source); err != nil {
+		return retryable(err, "export chunk %s: store cursor", unitID)
+	}
+	cur.Source, cur.SourceRef = "", key
+	return nil
 }
 
 // cleanUpIfCancelled deletes a job's files when a chunk failed (or was
