@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -161,5 +162,68 @@ func TestOrganizedByPatient(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOrganizedUnitResumesFromItsCursor: a blocks unit whose chunks run out
+// of time reads on from its cursor, chunk after chunk, and writes the same
+// files as one uninterrupted chunk; every spill part is used once.
+func TestOrganizedUnitResumesFromItsCursor(t *testing.T) {
+	src := blockSource()
+	for i := 0; i < 3000; i++ {
+		src.Lines["Observation"] = append(src.Lines["Observation"],
+			fmt.Sprintf(`{"resourceType":"Observation","id":"many-%04d","subject":{"reference":"Patient/p%d"}}`, i, 1+i%3))
+	}
+	run := func(budget time.Duration) (map[string]string, int) {
+		ctx := context.Background()
+		f := newFixture(t, src, export.Config{MaxFileBytes: 20000, MinFileBytes: 1, PatientBatch: 10, ChunkBudget: budget})
+		if err := f.jobs.Create(ctx, &export.Job{ID: "job2", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
+			Request: bulkdata.Request{Level: bulkdata.LevelGroup, GroupID: "g", OutputFormat: bulkdata.NDJSON, OrganizeOutputBy: "Patient"}}); err != nil {
+			t.Fatal(err)
+		}
+		plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		us := units(t, f.steps, plan)
+		if len(us) != 1 {
+			t.Fatalf("%d units, want one batch", len(us))
+		}
+		var cur *export.Cursor
+		chunks := 0
+		for {
+			chunks++
+			res, err := f.steps.ExportChunk(ctx, export.ChunkInput{JobID: "job2", Unit: us[0], Cursor: cur})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Done {
+				break
+			}
+			if chunks > 100 {
+				t.Fatal("the unit never finished")
+			}
+			cur = res.Cursor
+		}
+		out := map[string]string{}
+		for k, v := range f.files.Snapshot() {
+			if strings.HasSuffix(k, ".ndjson") {
+				out[k] = v
+			}
+		}
+		return out, chunks
+	}
+	whole, one := run(0)
+	parts, many := run(time.Nanosecond)
+	if one != 1 || many < 3 {
+		t.Fatalf("chunks: %d without a budget, %d with one; want 1 and several", one, many)
+	}
+	if len(whole) < 2 || len(parts) != len(whole) {
+		t.Fatalf("%d files in one chunk, %d over %d chunks", len(whole), len(parts), many)
+	}
+	for k, v := range whole {
+		if parts[k] != v {
+			t.Errorf("%s differs when the unit resumed from its cursor", k)
+		}
 	}
 }
