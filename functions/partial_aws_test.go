@@ -271,17 +271,26 @@ func TestPagedManifestOfManyFilesOnAWS(t *testing.T) {
 }
 
 // TestOrganizeOutputByPatientOnAWS: through the state machine, on the S3
-// NDJSON source, a Group export organized by Patient writes well-formed
-// blocks with exactly the Group's compartments, split blocks linked by
-// continuesInFile; with allowPartialManifests its pages list every file
-// once.
+// NDJSON source, a Patient export organized by Patient writes well-formed
+// blocks with exactly the patients' compartments, split blocks linked by
+// continuesInFile, its units resuming from cursors chunk after chunk; with
+// allowPartialManifests its pages list every file once.
 func TestOrganizeOutputByPatientOnAWS(t *testing.T) {
 	cl := need(t)
 	cl.withEnv(t, map[string]string{settings.EnvMaxFileBytes: "30000", settings.EnvManifestPageSize: "5"})
 	src := exporttest.ReadResources(t, cl.dataDir)
-	job := kickoff(t, http.MethodGet, "/fhir/Group/care-team-a/$export", "organizeOutputBy=Patient&allowPartialManifests=true", "")
+	cl.mu.Lock()
+	before := cl.invocations["export"]
+	cl.mu.Unlock()
+	job := kickoff(t, http.MethodGet, "/fhir/Patient/$export", "organizeOutputBy=Patient&allowPartialManifests=true", "")
 	if r := waitDone(t, job); r.StatusCode != http.StatusOK {
 		t.Fatalf("status %d: %s", r.StatusCode, r.Body)
+	}
+	cl.mu.Lock()
+	chunks := cl.invocations["export"] - before
+	cl.mu.Unlock()
+	if j, err := cl.api.Jobs.Get(context.Background(), job); err != nil || j.Plan == nil || chunks <= j.Plan.Units {
+		t.Errorf("%d export invocations for the plan %+v; want the blocks units to resume from cursors (the harness's chunk budget is 1ns)", chunks, j.Plan)
 	}
 	var files []exporttest.OrganizedFile
 	pages := walkPages(t, job)
@@ -307,7 +316,14 @@ func TestOrganizeOutputByPatientOnAWS(t *testing.T) {
 		}
 	}
 	got, splits := exporttest.CheckBlocks(t, files)
-	exporttest.SameSet(t, got, exporttest.ExpectedCompartment(src, exporttest.GroupMembers(t, src, "care-team-a")))
+	t.Logf("%d resources in %d files, %d split blocks, %d export invocations", len(got), len(files), splits, chunks)
+	all := map[string]bool{}
+	for key := range src {
+		if id, ok := strings.CutPrefix(key, "Patient/"); ok {
+			all[id] = true
+		}
+	}
+	exporttest.SameSet(t, got, exporttest.ExpectedCompartment(src, all))
 	if splits == 0 || len(pages) < 2 {
 		t.Errorf("%d split blocks over %d pages; want both above one", splits, len(pages))
 	}

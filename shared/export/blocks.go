@@ -223,6 +223,7 @@ func (s *Steps) readBlocks(ctx context.Context, job *Job, unit Unit, batch, type
 		readCtx = WithStopTime(ctx, stopAt)
 	}
 	var bad []fhir.Issue
+	lines := 0 // read by this chunk: the clock is read every 512
 	for ; pos.Type < len(types); pos.Type, pos.Seg, pos.Src = pos.Type+1, 0, "" {
 		t := types[pos.Type]
 		q := s.query(job, t)
@@ -242,7 +243,7 @@ func (s *Steps) readBlocks(ctx context.Context, job *Job, unit Unit, batch, type
 			if err != nil {
 				return false, nil, retryable(err, "export chunk %s: open %s", unit.ID, t)
 			}
-			ended, err := s.spillSegment(ctx, rd, t, index, owner, targets, selector, part, pos, &bad, budgetAt, hardAt)
+			ended, err := s.spillSegment(ctx, rd, t, index, owner, targets, selector, part, pos, &bad, &lines, budgetAt, hardAt)
 			rd.Close()
 			if errors.As(err, &changed) {
 				bad = append(bad, changed.issue(t))
@@ -401,10 +402,9 @@ func (s *Steps) readPart(ctx context.Context, key string, patients int, sp *spil
 // false when the chunk's time ran out before the segment ended.
 func (s *Steps) spillSegment(ctx context.Context, rd Reader, t string, index map[string]int, owner *batchOwner,
 	targets map[string]bool, selector *fhir.ElementSelector, part *spillPart, pos *blocksPos, bad *[]fhir.Issue,
-	budgetAt, hardAt time.Time) (bool, error) {
-	lines := 0
+	lines *int, budgetAt, hardAt time.Time) (bool, error) {
 	for {
-		if lines > 0 && lines%512 == 0 {
+		if *lines > 0 && *lines%512 == 0 {
 			if err := ctx.Err(); err != nil {
 				return false, err
 			}
@@ -434,7 +434,7 @@ func (s *Steps) spillSegment(ctx context.Context, rd Reader, t string, index map
 		if err != nil {
 			return false, err
 		}
-		lines++
+		*lines++
 		keep, err := s.blockOf(ctx, t, line, index, owner, targets)
 		if err != nil {
 			return false, err
