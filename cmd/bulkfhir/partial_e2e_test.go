@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkclient"
+	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 )
 
@@ -112,6 +113,15 @@ func getPage(t *testing.T, u string) page {
 	return p
 }
 
+// itemsOf lists each page's items, for exporttest.ComparePages.
+func itemsOf(pages []page) [][]string {
+	out := make([][]string, len(pages))
+	for i, p := range pages {
+		out[i] = p.files
+	}
+	return out
+}
+
 // walk follows next links from the status URL and returns the pages.
 func walk(t *testing.T, statusURL string) []page {
 	t.Helper()
@@ -191,25 +201,13 @@ func TestPartialManifests(t *testing.T) {
 	waitDone(t, loc, nil)
 	pages := walk(t, loc)
 	var union manifest
-	seen := map[string]bool{}
 	for i, p := range pages {
 		if p.status != http.StatusOK {
 			t.Errorf("complete page %d: status %d", i, p.status)
 		}
-		if len(p.files) > pageSize {
-			t.Errorf("page %d has %d items, more than %d", i, len(p.files), pageSize)
-		}
-		if i < len(running) && strings.Join(p.files, "|") != strings.Join(running[i].files, "|") {
-			t.Errorf("page %d changed at completion:\n%v\n%v", i, running[i].files, p.files)
-		}
-		for _, f := range p.files {
-			if seen[f] {
-				t.Errorf("%s listed twice", f)
-			}
-			seen[f] = true
-		}
 		union.Output = append(union.Output, p.m.Output...)
 	}
+	exporttest.ComparePages(t, itemsOf(running), itemsOf(pages), pageSize)
 	t.Logf("%d pages while running, %d at completion", len(running), len(pages))
 	sameSet(t, download(t, union), src)
 	// The client's status follows the pages too.

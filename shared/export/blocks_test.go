@@ -76,6 +76,23 @@ func parseBlocks(t *testing.T, body string) []block {
 	return out
 }
 
+// planOrganized plans job2, a Group g export organized by Patient, and
+// returns its units.
+func planOrganized(t *testing.T, src *exporttest.Source, cfg export.Config) (*fixture, []export.Unit) {
+	t.Helper()
+	ctx := context.Background()
+	f := newFixture(t, src, cfg)
+	if err := f.jobs.Create(ctx, &export.Job{ID: "job2", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
+		Request: bulkdata.Request{Level: bulkdata.LevelGroup, GroupID: "g", OutputFormat: bulkdata.NDJSON, OrganizeOutputBy: "Patient"}}); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, units(t, f.steps, plan)
+}
+
 func TestOrganizedByPatient(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -86,16 +103,7 @@ func TestOrganizedByPatient(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			f := newFixture(t, blockSource(), export.Config{MaxFileBytes: tc.maxBytes, MinFileBytes: 1, PatientBatch: 2})
-			if err := f.jobs.Create(ctx, &export.Job{ID: "job2", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
-				Request: bulkdata.Request{Level: bulkdata.LevelGroup, GroupID: "g", OutputFormat: bulkdata.NDJSON, OrganizeOutputBy: "Patient"}}); err != nil {
-				t.Fatal(err)
-			}
-			plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job2"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			us := units(t, f.steps, plan)
+			f, us := planOrganized(t, blockSource(), export.Config{MaxFileBytes: tc.maxBytes, MinFileBytes: 1, PatientBatch: 2})
 			if len(us) != 2 || !us[0].Blocks {
 				t.Fatalf("units = %+v, want two blocks units (batches of 2)", us)
 			}
@@ -176,16 +184,7 @@ func TestOrganizedUnitResumesFromItsCursor(t *testing.T) {
 	}
 	run := func(budget time.Duration) (map[string]string, int) {
 		ctx := context.Background()
-		f := newFixture(t, src, export.Config{MaxFileBytes: 20000, MinFileBytes: 1, PatientBatch: 10, ChunkBudget: budget})
-		if err := f.jobs.Create(ctx, &export.Job{ID: "job2", Owner: "c", Status: export.StatusAccepted, TransactionTime: f.clock,
-			Request: bulkdata.Request{Level: bulkdata.LevelGroup, GroupID: "g", OutputFormat: bulkdata.NDJSON, OrganizeOutputBy: "Patient"}}); err != nil {
-			t.Fatal(err)
-		}
-		plan, err := f.steps.Plan(ctx, export.JobRef{JobID: "job2"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		us := units(t, f.steps, plan)
+		f, us := planOrganized(t, src, export.Config{MaxFileBytes: 20000, MinFileBytes: 1, PatientBatch: 10, ChunkBudget: budget})
 		if len(us) != 1 {
 			t.Fatalf("%d units, want one batch", len(us))
 		}
