@@ -220,3 +220,40 @@ func TestFilesAfterPagesInKeyOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestAHundredThousandFilesInPages: a completed job of 100,000 files is
+// served in pages of 1,000, each file once, every page read from the
+// store's pagination.
+func TestAHundredThousandFilesInPages(t *testing.T) {
+	const units, perUnit = 100, 1000
+	f := newPageFixture(t, export.DefaultManifestPageSize, []export.UnitGroup{{Name: "Observation", Units: units}})
+	ctx := context.Background()
+	for u := 0; u < units; u++ {
+		f.files(t, export.UnitID("Observation", u), perUnit)
+		f.done(t, export.UnitID("Observation", u))
+	}
+	if _, err := f.jobs.Transition(ctx, f.id, export.Transition{From: []export.Status{export.StatusInProgress}, To: export.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	pages := 0
+	for cursor := ""; ; pages++ {
+		keys, next, served := f.page(t, cursor)
+		if !served || len(keys) != export.DefaultManifestPageSize {
+			t.Fatalf("page %d: %d files (served %v), want %d", pages, len(keys), served, export.DefaultManifestPageSize)
+		}
+		for _, k := range keys {
+			if seen[k] {
+				t.Fatalf("%s listed twice", k)
+			}
+			seen[k] = true
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if pages+1 != units*perUnit/export.DefaultManifestPageSize || len(seen) != units*perUnit {
+		t.Errorf("%d pages, %d files; want %d pages of all %d", pages+1, len(seen), units*perUnit/export.DefaultManifestPageSize, units*perUnit)
+	}
+}

@@ -25,11 +25,15 @@ type JobStore struct {
 	jobs  map[string]export.Job
 	units map[string]map[string]export.UnitProgress
 	files map[string]map[string]export.File
+	// keys caches each job's file keys in order for FilesAfter (nil when
+	// a file was added since).
+	keys map[string][]string
 }
 
 var (
 	_ export.JobStore      = (*JobStore)(nil)
 	_ export.CappedCreator = (*JobStore)(nil)
+	_ export.FilePager     = (*JobStore)(nil)
 )
 
 // NewJobStore returns an empty store.
@@ -150,6 +154,7 @@ func (s *JobStore) PutFile(_ context.Context, id string, f export.File) error {
 		s.files[id] = map[string]export.File{}
 	}
 	s.files[id][f.Key] = f
+	delete(s.keys, id)
 	return nil
 }
 
@@ -166,12 +171,27 @@ func (s *JobStore) Files(_ context.Context, id string) ([]export.File, error) {
 }
 
 // FilesAfter implements export.FilePager.
-func (s *JobStore) FilesAfter(ctx context.Context, id, after string, limit int) ([]export.File, error) {
-	all, err := s.Files(ctx, id)
-	if err != nil {
-		return nil, err
+func (s *JobStore) FilesAfter(_ context.Context, id, after string, limit int) ([]export.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = map[string][]string{}
 	}
-	return export.FilesAfter(all, after, limit), nil
+	keys, ok := s.keys[id]
+	if !ok {
+		for k := range s.files[id] {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		s.keys[id] = keys
+	}
+	var out []export.File
+	for i := sort.SearchStrings(keys, after); i < len(keys) && len(out) < limit; i++ {
+		if keys[i] > after {
+			out = append(out, s.files[id][keys[i]])
+		}
+	}
+	return out, nil
 }
 
 // CountLive implements export.JobStore.
