@@ -18,6 +18,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
@@ -41,7 +42,7 @@ func TestEvents(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "status-get", "status-delete", "token-", "authorizer-"}
+	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "task-dispatch", "status-get", "status-delete", "token-", "authorizer-"}
 	rank := func(name string) int {
 		for i, p := range order {
 			if strings.HasPrefix(name, p) {
@@ -142,6 +143,13 @@ func checkTask(t *testing.T, name string, raw []byte) {
 		var r export.FinalizeResult
 		if json.Unmarshal(out, &r) != nil || r.Resources != testPatients {
 			t.Errorf("finalize result = %s", out)
+		}
+	case "dispatch":
+		// A sweep: the kick-off events' jobs run or wait; never more
+		// than the running limit run.
+		var r export.SweepReport
+		if json.Unmarshal(out, &r) != nil || r.Running > settings.DefaultMaxRunningJobs || r.Running+r.Queued == 0 {
+			t.Errorf("dispatch result = %s", out)
 		}
 	case "fail":
 		// The job completed, so the failure step leaves it as it is.

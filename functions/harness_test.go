@@ -47,6 +47,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
+	"github.com/bulkfhir/bulkfhir/shared/stepmetrics"
 )
 
 const (
@@ -89,7 +90,10 @@ type cluster struct {
 	failAlways  map[string]bool          // unit ids whose chunks always fail
 	bloat       map[string]int           // unit ids whose chunk results get this many bytes more
 	block       map[string]chan struct{} // unit ids whose chunks wait for this (or their deadline)
-	injected    int
+	// capture, when set, receives every Lambda invocation's payload and
+	// response (what Step Functions keeps in an execution's history).
+	capture  func(payload, response []byte)
+	injected int
 }
 
 type execution struct {
@@ -263,17 +267,30 @@ type fn struct {
 	Jobs   *dynamostore.Store
 	Files  *s3store.Store
 	Source export.Source
-	Steps  *export.Steps
+	Steps  *stepmetrics.Steps
 	// Keys verify bulkfhir's access tokens (API functions, Auth bulkfhir).
 	Keys   *smartauth.Keys
 	awsCfg aws.Config
 	log    *slog.Logger
 }
 
-// APIHandler is the kickoff function's handler (functions/kickoff).
-func (f *fn) APIHandler() func(context.Context, json.RawMessage) (any, error) {
+// service is the export service of the kickoff, status and dispatch
+// functions (their main.go): the runner, the queue, the metrics.
+func (f *fn) service() *export.Service {
 	runner := sfnrunner.New(sfn.NewFromConfig(f.awsCfg), f.Config.StateMachineARN)
 	svc := export.NewService(f.Jobs, f.Files, runner, f.Source, f.Config.Export(), f.log)
+	lambdaenv.Observe(svc, f.Jobs, f.Config, lambdaenv.Metrics(f.Config))
+	return svc
+}
+
+// DispatchHandler is the dispatch function's handler (functions/dispatch).
+func (f *fn) DispatchHandler() func(context.Context, json.RawMessage) (*export.SweepReport, error) {
+	return lambdaenv.DispatchHandler(f.service(), lambdaenv.Metrics(f.Config), f.log)
+}
+
+// APIHandler is the kickoff function's handler (functions/kickoff).
+func (f *fn) APIHandler() func(context.Context, json.RawMessage) (any, error) {
+	svc := f.service()
 	h := apigw.Handler(svc, apigw.Options{
 		BaseURL: f.Config.PublicBaseURL, Auth: f.Config.Auth, TokenURL: f.Config.TokenURL, Keys: f.Keys,
 		StatusOnly: f.Config.StatusOnly, Log: f.log,
@@ -298,7 +315,7 @@ func (cl *cluster) envs(getenv func(string) string) (api, task *fn, err error) {
 			return nil, nil, err
 		}
 		f := &fn{Config: cfg, Jobs: lambdaenv.Jobs(cfg, cl.awsCfg, noChecksum), Files: lambdaenv.Files(cfg, s3c), Source: src, awsCfg: cl.awsCfg, log: log}
-		f.Steps = export.NewSteps(f.Jobs, f.Files, f.Source, cfg.Export(), log)
+		f.Steps = lambdaenv.Steps(cfg, f.Jobs, f.Files, f.Source, log)
 		if role == lambdaenv.RoleAPI {
 			if f.Keys, err = lambdaauth.APIKeys(context.Background(), cl.awsCfg, cfg.Auth, cfg.TokenSecretARN); err != nil {
 				return nil, nil, err
@@ -465,6 +482,11 @@ func (cl *cluster) handlerFor(name string) lambda.Handler {
 		return lambda.NewHandler(steps.Finalize)
 	case "fail":
 		return lambda.NewHandler(sfnrunner.FailHandler(steps.Fail))
+	case "dispatch":
+		cl.mu.Lock()
+		api := cl.api
+		cl.mu.Unlock()
+		return lambda.NewHandler(api.DispatchHandler())
 	}
 	return nil
 }
@@ -525,6 +547,9 @@ func (cl *cluster) serveLambda(w http.ResponseWriter, r *http.Request) {
 	cl.mu.Lock()
 	if n := cl.bloat[in.Unit.ID]; n > 0 && err == nil {
 		out = append(out[:len(out)-1], []byte(`,"padding":"`+strings.Repeat("x", n)+`"}`)...)
+	}
+	if cl.capture != nil {
+		cl.capture(payload, out)
 	}
 	cl.invocations[name]++
 	cl.limits.MaxLambdaBytes = max(cl.limits.MaxLambdaBytes, len(out))
@@ -728,6 +753,17 @@ func (cl *cluster) finish(name string, e *execution) {
 		}
 		cancel()
 	}
+	// The stack's rule on every ended execution: the dispatch function
+	// starts the next queued job.
+	ev, _ := json.Marshal(map[string]any{
+		"version": "0", "source": "aws.states", "detail-type": settings.StatusChangeDetailType,
+		"detail": map[string]any{"name": name, "status": status},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if _, err := cl.handlerFor("dispatch").Invoke(ctx, ev); err != nil {
+		fmt.Fprintf(os.Stderr, "the dispatch function failed after %s ended: %v\n", name, err)
+	}
+	cancel()
 	cl.mu.Lock()
 	e.status = status
 	cl.mu.Unlock()

@@ -94,6 +94,12 @@ type StackProps struct {
 	// SAM, which sets just the variables a template declares (make sam-*
 	// sets it; the --env-vars file from make sam-env gives the value).
 	AwsEndpointURL string
+	// OpsProps: the queue, reserved concurrency, alarms, the production
+	// profile (ops.go, profile.go).
+	OpsProps
+	// createAccessLogs: the production profile without an access logs
+	// bucket makes one (profile.go).
+	createAccessLogs bool
 }
 
 func (p StackProps) withDefaults() StackProps {
@@ -127,7 +133,8 @@ func (p StackProps) withDefaults() StackProps {
 	if p.Architecture == "" {
 		p.Architecture = archARM64
 	}
-	return p
+	p.OpsProps = p.OpsProps.withDefaults(p.MaxConcurrency)
+	return p.applyProfile()
 }
 
 // Function architectures (bulkfhir:architecture).
@@ -150,6 +157,9 @@ func (p StackProps) check() error {
 	}
 	mode, err := p.authMode()
 	if err != nil {
+		return err
+	}
+	if err := p.checkProfile(); err != nil {
 		return err
 	}
 	if mode == authJWT && p.ApiType == apiREST {
@@ -237,6 +247,9 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.PublicBaseURL = str("publicBaseUrl")
 	p.ApiType, p.Architecture = str("apiType"), str("architecture")
 	p.AwsEndpointURL = str("awsEndpointUrl")
+	if p.OpsProps, err = opsFromContext(str); err != nil {
+		return p, err
+	}
 	if err := p.check(); err != nil {
 		return p, fmt.Errorf("context: %w", err)
 	}

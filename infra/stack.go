@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigateway"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
@@ -19,6 +20,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -63,6 +65,12 @@ type Stack struct {
 	AuthTable    awsdynamodb.Table
 	TokenSecret  awssecretsmanager.Secret
 	publicRoutes func(awsapigatewayv2.HttpApi, awsapigatewayv2.HttpRouteIntegration)
+	// AccessLogsBucket is the access logs bucket the stack made (profile.go).
+	AccessLogsBucket awss3.Bucket
+	// AlarmTopic, Alarms (by name) and Dashboard: dashboard.go.
+	AlarmTopic awssns.Topic
+	Alarms     map[string]awscloudwatch.Alarm
+	Dashboard  awscloudwatch.Dashboard
 }
 
 // NewStack builds the whole system: HTTP API → kickoff/status functions,
@@ -131,8 +139,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		bucketProps.EncryptionKey = key
 		bucketProps.BucketKeyEnabled = jsii.Bool(true)
 	}
-	if props.AccessLogsBucket != "" {
-		bucketProps.ServerAccessLogsBucket = awss3.Bucket_FromBucketName(stack, jsii.String("AccessLogs"), jsii.String(props.AccessLogsBucket))
+	if logs := s.accessLogs(props); logs != nil {
+		bucketProps.ServerAccessLogsBucket = logs
 		bucketProps.ServerAccessLogsPrefix = jsii.String("bulkfhir-exports/")
 	}
 	s.Bucket = awss3.NewBucket(stack, jsii.String("Exports"), bucketProps)
@@ -247,6 +255,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		s.api(props)
 	}
 
+	s.ops(props)
+
 	awscdk.NewCfnOutput(stack, jsii.String("FhirBaseUrl"), &awscdk.CfnOutputProps{
 		Value:       awscdk.Fn_Join(jsii.String(""), &[]*string{s.apiURL(), jsii.String("/fhir")}),
 		Description: jsii.String("FHIR base URL: [base]/$export, [base]/Patient/$export, [base]/Group/{id}/$export"),
@@ -265,6 +275,7 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	}
 	awscdk.NewCfnOutput(stack, jsii.String("StateMachineArn"), &awscdk.CfnOutputProps{Value: s.StateMachine.StateMachineArn()})
 	s.localOutputs(props)
+	s.encryptLogs(key)
 	suppress(s, props)
 	return s
 }

@@ -86,10 +86,11 @@ func suppress(s *Stack, props StackProps) {
 			add(m, "AwsSolutions-COG4", reasonPublicAuth)
 		}
 	}
-	if props.AccessLogsBucket == "" {
+	if props.AccessLogsBucket == "" && !props.createAccessLogs {
 		add(s.Bucket, "AwsSolutions-S1", reasonAccessLogs)
 	}
 	if b, ok := s.Source.(awss3.Bucket); ok {
 		add(b, "AwsSolutions-S1", reasonSourceLogs)
 	}
+	suppressPacks(s, props)
 }

@@ -24,8 +24,12 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhirsource"
 	"github.com/bulkfhir/bulkfhir/shared/httplimit"
+	"github.com/bulkfhir/bulkfhir/shared/joblog"
 	"github.com/bulkfhir/bulkfhir/shared/localrunner"
+	"github.com/bulkfhir/bulkfhir/shared/metrics"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
+	"github.com/bulkfhir/bulkfhir/shared/prommetrics"
+	"github.com/bulkfhir/bulkfhir/shared/stepmetrics"
 )
 
 type serveConfig struct {
@@ -47,6 +51,8 @@ type serveConfig struct {
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
+	// Every line written during a job's step carries its "job" field.
+	log = slog.New(joblog.NewHandler(log.Handler()))
 	var c serveConfig
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
@@ -70,7 +76,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.BoolVar(&c.allowAnonymous, "allow-anonymous", false, "serve without authorization, every caller one anonymous client (development only)")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", export.DefaultMaxFileBytes, "roll output files at this size")
 	fs.DurationVar(&c.chunkBudget, "chunk-budget", 20*time.Second, "checkpoint each unit at least this often")
-	fs.IntVar(&c.maxJobs, "max-jobs", 4, "exports run at once (others queue)")
+	fs.IntVar(&c.maxJobs, "max-running-jobs", 4, "exports run at once; later kick-offs wait as accepted, in kick-off order")
+	fs.IntVar(&c.maxJobs, "max-jobs", 4, "the former name of --max-running-jobs")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
 	fs.IntVar(&c.manifestPageSize, "manifest-page-size", export.DefaultManifestPageSize, "file items per manifest page for exports with allowPartialManifests=true")
@@ -150,9 +157,23 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: authz.requireToken,
 		ManifestPageSize: c.manifestPageSize,
 	}
-	steps := export.NewSteps(jobs, files, source, cfg, log)
-	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers}, log)
-	svc := export.NewService(jobs, files, runner, source, cfg, log)
+	// The same figures the Lambda functions write as EMF, on /metrics.
+	rec := prommetrics.New()
+	steps := stepmetrics.New(export.NewSteps(jobs, files, source, cfg, log), jobs, source, rec)
+	if c.maxJobs <= 0 {
+		return errors.New("serve: --max-running-jobs must be at least 1")
+	}
+	// svc is set below; the runner calls back into it when a job ends, to
+	// start the next queued one.
+	var svc *export.Service
+	runner := localrunner.New(steps, jobs, localrunner.Options{MaxJobs: c.maxJobs, UnitWorkers: c.unitWorkers, OnDone: func(id string) {
+		if _, err := svc.Dispatch(ctx); err != nil {
+			log.Warn("dispatch after a job ended", "job", id, "err", err)
+		}
+	}}, log)
+	svc = export.NewService(jobs, files, runner, source, cfg, log)
+	svc.SetQueue(jobs, c.maxJobs)
+	svc.SetObserver(stepmetrics.Observer{Rec: rec})
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
@@ -168,19 +189,36 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	for _, id := range live {
+		if j, err := jobs.Get(ctx, id); err == nil {
+			if queued, err := jobs.Queued(ctx, j); err == nil && queued {
+				continue // still waits its turn: dispatched below
+			}
+		}
 		log.Info("resuming job", "job", id)
 		if err := runner.Start(ctx, id); err != nil {
 			return err
 		}
 	}
 	go janitor(ctx, jobs, files, log)
+	go sweeper(ctx, svc, rec, log)
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	ln = c.limits.Listener(ln)
-	srv := c.limits.Server(handler, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
+	// GET /metrics: aggregate figures only (no job ids, no client ids).
+	// Everything else goes to the API handler as it came (no ServeMux:
+	// its path cleaning would redirect requests the API refuses).
+	metricsHandler := rec.Handler()
+	withMetrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" && r.Method == http.MethodGet {
+			metricsHandler.ServeHTTP(w, r)
+			return
+		}
+		handler.ServeHTTP(w, r)
+	})
+	srv := c.limits.Server(withMetrics, func(r *http.Request) bool { return strings.Contains(r.URL.Path, api.LinkPrefix) })
 	log.Info("listening", "addr", ln.Addr().String(), "base", "/fhir")
 	// STATE/addr holds the bound address (useful with --addr 127.0.0.1:0).
 	addrFile := filepath.Join(c.state, "addr")
@@ -290,6 +328,27 @@ func janitor(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, 
 			if err := jobs.Delete(ctx, id); err != nil {
 				log.Warn("janitor: delete job", "job", id, "err", err)
 			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweeper dispatches queued jobs now and then periodically: the safety net
+// behind the dispatch each kick-off, completion and cancel does.
+func sweeper(ctx context.Context, svc *export.Service, rec metrics.Recorder, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		rep, err := svc.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("sweep", "err", err)
+		}
+		if err == nil {
+			stepmetrics.RecordSweep(ctx, rec, rep)
 		}
 		select {
 		case <-ctx.Done():

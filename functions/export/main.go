@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/lambdasource"
 )
@@ -13,6 +12,7 @@ func main() {
 	s3c := lambdaenv.S3(env.AWS)
 	src, err := lambdasource.New(env.Config, env.AWS, s3c, env.Log)
 	env.Must("startup", err)
-	steps := export.NewSteps(lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, s3c), src, env.Config.Export(), env.Log)
+	// The steps with their metrics around them (EMF lines).
+	steps := lambdaenv.Steps(env.Config, lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, s3c), src, env.Log)
 	lambda.Start(steps.ExportChunk)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/sfnrunner"
 )
@@ -11,6 +10,7 @@ import (
 func main() {
 	env := lambdaenv.MustLoad(lambdaenv.RoleTask)
 	// Fail never reads the source: no source client, no credentials.
-	steps := export.NewSteps(lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, lambdaenv.S3(env.AWS)), lambdaenv.NoSource{}, env.Config.Export(), env.Log)
+	// The steps with their metrics around them (EMF lines).
+	steps := lambdaenv.Steps(env.Config, lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, lambdaenv.S3(env.AWS)), lambdaenv.NoSource{}, env.Log)
 	lambda.Start(sfnrunner.FailHandler(steps.Fail))
 }

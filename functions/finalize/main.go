@@ -3,13 +3,13 @@ package main
 import (
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 )
 
 func main() {
 	env := lambdaenv.MustLoad(lambdaenv.RoleTask)
 	// Finalize never reads the source: no source client, no credentials.
-	steps := export.NewSteps(lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, lambdaenv.S3(env.AWS)), lambdaenv.NoSource{}, env.Config.Export(), env.Log)
+	// The steps with their metrics around them (EMF lines).
+	steps := lambdaenv.Steps(env.Config, lambdaenv.Jobs(env.Config, env.AWS), lambdaenv.Files(env.Config, lambdaenv.S3(env.AWS)), lambdaenv.NoSource{}, env.Log)
 	lambda.Start(steps.Finalize)
 }

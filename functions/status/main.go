@@ -22,7 +22,11 @@ func main() {
 	keys, err := lambdaauth.APIKeys(context.Background(), env.AWS, cfg.Auth, cfg.TokenSecretARN)
 	env.Must("startup", err)
 	runner := sfnrunner.New(sfn.NewFromConfig(env.AWS), cfg.StateMachineARN)
-	svc := export.NewService(lambdaenv.Jobs(cfg, env.AWS), lambdaenv.Files(cfg, s3c), runner, src, cfg.Export(), env.Log)
+	jobs := lambdaenv.Jobs(cfg, env.AWS)
+	svc := export.NewService(jobs, lambdaenv.Files(cfg, s3c), runner, src, cfg.Export(), env.Log)
+	// Kick-offs wait in the global queue of running jobs; kick-offs and
+	// cancels are counted (EMF lines).
+	lambdaenv.Observe(svc, jobs, cfg, lambdaenv.Metrics(cfg))
 	h := apigw.Handler(svc, apigw.Options{
 		BaseURL: cfg.PublicBaseURL, Auth: cfg.Auth, TokenURL: cfg.TokenURL, Keys: keys,
 		StatusOnly: cfg.StatusOnly, Log: env.Log,

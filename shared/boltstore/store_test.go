@@ -62,3 +62,9 @@ func TestSurvivesReopenAndExpires(t *testing.T) {
 		t.Errorf("files of deleted job = %v", files)
 	}
 }
+
+func TestQueue(t *testing.T) {
+	exporttest.QueueContract(t, func(t *testing.T) export.JobStore {
+		return open(t, filepath.Join(t.TempDir(), "jobs.db"))
+	})
+}

@@ -38,7 +38,7 @@ var _ export.CappedCreator = (*Store)(nil)
 // CreateCapped implements export.CappedCreator.
 func (st *Store) CreateCapped(ctx context.Context, j *export.Job, maxLive int) error {
 	for round := 0; round < maxClaimRounds; round++ {
-		free, err := st.freeSlots(ctx, j.Owner, maxLive)
+		free, err := st.freeSlots(ctx, ownerKeyPrefix+j.Owner, maxLive)
 		if err != nil {
 			return err
 		}
@@ -71,22 +71,23 @@ type slot struct {
 	holder string
 }
 
-// freeSlots lists the owner's slots below maxLive that are absent or held
-// by a job that is no longer live (or gone).
-func (st *Store) freeSlots(ctx context.Context, owner string, maxLive int) ([]slot, error) {
+// freeSlots lists the slots of partition pk (an owner's, or the global
+// running places) below maxLive that are absent or held by a job that is
+// no longer live (or gone).
+func (st *Store) freeSlots(ctx context.Context, pk string, maxLive int) ([]slot, error) {
 	held := map[int]string{}
 	p := dynamodb.NewQueryPaginator(st.db, &dynamodb.QueryInput{
 		TableName:              aws.String(st.table),
 		KeyConditionExpression: aws.String("pk = :pk AND begins_with(sk, :slot)"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":pk": s(ownerKeyPrefix + owner), ":slot": s(slotPrefix),
+			":pk": s(pk), ":slot": s(slotPrefix),
 		},
 		ConsistentRead: aws.Bool(true),
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list job slots of %s: %w", owner, err)
+			return nil, fmt.Errorf("list job slots of %s: %w", pk, err)
 		}
 		for _, it := range page.Items {
 			i, err := strconv.Atoi(str(it, AttrSK)[len(slotPrefix):])
@@ -116,11 +117,26 @@ func (st *Store) freeSlots(ctx context.Context, owner string, maxLive int) ([]sl
 
 // claim puts the slot and the job in one transaction.
 func (st *Store) claim(ctx context.Context, j *export.Job, sl slot) error {
+	_, err := st.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
+		TransactItems: []types.TransactWriteItem{
+			{Put: st.slotPut(ownerKeyPrefix+j.Owner, sl, j.ID, j.ExpiresAt.Unix())},
+			{Put: &types.Put{
+				TableName: aws.String(st.table), Item: item(j),
+				ConditionExpression: aws.String("attribute_not_exists(" + AttrPK + ")"),
+			}},
+		},
+	})
+	return err
+}
+
+// slotPut claims slot sl of partition pk for job: conditional on the slot
+// being absent, or still held by the (no longer live) job seen in it.
+func (st *Store) slotPut(pk string, sl slot, job string, expires int64) *types.Put {
 	slotPut := &types.Put{
 		TableName: aws.String(st.table),
 		Item: map[string]types.AttributeValue{
-			AttrPK: s(ownerKeyPrefix + j.Owner), AttrSK: s(slotPrefix + strconv.Itoa(sl.index)),
-			"job": s(j.ID), AttrTTL: n(j.ExpiresAt.Unix()),
+			AttrPK: s(pk), AttrSK: s(slotPrefix + strconv.Itoa(sl.index)),
+			"job": s(job), AttrTTL: n(expires),
 		},
 		ConditionExpression: aws.String("attribute_not_exists(" + AttrPK + ")"),
 	}
@@ -129,14 +145,5 @@ func (st *Store) claim(ctx context.Context, j *export.Job, sl slot) error {
 		slotPut.ExpressionAttributeNames = map[string]string{"#job": "job"}
 		slotPut.ExpressionAttributeValues = map[string]types.AttributeValue{":holder": s(sl.holder)}
 	}
-	_, err := st.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
-		TransactItems: []types.TransactWriteItem{
-			{Put: slotPut},
-			{Put: &types.Put{
-				TableName: aws.String(st.table), Item: item(j),
-				ConditionExpression: aws.String("attribute_not_exists(" + AttrPK + ")"),
-			}},
-		},
-	})
-	return err
+	return slotPut
 }

@@ -141,3 +141,10 @@ func TestItemsCarryTTL(t *testing.T) {
 		t.Errorf("TTL = %+v, %v", ttl, err)
 	}
 }
+
+func TestQueue(t *testing.T) {
+	exporttest.QueueContract(t, func(t *testing.T) export.JobStore {
+		s, _, _ := newStore(t)
+		return s
+	})
+}

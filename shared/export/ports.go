@@ -170,3 +170,17 @@ func EachResource(r Reader, fn func(line []byte) bool) error {
 		}
 	}
 }
+
+// ReferencedCursors is a Source whose positions can name what a client
+// asked for (an upstream's next-page link carries patient ids and search
+// parameters in its query): ExportChunk then always stores the position as
+// an object and hands on only its key (Cursor.SourceRef), so no position
+// reaches the Step Functions history, the unit's record or a log.
+type ReferencedCursors interface {
+	CursorsByReference() bool
+}
+
+func cursorsByReference(src Source) bool {
+	rc, ok := src.(ReferencedCursors)
+	return ok && rc.CursorsByReference()
+}

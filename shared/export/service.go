@@ -30,6 +30,12 @@ type Service struct {
 	log    *slog.Logger
 	// admission, when set, may refuse a kick-off before a job is made.
 	admission Admission
+	// queue, when set, holds kick-offs until one of maxRunning running
+	// places is free (queue.go).
+	queue      Queue
+	maxRunning int
+	// observer, when set, hears of kick-offs and cancels (observer.go).
+	observer Observer
 }
 
 // Admission decides whether a kick-off may start a job now: a storage
@@ -149,21 +155,16 @@ func (s *Service) Kickoff(ctx context.Context, owner string, req *bulkdata.Reque
 		}
 		return nil, fmt.Errorf("kick-off: create job: %w", err)
 	}
-	if err := s.runner.Start(ctx, job.ID); err != nil {
-		s.log.ErrorContext(ctx, "start job", "job", job.ID, "err", err)
-		outcome := fhir.Outcome(fhir.SeverityError, fhir.CodeTransient, "the export could not be started; try again")
-		e := &bulkdata.Error{Status: http.StatusServiceUnavailable, Outcome: outcome, RetryAfter: 5 * time.Second}
-		if _, terr := s.jobs.Transition(ctx, job.ID, Transition{
-			From: []Status{StatusAccepted}, To: StatusFailed, Outcome: &outcome, FailStatus: http.StatusServiceUnavailable,
-		}); terr != nil {
-			// The job stays accepted (it counts against the owner's live
-			// jobs until its TTL); the client still gets the 503.
-			s.log.ErrorContext(ctx, "mark the unstarted job failed", "job", job.ID, "err", terr)
-			return nil, errors.Join(e, fmt.Errorf("kick-off: mark job %s failed: %w", job.ID, terr))
+	if s.queue != nil {
+		if err := s.enqueue(ctx, job); err != nil {
+			return nil, err
 		}
-		return nil, e
+	} else if err := s.runner.Start(ctx, job.ID); err != nil {
+		s.log.ErrorContext(ctx, "start job", "job", job.ID, "err", err)
+		return nil, s.failStart(ctx, job.ID)
 	}
 	s.log.InfoContext(ctx, "kick-off", "job", job.ID, "owner", owner, "level", req.Level, "types", len(req.Types))
+	s.observe(ctx, job, EventAccepted)
 	return job, nil
 }
 
@@ -479,6 +480,9 @@ func (s *Service) StatusPage(ctx context.Context, owner, id, cursor string) (*St
 			}
 		}
 		rep.Progress = job.ProgressText(progress)
+		if s.queue != nil && job.Status == StatusAccepted {
+			rep.Progress = s.queuedProgress(ctx, job)
+		}
 		age := s.now().Sub(job.CreatedAt)
 		rep.RetryAfter = time.Second + age/15
 		if rep.RetryAfter > 10*time.Second {
@@ -566,9 +570,20 @@ func (s *Service) Cancel(ctx context.Context, owner, id string) error {
 	if err := s.runner.Stop(ctx, job.ID); err != nil {
 		s.log.WarnContext(ctx, "stop job", "job", job.ID, "err", err)
 	}
+	if s.queue != nil {
+		// The cancelled job's running place (if it had one) is free at
+		// once: start the next queued job now, not at the next sweep.
+		if err := s.queue.Remove(ctx, job); err != nil {
+			s.log.WarnContext(ctx, "cancel: remove from the queue", "job", job.ID, "err", err)
+		}
+		if _, err := s.Dispatch(ctx); err != nil {
+			s.log.WarnContext(ctx, "dispatch after cancel", "job", job.ID, "err", err)
+		}
+	}
 	if err := s.files.DeleteJob(ctx, job.ID); err != nil {
 		s.log.WarnContext(ctx, "delete files of cancelled job", "job", job.ID, "err", err)
 	}
 	s.log.InfoContext(ctx, "cancelled", "job", job.ID)
+	s.observe(ctx, job, EventCancelled)
 	return nil
 }

@@ -754,10 +754,11 @@ func (s *Steps) cursorIn(ctx context.Context, in ChunkInput) (Cursor, error) {
 }
 
 // cursorOut sends a long source position by reference, so neither the
-// state nor the unit's item grows with it. The key is derived from the
+// state nor the unit's item grows with it, and every position of a source
+// that asks for it (ReferencedCursors). The key is derived from the
 // position: a retried chunk writes the same object.
 func (s *Steps) cursorOut(ctx context.Context, jobID, unitID string, cur *Cursor) error {
-	if len(cur.Source) <= maxInlineCursor {
+	if len(cur.Source) <= maxInlineCursor && !cursorsByReference(s.source) {
 		return nil
 	}
 	h := fnv.New64a()

@@ -28,6 +28,10 @@ type JobStore struct {
 	// keys caches each job's file keys in order for FilesAfter (nil when
 	// a file was added since).
 	keys map[string][]string
+	// queued maps export.QueueKey → job id; admitted holds the jobs given
+	// a running place (queue.go).
+	queued   map[string]string
+	admitted map[string]bool
 }
 
 var (

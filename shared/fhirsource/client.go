@@ -49,6 +49,7 @@ type client struct {
 	budget      time.Duration // total time one request may spend retrying
 	crossOrigin bool          // follow links to other origins, without credentials
 	log         *slog.Logger
+	stats       *retryStats
 }
 
 // OriginError is a link to a server other than the configured upstream.
@@ -56,7 +57,7 @@ type client struct {
 type OriginError struct{ URL string }
 
 func (e *OriginError) Error() string {
-	return fmt.Sprintf("the upstream linked to %s, another origin than the configured FHIR base; it was not followed, so the upstream's credentials stay with the upstream", e.URL)
+	return fmt.Sprintf("the upstream linked to %s, another origin than the configured FHIR base; it was not followed, so the upstream's credentials stay with the upstream", Redact(e.URL))
 }
 
 // StatusError is an upstream response that retrying will not fix.
@@ -69,7 +70,7 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	msg := fmt.Sprintf("upstream answered %d to GET %s", e.Status, e.URL)
+	msg := fmt.Sprintf("upstream answered %d to GET %s", e.Status, Redact(e.URL))
 	if e.Diagnostics != "" {
 		msg += ": " + e.Diagnostics
 	}
@@ -136,6 +137,9 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 		if err == nil && resp.StatusCode < 300 {
 			return resp, nil
 		}
+		// A transport error names the URL; from here on it travels as
+		// step errors into logs and the execution's history: redact it.
+		err = redactURLError(err)
 		if ctx.Err() != nil {
 			if resp != nil {
 				resp.Body.Close()
@@ -184,7 +188,12 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			<-ctx.Done()
 			return nil, fmt.Errorf("the upstream asks to wait %v, past the deadline: %w", wait, ctx.Err())
 		}
-		c.log.WarnContext(ctx, "upstream retry", "url", u, "attempt", attempt+1, "wait", wait.String(), "err", err)
+		c.stats.retries.Add(1)
+		var se *StatusError
+		if errors.As(err, &se) && se.Status == http.StatusTooManyRequests {
+			c.stats.throttled.Add(1)
+		}
+		c.log.WarnContext(ctx, "upstream retry", "url", Redact(u), "attempt", attempt+1, "wait", wait.String(), "err", redactErr(err))
 		if err := sleep(ctx, wait); err != nil {
 			return nil, err
 		}

@@ -51,6 +51,9 @@ type Config struct {
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
+	// MaxRunningJobs and MetricsNamespace: ops.go.
+	MaxRunningJobs                 int
+	MetricsNamespace, MetricsStack string
 }
 
 // Export is the core configuration this Config implies.
@@ -121,11 +124,16 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		MaxLiveJobs:     int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
 	c.ManifestPageSize = int(num(settings.EnvManifestPageSize, export.DefaultManifestPageSize))
+	loadOps(getenv, &c, &problems)
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(settings.EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
 	}
-	c.StatusOnly = role == RoleStatus
+	if role == RoleDispatch {
+		c.StateMachineARN = need(settings.EnvStateMachine)
+	}
+	// The dispatch function reads no source either.
+	c.StatusOnly = role == RoleStatus || role == RoleDispatch
 	sources := 0
 	for _, v := range []string{c.SourceDir, c.SourceBucket, c.SourceURL} {
 		if v != "" {

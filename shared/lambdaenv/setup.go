@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/bulkfhir/bulkfhir/shared/dynamostore"
+	"github.com/bulkfhir/bulkfhir/shared/joblog"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
 )
 
@@ -26,7 +27,8 @@ type Env struct {
 // configuration and config.LoadDefaultConfig, once per container. It logs
 // every problem and exits (Lambda reports the init failure).
 func MustLoad(role Role) *Env {
-	log := lambdacontext.NewLogger()
+	// Every line written during a job's step carries its "job" field.
+	log := slog.New(joblog.NewHandler(lambdacontext.NewLogger().Handler()))
 	cfg, err := Load(os.Getenv, role)
 	Exit(log, "startup", err)
 	awsCfg, err := config.LoadDefaultConfig(context.Background())

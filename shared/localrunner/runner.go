@@ -16,6 +16,16 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/export"
 )
 
+// Steps are the export steps the runner calls (*export.Steps, or a wrapper
+// that records metrics around them).
+type Steps interface {
+	Plan(ctx context.Context, in export.JobRef) (*export.PlanResult, error)
+	Units(ctx context.Context, plan *export.PlanResult) ([]export.Unit, error)
+	ExportChunk(ctx context.Context, in export.ChunkInput) (*export.ChunkResult, error)
+	Finalize(ctx context.Context, in export.JobRef) (*export.FinalizeResult, error)
+	Fail(ctx context.Context, in export.FailInput) error
+}
+
 // JobReader is what the runner reads to resume units.
 type JobReader interface {
 	Progress(ctx context.Context, id string) (map[string]export.UnitProgress, error)
@@ -31,11 +41,16 @@ type Options struct {
 	// Retries and Backoff bound retries of a RetryableError.
 	Retries int
 	Backoff time.Duration
+	// OnDone, when set, is called after a job's run ended and freed its
+	// place (completed, failed or stopped by a cancel), not when the
+	// runner shuts down: the embedded server dispatches the next queued
+	// job from it.
+	OnDone func(jobID string)
 }
 
 // Runner is an export.Runner on goroutines.
 type Runner struct {
-	steps *export.Steps
+	steps Steps
 	jobs  JobReader
 	opts  Options
 	log   *slog.Logger
@@ -57,7 +72,7 @@ type run struct {
 var _ export.Runner = (*Runner)(nil)
 
 // New returns a runner over the steps.
-func New(steps *export.Steps, jobs JobReader, opts Options, log *slog.Logger) *Runner {
+func New(steps Steps, jobs JobReader, opts Options, log *slog.Logger) *Runner {
 	if opts.MaxJobs <= 0 {
 		opts.MaxJobs = 4
 	}
@@ -108,6 +123,11 @@ func (r *Runner) Start(_ context.Context, jobID string) error {
 		}
 		defer func() { <-r.slots }()
 		r.runJob(ctx, jobID)
+		if r.opts.OnDone != nil && r.base.Err() == nil {
+			// The job's store record is terminal by now, so its
+			// running place is free; the pool slot follows at once.
+			r.opts.OnDone(jobID)
+		}
 	}()
 	return nil
 }
