@@ -129,6 +129,7 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test ./shared/api -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./shared/fhirsource -run '^$$' -fuzz FuzzPage -fuzztime 30s
 	$(GO) test ./shared/fhir -run '^$$' -fuzz FuzzPeek -fuzztime 30s
+	$(GO) test ./shared/fhir -run '^$$' -fuzz FuzzSubset -fuzztime 30s
 	$(GO) test ./shared/smartauth -run '^$$' -fuzz FuzzTokenEndpoint -fuzztime 30s
 	$(GO) test ./shared/bulkclient -run '^$$' -fuzz FuzzParseManifest -fuzztime 30s
 	$(GO) test ./shared/typefilter -run '^$$' -fuzz FuzzParse -fuzztime 30s

@@ -144,6 +144,9 @@ func download(t *testing.T, m manifest) map[string][]byte {
 		if !strings.HasPrefix(o.URL, need(t).env["AWS_ENDPOINT_URL_S3"]+"/"+bucket+"/") || !strings.Contains(o.URL, "X-Amz-Signature=") {
 			t.Fatalf("output url %q is not a presigned URL of the export bucket", o.URL)
 		}
+		if !strings.Contains(o.URL, "X-Amz-Security-Token=") || strings.Contains(o.URL, "X-Amz-Credential="+need(t).env["AWS_ACCESS_KEY_ID"]+"%2F") {
+			t.Fatalf("output url %q is not signed by a download-signer session", o.URL)
+		}
 		resp, err := http.Get(o.URL)
 		if err != nil {
 			t.Fatal(err)

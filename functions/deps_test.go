@@ -20,6 +20,7 @@ var forbidden = map[string][]string{
 	"./functions/fail":       {"shared/api", "shared/apigw", "shared/smartauth", "shared/lambdaauth", "shared/dynamoauth", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
 	"./functions/status":     {"shared/dynamoauth", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
 	"./functions/kickoff":    {"shared/dynamoauth"},
+	"./functions/expire":     {"shared/api", "shared/apigw", "shared/smartauth", "shared/lambdaauth", "shared/dynamoauth", "shared/sfnrunner", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
 	"./functions/dispatch":   {"shared/api", "shared/apigw", "shared/smartauth", "shared/lambdaauth", "shared/dynamoauth", "shared/fhirsource", "shared/smartclient", "shared/s3source", "shared/ndjsonsource", "shared/lambdasource"},
 	"./cmd/bulkfhir":         {"shared/lambdaenv", "shared/apigw", "shared/sfnrunner", "shared/dynamostore"},
 }

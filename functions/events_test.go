@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/bulkfhir/bulkfhir/shared/apigw"
@@ -18,6 +19,8 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
+	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
+	"github.com/bulkfhir/bulkfhir/shared/retention"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
@@ -42,7 +45,7 @@ func TestEvents(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "task-dispatch", "status-get", "status-delete", "token-", "authorizer-"}
+	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "task-dispatch", "status-get", "status-delete", "token-", "authorizer-", "expire-"}
 	rank := func(name string) int {
 		for i, p := range order {
 			if strings.HasPrefix(name, p) {
@@ -72,6 +75,10 @@ func TestEvents(t *testing.T) {
 				}
 				if strings.HasPrefix(name, "token-") || strings.HasPrefix(name, "authorizer-") {
 					checkAuthEvent(t, name, raw)
+					return
+				}
+				if strings.HasPrefix(name, "expire-") {
+					checkExpireEvent(t, raw)
 					return
 				}
 				out, err := cl.api.APIHandler()(ctx, raw)
@@ -282,4 +289,23 @@ func asV2(t *testing.T, name string, out any) events.APIGatewayV2HTTPResponse {
 	}
 	t.Fatalf("answered with %T", out)
 	return events.APIGatewayV2HTTPResponse{}
+}
+
+// checkExpireEvent runs the EventBridge schedule's event through the
+// expire function's handler (functions/expire, retention.Sweep).
+func checkExpireEvent(t *testing.T, raw []byte) {
+	cl := need(t)
+	cfg, err := lambdaenv.LoadSweep(func(k string) string { return cl.env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	noChecksum := func(o *dynamodb.Options) { o.DisableValidateResponseChecksum = true }
+	out, err := lambda.NewHandler(lambdaenv.SweepHandler(cfg, cl.awsCfg, slog.New(slog.DiscardHandler), noChecksum)).Invoke(context.Background(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r retention.Result
+	if err := json.Unmarshal(out, &r); err != nil || r.Failed != 0 {
+		t.Errorf("expire result = %s (%v)", out, err)
+	}
 }

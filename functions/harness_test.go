@@ -58,6 +58,7 @@ const (
 	publicBase    = "https://bulkfhirapi.execute-api.us-east-1.amazonaws.com/fhir"
 	stateMachine  = "arn:aws:states:us-east-1:123456789012:stateMachine:bulkfhir-export"
 	functionArn   = "arn:aws:lambda:us-east-1:123456789012:function:bulkfhir-"
+	signerRoleARN = "arn:aws:iam::123456789012:role/bulkfhir-download-signer"
 	testPatients  = 20
 	maxConcurrent = 4
 )
@@ -228,6 +229,11 @@ func newCluster() (*cluster, error) {
 		// Every chunk stops after its first 512 resources: units loop
 		// through the state machine's cursor Choice several times.
 		settings.EnvChunkBudget: "1ns",
+		// Links are signed with sessions of the download-signer role, as
+		// the stack configures the status function: MinIO's STS issues
+		// them, and checks them on every presigned GET.
+		"AWS_ENDPOINT_URL_STS":        minio.Endpoint,
+		settings.EnvLinkSignerRoleARN: signerRoleARN,
 	}
 	for k, v := range cl.env {
 		os.Setenv(k, v)
@@ -278,7 +284,8 @@ type fn struct {
 // functions (their main.go): the runner, the queue, the metrics.
 func (f *fn) service() *export.Service {
 	runner := sfnrunner.New(sfn.NewFromConfig(f.awsCfg), f.Config.StateMachineARN)
-	svc := export.NewService(f.Jobs, f.Files, runner, f.Source, f.Config.Export(), f.log)
+	links, _ := apigw.DownloadLinks(f.Files, f.Config.Downloads.Redirect(), f.Config.StatusOnly)
+	svc := export.NewService(f.Jobs, links, runner, f.Source, f.Config.Export(), f.log)
 	lambdaenv.Observe(svc, f.Jobs, f.Config, lambdaenv.Metrics(f.Config))
 	return svc
 }
@@ -291,9 +298,10 @@ func (f *fn) DispatchHandler() func(context.Context, json.RawMessage) (*export.S
 // APIHandler is the kickoff function's handler (functions/kickoff).
 func (f *fn) APIHandler() func(context.Context, json.RawMessage) (any, error) {
 	svc := f.service()
+	_, deliver := apigw.DownloadLinks(f.Files, f.Config.Downloads.Redirect(), f.Config.StatusOnly)
 	h := apigw.Handler(svc, apigw.Options{
 		BaseURL: f.Config.PublicBaseURL, Auth: f.Config.Auth, TokenURL: f.Config.TokenURL, Keys: f.Keys,
-		StatusOnly: f.Config.StatusOnly, Log: f.log,
+		StatusOnly: f.Config.StatusOnly, Deliver: deliver, Log: f.log,
 	})
 	return apigw.NewGateway(h).Invoke
 }
@@ -315,6 +323,7 @@ func (cl *cluster) envs(getenv func(string) string) (api, task *fn, err error) {
 			return nil, nil, err
 		}
 		f := &fn{Config: cfg, Jobs: lambdaenv.Jobs(cfg, cl.awsCfg, noChecksum), Files: lambdaenv.Files(cfg, s3c), Source: src, awsCfg: cl.awsCfg, log: log}
+		lambdaenv.SignLinks(f.Files, cfg, cl.awsCfg)
 		f.Steps = lambdaenv.Steps(cfg, f.Jobs, f.Files, f.Source, log)
 		if role == lambdaenv.RoleAPI {
 			if f.Keys, err = lambdaauth.APIKeys(context.Background(), cl.awsCfg, cfg.Auth, cfg.TokenSecretARN); err != nil {

@@ -17,8 +17,9 @@ import (
 type StackProps struct {
 	awscdk.StackProps
 	// Retention drives the manifest's Expires, link expiry, DynamoDB TTL
-	// and S3 expiry (rounded up to whole days: S3 lifecycle granularity,
-	// so files never vanish before Expires). Default 2h.
+	// and the expire function's sweep (files and records go at Expires);
+	// the S3 lifecycle backstop is MaxJobDuration + Retention in whole
+	// days, rounded up (BackstopDays). Default 2h.
 	Retention time.Duration
 	// MaxConcurrency of the state machine's Distributed Map over work
 	// units (child executions at once). Default 10.
@@ -43,7 +44,7 @@ type StackProps struct {
 	SourceSigV4Region                           string
 	// VpcSubnetIds and VpcSecurityGroupIds put the functions that read the
 	// source (kickoff, status, plan, export) in a VPC, to reach a private
-	// upstream. The subnets need a route to S3, DynamoDB and Step Functions
+	// upstream. The subnets need a route to S3, DynamoDB, Step Functions and STS
 	// (a NAT gateway or VPC endpoints).
 	VpcSubnetIds, VpcSecurityGroupIds []string
 	// BuildDir holds <function>/bootstrap from `make lambdas`. Default
@@ -94,6 +95,10 @@ type StackProps struct {
 	// SAM, which sets just the variables a template declares (make sam-*
 	// sets it; the --env-vars file from make sam-env gives the value).
 	AwsEndpointURL string
+	// Downloads is "presigned" (default: presigned S3 links, signed by the
+	// download-signer role) or "redirect" (links to the API, which checks
+	// the owner's token and redirects; downloads.go).
+	Downloads string
 	// OpsProps: the queue, reserved concurrency, alarms, the production
 	// profile (ops.go, profile.go).
 	OpsProps
@@ -154,6 +159,9 @@ func (p StackProps) check() error {
 	case "", archARM64, archX8664:
 	default:
 		return fmt.Errorf("bulkfhir:architecture must be arm64 or x86_64, not %q", p.Architecture)
+	}
+	if err := p.checkDownloads(); err != nil {
+		return err
 	}
 	mode, err := p.authMode()
 	if err != nil {
@@ -247,6 +255,7 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	p.PublicBaseURL = str("publicBaseUrl")
 	p.ApiType, p.Architecture = str("apiType"), str("architecture")
 	p.AwsEndpointURL = str("awsEndpointUrl")
+	p.Downloads = str("downloads")
 	if p.OpsProps, err = opsFromContext(str); err != nil {
 		return p, err
 	}

@@ -20,8 +20,8 @@ func TestAPITypesAndArchitectures(t *testing.T) {
 				t.Errorf("cdk-nag errors:\n%s", strings.Join(s.errors, "\n"))
 			}
 			fns := s.functions()
-			if len(fns) != len(functions)+len(authFunctions) {
-				t.Errorf("%d functions, want %d", len(fns), len(functions)+len(authFunctions))
+			if want := len(functions) + len(authFunctions) + len(otherFunctions); len(fns) != want {
+				t.Errorf("%d functions, want %d", len(fns), want)
 			}
 			for id, r := range fns {
 				if got := js(props(r)["Architectures"]); got != `["`+tc.arch+`"]` {

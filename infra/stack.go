@@ -118,8 +118,10 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		NonKeyAttributes: jsii.Strings("status"),
 	})
 
-	// Exported files: private, TLS only, encrypted, expired after the
-	// retention (whole days, rounded up), broken uploads cleaned after a day.
+	// Exported files: private, TLS only, encrypted; deleted at Expires by
+	// the expire function (retention.go), with a lifecycle rule behind it
+	// that never reaches a running or unexpired job's files; broken
+	// uploads cleaned after a day.
 	bucketProps := &awss3.BucketProps{
 		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
 		EnforceSSL:        jsii.Bool(true),
@@ -130,8 +132,14 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 		LifecycleRules: &[]*awss3.LifecycleRule{{
 			Id:                                  jsii.String("retention"),
 			Prefix:                              jsii.String(exportPrefix),
-			Expiration:                          awscdk.Duration_Days(jsii.Number(RetentionDays(props.Retention))),
+			Expiration:                          awscdk.Duration_Days(jsii.Number(BackstopDays(props.MaxJobDuration, props.Retention))),
 			AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(1)),
+		}, {
+			// The S3 source's patient indexes: a cache, rebuilt when
+			// missing; an object's index is left behind when it changes.
+			Id:         jsii.String("patient-index"),
+			Prefix:     jsii.String(settings.PatientIndexPrefix),
+			Expiration: awscdk.Duration_Days(jsii.Number(30)),
 		}},
 	}
 	if key != nil {
@@ -254,6 +262,8 @@ func NewStack(scope constructs.Construct, id string, props StackProps) *Stack {
 	} else {
 		s.api(props)
 	}
+	s.downloads(props)
+	s.expiry(props)
 
 	s.ops(props)
 
@@ -377,6 +387,15 @@ func (s *Stack) grant(props StackProps) {
 		s.allow(fn, []string{"s3:GetObject"}, join(s.Source.BucketArn(), jsii.String("/"+props.SourcePrefix+"*")))
 		listPrefix(fn, s.Source.BucketArn(), props.SourcePrefix)
 	}
+	// The S3 source's patient indexes: plan builds them, export reads them
+	// (ListBucket so a missing index is a 404, not a 403).
+	patientIndex := func(fn string, actions ...string) {
+		if s.Source == nil {
+			return
+		}
+		s.allow(fn, actions, join(s.Bucket.BucketArn(), jsii.String("/"+settings.PatientIndexPrefix+"*")))
+		listPrefix(fn, s.Bucket.BucketArn(), settings.PatientIndexPrefix)
+	}
 
 	// kickoff: create the job together with a live-job slot
 	// (TransactWriteItems of two Puts), read the owner's slots and their
@@ -395,6 +414,7 @@ func (s *Stack) grant(props StackProps) {
 	s.allow("plan", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}, table)
 	s.allow("plan", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, exports)
 	readSource("plan")
+	patientIndex("plan", "s3:GetObject", "s3:PutObject")
 	// export: stream files under the export prefix, record files and
 	// progress, and clean up after a cancel.
 	// Progress and file items go in a transaction with a check of the job.
@@ -403,6 +423,7 @@ func (s *Stack) grant(props StackProps) {
 	s.allow("export", []string{"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject"}, exports)
 	listPrefix("export", s.Bucket.BucketArn(), exportPrefix)
 	readSource("export")
+	patientIndex("export", "s3:GetObject")
 	// finalize: read the job and its files, complete it.
 	s.allow("finalize", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
 	// fail: mark the job failed; if that cannot be recorded, delete the

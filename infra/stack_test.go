@@ -30,12 +30,16 @@ var functions = []string{"kickoff", "status", "plan", "export", "finalize", "fai
 // authFunctions exist in the default authorization mode (bulkfhir's tokens).
 var authFunctions = []string{"token", "authorizer"}
 
+// otherFunctions are the stack's functions outside the API and the export:
+// the retention sweep (retention.go).
+var otherFunctions = []string{"expire"}
+
 // fakeBuild makes build/<fn>/bootstrap placeholders so stack tests do not
 // depend on `make lambdas` (the SAM test uses the real build).
 func fakeBuild(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, fn := range append(append([]string{}, functions...), authFunctions...) {
+	for _, fn := range append(append(append([]string{}, functions...), authFunctions...), otherFunctions...) {
 		os.MkdirAll(filepath.Join(dir, fn), 0o755)
 		os.WriteFile(filepath.Join(dir, fn, "bootstrap"), []byte("placeholder"), 0o755)
 	}
@@ -174,8 +178,8 @@ func TestRoutesAndThrottling(t *testing.T) {
 func TestFunctions(t *testing.T) {
 	s := base(t)
 	fns := s.functions()
-	if len(fns) != len(functions)+len(authFunctions) {
-		t.Fatalf("%d functions, want %d", len(fns), len(functions)+len(authFunctions))
+	if want := len(functions) + len(authFunctions) + len(otherFunctions); len(fns) != want {
+		t.Fatalf("%d functions, want %d", len(fns), want)
 	}
 	roles := map[string]bool{}
 	for _, name := range functions {
@@ -229,14 +233,19 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	s := base(t)
 	want := map[string][]string{
 		"kickoff":    {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"status":     {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "states:StopExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"status":     {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "states:StopExecution", "sts:AssumeRole", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"token":      {"dynamodb:GetItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"authorizer": {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"plan":       {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"export":     {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"finalize":   {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"fail":       {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"dispatch":   {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		// Signs the manifest's links: read the export files, nothing else.
+		"downloadSigner": {"s3:GetObject"},
+		// The retention sweep: read jobs, delete expired jobs' records
+		// and files.
+		"expire":   {"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"fail":     {"dynamodb:GetItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"dispatch": {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 	}
 	for name, wantActions := range want {
 		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
@@ -369,6 +378,7 @@ func TestEndedExecutionsFailTheirJobs(t *testing.T) {
 			rules[id] = r
 		}
 	}
+	delete(rules, s.logicalID(t, "AWS::Events::Rule", "ExpireSchedule")) // retention_test.go
 	if len(rules) != 1 {
 		t.Fatalf("%d rules", len(rules))
 	}
@@ -414,8 +424,9 @@ func TestDataStores(t *testing.T) {
 		t.Errorf("encryption = %v", exports["BucketEncryption"])
 	}
 	rules := js(exports["LifecycleConfiguration"])
-	// Retention 30h → two whole days in S3, the same setting everywhere.
-	if !strings.Contains(rules, `"ExpirationInDays":2`) || !strings.Contains(rules, `"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}`) {
+	// The sweep deletes at Expires; the lifecycle backstop covers the
+	// longest job plus the retention: 24h + 30h → three whole days.
+	if !strings.Contains(rules, `"ExpirationInDays":3`) || !strings.Contains(rules, `"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}`) {
 		t.Errorf("lifecycle = %s", rules)
 	}
 	for _, r := range s.functions() {
@@ -689,5 +700,46 @@ func TestAuthorization(t *testing.T) {
 	}
 	if n := len(open.ofType("AWS::SecretsManager::Secret")); n != 0 {
 		t.Errorf("the anonymous stack has %d token secrets", n)
+	}
+}
+
+// TestPatientIndexGrants: plan may read and write the S3 source's patient
+// indexes, export only read them, both list only their prefix, no other
+// function touches them, and a lifecycle rule expires them.
+func TestPatientIndexGrants(t *testing.T) {
+	s := base(t)
+	want := map[string]string{"plan": "s3:GetObject,s3:ListBucket,s3:PutObject", "export": "s3:GetObject,s3:ListBucket"}
+	for _, name := range []string{"kickoff", "status", "plan", "export", "finalize", "fail"} {
+		roleID := s.logicalID(t, "AWS::IAM::Role", title(name)+"Role")
+		got := map[string]bool{}
+		for _, pol := range s.ofType("AWS::IAM::Policy") {
+			p := props(pol)
+			if !strings.Contains(js(p["Roles"]), roleID) {
+				continue
+			}
+			for _, st := range p["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				stm := st.(map[string]any)
+				if strings.Contains(js(stm["Resource"]), "patient-index/") || strings.Contains(js(stm["Condition"]), "patient-index/") {
+					for _, a := range toList(stm["Action"]) {
+						got[a] = true
+					}
+				}
+			}
+		}
+		var list []string
+		for a := range got {
+			list = append(list, a)
+		}
+		sort.Strings(list)
+		if strings.Join(list, ",") != want[name] {
+			t.Errorf("%s on patient-index/: %v, want %q", name, list, want[name])
+		}
+	}
+	var rules string
+	for _, b := range s.ofType("AWS::S3::Bucket") {
+		rules += js(props(b)["LifecycleConfiguration"])
+	}
+	if !strings.Contains(rules, `"Prefix":"patient-index/"`) {
+		t.Errorf("no lifecycle rule for patient-index/: %s", rules)
 	}
 }

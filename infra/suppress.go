@@ -28,6 +28,7 @@ const (
 	reasonAccessLogs = "Server access logging is optional (context bulkfhir:accessLogsBucket): exported files are short-lived and every API request is logged by API Gateway's access log."
 	reasonVPC        = "In a VPC (bulkfhir:vpcSubnetIds), Lambda manages the function's network interfaces with EC2 actions that do not support resource-level permissions (as AWSLambdaVPCAccessExecutionRole grants them)."
 	reasonHealthLake = "SigV4 upstream: search and read the FHIR data stores of the configured HealthLake region (read-only actions; data store ids are not known to the stack)."
+	reasonPatientIdx = "The S3 source's patient indexes live under patient-index/ of the stack's own bucket, one object pair per source object version (names derived from the object at run time); plan writes and reads them, export reads them."
 	reasonSourceLogs = "The source bucket is created for convenience and only read by this stack; enable server access logging on it, or bring your own bucket (bulkfhir:sourceBucket), when required."
 )
 
@@ -55,6 +56,9 @@ func suppress(s *Stack, props StackProps) {
 		if props.SourceSigV4Region != "" {
 			add(role, "AwsSolutions-IAM5", reasonHealthLake, regex("/^Resource::arn:<AWS::Partition>:healthlake:[a-z0-9-]+:<AWS::AccountId>:datastore\\/fhir\\/\\*$/g"))
 		}
+	}
+	for _, fn := range []string{"plan", "export"} {
+		add(s.Roles[fn], "AwsSolutions-IAM5", reasonPatientIdx, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/patient-index\\/\\*$/g"))
 	}
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")

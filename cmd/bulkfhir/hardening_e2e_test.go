@@ -470,7 +470,7 @@ func TestFullDisk(t *testing.T) {
 
 	// 1. The disk fills mid-export (no reserve): the job fails, with an
 	// OperationOutcome, and the server stays up.
-	fill("filler-1", 1<<20)
+	fill("filler-1", 160<<10) // less than the export, stored compressed
 	loc := kickoff(t, http.MethodGet, s.base+"/$export", kickHeaders(), "")
 	r := waitDone(t, loc, nil)
 	requireOutcome(t, r, http.StatusInternalServerError, "failed")

@@ -48,6 +48,7 @@ type serveConfig struct {
 	limits                             httplimit.Limits
 	repair                             bool
 	reserveBytes, quotaBytes           int64
+	downloads                          downloadSettings
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
@@ -90,6 +91,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", httplimit.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	fs.IntVar(&c.limits.MaxHeaderBytes, "max-header-bytes", httplimit.DefaultMaxHeaderBytes, "largest request line and headers")
 	fs.IntVar(&c.limits.MaxConns, "max-connections", httplimit.DefaultMaxConns, "connections served at once (more wait in the listen backlog)")
+	c.downloads.flags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -152,9 +154,13 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	links, deliver, requireToken, err := c.downloads.apply(files, authz.requireToken)
+	if err != nil {
+		return err
+	}
 	cfg := export.Config{
 		Retention: c.retention, MaxFileBytes: c.maxFileBytes, ChunkBudget: c.chunkBudget,
-		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: authz.requireToken,
+		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: requireToken,
 		ManifestPageSize: c.manifestPageSize,
 	}
 	// The same figures the Lambda functions write as EMF, on /metrics.
@@ -171,13 +177,13 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 			log.Warn("dispatch after a job ended", "job", id, "err", err)
 		}
 	}}, log)
-	svc = export.NewService(jobs, files, runner, source, cfg, log)
+	svc = export.NewService(jobs, links, runner, source, cfg, log)
 	svc.SetQueue(jobs, c.maxJobs)
 	svc.SetObserver(stepmetrics.Observer{Rec: rec})
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
-	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Version: version, Log: log})
+	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Deliver: deliver, Version: version, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
 		return err
@@ -316,19 +322,7 @@ func janitor(ctx context.Context, jobs *boltstore.Store, files *dirstore.Store, 
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		ids, err := jobs.Expired(ctx, time.Now())
-		if err != nil {
-			log.Warn("janitor", "err", err)
-		}
-		for _, id := range ids {
-			if err := files.DeleteJob(ctx, id); err != nil {
-				log.Warn("janitor: delete files", "job", id, "err", err)
-				continue
-			}
-			if err := jobs.Delete(ctx, id); err != nil {
-				log.Warn("janitor: delete job", "job", id, "err", err)
-			}
-		}
+		expireJobs(ctx, jobs, files, time.Now(), log)
 		select {
 		case <-ctx.Done():
 			return
@@ -379,7 +373,8 @@ func (c *serveConfig) source(ctx context.Context, log *slog.Logger) (export.Sour
 		for _, p := range problems {
 			log.Warn("data: skipping an entry", "entry", p)
 		}
-		return ndjsonsource.New(c.data, 0)
+		// Patient indexes of the data live in the state directory.
+		return ndjsonsource.NewDir(c.data, ndjsonsource.Options{Index: ndjsonsource.IndexDir(filepath.Join(c.state, "patient-index"))})
 	}
 	st := c.upstream
 	if c.sourceKeyFile != "" {

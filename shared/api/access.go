@@ -96,10 +96,18 @@ func (h *Handler) authorizeFile(w http.ResponseWriter, r *http.Request, key stri
 	if !h.authOn() {
 		return true
 	}
+	return h.checkFile(w, r, key)
+}
+
+// checkFile authenticates the caller of a download (an anonymous
+// server's one client included) and checks it owns the job (else 404, as
+// for status) and its scopes cover the file's type (else 403).
+func (h *Handler) checkFile(w http.ResponseWriter, r *http.Request, key string) bool {
 	caller, ok := h.authenticate(w, r)
 	if !ok {
 		return false
 	}
+	auditOf(w).client = caller.Client
 	jobID, _, _ := strings.Cut(key, "/")
 	if err := h.svc.CheckOwner(r.Context(), caller.Client, jobID); err != nil {
 		h.serviceError(w, r, "download", err)

@@ -62,6 +62,10 @@ type Config struct {
 	TokenURL string
 	// Files serves download links; nil when links point elsewhere (S3).
 	Files FileServer
+	// Deliver, when set, answers downloads in redirect mode (downloads.go)
+	// instead of Files: the manifest links to the API, every download is
+	// authorized by the owner's token.
+	Deliver FileDeliverer
 	// Version is reported in the CapabilityStatement.
 	Version string
 	// RequestID, when set, returns an id that stays the same when the
@@ -111,6 +115,9 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status    int
 	plainJSON bool
+	// bytes of body written and the audit record (audit.go).
+	bytes int64
+	audit audit
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -130,12 +137,15 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, plainJSON: bulkdata.PrefersPlainJSON(r.Header.Values("Accept"))}
+	rec.audit.event = auditEvent(r.Method, r.URL.Path)
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -144,7 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeOutcome(rec, http.StatusInternalServerError, fhir.CodeException, "internal server error")
 			}
 		}
-		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "ms", time.Since(start).Milliseconds())
+		h.logRequest(rec, r, start)
 	}()
 	h.route(rec, r)
 }
@@ -174,6 +184,8 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 		h.kickoff(w, r, bulkdata.LevelGroup, parts[1])
 	case strings.HasPrefix(path+"/", StatusPath) && len(parts) == 2:
 		h.status(w, r, parts[1])
+	case strings.HasPrefix(path, LinkPrefix) && h.cfg.Deliver != nil:
+		h.deliver(w, r, strings.TrimPrefix(path, LinkPrefix))
 	case strings.HasPrefix(path, LinkPrefix) && h.cfg.Files != nil:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			methodNotAllowed(w, "GET, HEAD")
@@ -184,7 +196,12 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 			writeError(w, qerr)
 			return
 		}
-		if key := strings.TrimPrefix(path, LinkPrefix); h.authorizeFile(w, r, key) {
+		key := strings.TrimPrefix(path, LinkPrefix)
+		if a := auditOf(w); fileKeyRE.MatchString(key) {
+			a.job, _, _ = strings.Cut(key, "/")
+			a.file = key
+		}
+		if h.authorizeFile(w, r, key) {
 			h.cfg.Files.ServeFile(w, r, key, q)
 		}
 	case path == "/Group" && h.groups != nil:
@@ -252,6 +269,7 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 		return
 	}
 	owner := caller.Client
+	auditOf(w).client = owner
 	prefs, perr := bulkdata.CheckKickoffHeaders(r.Header)
 	if perr != nil {
 		writeError(w, perr)
@@ -296,6 +314,7 @@ func (h *Handler) kickoff(w http.ResponseWriter, r *http.Request, level bulkdata
 		h.serviceError(w, r, "kick-off", err)
 		return
 	}
+	auditOf(w).job = job.ID
 	w.Header().Set("Content-Location", base+StatusPath+job.ID)
 	if req.SeparateExportStatus {
 		w.Header().Set("Preference-Applied", "respond-async, separate-export-status")
@@ -318,6 +337,10 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	owner := caller.Client
+	if a := auditOf(w); export.ValidJobID(id) {
+		a.job = id
+	}
+	auditOf(w).client = owner
 	ctx := export.WithBaseURL(r.Context(), h.baseURL(r))
 	if r.Method == http.MethodDelete {
 		if err := h.svc.Cancel(ctx, owner, id); err != nil {

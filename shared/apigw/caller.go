@@ -73,12 +73,12 @@ func TokenURL(mode, outside string) string {
 	return ""
 }
 
-// StatusOnly serves the status route and answers every other path with a
-// 404 OperationOutcome (API Gateway routes only the status route to the
-// status function).
+// StatusOnly serves the status route (and the download route of redirect
+// mode) and answers every other path with a 404 OperationOutcome (API
+// Gateway routes only those to the status function).
 func StatusOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, api.StatusPath) {
+		if !strings.Contains(r.URL.Path, api.StatusPath) && !strings.Contains(r.URL.Path, api.LinkPrefix) {
 			w.Header().Set("Content-Type", "application/fhir+json")
 			w.WriteHeader(http.StatusNotFound)
 			w.Write(fhir.Outcome(fhir.SeverityError, fhir.CodeNotSupported, "not found: this function serves the status route only").JSON())

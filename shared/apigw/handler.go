@@ -18,9 +18,12 @@ type Options struct {
 	// issuer's token endpoint (mode gateway).
 	Auth, TokenURL string
 	Keys           *smartauth.Keys
-	// StatusOnly serves the status route only (the status function).
+	// StatusOnly serves the status route only (the status function), and
+	// the download route when Deliver is set.
 	StatusOnly bool
-	Log        *slog.Logger
+	// Deliver answers redirect-mode downloads (lambdaenv.Links).
+	Deliver api.FileDeliverer
+	Log     *slog.Logger
 }
 
 // Handler is the HTTP API as served behind API Gateway: the caller from
@@ -32,10 +35,34 @@ func Handler(svc *export.Service, o Options) http.Handler {
 		Auth:      Authenticator(o.Auth, o.Keys),
 		TokenURL:  TokenURL(o.Auth, o.TokenURL),
 		RequestID: RequestID,
+		Deliver:   o.Deliver,
 		Log:       o.Log,
 	})
 	if o.StatusOnly {
 		return StatusOnly(h)
 	}
 	return h
+}
+
+// DeliveringStore is a file store that can also answer an authorized
+// download (s3store: a redirect to a short-lived presigned link).
+type DeliveringStore interface {
+	export.FileStore
+	api.FileDeliverer
+}
+
+// DownloadLinks returns the file store the service builds the manifest's
+// links with and the deliverer of the download route (Options.Deliver):
+// files and nil in presigned mode; in redirect mode links to the API, and
+// files as the deliverer on the function that serves the route (serve:
+// the status function, whose role may read the export prefix and assume
+// the download signer).
+func DownloadLinks(files DeliveringStore, redirect, serve bool) (export.FileStore, api.FileDeliverer) {
+	switch {
+	case !redirect:
+		return files, nil
+	case serve:
+		return api.RedirectLinks(files), files
+	}
+	return api.RedirectLinks(files), nil
 }

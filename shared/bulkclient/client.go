@@ -87,6 +87,8 @@ type Client struct {
 	reached atomic.Bool
 	// pages merges a paged manifest (allowPartialManifests).
 	pages pages
+	// refresh re-reads expired download links (refresh.go).
+	refresh linkRefresher
 }
 
 // UsageError is an option combination that cannot be run as asked.
@@ -427,6 +429,7 @@ func (c *Client) Run(ctx context.Context) (sum *Summary, err error) {
 		}
 		return nil, fail("write manifest.json: %v", err)
 	}
+	c.refresh.statusURL = statusURL
 	sum, err = c.downloadAll(ctx, m)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -711,6 +714,12 @@ func outcomeIssues(b []byte) []Issue {
 
 // poll waits for the export to finish and returns the manifest.
 func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest, error) {
+	return c.pollPages(ctx, statusURL, true)
+}
+
+// pollPages is poll; early says whether the files of partial manifests are
+// downloaded while the export runs (not when polling for fresh links).
+func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([]byte, *Manifest, error) {
 	misses, renewed := 0, false
 	// The kick-off reply carries no Retry-After; a first look soon after it
 	// finishes small exports without a full polling interval.
@@ -782,8 +791,12 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 					return nil, nil, err
 				}
 				c.pages.merge(m)
-				if err := c.downloadEarly(ctx, &c.pages); err != nil {
-					return nil, nil, err
+				// Polling for fresh links (early false), the running
+				// download loop fetches the files itself.
+				if early {
+					if err := c.downloadEarly(ctx, &c.pages); err != nil {
+						return nil, nil, err
+					}
 				}
 				if next := m.Next(); next != "" {
 					statusURL = next // the page this one links to, at once

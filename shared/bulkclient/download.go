@@ -188,6 +188,14 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 		return res
 	}
 	defer resp.Body.Close()
+	if (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound) && !j.refreshed {
+		// An expired link: the same file's link from a new poll.
+		if u, ok := c.freshLink(ctx, j.entry.URL); ok {
+			c.rep.Logf("%s: link refused (%d); retrying with a fresh link from the status URL", j.name, resp.StatusCode)
+			j.entry.URL, j.refreshed = u, true
+			return c.download(ctx, j, withToken)
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		res.err = fail("download %s: %s", j.name, describe(resp))
 		return res

@@ -53,6 +53,8 @@ type job struct {
 	kind  string // output, error, deleted
 	entry Entry
 	name  string // path under OutDir
+	// refreshed: entry.URL is a fresh link from a new poll (refresh.go).
+	refreshed bool
 }
 
 // plan names the files: <Type>.<n>.ndjson for output, error/… and deleted/…

@@ -17,35 +17,38 @@ import (
 // pages is the manifest merged from the pages read so far.
 type pages struct {
 	merged *Manifest
-	paths  map[string]bool // URL paths listed (links are re-signed per request)
+	// paths locates each listed file by its URL path (links are re-signed
+	// per request): its array (0 output, 1 error, 2 deleted) and index.
+	paths map[string][2]int
 	// early holds what was downloaded while the export ran, and seen the
 	// file names already handled then.
 	early *Summary
 	seen  map[string]bool
 }
 
-// merge appends the files of page m that are not listed yet.
+// merge appends the files of page m that are not listed yet, and takes
+// the fresh links of those that are (a page read again is re-signed).
 func (p *pages) merge(m *Manifest) {
 	if p.merged == nil {
 		first := *m
 		first.Output, first.Error, first.Deleted, first.Link = nil, nil, nil, nil
-		p.merged, p.paths = &first, map[string]bool{}
+		p.merged, p.paths = &first, map[string][2]int{}
 	}
-	add := func(dst *[]Entry, list []Entry) {
+	dsts := []*[]Entry{&p.merged.Output, &p.merged.Error, &p.merged.Deleted}
+	for kind, list := range [][]Entry{m.Output, m.Error, m.Deleted} {
 		for _, e := range list {
 			key := e.URL
 			if u, err := url.Parse(e.URL); err == nil {
 				key = u.Path
 			}
-			if !p.paths[key] {
-				p.paths[key] = true
-				*dst = append(*dst, e)
+			if at, ok := p.paths[key]; ok {
+				(*dsts[at[0]])[at[1]] = e
+				continue
 			}
+			p.paths[key] = [2]int{kind, len(*dsts[kind])}
+			*dsts[kind] = append(*dsts[kind], e)
 		}
 	}
-	add(&p.merged.Output, m.Output)
-	add(&p.merged.Error, m.Error)
-	add(&p.merged.Deleted, m.Deleted)
 }
 
 // manifest is the merged manifest as one JSON document (no links).

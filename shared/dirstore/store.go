@@ -28,6 +28,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/diskspace"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/gzfile"
 )
 
 // LinkPath is the path under the FHIR base where the API routes downloads
@@ -43,6 +44,8 @@ type Store struct {
 	// minFree: writes fail (ENOSPC) once less than this is free, leaving
 	// room for the job store to record what happened.
 	minFree int64
+	// maxLink caps a link's lifetime (links.go); 0: until the job expires.
+	maxLink time.Duration
 }
 
 // SetMinFree makes writes fail with ENOSPC while less than n bytes are
@@ -173,13 +176,22 @@ func (s *Store) Create(_ context.Context, key string) (export.FileWriter, error)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", key, err)
 	}
-	return &writer{s: s, f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}, nil
+	w := &writer{s: s, f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}
+	w.out = w.buf
+	if gzfile.Compressed(key) {
+		w.zw = gzfile.NewWriter(w.buf)
+		w.out = w.zw
+	}
+	return w, nil
 }
 
 type writer struct {
-	s     *Store
-	f     *os.File
-	buf   *bufio.Writer
+	s   *Store
+	f   *os.File
+	buf *bufio.Writer
+	// zw compresses NDJSON files into buf (gzfile); out is zw or buf.
+	zw    *gzip.Writer
+	out   io.Writer
 	final string
 	// unchecked counts bytes written since the last free-space check.
 	unchecked int
@@ -192,11 +204,17 @@ func (w *writer) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return w.buf.Write(p)
+	return w.out.Write(p)
 }
 
 func (w *writer) Commit() error {
-	err := w.buf.Flush()
+	var err error
+	if w.zw != nil {
+		err = w.zw.Close()
+	}
+	if err == nil {
+		err = w.buf.Flush()
+	}
 	if err == nil {
 		err = w.f.Sync()
 	}
@@ -231,7 +249,11 @@ func (s *Store) Open(_ context.Context, key string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", key, err)
 	}
-	return f, nil
+	rc, err := gzfile.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	return rc, nil
 }
 
 // DeleteJob implements export.FileStore.
@@ -259,7 +281,7 @@ func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string,
 	if base == "" {
 		return "", errors.New("file link: no base URL in context")
 	}
-	exp := expires.Unix()
+	exp := s.linkExpiry(expires).Unix()
 	return fmt.Sprintf("%s%s%s?exp=%d&sig=%s", strings.TrimSuffix(base, "/"), LinkPath, key, exp, s.sign(key, exp)), nil
 }
 
@@ -283,6 +305,22 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "this download link has expired; request the status URL again or start a new export")
 		return
 	}
+	w.Header().Set("Expires", time.Unix(exp, 0).UTC().Format(http.TimeFormat))
+	s.serve(w, r, key)
+}
+
+// DeliverFile implements api.FileDeliverer (redirect mode: the API has
+// authorized the download): the file streamed as ServeFile does.
+func (s *Store) DeliverFile(w http.ResponseWriter, r *http.Request, key string) {
+	if !keyRE.MatchString(key) {
+		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "file not found")
+		return
+	}
+	s.serve(w, r, key)
+}
+
+// serve answers a download of a valid key.
+func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string) {
 	p, _ := s.path(key)
 	f, err := os.Open(p)
 	if err != nil {
@@ -299,7 +337,12 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 	h.Set("Content-Type", "application/fhir+ndjson")
 	h.Set("Vary", "Accept-Encoding")
 	h.Set("Cache-Control", "private, no-store")
-	h.Set("Expires", time.Unix(exp, 0).UTC().Format(http.TimeFormat))
+	var head [2]byte
+	if n, _ := f.ReadAt(head[:], 0); gzfile.IsGzip(head[:n]) {
+		s.serveCompressed(w, r, f, st)
+		return
+	}
+	// A file stored plain (before compression): compressed on the fly.
 	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
 		if r.Method == http.MethodHead {
@@ -313,14 +356,37 @@ func (s *Store) ServeFile(w http.ResponseWriter, r *http.Request, key string, q 
 		_ = gz.Close()
 		return
 	}
+	serveRange(w, r, st, st.Size(), f)
+}
+
+// serveCompressed answers a download of a file stored compressed: its
+// bytes as they are (Content-Encoding: gzip) to a client that accepts
+// gzip, else decompressed while streaming. Ranges apply to what is sent.
+func (s *Store) serveCompressed(w http.ResponseWriter, r *http.Request, f *os.File, st os.FileInfo) {
+	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		w.Header().Set("Content-Encoding", gzfile.Encoding)
+		serveRange(w, r, st, st.Size(), f)
+		return
+	}
+	size, err := gzfile.PlainSize(f, st.Size())
+	if err != nil {
+		writeOutcome(w, http.StatusInternalServerError, fhir.CodeException, "the stored file is damaged")
+		return
+	}
+	serveRange(w, r, st, size, gzfile.NewPlain(f, size))
+}
+
+// serveRange answers with content of size bytes, honouring a valid Range.
+func serveRange(w http.ResponseWriter, r *http.Request, st os.FileInfo, size int64, content io.ReadSeeker) {
 	if rng := r.Header.Get("Range"); rng != "" {
-		if msg := checkRange(rng, st.Size()); msg != "" {
-			h.Set("Content-Range", fmt.Sprintf("bytes */%d", st.Size()))
+		if msg := checkRange(rng, size); msg != "" {
+			w.Header().Del("Content-Encoding")
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 			writeOutcome(w, http.StatusRequestedRangeNotSatisfiable, fhir.CodeValue, "Range: "+msg)
 			return
 		}
 	}
-	http.ServeContent(w, r, "", st.ModTime(), f)
+	http.ServeContent(w, r, "", st.ModTime(), content)
 }
 
 // MaxRanges is the most byte ranges one download may ask for: each range

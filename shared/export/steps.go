@@ -863,7 +863,7 @@ func (c *chunkWriter) put(line []byte) error {
 		if err != nil {
 			return retryable(err, "create %s", key)
 		}
-		c.w, c.count, c.nbytes = w, 0, 0
+		c.w, c.count, c.nbytes = newBlockWriter(w), 0, 0
 	}
 	if _, err := c.w.Write(line); err != nil {
 		return retryable(err, "write %s", c.unit.ID)

@@ -2,6 +2,7 @@ package exporttest
 
 import (
 	"context"
+	"sort"
 	"testing"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -29,5 +30,23 @@ func ReadType(t testing.TB, src export.Source, q export.Query, typ string) [][]b
 			t.Fatal(err)
 		}
 	}
+	return out
+}
+
+// ReadAllTypes reads every type of q through src and returns the lines,
+// sorted.
+func ReadAllTypes(t testing.TB, src export.Source, q export.Query) []string {
+	t.Helper()
+	types, err := src.Types(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, typ := range types {
+		for _, line := range ReadType(t, src, q, typ) {
+			out = append(out, string(line))
+		}
+	}
+	sort.Strings(out)
 	return out
 }

@@ -68,6 +68,7 @@ func TestSubset(t *testing.T) {
 	}{
 		{"typed element", "Patient", `{"resourceType":"Patient","id":"1","name":[{"family":"X"}],"gender":"male","_gender":{"extension":[]}}`, "resourceType,id,name,meta"},
 		{"bare element and mandatory", "Observation", `{"resourceType":"Observation","id":"1","meta":{"versionId":"2","tag":[{"code":"x"}]},"status":"final","code":{},"valueQuantity":{"value":1},"subject":{}}`, "resourceType,id,meta,status,code,valueQuantity"},
+		{"meta with blanks is compacted", "Encounter", `{"resourceType":"Encounter","id":"1","meta":{ "versionId" : "2", "security": [ { "code" : "z" } ], "tag": [ {"code":"y"} ] },"status":"x","class":{}}`, "resourceType,id,meta,status,class"},
 		{"primitive extension follows", "Encounter", `{"resourceType":"Encounter","id":"1","status":"x","_status":{"id":"s"},"class":{},"subject":{}}`, "resourceType,id,status,_status,class,meta"},
 	}
 	for _, tc := range tests {
@@ -87,6 +88,9 @@ func TestSubset(t *testing.T) {
 			}
 			if strings.Join(keys, ",") != tc.wantKeys {
 				t.Errorf("keys = %v, want %s (%s)", keys, tc.wantKeys, out)
+			}
+			if !json.Valid(out) || strings.Contains(strings.SplitN(string(out), `"status"`, 2)[0], " ") {
+				t.Errorf("not compact JSON: %s", out)
 			}
 			if strings.Count(string(out), SubsettedCode) != 1 {
 				t.Errorf("want one SUBSETTED tag: %s", out)

@@ -148,7 +148,11 @@ type reader struct {
 	// was (re)opened; bodyRetries counts reopenings after a cut-short body.
 	skipTo, bodyRetries int
 	pre                 *prefetch
-	buf                 []item // resources of a later filter, awaiting the dedupe check
+	// preSearch is the first page of the next search, requested while
+	// this one is read; preSearched the last search it was requested for.
+	preSearch   *prefetch
+	preSearched int
+	buf         []item // resources of a later filter, awaiting the dedupe check
 	// bad is an unusable entry, reported (at badPos) once the resources
 	// before it were returned.
 	bad    *export.BadRecordError
@@ -168,12 +172,14 @@ func (r *reader) Cursor() string { return r.cur.String() }
 func (r *reader) Close() error {
 	r.cancel()
 	r.closePage()
-	if r.pre != nil {
-		<-r.pre.done
-		if r.pre.resp != nil {
-			r.pre.resp.Body.Close()
+	for _, p := range []**prefetch{&r.pre, &r.preSearch} {
+		if *p != nil {
+			<-(*p).done
+			if (*p).resp != nil {
+				(*p).resp.Body.Close()
+			}
+			*p = nil
 		}
-		r.pre = nil
 	}
 	return nil
 }
@@ -538,23 +544,29 @@ func (r *reader) openPage() error {
 	u := r.live.Page
 	if u == "" {
 		var err error
-		if u, err = r.firstURL(r.searches[r.live.Search]); err != nil {
+		if u, err = r.firstURL(r.searches[r.live.Search], r.live.After); err != nil {
 			return err
 		}
 	}
 	r.seen[u] = true
 	var resp *http.Response
 	var err error
-	if r.pre != nil && r.pre.url == u {
+	switch {
+	case r.pre != nil && r.pre.url == u:
 		<-r.pre.done
 		resp, err = r.pre.resp, r.pre.err
 		r.pre = nil
-	} else {
+	case r.preSearch != nil && r.preSearch.url == u:
+		<-r.preSearch.done
+		resp, err = r.preSearch.resp, r.preSearch.err
+		r.preSearch = nil
+	default:
 		resp, err = r.src.client.get(r.ctx, u)
 	}
 	if err != nil {
 		return err
 	}
+	r.prefetchNextSearch()
 	var pre func(string)
 	if !r.keyset() {
 		// Under keyset paging the next page is known only at the end.
@@ -595,8 +607,33 @@ func (r *reader) prefetch(next string) {
 	}()
 }
 
-// firstURL is the GET URL of a search's first page.
-func (r *reader) firstURL(s search) (string, error) {
+// prefetchNextSearch requests the first page of the segment's next search
+// while this one is read, so the upstream works on both: a unit of a
+// patient batch runs one search per compartment parameter, each from its
+// own first page, which nothing read in this search changes. Searches of
+// a later _typeFilter (checked against the earlier ones in batches) and
+// history reads are left to start on their own.
+func (r *reader) prefetchNextSearch() {
+	next := r.live.Search + 1
+	if r.preSearch != nil || r.history || next >= len(r.searches) || next <= r.preSearched || r.searches[next].filter > 0 {
+		return
+	}
+	r.preSearched = next
+	u, err := r.firstURL(r.searches[next], "")
+	if err != nil || r.seen[u] {
+		return
+	}
+	p := &prefetch{url: u, done: make(chan struct{})}
+	r.preSearch = p
+	go func() {
+		defer close(p.done)
+		p.resp, p.err = r.src.client.get(r.ctx, u)
+	}()
+}
+
+// firstURL is the GET URL of a search's first page (under keyset paging,
+// from after).
+func (r *reader) firstURL(s search, after string) (string, error) {
 	path := r.typ
 	if r.history {
 		path += "/_history"
@@ -615,8 +652,8 @@ func (r *reader) firstURL(s search) (string, error) {
 		if r.idSort {
 			q.Set("_sort", "_lastUpdated,_id")
 		}
-		if r.live.After != "" {
-			q.Add("_lastUpdated", "ge"+r.live.After)
+		if after != "" {
+			q.Add("_lastUpdated", "ge"+after)
 		}
 	}
 	return u + "?" + q.Encode(), nil

@@ -51,6 +51,8 @@ type Config struct {
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
 	Auth, TokenSecretARN, TokenURL string
+	// Downloads: the download mode and link signer (downloads.go).
+	Downloads Downloads
 	// MaxRunningJobs and MetricsNamespace: ops.go.
 	MaxRunningJobs                 int
 	MetricsNamespace, MetricsStack string
@@ -62,8 +64,8 @@ func (c Config) Export() export.Config {
 		Retention: c.Retention, MaxFileBytes: c.MaxFileBytes, MaxJobDuration: c.MaxJobDuration,
 		DeadlineMargin: c.DeadlineMargin, ChunkBudget: c.ChunkBudget, MaxLiveJobsPerOwner: c.MaxLiveJobs,
 		ManifestPageSize: c.ManifestPageSize,
-		// Links are presigned S3 URLs: they need no bearer token.
-		RequiresAccessToken: false,
+		// Presigned S3 links need no bearer token; redirect-mode links do.
+		RequiresAccessToken: c.Downloads.Redirect(),
 	}
 }
 
@@ -128,6 +130,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(settings.EnvStateMachine)
 		loadAuth(getenv, &c, &problems)
+		c.Downloads = loadDownloads(getenv, &problems)
 	}
 	if role == RoleDispatch {
 		c.StateMachineARN = need(settings.EnvStateMachine)

@@ -62,7 +62,8 @@ func Jobs(cfg Config, awsCfg aws.Config, dynamoOpts ...func(*dynamodb.Options)) 
 	return dynamostore.New(dynamodb.NewFromConfig(awsCfg, dynamoOpts...), cfg.Table, cfg.MaxJobDuration+cfg.Retention)
 }
 
-// Files is the file store in the configured bucket.
+// Files is the file store in the configured bucket, NDJSON stored
+// gzip-compressed (gzfile).
 func Files(cfg Config, s3c *s3.Client) *s3store.Store {
-	return s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix})
+	return s3store.New(s3c, s3store.Options{Bucket: cfg.Bucket, Prefix: cfg.BucketPrefix, Compress: true})
 }

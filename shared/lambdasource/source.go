@@ -19,6 +19,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/ndjsonsource"
 	"github.com/bulkfhir/bulkfhir/shared/s3source"
+	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // New builds the configured source; s3c reads a source bucket.
@@ -33,7 +34,9 @@ func New(cfg lambdaenv.Config, awsCfg aws.Config, s3c *s3.Client, log *slog.Logg
 		}
 		return src, nil
 	case cfg.SourceBucket != "":
-		return s3source.New(s3c, cfg.SourceBucket, cfg.SourcePrefix, 0), nil
+		// Patient indexes go in the export bucket, beside the jobs.
+		index := s3source.IndexStore{API: s3c, Bucket: cfg.Bucket, Prefix: settings.PatientIndexPrefix}
+		return s3source.NewIndexed(s3c, cfg.SourceBucket, cfg.SourcePrefix, 0, index), nil
 	}
 	src, err := ndjsonsource.New(cfg.SourceDir, 0)
 	if err != nil {

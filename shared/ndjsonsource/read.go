@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -30,6 +31,12 @@ type lineReader struct {
 
 func newLineReader(r io.Reader, pos int64) *lineReader {
 	return &lineReader{br: bufio.NewReaderSize(r, 1<<20), pos: pos}
+}
+
+// reset makes l read r from pos, keeping its buffer.
+func (l *lineReader) reset(r io.Reader, pos int64) {
+	l.br.Reset(r)
+	l.pos = pos
 }
 
 // next returns the next line without its newline (and without a trailing
@@ -68,6 +75,7 @@ func (l *lineReader) next() ([]byte, error) {
 
 // Open implements export.Source.
 func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor string) (export.Reader, error) {
+	seg, indexed := strings.CutPrefix(seg, indexedPrefix)
 	sg, err := parseSegment(seg)
 	if err != nil {
 		return nil, err
@@ -84,7 +92,8 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{typ: typ, end: sg.end, since: q.Since, until: q.Until, reportBad: idx.primary == typ, file: sg.file}
+	r := &reader{typ: typ, end: sg.end, reportBad: idx.primary == typ, file: sg.file}
+	r.setWindow(q.Since, q.Until)
 	if r.filter, err = typefilter.Compile(typ, q.TypeFilters); err != nil {
 		return nil, err
 	}
@@ -98,13 +107,52 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 			r.patients = members
 		}
 	}
-	rc, err := s.objs.Open(ctx, sg.file, sg.version, pos, sg.end)
-	if err != nil {
+	r.ctx, r.objs, r.version = ctx, s.objs, sg.version
+	r.ranges = []byteRange{{pos, sg.end}}
+	if indexed {
+		ranges, ok, err := s.openRanges(ctx, sg, idx, typ, q, pos)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			r.ranges = ranges
+		}
+	}
+	if err := r.nextRange(pos); err != nil {
 		return nil, err
 	}
-	r.rc = rc
-	r.lr = newLineReader(rc, pos)
 	return r, nil
+}
+
+// nextRange opens the next range to read (an empty one at pos when there
+// is none left).
+func (r *reader) nextRange(pos int64) error {
+	if r.rc != nil {
+		r.rc.Close()
+		r.rc = nil
+	}
+	if len(r.ranges) == 0 {
+		r.end = pos
+		r.rc = io.NopCloser(strings.NewReader(""))
+		if r.lr == nil {
+			r.lr = newLineReader(r.rc, pos)
+		}
+		r.lr.pos = max(r.lr.pos, pos)
+		return nil
+	}
+	next := r.ranges[0]
+	r.ranges = r.ranges[1:]
+	rc, err := r.objs.Open(r.ctx, r.file, r.version, next.start, next.end)
+	if err != nil {
+		return err
+	}
+	r.rc, r.end = rc, next.end
+	if r.lr == nil {
+		r.lr = newLineReader(rc, next.start)
+	} else {
+		r.lr.reset(rc, next.start)
+	}
+	return nil
 }
 
 // selectedPatients is the set of patients a Patient or Group query covers.
@@ -136,17 +184,27 @@ func (s *Source) selectedPatients(ctx context.Context, q export.Query) (map[stri
 }
 
 type reader struct {
-	rc          io.ReadCloser
-	lr          *lineReader
-	file        string
-	typ         string
-	end         int64
-	since       *time.Time
-	until       *time.Time
-	compartment bool
-	patients    map[string]bool // nil: any patient
-	filter      typefilter.Set  // _typeFilter queries of the type, OR-ed
-	reportBad   bool
+	// ctx is the Open call's, for the ranged reads after the first (the
+	// Reader interface has no context of its own).
+	ctx     context.Context
+	objs    Objects
+	version string
+	// ranges are the byte ranges still to read after the current one.
+	ranges []byteRange
+	rc     io.ReadCloser
+	lr     *lineReader
+	file   string
+	typ    string
+	end    int64
+	since  *time.Time
+	until  *time.Time
+	// sinceDay and untilDay are the days a lastUpdated must be after and
+	// before to be in the window whatever its zone (see setWindow).
+	sinceDay, untilDay string
+	compartment        bool
+	patients           map[string]bool // nil: any patient
+	filter             typefilter.Set  // _typeFilter queries of the type, OR-ed
+	reportBad          bool
 }
 
 func (r *reader) Cursor() string { return strconv.FormatInt(r.lr.pos, 10) }
@@ -156,7 +214,13 @@ func (r *reader) Close() error { return r.rc.Close() }
 func (r *reader) Next() ([]byte, error) {
 	for {
 		if r.lr.pos >= r.end {
-			return nil, io.EOF
+			if len(r.ranges) == 0 {
+				return nil, io.EOF
+			}
+			if err := r.nextRange(r.lr.pos); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		start := r.lr.pos
 		line, err := r.lr.next()
@@ -197,6 +261,12 @@ func (r *reader) inWindow(lastUpdated string) bool {
 	if r.since == nil && r.until == nil {
 		return true
 	}
+	if day, ok := calendarDay(lastUpdated); ok &&
+		(r.since == nil || day > r.sinceDay) && (r.until == nil || day < r.untilDay) {
+		// More than a day from both bounds: no zone offset can move it
+		// across one, so the date decides without parsing the instant.
+		return true
+	}
 	t, ok := fhir.ParseLastUpdated(lastUpdated)
 	if !ok {
 		return true
@@ -210,9 +280,37 @@ func (r *reader) inWindow(lastUpdated string) bool {
 	return true
 }
 
+// calendarDay is the "YYYY-MM-DD" that starts an instant, if it does.
+func calendarDay(s string) (string, bool) {
+	if len(s) < 10 || s[4] != '-' || s[7] != '-' {
+		return "", false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if s[i] < '0' || s[i] > '9' {
+			return "", false
+		}
+	}
+	return s[:10], true
+}
+
+// setWindow sets the bounds and the days the date-only test compares with:
+// the day after _since's and the day before the upper bound's (in UTC).
+func (r *reader) setWindow(since, until *time.Time) {
+	r.since, r.until = since, until
+	if since != nil {
+		r.sinceDay = since.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	}
+	if until != nil {
+		r.untilDay = until.UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	}
+}
+
 func (r *reader) inCompartment(line []byte) bool {
 	if !r.compartment {
 		return true
+	}
+	if r.patients != nil && r.typ != "Patient" && !mayReference(line, r.patients) {
+		return false
 	}
 	in := false
 	fhir.CompartmentPatients(r.typ, line, func(id string) bool {
@@ -223,6 +321,35 @@ func (r *reader) inCompartment(line []byte) bool {
 		return true
 	})
 	return in
+}
+
+var patientRef = []byte("Patient/")
+
+// mayReference reports whether line may reference one of patients: false
+// only when no "Patient/<id>" in its bytes names one of them and nothing in
+// it is escaped. Every Patient reference fhir.PatientID reads an id from
+// holds "Patient/<id>" literally in a line without escapes, ending the id
+// at the closing quote or at "/_history/", so a false answer is certain
+// and the full compartment check is only run on lines that can pass it
+// (most lines of a Group export of a part of the patients cannot).
+func mayReference(line []byte, patients map[string]bool) bool {
+	if bytes.IndexByte(line, '\\') >= 0 {
+		return true
+	}
+	for rest := line; ; {
+		i := bytes.Index(rest, patientRef)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(patientRef):]
+		end := bytes.IndexAny(rest, "\"/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		if patients[string(rest[:end])] {
+			return true
+		}
+	}
 }
 
 // scanType calls fn for every resource of type t in the directory.

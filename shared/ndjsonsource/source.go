@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tidwall/gjson"
 
@@ -55,6 +56,13 @@ type Source struct {
 	// generation it was read in, so chunks do not re-read Groups.
 	gen     int
 	members map[string]groupMembers
+
+	// pidx keeps the patient indexes (nil: none, patient-level exports
+	// read whole objects); fences caches their fences by object name.
+	pidx   IndexStore
+	fences map[string]*fence
+	// read counts the bytes read from the objects.
+	read atomic.Int64
 }
 
 type groupMembers struct {
@@ -88,11 +96,19 @@ type Options struct {
 	// stores where reading everything to index it is too slow. Objects
 	// without a type in their name are still scanned.
 	TypesByName bool
+	// Index, when set, keeps a patient index per object (see IndexStore),
+	// so Patient and Group exports read only their patients' byte ranges.
+	Index IndexStore
 }
 
 // New returns a source over a local directory. segmentBytes ≤ 0 takes the
 // default.
 func New(dir string, segmentBytes int64) (*Source, error) {
+	return NewDir(dir, Options{SegmentBytes: segmentBytes})
+}
+
+// NewDir returns a source over a local directory with opts.
+func NewDir(dir string, opts Options) (*Source, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("ndjson source: %w", err)
@@ -100,7 +116,7 @@ func New(dir string, segmentBytes int64) (*Source, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("ndjson source: %s is not a directory", dir)
 	}
-	return NewFromObjects(Dir(dir), Options{SegmentBytes: segmentBytes}), nil
+	return NewFromObjects(Dir(dir), opts), nil
 }
 
 // NewFromObjects returns a source over any Objects.
@@ -108,8 +124,40 @@ func NewFromObjects(objs Objects, opts Options) *Source {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
-	return &Source{objs: objs, segmentBytes: opts.SegmentBytes, typesByName: opts.TypesByName,
-		files: map[string]*fileIndex{}, members: map[string]groupMembers{}}
+	s := &Source{segmentBytes: opts.SegmentBytes, typesByName: opts.TypesByName,
+		files: map[string]*fileIndex{}, members: map[string]groupMembers{},
+		pidx: opts.Index, fences: map[string]*fence{}}
+	s.objs = byteCounter{objs, &s.read}
+	return s
+}
+
+// BytesRead is how many bytes the source has read from its objects so far
+// (not counting patient indexes).
+func (s *Source) BytesRead() int64 { return s.read.Load() }
+
+// byteCounter counts the bytes read through Open.
+type byteCounter struct {
+	Objects
+	n *atomic.Int64
+}
+
+func (c byteCounter) Open(ctx context.Context, name, version string, start, end int64) (io.ReadCloser, error) {
+	rc, err := c.Objects.Open(ctx, name, version, start, end)
+	if err != nil {
+		return nil, err
+	}
+	return &byteCountingReader{rc, c.n}, nil
+}
+
+type byteCountingReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *byteCountingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Generation counts the changes the source has seen to its objects; it
@@ -336,7 +384,7 @@ func parseSegment(s string) (segment, error) {
 
 // Plan implements export.Source: one segment per file holding the type,
 // split into line-aligned ranges of about segmentBytes.
-func (s *Source) Plan(ctx context.Context, _ export.Query, typ string) ([]string, error) {
+func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string, error) {
 	files, err := s.refresh(ctx)
 	if err != nil {
 		return nil, err
@@ -348,10 +396,21 @@ func (s *Source) Plan(ctx context.Context, _ export.Query, typ string) ([]string
 		}
 	}
 	sort.Strings(names)
+	patients, indexed := s.indexedPatients(q)
 	var out []string
 	for _, rel := range names {
 		idx := files[rel]
 		sp := idx.types[typ]
+		if indexed {
+			segs, use, err := s.planIndexed(ctx, rel, idx, typ, patients)
+			if err != nil {
+				return nil, err
+			}
+			if use {
+				out = append(out, segs...)
+				continue
+			}
+		}
 		bounds, err := s.split(ctx, rel, idx.version, sp.start, sp.end)
 		if err != nil {
 			return nil, err

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
@@ -37,8 +39,14 @@ var _ ndjsonsource.Objects = Objects{}
 
 // New returns the export source over s3://bucket/prefix.
 func New(api API, bucket, prefix string, segmentBytes int64) *ndjsonsource.Source {
+	return NewIndexed(api, bucket, prefix, segmentBytes, nil)
+}
+
+// NewIndexed is New with a store for the source's patient indexes (nil:
+// none; Patient and Group exports then read whole objects).
+func NewIndexed(api API, bucket, prefix string, segmentBytes int64, index ndjsonsource.IndexStore) *ndjsonsource.Source {
 	return ndjsonsource.NewFromObjects(Objects{API: api, Bucket: bucket, Prefix: prefix},
-		ndjsonsource.Options{SegmentBytes: segmentBytes, TypesByName: true})
+		ndjsonsource.Options{SegmentBytes: segmentBytes, TypesByName: true, Index: index})
 }
 
 // List implements ndjsonsource.Objects.
@@ -92,6 +100,57 @@ func (o Objects) Open(ctx context.Context, name, version string, start, end int6
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read s3://%s/%s%s: %w", o.Bucket, o.Prefix, name, err)
+	}
+	return out.Body, nil
+}
+
+// IndexStore is ndjsonsource.IndexStore under s3://Bucket/Prefix: the
+// patient indexes of a source, kept in the export bucket beside the jobs.
+type IndexStore struct {
+	API    IndexAPI
+	Bucket string
+	Prefix string
+}
+
+// IndexAPI is the part of the S3 client the index store uses.
+type IndexAPI interface {
+	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+}
+
+var _ ndjsonsource.IndexStore = IndexStore{}
+
+// Put implements ndjsonsource.IndexStore. r is read whole (an index body
+// is a temporary file; the SDK needs a length or a seekable body).
+func (x IndexStore) Put(ctx context.Context, key string, r io.Reader) error {
+	_, err := x.API.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(x.Bucket), Key: aws.String(x.Prefix + key), Body: r,
+	})
+	if err != nil {
+		return fmt.Errorf("put s3://%s/%s%s: %w", x.Bucket, x.Prefix, key, err)
+	}
+	return nil
+}
+
+// Get implements ndjsonsource.IndexStore with a ranged GET.
+func (x IndexStore) Get(ctx context.Context, key string, start, end int64) (io.ReadCloser, error) {
+	if end >= 0 && end <= start {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(x.Bucket), Key: aws.String(x.Prefix + key)}
+	switch {
+	case end >= 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", start, end-1))
+	case start > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", start))
+	}
+	out, err := x.API.GetObject(ctx, in)
+	var nsk *types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return nil, fmt.Errorf("s3://%s/%s%s: %w", x.Bucket, x.Prefix, key, fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read s3://%s/%s%s: %w", x.Bucket, x.Prefix, key, err)
 	}
 	return out.Body, nil
 }

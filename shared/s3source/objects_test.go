@@ -6,7 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -29,18 +29,7 @@ func TestMain(m *testing.M) { os.Exit(awstest.Main(m, &startErr, "S3")) }
 // readAll exports every type of q through a source and returns the lines.
 func readAll(t *testing.T, src export.Source, q export.Query) []string {
 	t.Helper()
-	types, err := src.Types(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, typ := range types {
-		for _, line := range exporttest.ReadType(t, src, q, typ) {
-			out = append(out, string(line))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return exporttest.ReadAllTypes(t, src, q)
 }
 
 func TestS3SourceMatchesDirectorySource(t *testing.T) {
@@ -148,5 +137,69 @@ func TestReplacedObjectIsDetected(t *testing.T) {
 	var changed *export.SourceChangedError
 	if !errors.As(err, &changed) || changed.Object != "Patient.ndjson" {
 		t.Fatalf("open after the object was replaced = %v, want a SourceChangedError naming Patient.ndjson", err)
+	}
+}
+
+// TestS3PatientIndex: on S3 the patient index lives in another bucket
+// (the export bucket on AWS); a 5-patient batch then reads its ranges with
+// ranged GETs, in a new process too, and exports what a whole-object read
+// exports.
+func TestS3PatientIndex(t *testing.T) {
+	awstest.Handle(t, startErr)
+	ctx := context.Background()
+	dir := t.TempDir()
+	if _, err := sampledata.Generate(dir, sampledata.Options{Patients: 100, Seed: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := awstest.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
+	for _, b := range []string{"indexed-source", "indexed-exports"} {
+		if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var total int64
+	files, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		total += int64(len(b))
+		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("indexed-source"), Key: aws.String("fhir/" + filepath.Base(f)), Body: bytes.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	local, err := ndjsonsource.New(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := local.GroupMembers(ctx, "small-cohort")
+	if err != nil || len(members) != 5 {
+		t.Fatalf("members = %v, %v", members, err)
+	}
+	q := export.Query{Level: bulkdata.LevelPatient, Patients: members}
+	want := readAll(t, local, q)
+	index := s3source.IndexStore{API: client, Bucket: "indexed-exports", Prefix: "patient-index/"}
+	first := s3source.NewIndexed(client, "indexed-source", "fhir/", 0, index)
+	if got := readAll(t, first, q); !slices.Equal(got, want) || len(want) == 0 {
+		t.Fatalf("first (index-building) export: %d resources, directory source %d", len(got), len(want))
+	}
+	listed, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("indexed-exports"), Prefix: aws.String("patient-index/")})
+	if err != nil || len(listed.Contents) == 0 {
+		t.Fatalf("no index objects under patient-index/: %v", err)
+	}
+	second := s3source.NewIndexed(client, "indexed-source", "fhir/", 0, index)
+	if got := readAll(t, second, q); !slices.Equal(got, want) {
+		t.Fatalf("indexed export in a new process: %d resources, directory source %d", len(got), len(want))
+	}
+	if read := second.BytesRead(); read*100 >= total*10 {
+		t.Errorf("the indexed export read %d of %d source bytes, want under 10 %%", read, total)
+	}
+	// Without the index (the negative control) the same export reads all.
+	plain := s3source.New(client, "indexed-source", "fhir/", 0)
+	readAll(t, plain, q)
+	if read := plain.BytesRead(); read < total/2 {
+		t.Errorf("the unindexed export read only %d of %d bytes", read, total)
 	}
 }

@@ -7,19 +7,23 @@
 package s3store
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/bulkfhir/bulkfhir/shared/export"
+	"github.com/bulkfhir/bulkfhir/shared/gzfile"
 )
 
 // MaxPresign is the longest validity SigV4 allows a presigned URL.
@@ -34,6 +38,10 @@ type Options struct {
 	// (PartSize × Concurrency); defaults 8 MiB × 2.
 	PartSize    int64
 	Concurrency int
+	// Compress stores NDJSON files gzip-compressed with Content-Encoding:
+	// gzip (gzfile): the export bucket. Off, files are stored as written
+	// (the client's S3 output, s3sink).
+	Compress bool
 }
 
 // Store is an export.FileStore on an S3 bucket.
@@ -43,7 +51,17 @@ type Store struct {
 	uploader *manager.Uploader
 	opts     Options
 	now      func() time.Time
+	// signer, when set, supplies the credentials links are signed with
+	// (signer.go); otherwise the client's own sign them.
+	signer *Signer
 }
+
+// SetSigner signs links with the signer's sessions: no link outlives the
+// session that signed it.
+func (s *Store) SetSigner(sg *Signer) { s.signer = sg }
+
+// SetClock replaces the clock links are timed by (tests).
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
 var _ export.FileStore = (*Store)(nil)
 
@@ -67,30 +85,47 @@ func (s *Store) objectKey(key string) string { return s.opts.Prefix + key }
 var errAborted = errors.New("upload aborted")
 
 type writer struct {
-	pw   *io.PipeWriter
+	pw *io.PipeWriter
+	// zw compresses NDJSON files into pw (gzfile); out is zw or pw.
+	zw   *gzip.Writer
+	out  io.Writer
 	done chan error
 }
 
-// Create implements export.FileStore.
+// Create implements export.FileStore. With Compress, NDJSON files are
+// stored gzip-compressed with Content-Encoding: gzip (gzfile).
 func (s *Store) Create(ctx context.Context, key string) (export.FileWriter, error) {
 	pr, pw := io.Pipe()
-	w := &writer{pw: pw, done: make(chan error, 1)}
+	w := &writer{pw: pw, out: pw, done: make(chan error, 1)}
+	in := &s3.PutObjectInput{
+		Bucket:      aws.String(s.opts.Bucket),
+		Key:         aws.String(s.objectKey(key)),
+		Body:        pr,
+		ContentType: aws.String("application/fhir+ndjson"),
+	}
+	if s.opts.Compress && gzfile.Compressed(key) {
+		w.zw = gzfile.NewWriter(pw)
+		w.out = w.zw
+		in.ContentEncoding = aws.String(gzfile.Encoding)
+	}
 	go func() {
-		_, err := s.uploader.Upload(ctx, &s3.PutObjectInput{
-			Bucket:      aws.String(s.opts.Bucket),
-			Key:         aws.String(s.objectKey(key)),
-			Body:        pr,
-			ContentType: aws.String("application/fhir+ndjson"),
-		})
+		_, err := s.uploader.Upload(ctx, in)
 		pr.CloseWithError(err) // unblocks a writer if the upload failed early
 		w.done <- err
 	}()
 	return w, nil
 }
 
-func (w *writer) Write(p []byte) (int, error) { return w.pw.Write(p) }
+func (w *writer) Write(p []byte) (int, error) { return w.out.Write(p) }
 
 func (w *writer) Commit() error {
+	if w.zw != nil {
+		if err := w.zw.Close(); err != nil {
+			w.pw.CloseWithError(err)
+			<-w.done
+			return fmt.Errorf("upload: %w", err)
+		}
+	}
 	w.pw.Close()
 	if err := <-w.done; err != nil {
 		return fmt.Errorf("upload: %w", err)
@@ -105,19 +140,39 @@ func (w *writer) Abort() error {
 }
 
 // URL implements export.FileStore: a presigned GET valid until expires (at
-// most MaxPresign).
+// most MaxPresign), or less with a Signer whose session ends before.
 func (s *Store) URL(ctx context.Context, key string, expires time.Time) (string, error) {
 	d := expires.Sub(s.now())
 	if d <= 0 {
 		return "", fmt.Errorf("link for %s: already expired", key)
 	}
-	if d > MaxPresign {
-		d = MaxPresign
+	return s.presignFor(ctx, key, min(d, MaxPresign))
+}
+
+// presignFor presigns a GET of key valid for d (or less, see URL).
+func (s *Store) presignFor(ctx context.Context, key string, d time.Duration) (string, error) {
+	return s.presignOp(ctx, key, d, http.MethodGet)
+}
+
+// presignOp presigns a GET or a HEAD of key valid for d (or less, as the
+// signer's session allows).
+func (s *Store) presignOp(ctx context.Context, key string, d time.Duration, method string) (string, error) {
+	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(d)}
+	if s.signer != nil {
+		creds, valid, err := s.signer.Credentials(ctx, d)
+		if err != nil {
+			return "", fmt.Errorf("link for %s: %w", key, err)
+		}
+		opts = []func(*s3.PresignOptions){s3.WithPresignExpires(valid), withCredentials(creds)}
 	}
-	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
-		Bucket: aws.String(s.opts.Bucket),
-		Key:    aws.String(s.objectKey(key)),
-	}, s3.WithPresignExpires(d))
+	bucket, objKey := aws.String(s.opts.Bucket), aws.String(s.objectKey(key))
+	var req *v4.PresignedHTTPRequest
+	var err error
+	if method == http.MethodHead {
+		req, err = s.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{Bucket: bucket, Key: objKey}, opts...)
+	} else {
+		req, err = s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: bucket, Key: objKey}, opts...)
+	}
 	if err != nil {
 		return "", fmt.Errorf("presign %s: %w", key, err)
 	}
@@ -134,7 +189,11 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", key, err)
 	}
-	return out.Body, nil
+	rc, err := gzfile.NewReader(out.Body)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	return rc, nil
 }
 
 // DeleteJob implements export.FileStore: every object under the job's prefix.

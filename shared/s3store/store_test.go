@@ -3,6 +3,8 @@ package s3store_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,7 +37,7 @@ func newStore(t *testing.T, bucket string) (*s3store.Store, *s3.Client) {
 	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatal(err)
 	}
-	return s3store.New(client, s3store.Options{Bucket: bucket, Prefix: "exports/", PartSize: 5 << 20}), client
+	return s3store.New(client, s3store.Options{Bucket: bucket, Prefix: "exports/", PartSize: 5 << 20, Compress: true}), client
 }
 
 func get(t *testing.T, u string) (int, []byte, http.Header) {
@@ -52,14 +54,17 @@ func get(t *testing.T, u string) (int, []byte, http.Header) {
 func TestStreamedUploadsAndPresignedLinks(t *testing.T) {
 	store, client := newStore(t, "links")
 	ctx := context.Background()
-	// 12 MiB: three parts of 5 MiB, written in small pieces.
-	line := []byte(`{"resourceType":"Observation","id":"x","note":"` + strings.Repeat("a", 980) + `"}` + "\n")
+	// 20 MiB of lines that compress to about three quarters (random
+	// base64): three or more parts of 5 MiB, written in small pieces.
 	var want bytes.Buffer
 	w, err := store.Create(ctx, "job1/Observation.0000/Observation.0000.ndjson")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for want.Len() < 12<<20 {
+	rnd := make([]byte, 735)
+	for want.Len() < 20<<20 {
+		rand.Read(rnd)
+		line := []byte(`{"resourceType":"Observation","id":"x","note":"` + base64.StdEncoding.EncodeToString(rnd) + `"}` + "\n")
 		w.Write(line)
 		want.Write(line)
 	}
@@ -70,8 +75,11 @@ func TestStreamedUploadsAndPresignedLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(aws.ToString(head.ETag), "-3") {
-		t.Errorf("ETag %s: want a 3-part multipart upload", aws.ToString(head.ETag))
+	if _, parts, _ := strings.Cut(strings.Trim(aws.ToString(head.ETag), `"`), "-"); parts < "3" || len(parts) != 1 {
+		t.Errorf("ETag %s: want a multipart upload of 3 to 9 parts", aws.ToString(head.ETag))
+	}
+	if aws.ToString(head.ContentEncoding) != "gzip" || aws.ToInt64(head.ContentLength) >= int64(want.Len()) {
+		t.Errorf("stored %d bytes with Content-Encoding %q, want gzip and fewer than %d", aws.ToInt64(head.ContentLength), aws.ToString(head.ContentEncoding), want.Len())
 	}
 
 	expires := time.Now().Add(3 * time.Hour)

@@ -60,12 +60,19 @@ type Report struct {
 	Resources int64     `json:"resources"`
 	Bytes     int64     `json:"bytes"`
 
-	Throughput []Throughput  `json:"throughput"`
-	Memory     []Memory      `json:"memory"`
-	Latency    []Latency     `json:"latency"`
-	Cost       *Cost         `json:"cost,omitempty"`
-	Skipped    []string      `json:"skipped,omitempty"`
-	Elapsed    time.Duration `json:"elapsedNs"`
+	Throughput []Throughput `json:"throughput"`
+	Memory     []Memory     `json:"memory"`
+	Latency    []Latency    `json:"latency"`
+	Cost       *Cost        `json:"cost,omitempty"`
+	// Compression: bytes stored and transferred before and after (compression.go).
+	Compression *Compression  `json:"compression,omitempty"`
+	Skipped     []string      `json:"skipped,omitempty"`
+	Elapsed     time.Duration `json:"elapsedNs"`
+	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
+	// minutes) when the run started and ended: the figures are ratios on
+	// a shared machine.
+	LoadStart string `json:"loadAverageStart,omitempty"`
+	LoadEnd   string `json:"loadAverageEnd,omitempty"`
 }
 
 // Throughput is one timed export (or copy).
@@ -79,6 +86,16 @@ type Throughput struct {
 	// Ratio is MB/s over the baseline's MB/s (0 for the baseline).
 	Ratio float64 `json:"ratioToBaseline,omitempty"`
 	Note  string  `json:"note,omitempty"`
+	// Runs is how many runs the figure is the median of, Spread the
+	// range of their ratios to the baseline of the same round.
+	Runs   int    `json:"runs,omitempty"`
+	Spread string `json:"ratioSpread,omitempty"`
+	// Target is the figure's goal; ReadBytes of SourceBytes is what an
+	// export read of its source (rows with a read target).
+	Target      *Target `json:"target,omitempty"`
+	Verdict     string  `json:"verdict,omitempty"`
+	ReadBytes   int64   `json:"sourceBytesRead,omitempty"`
+	SourceBytes int64   `json:"sourceBytes,omitempty"`
 }
 
 func throughput(name string, resources, bytes int64, d time.Duration, note string) Throughput {
@@ -106,7 +123,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	start := time.Now()
 	rep := &Report{When: start.UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
-		Platform: runtime.GOOS + "/" + runtime.GOARCH, Patients: o.Patients}
+		Platform: runtime.GOOS + "/" + runtime.GOARCH, Patients: o.Patients, LoadStart: loadAverage()}
 	data := filepath.Join(o.Work, "data")
 	fmt.Fprintf(os.Stderr, "bench: generating %d patients\n", o.Patients)
 	counts, err := sampledata.Generate(data, sampledata.Options{Patients: o.Patients, Seed: 1})
@@ -139,6 +156,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	rep.Elapsed = time.Since(start)
+	rep.LoadEnd = loadAverage()
+	for i := range rep.Throughput {
+		rep.Throughput[i].Verdict = rep.Throughput[i].verdict()
+	}
 	return rep, nil
 }
 
@@ -156,16 +177,28 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "bulkfhir-bench, %s: %s, %d CPUs, %s; %d patients = %d resources, %.1f MB of NDJSON; run took %s.\n\n",
 		r.When.Format("2006-01-02"), r.GoVersion, r.CPUs, r.Platform, r.Patients, r.Resources, float64(r.Bytes)/1e6, r.Elapsed.Round(time.Second))
-	b.WriteString("| export path | resources | MB | seconds | resources/s | MB/s | vs baseline | note |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
+	if r.LoadStart != "" {
+		fmt.Fprintf(&b, "Load average (1, 5, 15 min) at the start: %s; at the end: %s. The machine is shared: read the ratios to the baseline of the same run, not the absolute figures.\n\n", r.LoadStart, r.LoadEnd)
+	}
+	b.WriteString("| export path | resources | MB | seconds | resources/s | MB/s | vs baseline | target | verdict | note |\n|---|---:|---:|---:|---:|---:|---:|---|---|---|\n")
 	for _, t := range r.Throughput {
 		ratio := ""
 		if t.Ratio > 0 {
 			ratio = fmt.Sprintf("%.0f %%", t.Ratio*100)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.1f | %.2f | %.0f | %.1f | %s | %s |\n",
-			t.Name, t.Resources, float64(t.Bytes)/1e6, t.Seconds, t.PerSec, t.MBPerSec, ratio, t.Note)
+		note := t.Note
+		if t.Runs > 1 {
+			note = fmt.Sprintf("median of %d runs (ratios %s); %s", t.Runs, t.Spread, note)
+			if t.Spread == "" {
+				note = fmt.Sprintf("median of %d runs; %s", t.Runs, t.Note)
+			}
+		}
+		if t.SourceBytes > 0 {
+			note += fmt.Sprintf("; read %.2f MB of the %.1f MB source (%.2f %%)", float64(t.ReadBytes)/1e6, float64(t.SourceBytes)/1e6, 100*float64(t.ReadBytes)/float64(t.SourceBytes))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.1f | %.2f | %.0f | %.1f | %s | %s | %s | %s |\n",
+			t.Name, t.Resources, float64(t.Bytes)/1e6, t.Seconds, t.PerSec, t.MBPerSec, ratio, t.goal(), t.Verdict, note)
 	}
-	b.WriteString("\nTarget: the unfiltered engine export at ≥ 50 % of the baseline.\n")
 	if len(r.Memory) > 0 {
 		b.WriteString("\n| one ExportChunk of one type | resources | seconds | peak heap MiB | peak RSS MiB |\n|---|---:|---:|---:|---:|\n")
 		for _, m := range r.Memory {
@@ -182,6 +215,9 @@ func (r *Report) Markdown() string {
 	}
 	if r.Cost != nil {
 		b.WriteString(r.Cost.markdown())
+	}
+	if r.Compression != nil {
+		b.WriteString(r.Compression.markdown())
 	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "\nSkipped: %s\n", s)

@@ -274,6 +274,10 @@ func awsFigures(ctx context.Context, o Options, data string, rep *Report) error 
 	}
 	os.RemoveAll(big)
 	rep.Cost = priceRun(costRun.run, counts, costRun.files, costRun.apiTime)
+	if rep.Compression, err = measureCompression(ctx, s3.NewFromConfig(awsCfg), costRun); err != nil {
+		return fmt.Errorf("compression: %w", err)
+	}
+	applyCompression(rep.Cost, rep.Compression)
 	return nil
 }
 
@@ -281,6 +285,9 @@ type awsRun struct {
 	run     *exportRun
 	files   int
 	apiTime time.Duration
+	// bucket and outputs (the manifest's links) of the export.
+	bucket  string
+	outputs []string
 }
 
 // awsExport uploads data to a fresh source bucket on MinIO, exports it
@@ -334,7 +341,11 @@ func awsExport(ctx context.Context, o Options, awsCfg aws.Config, cnt *counter, 
 	counts := cnt.counts
 	cnt.on = false
 	cnt.mu.Unlock()
-	return &awsRun{run: run, files: len(status.Manifest.Output), apiTime: apiTime}, counts, nil
+	var outputs []string
+	for _, f := range status.Manifest.Output {
+		outputs = append(outputs, f.URL)
+	}
+	return &awsRun{run: run, files: len(status.Manifest.Output), apiTime: apiTime, bucket: dst, outputs: outputs}, counts, nil
 }
 
 // priceRun prices one measured export, scaled to a million resources.

@@ -104,6 +104,7 @@ func httpFigures(ctx context.Context, o Options, data string, rep *Report) error
 	if len(rep.Throughput) > 0 {
 		t.Ratio = t.MBPerSec / rep.Throughput[0].MBPerSec
 	}
+	t.Target = &Target{Min: 0.25}
 	rep.Throughput = append(rep.Throughput, t)
 
 	kick, status, err := latency(ctx, srv.base, o.Clients, 10)

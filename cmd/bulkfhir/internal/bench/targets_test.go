@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestVerdicts(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		row  Throughput
+		want string
+	}{
+		{"no target", Throughput{Ratio: 0.1}, ""},
+		{"ratio met", Throughput{Ratio: 0.5, Target: &Target{Min: 0.5}}, "met"},
+		{"ratio missed", Throughput{Ratio: 0.49, Target: &Target{Min: 0.5}}, "missed"},
+		{"read met", Throughput{ReadBytes: 9, SourceBytes: 1000, Target: &Target{MaxRead: 0.01}}, "met"},
+		{"read missed", Throughput{ReadBytes: 10, SourceBytes: 1000, Target: &Target{MaxRead: 0.01}}, "missed"},
+		{"read unmeasured", Throughput{Target: &Target{MaxRead: 0.01}}, "missed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.row.verdict(); got != c.want {
+				t.Errorf("verdict = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestMedianAndReport(t *testing.T) {
+	runs := []Throughput{{MBPerSec: 30, Ratio: 0.3}, {MBPerSec: 10, Ratio: 0.1}, {MBPerSec: 20, Ratio: 0.6}}
+	m := median(runs)
+	if m.MBPerSec != 20 || m.Runs != 3 || m.Spread != "10–60 %" {
+		t.Errorf("median = %+v", m)
+	}
+	if r := medianRatio(runs); r != 0.3 {
+		t.Errorf("median ratio = %v, want 0.3", r)
+	}
+	m.Ratio, m.Target, m.Name = 0.3, &Target{Min: 0.5}, "engine: x"
+	m.Verdict = m.verdict()
+	md := (&Report{Throughput: []Throughput{m}, LoadStart: "1.00 2.00 3.00", LoadEnd: "4.00 5.00 6.00"}).Markdown()
+	for _, want := range []string{"| ≥ 50 % | missed |", "median of 3 runs (ratios 10–60 %)", "at the start: 1.00 2.00 3.00; at the end: 4.00 5.00 6.00"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package gzfile
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+func compress(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := NewWriter(&buf)
+	zw.Write(b)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestPlain: the plain view reads every range of the content, after seeks
+// forwards and backwards, and knows its size from the trailer.
+func TestPlain(t *testing.T) {
+	content := []byte(strings.Repeat(`{"resourceType":"Patient","id":"p"}`+"\n", 5000))
+	gz := compress(t, content)
+	size, err := PlainSize(bytes.NewReader(gz), int64(len(gz)))
+	if err != nil || size != int64(len(content)) {
+		t.Fatalf("PlainSize = %d %v, want %d", size, err, len(content))
+	}
+	p := NewPlain(bytes.NewReader(gz), size)
+	for _, tc := range []struct{ off, n int64 }{{0, 10}, {100000, 50}, {5, 7}, {size - 3, 3}, {0, size}} {
+		if _, err := p.Seek(tc.off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, tc.n)
+		if _, err := io.ReadFull(p, got); err != nil {
+			t.Fatalf("read %d at %d: %v", tc.n, tc.off, err)
+		}
+		if !bytes.Equal(got, content[tc.off:tc.off+tc.n]) {
+			t.Errorf("read %d at %d: wrong bytes", tc.n, tc.off)
+		}
+	}
+	if end, _ := p.Seek(0, io.SeekEnd); end != size {
+		t.Errorf("Seek(0, End) = %d, want %d", end, size)
+	}
+	if _, err := PlainSize(bytes.NewReader([]byte("short")), 5); err == nil {
+		t.Error("PlainSize of a short file succeeded")
+	}
+}
+
+// TestNewReader: compressed content is decompressed, plain passes through.
+func TestNewReader(t *testing.T) {
+	content := []byte(`{"resourceType":"Patient"}` + "\n")
+	for name, stored := range map[string][]byte{"gzip": compress(t, content), "plain": content, "empty": nil} {
+		rc, err := NewReader(io.NopCloser(bytes.NewReader(stored)))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, _ := io.ReadAll(rc)
+		want := content
+		if name == "empty" {
+			want = nil
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: read %q", name, got)
+		}
+	}
+	if Compressed("job/plan.json") || !Compressed("job/Patient.0000.ndjson") {
+		t.Error("Compressed: only NDJSON files are compressed")
+	}
+}
