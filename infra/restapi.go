@@ -45,6 +45,8 @@ func (s *Stack) restAPI(props StackProps) {
 		},
 	})
 
+	s.restGatewayResponses()
+
 	guarded := &awsapigateway.MethodOptions{AuthorizationType: awsapigateway.AuthorizationType_NONE}
 	if mode == authBulkfhir {
 		s.RestAuthorizer = awsapigateway.NewTokenAuthorizer(s.Stack, jsii.String("BulkfhirTokensRest"), &awsapigateway.TokenAuthorizerProps{
@@ -74,6 +76,49 @@ func (s *Stack) restAPI(props StackProps) {
 			fhir.AddResource(jsii.String("auth"), nil).AddResource(jsii.String("token"), nil).AddMethod(jsii.String("POST"), token, public),
 			fhir.AddResource(jsii.String(".well-known"), nil).AddResource(jsii.String("smart-configuration"), nil).AddMethod(jsii.String("GET"), token, public),
 		}
+	}
+}
+
+// gatewayResponses are the answers API Gateway gives itself, before any
+// function runs (no or a refused token, throttling, an unknown route, its
+// own failures): each an OperationOutcome, as the functions' are, so a FHIR
+// client can read why. $context.error.messageString is API Gateway's
+// message, already a quoted JSON string.
+var gatewayResponses = []struct {
+	id, status, code string
+	typ              func() awsapigateway.ResponseType
+}{
+	{"Unauthorized", "401", "login", awsapigateway.ResponseType_UNAUTHORIZED},
+	{"AccessDenied", "403", "forbidden", awsapigateway.ResponseType_ACCESS_DENIED},
+	{"Throttled", "429", "throttled", awsapigateway.ResponseType_THROTTLED},
+	{"Default4xx", "", "invalid", awsapigateway.ResponseType_DEFAULT_4XX},
+	{"Default5xx", "", "transient", awsapigateway.ResponseType_DEFAULT_5XX},
+}
+
+// operationOutcomeTemplate is the body of a gateway response.
+func operationOutcomeTemplate(code string) string {
+	return `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"` + code +
+		`","diagnostics":$context.error.messageString}]}`
+}
+
+// restGatewayResponses answers API Gateway's own refusals on the REST API
+// with OperationOutcomes. (An HTTP API cannot shape them: there its
+// authorizer's 401 and 403 carry API Gateway's own JSON body.)
+func (s *Stack) restGatewayResponses() {
+	for _, g := range gatewayResponses {
+		headers := map[string]*string{"Content-Type": jsii.String("'application/fhir+json'")}
+		if g.status == "401" {
+			headers["WWW-Authenticate"] = jsii.String("'Bearer'")
+		}
+		opts := &awsapigateway.GatewayResponseOptions{
+			Type:            g.typ(),
+			ResponseHeaders: &headers,
+			Templates:       &map[string]*string{"application/json": jsii.String(operationOutcomeTemplate(g.code))},
+		}
+		if g.status != "" {
+			opts.StatusCode = jsii.String(g.status)
+		}
+		s.RestApi.AddGatewayResponse(jsii.String(g.id), opts)
 	}
 }
 

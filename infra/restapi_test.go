@@ -139,3 +139,48 @@ func TestPropsCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestRestGatewayResponsesAreOperationOutcomes: API Gateway's own refusals
+// on the REST API (a missing or refused token above all) carry an
+// OperationOutcome with a FHIR Content-Type, and a 401 says how to
+// authenticate.
+func TestRestGatewayResponsesAreOperationOutcomes(t *testing.T) {
+	s := synth(t, StackProps{BuildDir: fakeBuild(t), ApiType: apiREST, ThrottleRateLimit: 15, ThrottleBurstLimit: 30}, nil)
+	got := map[string]map[string]any{}
+	for _, r := range s.ofType("AWS::ApiGateway::GatewayResponse") {
+		p := props(r)
+		got[js(p["ResponseType"])] = p
+	}
+	for _, tc := range []struct{ typ, status, code string }{
+		{"UNAUTHORIZED", "401", "login"},
+		{"ACCESS_DENIED", "403", "forbidden"},
+		{"THROTTLED", "429", "throttled"},
+		{"DEFAULT_4XX", "", "invalid"},
+		{"DEFAULT_5XX", "", "transient"},
+	} {
+		p, ok := got[`"`+tc.typ+`"`]
+		if !ok {
+			t.Errorf("no gateway response for %s", tc.typ)
+			continue
+		}
+		if tc.status != "" && js(p["StatusCode"]) != `"`+tc.status+`"` {
+			t.Errorf("%s: status %s, want %s", tc.typ, js(p["StatusCode"]), tc.status)
+		}
+		headers := js(p["ResponseParameters"])
+		if !strings.Contains(headers, `"gatewayresponse.header.Content-Type":"'application/fhir+json'"`) {
+			t.Errorf("%s: headers %s lack the FHIR Content-Type", tc.typ, headers)
+		}
+		if tc.status == "401" && !strings.Contains(headers, "WWW-Authenticate") {
+			t.Errorf("%s: no WWW-Authenticate in %s", tc.typ, headers)
+		}
+		body := js(p["ResponseTemplates"])
+		if !strings.Contains(body, `OperationOutcome`) || !strings.Contains(body, `\"code\":\"`+tc.code+`\"`) {
+			t.Errorf("%s: template %s is not an OperationOutcome with code %s", tc.typ, body, tc.code)
+		}
+	}
+	// The HTTP API has no gateway responses to shape.
+	h := synth(t, StackProps{BuildDir: fakeBuild(t), ApiType: apiHTTP, ThrottleRateLimit: 15, ThrottleBurstLimit: 30}, nil)
+	if n := len(h.ofType("AWS::ApiGateway::GatewayResponse")); n != 0 {
+		t.Errorf("HTTP API stack has %d REST gateway responses", n)
+	}
+}
