@@ -247,7 +247,7 @@ func TestKickoffVariantsAccepted(t *testing.T) {
 	// K-06/K-07: Prefer as a list, lenient handling reports the
 	// parameters it dropped in error files; it drops only what cannot
 	// widen the export.
-	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient,NotAType&organizeOutputBy=Patient",
+	loc := kickoff(t, http.MethodGet, s.base+"/$export?_type=Patient,NotAType&organizeOutputBy=Encounter",
 		http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async, handling=lenient"}}, "")
 	m := waitManifest(t, loc, nil)
 	if len(m.Output) != 1 || m.Output[0].Type != "Patient" {

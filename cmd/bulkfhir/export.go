@@ -102,6 +102,7 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Var(listFlag{&o.Patients, true}, "patient", "restrict to this Patient id (repeatable; implies --level patient and POST)")
 	fs.Var(listFlag{&o.IncludeAssociatedData, true}, "include-associated-data", "includeAssociatedData codes")
 	fs.BoolVar(&o.Post, "post", false, "kick off with POST and a Parameters body")
+	fs.BoolVar(&o.PartialManifests, "partial-manifests", false, "send allowPartialManifests=true: follow the manifest's pages and download files while the export runs")
 	fs.BoolVar(&o.Lenient, "lenient", false, "send Prefer: handling=lenient (the server may drop parameters it cannot honour; each is reported at kick-off)")
 	fs.BoolVar(&o.StrictFilters, "strict-filters", false, "stop and cancel when the server drops a _typeFilter (default true with --type-filter)")
 	fs.StringVar(&o.OutDir, "out", "out", "output folder, or s3://bucket/prefix")

@@ -44,6 +44,7 @@ type serveConfig struct {
 	maxFileBytes                       int64
 	chunkBudget                        time.Duration
 	maxJobs, unitWorkers, maxLive      int
+	manifestPageSize                   int
 	limits                             httplimit.Limits
 	repair                             bool
 	reserveBytes, quotaBytes           int64
@@ -80,6 +81,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "the former name of --max-running-jobs")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
+	fs.IntVar(&c.manifestPageSize, "manifest-page-size", export.DefaultManifestPageSize, "file items per manifest page for exports with allowPartialManifests=true")
 	fs.Int64Var(&c.reserveBytes, "reserve-bytes", 64<<20, "refuse new exports (503) while less than this is free in --state; writes stop at half of it, so failures and cancels can always be recorded")
 	fs.Int64Var(&c.quotaBytes, "quota-bytes", 0, "export bytes one client may have stored before new kick-offs get 429 (0: no quota)")
 	fs.BoolVar(&c.repair, "repair", false, "if STATE/jobs.db is damaged, move it aside and keep the job records that can still be read, then serve")
@@ -159,6 +161,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	cfg := export.Config{
 		Retention: c.retention, MaxFileBytes: c.maxFileBytes, ChunkBudget: c.chunkBudget,
 		MaxLiveJobsPerOwner: c.maxLive, RequiresAccessToken: requireToken,
+		ManifestPageSize: c.manifestPageSize,
 	}
 	// The same figures the Lambda functions write as EMF, on /metrics.
 	rec := prommetrics.New()

@@ -232,8 +232,10 @@ func TestEveryParameterHonouredOrRefused(t *testing.T) {
 		{"_type=Patient&_minimumFileSize=1000", ""},
 		{"_type=Patient&_until=2030-01-01T00:00:00Z", ""},
 		{"_type=Patient&_elements=gender", ""},
-		{"_type=Patient&organizeOutputBy=Patient", "organizeOutputBy"},
-		{"_type=Patient&allowPartialManifests=true", "allowPartialManifests"},
+		{"_type=Patient&organizeOutputBy=Patient", ""},
+		{"_type=Patient&organizeOutputBy=Encounter", "organizeOutputBy"},
+		{"_type=Patient&allowPartialManifests=true", ""},
+		{"_type=Patient&allowPartialManifests=maybe", "allowPartialManifests"},
 		{"_type=Patient&_count=10", "_count"},
 	}
 	for _, tc := range cases {

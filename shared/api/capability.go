@@ -74,7 +74,7 @@ func (h *Handler) capabilityStatement(ctx context.Context, base string, full boo
 	}
 	rest := map[string]any{
 		"mode":          "server",
-		"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size. Each resource's searchParam lists the search parameters its _typeFilter queries may use.",
+		"documentation": "Bulk Data Access IG v2 export at system, Patient and Group level. Output is application/fhir+ndjson, one file per type and segment, rolled by size, or resource blocks per Patient with organizeOutputBy=Patient; allowPartialManifests=true pages the manifest and serves the files done so far while the export runs. Each resource's searchParam lists the search parameters its _typeFilter queries may use.",
 		"resource":      resources,
 		"operation":     op(opExport),
 	}

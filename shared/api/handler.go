@@ -28,6 +28,10 @@ import (
 // StatusPath is the path under the FHIR base where job status lives.
 const StatusPath = "/bulkstatus/"
 
+// PageParam is the status URL's query parameter naming a manifest page
+// (allowPartialManifests): the cursor a next link carries.
+const PageParam = "page"
+
 // FileServer serves signed download links (the embedded file store).
 type FileServer interface {
 	ServeFile(w http.ResponseWriter, r *http.Request, key string, q url.Values)
@@ -347,10 +351,19 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 			fhir.Outcome(fhir.SeverityInformation, fhir.CodeInformational, "export cancelled; its files are deleted").JSON())
 		return
 	}
-	rep, err := h.svc.Status(ctx, owner, id)
+	cursor := r.URL.Query().Get(PageParam)
+	rep, err := h.svc.StatusPage(ctx, owner, id, cursor)
+	if errors.Is(err, export.ErrBadPage) {
+		writeOutcome(w, http.StatusBadRequest, fhir.CodeValue, PageParam+": not a manifest page of this export (pages exist only for exports kicked off with allowPartialManifests=true)")
+		return
+	}
 	if err != nil {
 		h.serviceError(w, r, "status", err)
 		return
+	}
+	if rep.Manifest != nil && rep.Next != "" {
+		next := h.baseURL(r) + StatusPath + id + "?" + PageParam + "=" + url.QueryEscape(rep.Next)
+		rep.Manifest.Link = []bulkdata.ManifestLink{{Relation: "next", URL: next}}
 	}
 	job := rep.Job
 	if !coversJob(caller, job) {
@@ -363,6 +376,21 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 	case export.StatusAccepted, export.StatusInProgress:
 		hd.Set("X-Progress", rep.Progress)
 		hd.Set("Retry-After", strconv.Itoa(int(rep.RetryAfter/time.Second)))
+		if rep.Manifest != nil {
+			// A partial manifest (N-04): the files done so far.
+			body, err := marshalManifest(rep.Manifest)
+			if err != nil {
+				h.internalError(w, r, "manifest", err)
+				return
+			}
+			status := http.StatusAccepted
+			if separate {
+				hd.Set("X-Export-Status", "202 Accepted")
+				status = http.StatusOK
+			}
+			writeJSON(w, status, "application/json", body)
+			return
+		}
 		if separate {
 			hd.Set("X-Export-Status", "202 Accepted")
 			writeJSON(w, http.StatusOK, "application/fhir+json",

@@ -37,6 +37,8 @@ func FuzzHandler(f *testing.F) {
 		{"POST", "/fhir/Patient/$export", "", "respond-async, handling=lenient", `{"resourceType":"Parameters","parameter":[{"name":"patient","valueReference":{"reference":"Patient/a"}}]}`},
 		{"GET", "/fhir/Group/g/$export", "_since=2020-01-01T00:00:00Z", "respond-async", ""},
 		{"DELETE", "/fhir/bulkstatus/x", "", "", ""},
+		{"GET", "/fhir/bulkstatus/x", "page=Patient.0000%2FPatient.0000.ndjson", "", ""},
+		{"GET", "/fhir/$export", "allowPartialManifests=true&organizeOutputBy=Patient", "respond-async", ""},
 		{"GET", "/fhir/metadata", "", "", ""},
 		{"PATCH", "/fhir/Group/../$export", "%zz", "", "{"},
 		{"GET", "/fhir/bulkfiles/../../etc/passwd", "exp=1&sig=zz", "", ""},

@@ -278,6 +278,32 @@ func (s *Store) Files(_ context.Context, id string) ([]export.File, error) {
 	return out, err
 }
 
+// FilesAfter implements export.FilePager: a cursor over the job's files
+// bucket, whose keys are the file keys.
+func (s *Store) FilesAfter(_ context.Context, id, after string, limit int) ([]export.File, error) {
+	var out []export.File
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(filesBucket).Bucket([]byte(id))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, v := c.Seek([]byte(after))
+		if k != nil && string(k) == after {
+			k, v = c.Next()
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			var f export.File
+			if err := json.Unmarshal(v, &f); err != nil {
+				return fmt.Errorf("decode file %s: %w", k, err)
+			}
+			out = append(out, f)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // CountLive implements export.JobStore.
 func (s *Store) CountLive(_ context.Context, owner string) (int, error) {
 	n := 0

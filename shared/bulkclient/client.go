@@ -14,6 +14,7 @@
 package bulkclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,9 @@ type Options struct {
 	IncludeAssociatedData []string
 	Post                  bool
 	Lenient               bool
+	// PartialManifests sends allowPartialManifests=true: the client follows
+	// the manifest's next links and downloads files as they appear.
+	PartialManifests bool
 	// StrictFilters stops the run (and cancels the export) when the server
 	// says it dropped a _typeFilter: an unfiltered export is wider than
 	// asked. The CLI turns it on whenever TypeFilters are given.
@@ -81,6 +85,8 @@ type Client struct {
 	// reached is set once any HTTP response arrived: before that a refused
 	// connection means a wrong URL or a server that is down, not a blip.
 	reached atomic.Bool
+	// pages merges a paged manifest (allowPartialManifests).
+	pages pages
 	// refresh re-reads expired download links (refresh.go).
 	refresh linkRefresher
 }
@@ -599,6 +605,9 @@ func (c *Client) params() []kv {
 	add("_elements", c.opts.Elements, true)
 	add("_typeFilter", c.opts.TypeFilters, false)
 	add("includeAssociatedData", c.opts.IncludeAssociatedData, true)
+	if c.opts.PartialManifests {
+		p = append(p, kv{"allowPartialManifests", "true"})
+	}
 	return p
 }
 
@@ -705,6 +714,12 @@ func outcomeIssues(b []byte) []Issue {
 
 // poll waits for the export to finish and returns the manifest.
 func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest, error) {
+	return c.pollPages(ctx, statusURL, true)
+}
+
+// pollPages is poll; early says whether the files of partial manifests are
+// downloaded while the export runs (not when polling for fresh links).
+func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([]byte, *Manifest, error) {
 	misses, renewed := 0, false
 	// The kick-off reply carries no Retry-After; a first look soon after it
 	// finishes small exports without a full polling interval.
@@ -755,12 +770,40 @@ func (c *Client) poll(ctx context.Context, statusURL string) ([]byte, *Manifest,
 			if err != nil {
 				return nil, nil, err
 			}
-			return raw, m, nil
+			if m.Next() == "" && c.pages.merged == nil {
+				return raw, m, nil // one page: kept as the server wrote it
+			}
+			c.pages.merge(m)
+			if next := m.Next(); next != "" {
+				statusURL, misses = next, 0
+				continue
+			}
+			return c.pages.manifest()
 		case resp.StatusCode == http.StatusAccepted:
 			misses = 0
 			c.rep.Polling(resp.Header.Get("X-Progress"))
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 			resp.Body.Close()
+			if c.opts.PartialManifests && len(bytes.TrimSpace(raw)) > 0 {
+				// A partial manifest: the files done so far (N-04).
+				m, err := parseManifest(raw)
+				if err != nil {
+					return nil, nil, err
+				}
+				c.pages.merge(m)
+				// Polling for fresh links (early false), the running
+				// download loop fetches the files itself.
+				if early {
+					if err := c.downloadEarly(ctx, &c.pages); err != nil {
+						return nil, nil, err
+					}
+				}
+				if next := m.Next(); next != "" {
+					statusURL = next // the page this one links to, at once
+					continue
+				}
+				// Poll this last page until it links on or completes.
+			}
 			if err := sleep(ctx, retryAfter(resp.Header, 0, c.opts.MaxWait)); err != nil {
 				return nil, nil, err
 			}
@@ -924,6 +967,11 @@ func (c *Client) Status(ctx context.Context, statusURL string) (*StatusReport, e
 		m, err := parseManifest(raw)
 		if err != nil {
 			return nil, err
+		}
+		if m.Next() != "" {
+			if m, err = c.allPages(ctx, m); err != nil {
+				return nil, err
+			}
 		}
 		rep.State, rep.Manifest = "complete", m
 	default:

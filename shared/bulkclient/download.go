@@ -31,6 +31,11 @@ func (c *Client) downloadAll(ctx context.Context, m *Manifest) (*Summary, error)
 		}
 	}
 	sum := &Summary{RequiresAccessToken: m.RequiresAccessToken}
+	if c.pages.early != nil {
+		// Files fetched from partial manifests while the export ran.
+		sum = c.pages.early
+		jobs = slices.DeleteFunc(jobs, func(j job) bool { return c.pages.seen[j.name] })
+	}
 	jobs = c.asked(jobs, sum)
 	c.rep.Downloads(len(jobs), total)
 	if c.opts.StrictFilters && len(c.opts.TypeFilters) > 0 {
@@ -120,7 +125,7 @@ func (c *Client) asked(jobs []job, sum *Summary) []job {
 	}
 	var keep []job
 	for _, j := range jobs {
-		if j.kind != "output" || slices.Contains(c.opts.Types, j.entry.Type) ||
+		if j.kind != "output" || j.entry.Type == "" || slices.Contains(c.opts.Types, j.entry.Type) ||
 			(j.entry.Type == "Provenance" && len(c.opts.IncludeAssociatedData) > 0) {
 			keep = append(keep, j)
 			continue
@@ -246,7 +251,7 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 					if !ok {
 						return fail("download %s: line %d is not a JSON resource (is this NDJSON?)", j.name, res.lines+1)
 					}
-					if j.kind == "output" && h.ResourceType != j.entry.Type {
+					if j.kind == "output" && j.entry.Type != "" && h.ResourceType != j.entry.Type {
 						return fail("download %s: line %d is a %s in a file the manifest says holds %s", j.name, res.lines+1, h.ResourceType, j.entry.Type)
 					}
 					res.lines++

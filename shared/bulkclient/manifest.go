@@ -36,7 +36,8 @@ func parseManifest(raw []byte) (*Manifest, error) {
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return nil, fail("malformed manifest: %s[%d].url %q is not an absolute http(s) URL", kind, i, e.URL)
 			}
-			if e.Type == "" {
+			// Output organized by a resource type has no type (M-12).
+			if e.Type == "" && (kind != "output" || m.OutputOrganizedBy == "") {
 				return nil, fail("malformed manifest: %s[%d] has no type", kind, i)
 			}
 			if e.Count != nil && *e.Count < 0 {
@@ -65,8 +66,12 @@ func plan(m *Manifest) []job {
 	}{{"output", "", m.Output}, {"error", "error/", m.Error}, {"deleted", "deleted/", m.Deleted}} {
 		n := map[string]int{}
 		for _, e := range g.list {
-			n[e.Type]++
-			jobs = append(jobs, job{kind: g.kind, entry: e, name: fmt.Sprintf("%s%s.%d.ndjson", g.dir, safeName(e.Type), n[e.Type])})
+			base := safeName(e.Type)
+			if e.Type == "" && m.OutputOrganizedBy != "" {
+				base = safeName(m.OutputOrganizedBy) + "-blocks" // blocks of every type
+			}
+			n[base]++
+			jobs = append(jobs, job{kind: g.kind, entry: e, name: fmt.Sprintf("%s%s.%d.ndjson", g.dir, base, n[base])})
 		}
 	}
 	return jobs

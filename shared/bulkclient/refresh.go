@@ -40,7 +40,7 @@ func (c *Client) freshLink(ctx context.Context, old string) (string, bool) {
 		return "", false
 	}
 	if r.links == nil || time.Since(r.at) > refreshEvery {
-		_, m, err := c.poll(ctx, r.statusURL)
+		_, m, err := c.pollPages(ctx, r.statusURL, false)
 		if err != nil {
 			return "", false
 		}

@@ -241,8 +241,8 @@ var paramRules = map[string]paramRule{
 	"patient":               {},
 	"_typeFilter":           {},
 	"includeAssociatedData": {lenient: "an unsupported code is ignored (less associated data, never more)"},
-	"organizeOutputBy":      {single: true, lenient: "ignored; files are organized by resource type"},
-	"allowPartialManifests": {single: true, lenient: "ignored; the manifest is complete"},
+	"organizeOutputBy":      {single: true, lenient: "a type other than Patient is ignored; files are organized by resource type"},
+	"allowPartialManifests": {single: true, lenient: "a value other than true or false is ignored; the manifest is not paged"},
 	"_maximumFileSize":      {single: true, lenient: "a value the server cannot honour is ignored; files roll at the server's size"},
 	"_minimumFileSize":      {single: true, lenient: "a value the server cannot honour is ignored"},
 	"_format":               {single: true},
@@ -364,8 +364,24 @@ func validate(req *Request, params []param, now time.Time, probs *Problems) {
 			} else {
 				req.MinFileSize = n
 			}
-		case "organizeOutputBy", "allowPartialManifests":
-			probs.Add(fhir.CodeNotSupported, p.name, "is not supported by this server")
+		case "organizeOutputBy":
+			// Patient is the one organizing type with a compartment
+			// definition (N-03); other types have no defined block.
+			switch v := strings.TrimSpace(p.value); v {
+			case "Patient":
+				req.OrganizeOutputBy = v
+			case "":
+			default:
+				probs.Add(fhir.CodeNotSupported, p.name, fmt.Sprintf("%q is not supported; output can be organized by Patient only", p.value))
+			}
+		case "allowPartialManifests":
+			switch strings.ToLower(strings.TrimSpace(p.value)) {
+			case "true":
+				req.AllowPartialManifests = true
+			case "false":
+			default:
+				probs.Add(fhir.CodeValue, p.name, fmt.Sprintf("%q is not a boolean (true or false)", p.value))
+			}
 		case "_format", "_pretty":
 			// General FHIR parameters about the response format of this
 			// request; the kick-off response has no body to format.

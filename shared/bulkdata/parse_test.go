@@ -80,7 +80,24 @@ func TestParseQuery(t *testing.T) {
 		{name: "typeFilter include", level: LevelSystem, query: "_typeFilter=Observation%3F_include%3DObservation:subject", wantErr: "_include"},
 		{name: "typeFilter no type", level: LevelSystem, query: "_typeFilter=%3Fname%3Dx", wantErr: "_typeFilter"},
 		{name: "unknown parameter", level: LevelSystem, query: "_foo=bar", wantErr: "_foo"},
-		{name: "stu3 unsupported", level: LevelSystem, query: "organizeOutputBy=Patient", wantErr: "organizeOutputBy", lenientDrops: true},
+		{name: "organize by other type", level: LevelPatient, query: "organizeOutputBy=Encounter", wantErr: "organizeOutputBy", lenientDrops: true},
+		{name: "organize by Patient", level: LevelPatient, query: "organizeOutputBy=Patient", check: func(t *testing.T, r *Request) {
+			if r.OrganizeOutputBy != "Patient" {
+				t.Errorf("OrganizeOutputBy = %q, want Patient", r.OrganizeOutputBy)
+			}
+		}},
+		{name: "organize twice", level: LevelPatient, query: "organizeOutputBy=Patient&organizeOutputBy=Patient", wantErr: "only once"},
+		{name: "partial manifests", level: LevelSystem, query: "allowPartialManifests=true", check: func(t *testing.T, r *Request) {
+			if !r.AllowPartialManifests {
+				t.Error("AllowPartialManifests = false, want true")
+			}
+		}},
+		{name: "partial manifests false", level: LevelSystem, query: "allowPartialManifests=false", check: func(t *testing.T, r *Request) {
+			if r.AllowPartialManifests {
+				t.Error("AllowPartialManifests = true, want false")
+			}
+		}},
+		{name: "partial manifests not boolean", level: LevelSystem, query: "allowPartialManifests=yes", wantErr: "allowPartialManifests", lenientDrops: true},
 		{name: "one type of two unknown", level: LevelSystem, query: "_type=Patient,MissingType", wantErr: "MissingType", lenientDrops: true},
 		{name: "since twice", level: LevelSystem, query: "_since=2020-01-01T00:00:00Z&_since=2021-01-01T00:00:00Z", wantErr: "only once"},
 		{name: "until twice", level: LevelSystem, query: "_until=2020-01-01T00:00:00Z&_until=2020-01-01T00:00:00Z", wantErr: "only once"},

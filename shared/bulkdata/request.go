@@ -45,6 +45,12 @@ type Request struct {
 	// in bytes (0: not given); the service fits them to its own bounds.
 	MaxFileSize int64 `json:"maxFileSize,omitempty"`
 	MinFileSize int64 `json:"minFileSize,omitempty"`
+	// AllowPartialManifests is allowPartialManifests=true (STU3, N-04):
+	// the manifest is paged and a 202 may carry the files done so far.
+	AllowPartialManifests bool `json:"allowPartialManifests,omitempty"`
+	// OrganizeOutputBy is the honoured organizeOutputBy (STU3, N-03):
+	// "Patient" or empty.
+	OrganizeOutputBy string `json:"organizeOutputBy,omitempty"`
 	// Lenient is set by Prefer: handling=lenient.
 	Lenient bool `json:"lenient,omitempty"`
 	// SeparateExportStatus is set by Prefer: separate-export-status (STU3).

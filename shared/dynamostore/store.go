@@ -389,6 +389,48 @@ func (st *Store) Files(ctx context.Context, id string) ([]export.File, error) {
 	return out, nil
 }
 
+// FilesAfter implements export.FilePager: one query from the sort key
+// after FILE#after, read only as far as limit items (a manifest page maps
+// onto a query page).
+func (st *Store) FilesAfter(ctx context.Context, id, after string, limit int) ([]export.File, error) {
+	in := &dynamodb.QueryInput{
+		TableName:              aws.String(st.table),
+		KeyConditionExpression: aws.String("pk = :pk AND sk > :after"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":pk": s(jobKeyPrefix + id), ":after": s(filePrefix + after),
+		},
+		ConsistentRead: aws.Bool(true),
+		Limit:          aws.Int32(int32(limit)),
+	}
+	if st.pageSize > 0 && st.pageSize < int32(limit) {
+		in.Limit = aws.Int32(st.pageSize)
+	}
+	var out []export.File
+	p := dynamodb.NewQueryPaginator(st.db, in)
+	for p.HasMorePages() && len(out) < limit {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list files of %s: %w", id, err)
+		}
+		for _, it := range page.Items {
+			if !strings.HasPrefix(str(it, AttrSK), filePrefix) {
+				return out, nil // past the file items
+			}
+			var f export.File
+			if err := json.Unmarshal([]byte(str(it, "file")), &f); err != nil {
+				return nil, fmt.Errorf("decode file: %w", err)
+			}
+			out = append(out, f)
+			if len(out) == limit {
+				return out, nil
+			}
+		}
+	}
+	return out, nil
+}
+
+var _ export.FilePager = (*Store)(nil)
+
 // CountLive implements export.JobStore (an eventually consistent index
 // read, for reporting; kick-off enforces the cap with CreateCapped).
 func (st *Store) CountLive(ctx context.Context, owner string) (int, error) {

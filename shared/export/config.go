@@ -28,6 +28,9 @@ type Config struct {
 	// PatientBatch is how many patients one unit of a patient or group
 	// export covers, unless the source sets its own (PatientBatcher).
 	PatientBatch int
+	// ManifestPageSize is how many file items one page of a paged manifest
+	// holds at most (allowPartialManifests, N-04).
+	ManifestPageSize int
 	// RequiresAccessToken is the manifest's requiresAccessToken: true only
 	// when the FileStore's links need the bearer token.
 	RequiresAccessToken bool
@@ -42,6 +45,7 @@ const (
 	DefaultMaxJobDuration      = 24 * time.Hour
 	DefaultMaxLiveJobsPerOwner = 20
 	DefaultPatientBatch        = 5000
+	DefaultManifestPageSize    = 1000
 )
 
 func (c Config) withDefaults() Config {
@@ -65,6 +69,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxLiveJobsPerOwner <= 0 {
 		c.MaxLiveJobsPerOwner = DefaultMaxLiveJobsPerOwner
+	}
+	if c.ManifestPageSize <= 0 {
+		c.ManifestPageSize = DefaultManifestPageSize
 	}
 	if c.PatientBatch <= 0 {
 		c.PatientBatch = DefaultPatientBatch

@@ -59,6 +59,39 @@ type PlanRef struct {
 	Types []string `json:"types,omitempty"`
 	// Batches is how many patient batches the plan holds (0: none).
 	Batches int `json:"batches,omitempty"`
+	// Groups names the plan's units without listing them (a job record
+	// stays small): a partial manifest learns from them which units are
+	// not done yet. Absent in plans made before they were recorded.
+	Groups []UnitGroup `json:"groups,omitempty"`
+}
+
+// UnitGroup is the units of one resource type (or of one organized
+// export): Units numbered units "<Name>.0000"…, and a "<Name>.deleted"
+// unit when Deleted.
+type UnitGroup struct {
+	Name    string `json:"name"`
+	Units   int    `json:"units"`
+	Deleted bool   `json:"deleted,omitempty"`
+}
+
+// UnitID is the id of the n-th numbered unit of a group.
+func UnitID(group string, n int) string { return fmt.Sprintf("%s.%04d", group, n) }
+
+// DeletedUnitID is the id of a group's deletion unit.
+func DeletedUnitID(group string) string { return group + ".deleted" }
+
+// UnitIDs lists the ids of every unit in the groups.
+func (p *PlanRef) UnitIDs() []string {
+	var out []string
+	for _, g := range p.Groups {
+		for n := 0; n < g.Units; n++ {
+			out = append(out, UnitID(g.Name, n))
+		}
+		if g.Deleted {
+			out = append(out, DeletedUnitID(g.Name))
+		}
+	}
+	return out
 }
 
 // Unit is one independently exportable piece of a job: one resource type, or
@@ -74,6 +107,9 @@ type Unit struct {
 	// Deleted marks a unit that lists the type's deletions (the manifest's
 	// deleted array) instead of exporting resources.
 	Deleted bool `json:"deleted,omitempty"`
+	// Blocks marks a unit of an export organized by Patient: the resource
+	// blocks of its patient batch, across every type (Type is empty).
+	Blocks bool `json:"blocks,omitempty"`
 }
 
 // UnitProgress is what a unit has written so far.
@@ -146,6 +182,9 @@ type File struct {
 	Bytes int64    `json:"bytes"`
 	Unit  string   `json:"unit"`
 	Seq   int      `json:"seq"`
+	// Continues is the key of the file the last resource block of this
+	// one goes on in (organizeOutputBy; the manifest's continuesInFile).
+	Continues string `json:"continues,omitempty"`
 }
 
 // Transition is a conditional status change with the fields it sets.

@@ -188,18 +188,24 @@ func (s *Service) checkAgainstSource(ctx context.Context, req *bulkdata.Request)
 	}
 	var probs bulkdata.Problems
 	var notFound []string
-	if req.Level != bulkdata.LevelSystem && len(req.Types) > 0 {
+	if (req.Level != bulkdata.LevelSystem || req.OrganizeOutputBy != "") && len(req.Types) > 0 {
+		where := fmt.Sprintf("at %s level", req.Level)
+		if req.OrganizeOutputBy != "" {
+			// N-03: resources that reference no Patient may be left out of
+			// an export organized by Patient; bulkfhir leaves them out.
+			where = "in an export organized by Patient"
+		}
 		var kept []string
 		for _, t := range req.Types {
 			if fhir.InPatientCompartment(t) {
 				kept = append(kept, t)
 				continue
 			}
-			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported at %s level", t, req.Level))
+			probs.Add(fhir.CodeNotSupported, "_type", fmt.Sprintf("%s is not in the Patient compartment, so it cannot be exported %s", t, where))
 		}
 		if len(kept) == 0 {
 			// An empty list would mean every type: never wider than asked.
-			probs.Refuse(fhir.CodeNotSupported, "_type", fmt.Sprintf("names no type of the Patient compartment, so nothing can be exported at %s level", req.Level))
+			probs.Refuse(fhir.CodeNotSupported, "_type", fmt.Sprintf("names no type of the Patient compartment, so nothing can be exported %s", where))
 		}
 		req.Types = kept
 	}
@@ -417,18 +423,41 @@ type StatusReport struct {
 	RetryAfter time.Duration
 	// Progress is the X-Progress text while the job runs.
 	Progress string
+	// Next is the cursor of the next manifest page of a paged manifest
+	// ("" when there is none, or none yet).
+	Next string
 }
 
 // Status returns a job the owner may see. Other owners' jobs, cancelled and
 // expired jobs are ErrJobNotFound.
 func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, error) {
+	return s.StatusPage(ctx, owner, id, "")
+}
+
+// StatusPage is Status for one page of a paged manifest: the page after
+// cursor ("" for the first). A job that allows partial manifests gets its
+// manifest in pages, also while it runs (Manifest set on a live job when a
+// page is ready); a cursor for another job is ErrBadPage.
+func (s *Service) StatusPage(ctx context.Context, owner, id, cursor string) (*StatusReport, error) {
 	job, err := s.visibleJob(ctx, owner, id)
 	if err != nil {
 		return nil, err
 	}
+	paged := job.Request.AllowPartialManifests
+	if cursor != "" && (!paged || !ValidPageCursor(cursor)) {
+		return nil, ErrBadPage
+	}
 	rep := &StatusReport{Job: job}
 	switch job.Status {
 	case StatusCompleted:
+		if paged {
+			p, err := s.page(ctx, job, cursor, nil)
+			if err != nil {
+				return nil, err
+			}
+			rep.Manifest, rep.Next = p.Manifest, p.Next
+			break
+		}
 		m, err := s.manifest(ctx, job)
 		if err != nil {
 			return nil, err
@@ -439,6 +468,15 @@ func (s *Service) Status(ctx context.Context, owner, id string) (*StatusReport, 
 		if job.Plan != nil {
 			if progress, err = s.jobs.Progress(ctx, job.ID); err != nil {
 				return nil, fmt.Errorf("status: read progress of %s: %w", job.ID, err)
+			}
+		}
+		if paged && job.Status == StatusInProgress {
+			p, err := s.page(ctx, job, cursor, progress)
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				rep.Manifest, rep.Next = p.Manifest, p.Next
 			}
 		}
 		rep.Progress = job.ProgressText(progress)
@@ -491,31 +529,10 @@ func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, e
 		}
 		return a.Key < b.Key
 	})
-	m := &bulkdata.Manifest{
-		TransactionTime:     fhir.FormatInstant(job.TransactionTime),
-		Request:             job.RequestURL,
-		RequiresAccessToken: s.cfg.RequiresAccessToken,
-		Output:              []bulkdata.ManifestFile{},
-		Deleted:             []bulkdata.ManifestFile{},
-		Error:               []bulkdata.ManifestFile{},
-	}
+	m := s.newManifest(job)
 	for _, f := range files {
-		if f.Count == 0 {
-			continue
-		}
-		url, err := s.files.URL(ctx, f.Key, job.ExpiresAt)
-		if err != nil {
-			return nil, fmt.Errorf("manifest: link %s: %w", f.Key, err)
-		}
-		count, size := f.Count, f.Bytes
-		entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count, FileSize: &size}
-		switch f.Kind {
-		case KindOutput:
-			m.Output = append(m.Output, entry)
-		case KindError:
-			m.Error = append(m.Error, entry)
-		case KindDeleted:
-			m.Deleted = append(m.Deleted, entry)
+		if err := s.addEntry(ctx, job, m, f); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil

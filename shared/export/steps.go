@@ -123,7 +123,20 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 		return nil, err
 	}
 	units := []Unit{}
+	var groups []UnitGroup
+	if job.Request.OrganizeOutputBy != "" {
+		// One unit per patient batch, across every type (blocks.go).
+		for bi, batch := range batches {
+			if batch != nil {
+				units = append(units, Unit{ID: UnitID(blocksGroup, len(units)), Blocks: true, Batch: batchKey(job.ID, bi)})
+			}
+		}
+		groups = []UnitGroup{{Name: blocksGroup, Units: len(units)}}
+	}
 	for _, t := range types {
+		if job.Request.OrganizeOutputBy != "" {
+			break
+		}
 		n := 0
 		for bi, batch := range batches {
 			q := s.query(job, t)
@@ -136,17 +149,20 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 				return nil, retryable(err, "plan %s", t)
 			}
 			for _, seg := range segs {
-				units = append(units, Unit{ID: fmt.Sprintf("%s.%04d", t, n), Type: t, Segment: seg, Batch: bkey})
+				units = append(units, Unit{ID: UnitID(t, n), Type: t, Segment: seg, Batch: bkey})
 				n++
 			}
 		}
+		group := UnitGroup{Name: t, Units: n}
 		// Deletions are listed for system exports with _since, when the
 		// source keeps them; a deleted resource cannot be placed in a
 		// patient's compartment any more.
 		if ds, ok := s.source.(DeletionSource); ok && job.Request.Since != nil &&
 			job.Request.Level == bulkdata.LevelSystem && ds.ListsDeletions(ctx, t) {
-			units = append(units, Unit{ID: t + ".deleted", Type: t, Deleted: true})
+			units = append(units, Unit{ID: DeletedUnitID(t), Type: t, Deleted: true})
+			group.Deleted = true
 		}
+		groups = append(groups, group)
 	}
 	if len(job.Request.Ignored) > 0 {
 		if err := s.writeOutcomes(ctx, job.ID, "request", 0, "", job.Request.Ignored); err != nil {
@@ -156,7 +172,7 @@ func (s *Steps) Plan(ctx context.Context, in JobRef) (*PlanResult, error) {
 	if err := s.putBatches(ctx, job.ID, batches); err != nil {
 		return nil, err
 	}
-	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types}
+	ref := &PlanRef{Key: PlanKey(job.ID), Units: len(units), Types: types, Groups: groups}
 	if len(batches) > 1 {
 		// The first patient of each batch: a chunk that meets a resource
 		// of several patients finds which batch owns it.
@@ -216,6 +232,13 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 		}
 	case req.Level == bulkdata.LevelPatient && len(req.Patients) > 0:
 		patients = slices.Clone(req.Patients)
+	case req.OrganizeOutputBy != "":
+		// Blocks are made per batch of patients: every patient there is.
+		all, err := s.allPatients(ctx, job)
+		if err != nil {
+			return nil, err
+		}
+		patients = all
 	default:
 		return [][]string{nil}, nil
 	}
@@ -230,6 +253,35 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 		out = append(out, patients[start:min(start+size, len(patients))])
 	}
 	return out, nil
+}
+
+// allPatients lists the id of every Patient the export's time bound
+// covers, for an organized export with no patient list. _since and
+// _typeFilter do not narrow it: they filter each type on its own (a
+// patient not updated since still heads the block of its new resources).
+func (s *Steps) allPatients(ctx context.Context, job *Job) ([]string, error) {
+	q := s.query(job, "Patient")
+	q.Level, q.Patients, q.Since, q.TypeFilters, q.Elements = bulkdata.LevelPatient, nil, nil, nil, nil
+	segs, err := s.source.Plan(ctx, q, "Patient")
+	if err != nil {
+		return nil, retryable(err, "plan: list patients")
+	}
+	var ids []string
+	for _, seg := range segs {
+		rd, err := s.source.Open(ctx, q, "Patient", seg, "")
+		if err != nil {
+			return nil, retryable(err, "plan: list patients")
+		}
+		if err := EachResource(rd, func(line []byte) bool {
+			if h, ok := fhir.Peek(line); ok && h.ResourceType == "Patient" && h.ID != "" {
+				ids = append(ids, h.ID)
+			}
+			return true
+		}); err != nil {
+			return nil, retryable(err, "plan: list patients")
+		}
+	}
+	return ids, nil
 }
 
 // putBatches stores the patient batches, several at once: a Group of a
@@ -421,7 +473,7 @@ func (s *Steps) exportTypes(ctx context.Context, job *Job) ([]string, error) {
 		if !has[t] {
 			continue
 		}
-		if job.Request.Level != bulkdata.LevelSystem && !fhir.InPatientCompartment(t) {
+		if (job.Request.Level != bulkdata.LevelSystem || job.Request.OrganizeOutputBy != "") && !fhir.InPatientCompartment(t) {
 			continue
 		}
 		out = append(out, t)
@@ -520,6 +572,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	if job.Status != StatusInProgress {
 		return nil, &JobNotRunningError{Msg: fmt.Sprintf("export chunk: job %s is %s", job.ID, job.Status)}
 	}
+	if in.Unit.Blocks {
+		return s.exportBlocks(ctx, job, in)
+	}
 	q := s.query(job, in.Unit.Type)
 	var owner *batchOwner
 	if in.Unit.Batch != "" {
@@ -532,15 +587,9 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			owner = &batchOwner{steps: s, jobID: job.ID, first: batch[0], batches: map[int]map[string]bool{}}
 		}
 	}
-	cur := Cursor{}
-	if in.Cursor != nil {
-		cur = *in.Cursor
-	}
-	if cur.SourceRef != "" {
-		if cur.Source, err = s.getText(ctx, cur.SourceRef); err != nil {
-			return nil, retryable(err, "export chunk %s: read cursor", in.Unit.ID)
-		}
-		cur.SourceRef = ""
+	cur, err := s.cursorIn(ctx, in)
+	if err != nil {
+		return nil, err
 	}
 	start := cur
 	budgetAt, hardAt := s.stopTimes(ctx)
@@ -674,17 +723,8 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			return nil, retryable(err, "export chunk %s: write errors", in.Unit.ID)
 		}
 	}
-	if len(cur.Source) > maxInlineCursor || cursorsByReference(s.source) {
-		// A long source position goes by reference, so neither the state
-		// nor the unit's item grows with it. The key is derived from the
-		// position: a retried chunk writes the same object.
-		h := fnv.New64a()
-		h.Write([]byte(cur.Source))
-		key := fmt.Sprintf("%s/%s/cursor.%016x.txt", job.ID, in.Unit.ID, h.Sum64())
-		if err := s.putText(ctx, key, cur.Source); err != nil {
-			return nil, retryable(err, "export chunk %s: store cursor", in.Unit.ID)
-		}
-		cur.Source, cur.SourceRef = "", key
+	if err := s.cursorOut(ctx, job.ID, in.Unit.ID, &cur); err != nil {
+		return nil, err
 	}
 	prog := UnitProgress{Resources: cur.Resources, Bytes: cur.Bytes, Files: cur.Files, Done: done, Cursor: &cur}
 	if err := s.jobs.SaveProgress(ctx, job.ID, in.Unit.ID, prog); err != nil {
@@ -694,6 +734,41 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	}
 	log.DebugContext(ctx, "chunk", "resources", cur.Resources-start.Resources, "done", done)
 	return &ChunkResult{JobID: job.ID, Unit: in.Unit, Cursor: &cur, Done: done}, nil
+}
+
+// cursorIn is the cursor a chunk starts from, its source position read
+// back when it went by reference.
+func (s *Steps) cursorIn(ctx context.Context, in ChunkInput) (Cursor, error) {
+	cur := Cursor{}
+	if in.Cursor != nil {
+		cur = *in.Cursor
+	}
+	if cur.SourceRef != "" {
+		var err error
+		if cur.Source, err = s.getText(ctx, cur.SourceRef); err != nil {
+			return cur, retryable(err, "export chunk %s: read cursor", in.Unit.ID)
+		}
+		cur.SourceRef = ""
+	}
+	return cur, nil
+}
+
+// cursorOut sends a long source position by reference, so neither the
+// state nor the unit's item grows with it, and every position of a source
+// that asks for it (ReferencedCursors). The key is derived from the
+// position: a retried chunk writes the same object.
+func (s *Steps) cursorOut(ctx context.Context, jobID, unitID string, cur *Cursor) error {
+	if len(cur.Source) <= maxInlineCursor && !cursorsByReference(s.source) {
+		return nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte(cur.Source))
+	key := fmt.Sprintf("%s/%s/cursor.%016x.txt", jobID, unitID, h.Sum64())
+	if err := s.putText(ctx, key, cur.Source); err != nil {
+		return retryable(err, "export chunk %s: store cursor", unitID)
+	}
+	cur.Source, cur.SourceRef = "", key
+	return nil
 }
 
 // cleanUpIfCancelled deletes a job's files when a chunk failed (or was
@@ -756,6 +831,9 @@ type chunkWriter struct {
 
 	w             FileWriter
 	count, nbytes int64
+	// continues is the key of the file the open file's last block goes
+	// on in (blocks units).
+	continues string
 }
 
 func (c *chunkWriter) writeLine(line []byte) error {
@@ -765,8 +843,22 @@ func (c *chunkWriter) writeLine(line []byte) error {
 			return err
 		}
 	}
+	return c.put(line)
+}
+
+// fileType is the type part of the unit's file keys.
+func (c *chunkWriter) fileType() string {
+	if c.unit.Blocks {
+		return blocksGroup
+	}
+	return c.unit.Type
+}
+
+// put writes a line into the open file (opening one if none is).
+func (c *chunkWriter) put(line []byte) error {
+	size := int64(len(line)) + 1
 	if c.w == nil {
-		key := FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq)
+		key := FileKey(c.job.ID, c.unit.ID, c.fileType(), c.cur.Seq)
 		w, err := c.steps.files.Create(c.ctx, key)
 		if err != nil {
 			return retryable(err, "create %s", key)
@@ -808,9 +900,10 @@ func (c *chunkWriter) commit() error {
 		return retryable(err, "commit %s", c.unit.ID)
 	}
 	f := File{
-		Key: FileKey(c.job.ID, c.unit.ID, c.unit.Type, c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
-		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq,
+		Key: FileKey(c.job.ID, c.unit.ID, c.fileType(), c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
+		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq, Continues: c.continues,
 	}
+	c.continues = ""
 	if c.unit.Deleted {
 		f.Kind, f.Type = KindDeleted, "Bundle"
 	}

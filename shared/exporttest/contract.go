@@ -139,6 +139,51 @@ func JobStoreContract(t *testing.T, newStore func(t *testing.T) export.JobStore)
 			t.Errorf("the job record grew from %d to %d bytes with its units", len(b), len(a))
 		}
 	})
+	t.Run("files page in key order", func(t *testing.T) {
+		s := newStore(t)
+		p, ok := s.(export.FilePager)
+		if !ok {
+			t.Skip("the store reads files only as a whole")
+		}
+		s.Create(ctx, newJob("a", "c1"))
+		s.Create(ctx, newJob("b", "c1"))
+		s.Transition(ctx, "a", export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress})
+		var want []string
+		for i := 59; i >= 0; i-- { // written out of order
+			key := fmt.Sprintf("a/Patient.%04d/Patient.0000.ndjson", i)
+			want = append([]string{key}, want...)
+			if err := s.PutFile(ctx, "a", export.File{Key: key, Kind: export.KindOutput, Type: "Patient", Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.PutFile(ctx, "b", export.File{Key: "b/Patient.0000/Patient.0000.ndjson", Kind: export.KindOutput})
+		var got []string
+		after := "a/"
+		for {
+			page, err := p.FilesAfter(ctx, "a", after, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > 7 {
+				t.Fatalf("page of %d files, limit 7", len(page))
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, f := range page {
+				got = append(got, f.Key)
+			}
+			after = page[len(page)-1].Key
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("paged files = %v, want %v", got, want)
+		}
+		// A cursor that names no file starts after where it would sort.
+		page, err := p.FilesAfter(ctx, "a", "a/Patient.0010/Z", 1)
+		if err != nil || len(page) != 1 || page[0].Key != want[11] {
+			t.Errorf("after a missing key = %+v, %v; want %s", page, err, want[11])
+		}
+	})
 	t.Run("files only while the job is live", func(t *testing.T) {
 		s := newStore(t)
 		s.Create(ctx, newJob("a", "c1"))

@@ -25,6 +25,9 @@ type JobStore struct {
 	jobs  map[string]export.Job
 	units map[string]map[string]export.UnitProgress
 	files map[string]map[string]export.File
+	// keys caches each job's file keys in order for FilesAfter (nil when
+	// a file was added since).
+	keys map[string][]string
 	// queued maps export.QueueKey → job id; admitted holds the jobs given
 	// a running place (queue.go).
 	queued   map[string]string
@@ -34,6 +37,7 @@ type JobStore struct {
 var (
 	_ export.JobStore      = (*JobStore)(nil)
 	_ export.CappedCreator = (*JobStore)(nil)
+	_ export.FilePager     = (*JobStore)(nil)
 )
 
 // NewJobStore returns an empty store.
@@ -154,6 +158,7 @@ func (s *JobStore) PutFile(_ context.Context, id string, f export.File) error {
 		s.files[id] = map[string]export.File{}
 	}
 	s.files[id][f.Key] = f
+	delete(s.keys, id)
 	return nil
 }
 
@@ -166,6 +171,30 @@ func (s *JobStore) Files(_ context.Context, id string) ([]export.File, error) {
 		out = append(out, f)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// FilesAfter implements export.FilePager.
+func (s *JobStore) FilesAfter(_ context.Context, id, after string, limit int) ([]export.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = map[string][]string{}
+	}
+	keys, ok := s.keys[id]
+	if !ok {
+		for k := range s.files[id] {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		s.keys[id] = keys
+	}
+	var out []export.File
+	for i := sort.SearchStrings(keys, after); i < len(keys) && len(out) < limit; i++ {
+		if keys[i] > after {
+			out = append(out, s.files[id][keys[i]])
+		}
+	}
 	return out, nil
 }
 

@@ -46,6 +46,7 @@ type Config struct {
 	DeadlineMargin, ChunkBudget                           time.Duration
 	MaxFileBytes                                          int64
 	MaxLiveJobs                                           int
+	ManifestPageSize                                      int
 	// StatusOnly is set for RoleStatus: no source, the status route only.
 	StatusOnly bool
 	// Auth, TokenSecretARN, TokenURL: how the API authenticates (auth.go).
@@ -62,6 +63,7 @@ func (c Config) Export() export.Config {
 	return export.Config{
 		Retention: c.Retention, MaxFileBytes: c.MaxFileBytes, MaxJobDuration: c.MaxJobDuration,
 		DeadlineMargin: c.DeadlineMargin, ChunkBudget: c.ChunkBudget, MaxLiveJobsPerOwner: c.MaxLiveJobs,
+		ManifestPageSize: c.ManifestPageSize,
 		// Presigned S3 links need no bearer token; redirect-mode links do.
 		RequiresAccessToken: c.Downloads.Redirect(),
 	}
@@ -123,6 +125,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		MaxFileBytes:    num(settings.EnvMaxFileBytes, export.DefaultMaxFileBytes),
 		MaxLiveJobs:     int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
+	c.ManifestPageSize = int(num(settings.EnvManifestPageSize, export.DefaultManifestPageSize))
 	loadOps(getenv, &c, &problems)
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(settings.EnvStateMachine)

@@ -27,9 +27,12 @@ const (
 	EnvSourceSigV4Region = "BULKFHIR_SOURCE_SIGV4_REGION"
 	EnvMaxFileBytes      = "BULKFHIR_MAX_FILE_BYTES"
 	EnvMaxLiveJobs       = "BULKFHIR_MAX_LIVE_JOBS"
-	EnvMaxJobDuration    = "BULKFHIR_MAX_JOB_DURATION"
-	EnvDeadlineMargin    = "BULKFHIR_DEADLINE_MARGIN"
-	EnvChunkBudget       = "BULKFHIR_CHUNK_BUDGET"
+	// EnvManifestPageSize is how many file items one page of a paged
+	// manifest (allowPartialManifests) holds at most.
+	EnvManifestPageSize = "BULKFHIR_MANIFEST_PAGE_SIZE"
+	EnvMaxJobDuration   = "BULKFHIR_MAX_JOB_DURATION"
+	EnvDeadlineMargin   = "BULKFHIR_DEADLINE_MARGIN"
+	EnvChunkBudget      = "BULKFHIR_CHUNK_BUDGET"
 )
 
 // Authorization settings of the API functions.
