@@ -18,6 +18,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // awsPage is one manifest page read through the status route.
@@ -117,22 +118,18 @@ func TestPartialManifestsOnAWS(t *testing.T) {
 
 	job := kickoff(t, http.MethodGet, "/fhir/$export", "allowPartialManifests=true", "")
 	var running []awsPage
-	deadline := time.Now().Add(waitLimit)
-	for {
+	if !waitfor.Condition(waitLimit, 100*time.Millisecond, func() bool {
 		first := statusPage(t, job, "")
 		if first.status != http.StatusAccepted {
 			t.Fatalf("status %d while Patient.0000 is held", first.status)
 		}
-		if len(first.files) > 0 {
-			running = walkPages(t, job)
-			if len(running) >= 2 {
-				break
-			}
+		if len(first.files) == 0 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no partial manifest of two pages while the export ran")
-		}
-		time.Sleep(100 * time.Millisecond)
+		running = walkPages(t, job)
+		return len(running) >= 2
+	}) {
+		t.Fatal("no partial manifest of two pages while the export ran")
 	}
 	for i, p := range running {
 		if p.status != http.StatusAccepted || len(p.files) == 0 || len(p.files) > pageSize {

@@ -17,6 +17,7 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/bulkclient"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
+	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
 // gate holds back an upstream's resource pages of one type until opened,
@@ -156,22 +157,19 @@ func TestPartialManifests(t *testing.T) {
 	// The Patient unit is held, so the types before it finish and their
 	// pages appear while the job runs.
 	var running []page
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		first := getPage(t, loc)
+	var first page
+	if !waitfor.Condition(2*time.Minute, 50*time.Millisecond, func() bool {
+		first = getPage(t, loc)
 		if first.status != http.StatusAccepted {
 			t.Fatalf("status %d while the Patient pages are held", first.status)
 		}
-		if len(first.files) > 0 {
-			running = walk(t, loc)
-			if running[len(running)-1].m.Next() == "" && len(running) >= 2 {
-				break
-			}
+		if len(first.files) == 0 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no partial manifest of two pages while the export ran: %+v", first)
-		}
-		time.Sleep(50 * time.Millisecond)
+		running = walk(t, loc)
+		return running[len(running)-1].m.Next() == "" && len(running) >= 2
+	}) {
+		t.Fatalf("no partial manifest of two pages while the export ran: %+v", first)
 	}
 	for i, p := range running {
 		if p.status != http.StatusAccepted {
