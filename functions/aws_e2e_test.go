@@ -27,8 +27,17 @@ import (
 // the kickoff/status handler.
 func apiRequest(t *testing.T, method, path, query, body, requestID string) events.APIGatewayV2HTTPResponse {
 	t.Helper()
+	return apiRequestWith(t, method, path, query, body, requestID, nil)
+}
+
+// apiRequestWith is apiRequest with more request headers.
+func apiRequestWith(t *testing.T, method, path, query, body, requestID string, extra map[string]string) events.APIGatewayV2HTTPResponse {
+	t.Helper()
 	cl := need(t)
 	h := map[string]string{"accept": "application/fhir+json", "prefer": "respond-async", "host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com"}
+	for k, v := range extra {
+		h[k] = v
+	}
 	if body != "" {
 		h["content-type"] = "application/fhir+json"
 	}

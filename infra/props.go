@@ -82,8 +82,13 @@ type StackProps struct {
 	Auth string
 	// PublicBaseURL is the FHIR base clients use with a custom domain.
 	PublicBaseURL string
-	// Memory (MB) of the export function, the one that streams data.
+	// Memory (MB) of the export function, the one that streams data
+	// (bulkfhir:exportMemoryMB).
 	ExportMemoryMB int
+	// ExportTmpMB is the export function's ephemeral storage (/tmp) in MB
+	// (bulkfhir:exportTmpMB, 512 to 10240): an organizeOutputBy=Patient
+	// unit chains one patient batch's resources in a temporary file there.
+	ExportTmpMB int
 	// ApiType is "http" (API Gateway HTTP API, the default) or "rest" (a
 	// REST API with the same routes, throttling, access log and
 	// authorization: what LocalStack's free edition emulates).
@@ -132,6 +137,9 @@ func (p StackProps) withDefaults() StackProps {
 	if p.ExportMemoryMB <= 0 {
 		p.ExportMemoryMB = 1024
 	}
+	if p.ExportTmpMB <= 0 {
+		p.ExportTmpMB = defaultExportTmpMB
+	}
 	if p.ApiType == "" {
 		p.ApiType = apiHTTP
 	}
@@ -159,6 +167,12 @@ func (p StackProps) check() error {
 	case "", archARM64, archX8664:
 	default:
 		return fmt.Errorf("bulkfhir:architecture must be arm64 or x86_64, not %q", p.Architecture)
+	}
+	if p.ExportTmpMB != 0 && (p.ExportTmpMB < 512 || p.ExportTmpMB > 10240) {
+		return fmt.Errorf("bulkfhir:exportTmpMB must be between 512 and 10240 (Lambda's ephemeral storage), not %d", p.ExportTmpMB)
+	}
+	if p.ExportMemoryMB != 0 && (p.ExportMemoryMB < 128 || p.ExportMemoryMB > 10240) {
+		return fmt.Errorf("bulkfhir:exportMemoryMB must be between 128 and 10240, not %d", p.ExportMemoryMB)
 	}
 	if err := p.checkDownloads(); err != nil {
 		return err
@@ -213,6 +227,16 @@ func propsFromContext(get func(string) any) (StackProps, error) {
 	if v := str("maxJobDuration"); v != "" {
 		if p.MaxJobDuration, err = time.ParseDuration(v); err != nil {
 			return p, fmt.Errorf("context bulkfhir:maxJobDuration: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		k   string
+		dst *int
+	}{{"exportMemoryMB", &p.ExportMemoryMB}, {"exportTmpMB", &p.ExportTmpMB}} {
+		if v := str(f.k); v != "" {
+			if *f.dst, err = strconv.Atoi(v); err != nil {
+				return p, fmt.Errorf("context bulkfhir:%s: %w", f.k, err)
+			}
 		}
 	}
 	if v := str("throttleRateLimit"); v != "" {

@@ -125,11 +125,16 @@ func TestPropsCheck(t *testing.T) {
 		ctx  map[string]any
 		fail string
 	}{
-		"defaults":      {map[string]any{}, ""},
-		"rest x86":      {map[string]any{"bulkfhir:apiType": "rest", "bulkfhir:architecture": "x86_64"}, ""},
-		"bad api type":  {map[string]any{"bulkfhir:apiType": "websocket"}, "apiType"},
-		"bad arch":      {map[string]any{"bulkfhir:architecture": "amd64"}, "architecture"},
-		"rest with jwt": {map[string]any{"bulkfhir:apiType": "rest", "bulkfhir:jwtIssuer": "https://i.example"}, "apiType=http"},
+		"defaults":         {map[string]any{}, ""},
+		"rest x86":         {map[string]any{"bulkfhir:apiType": "rest", "bulkfhir:architecture": "x86_64"}, ""},
+		"bad api type":     {map[string]any{"bulkfhir:apiType": "websocket"}, "apiType"},
+		"bad arch":         {map[string]any{"bulkfhir:architecture": "amd64"}, "architecture"},
+		"rest with jwt":    {map[string]any{"bulkfhir:apiType": "rest", "bulkfhir:jwtIssuer": "https://i.example"}, "apiType=http"},
+		"export tmp":       {map[string]any{"bulkfhir:exportTmpMB": "4096", "bulkfhir:exportMemoryMB": "3008"}, ""},
+		"tmp too small":    {map[string]any{"bulkfhir:exportTmpMB": "256"}, "exportTmpMB"},
+		"tmp too large":    {map[string]any{"bulkfhir:exportTmpMB": "20480"}, "exportTmpMB"},
+		"tmp not a number": {map[string]any{"bulkfhir:exportTmpMB": "2G"}, "exportTmpMB"},
+		"memory too large": {map[string]any{"bulkfhir:exportMemoryMB": "20000"}, "exportMemoryMB"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := propsFromContext(func(k string) any { return tc.ctx[k] })

@@ -35,6 +35,12 @@ type Gateway struct {
 // stage is part of the public URL (https://id.execute-api…/<stage>/fhir)
 // but not of the event's path, so the stage goes into the request's
 // context and every URL the handler builds carries it.
+//
+// Behind the HTTP API large responses go gzip-compressed to clients that
+// accept it (compressLarge), which lifts the 6 MB Lambda response cap of a
+// complete manifest about fifteenfold. The REST API would pass a base64
+// body through as text unless binary media types were configured for
+// every request, so there responses stay as written.
 func NewGateway(h http.Handler) *Gateway {
 	staged := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rc, ok := requestContextV1(r); ok && rc.Stage != "" && rc.Stage != "$default" {
@@ -42,7 +48,8 @@ func NewGateway(h http.Handler) *Gateway {
 		}
 		h.ServeHTTP(w, r)
 	})
-	return &Gateway{v1: httpadapter.New(staged), v2: httpadapter.NewV2(h), h: h, staged: staged}
+	v2 := compressLarge(h)
+	return &Gateway{v1: httpadapter.New(staged), v2: httpadapter.NewV2(v2), h: v2, staged: staged}
 }
 
 // Invoke is the Lambda handler: it reads the payload's version and answers

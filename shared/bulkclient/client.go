@@ -15,6 +15,7 @@ package bulkclient
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -561,12 +562,46 @@ func (c *Client) do(req *http.Request, withToken bool) (*http.Response, error) {
 	case withToken && c.opts.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
+	// Status and other API responses may come compressed (a large manifest
+	// behind API Gateway does): ask for gzip and read it as the standard
+	// transport would, which DisableCompression turned off for downloads,
+	// which set their own Accept-Encoding and keep the stored bytes.
+	ownEncoding := req.Header.Get("Accept-Encoding") != ""
+	if !ownEncoding {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
 	resp, err := c.http.Do(req)
 	if err == nil {
 		c.reached.Store(true)
+		if !ownEncoding && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+			if err := gunzipBody(resp); err != nil {
+				resp.Body.Close()
+				return nil, err
+			}
+		}
 	}
 	return resp, err
 }
+
+// gunzipBody replaces a gzip-encoded response body by its plain bytes.
+func gunzipBody(resp *http.Response) error {
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s: gzip body: %w", resp.Request.URL.Redacted(), err)
+	}
+	resp.Body = gzipBody{zr, resp.Body}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength, resp.Uncompressed = -1, true
+	return nil
+}
+
+type gzipBody struct {
+	*gzip.Reader
+	raw io.Closer
+}
+
+func (b gzipBody) Close() error { return b.raw.Close() }
 
 // kickoffURL is the $export endpoint for the level.
 func (c *Client) kickoffURL() string {

@@ -343,7 +343,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string) {
 		return
 	}
 	// A file stored plain (before compression): compressed on the fly.
-	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+	if gzfile.Accepted(r.Header.Values("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
 		if r.Method == http.MethodHead {
 			return
@@ -363,7 +363,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string) {
 // bytes as they are (Content-Encoding: gzip) to a client that accepts
 // gzip, else decompressed while streaming. Ranges apply to what is sent.
 func (s *Store) serveCompressed(w http.ResponseWriter, r *http.Request, f *os.File, st os.FileInfo) {
-	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+	if gzfile.Accepted(r.Header.Values("Accept-Encoding")) {
 		w.Header().Set("Content-Encoding", gzfile.Encoding)
 		serveRange(w, r, st, st.Size(), f)
 		return
@@ -448,25 +448,6 @@ func clip(s string) string {
 		return s[:32] + "…"
 	}
 	return s
-}
-
-// acceptsGzip reports whether Accept-Encoding admits gzip with q > 0.
-func acceptsGzip(values []string) bool {
-	for _, line := range values {
-		for _, part := range strings.Split(line, ",") {
-			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
-				continue
-			}
-			if q, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
-				if v, err := strconv.ParseFloat(q, 64); err == nil && v <= 0 {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	return false
 }
 
 func writeOutcome(w http.ResponseWriter, status int, code, msg string) {

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -144,4 +145,24 @@ func (p *Plain) Read(b []byte) (int, error) {
 	p.at += int64(n)
 	p.pos = p.at
 	return n, err
+}
+
+// Accepted reports whether the Accept-Encoding header values admit gzip
+// with q > 0.
+func Accepted(values []string) bool {
+	for _, line := range values {
+		for _, part := range strings.Split(line, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+				continue
+			}
+			if q, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+				if v, err := strconv.ParseFloat(q, 64); err == nil && v <= 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
 }
