@@ -2,7 +2,9 @@ package functions_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -75,6 +77,29 @@ func exportID() string {
 	return "req-" + time.Now().Format("150405.000000") + "-" + string(rune('a'+idCounter%26))
 }
 
+// responseBody is the body a client reads: API Gateway decodes a base64
+// body, and a gzip Content-Encoding is undone as an HTTP client would.
+func responseBody(t *testing.T, r events.APIGatewayV2HTTPResponse) []byte {
+	t.Helper()
+	body := []byte(r.Body)
+	if r.IsBase64Encoded {
+		var err error
+		if body, err = base64.StdEncoding.DecodeString(r.Body); err != nil {
+			t.Fatalf("base64 body: %v", err)
+		}
+	}
+	if header(r, "Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, err = io.ReadAll(zr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return body
+}
+
 func header(r events.APIGatewayV2HTTPResponse, name string) string {
 	for k, v := range r.Headers {
 		if strings.EqualFold(k, name) {
@@ -102,9 +127,15 @@ func kickoff(t *testing.T, method, path, query, body string) string {
 // waitDone polls the status route until the job is no longer running.
 func waitDone(t *testing.T, job string) events.APIGatewayV2HTTPResponse {
 	t.Helper()
+	return waitDoneWith(t, job, nil)
+}
+
+// waitDoneWith is waitDone with more request headers.
+func waitDoneWith(t *testing.T, job string, extra map[string]string) events.APIGatewayV2HTTPResponse {
+	t.Helper()
 	var r events.APIGatewayV2HTTPResponse
 	if waitfor.Condition(waitLimit, 100*time.Millisecond, func() bool {
-		r = apiRequest(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "")
+		r = apiRequestWith(t, http.MethodGet, "/fhir/bulkstatus/"+job, "", "", "", extra)
 		if r.StatusCode != http.StatusAccepted {
 			return true
 		}
@@ -127,7 +158,14 @@ type manifest = bulkdata.Manifest
 
 func completed(t *testing.T, job string) manifest {
 	t.Helper()
-	r := waitDone(t, job)
+	return completedWith(t, job, nil)
+}
+
+// completedWith is completed with more request headers, e.g. the
+// Accept-Encoding of a client that takes a large manifest compressed.
+func completedWith(t *testing.T, job string, extra map[string]string) manifest {
+	t.Helper()
+	r := waitDoneWith(t, job, extra)
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("job %s: status %d: %s\n%s", job, r.StatusCode, r.Body, need(t).execution(job).out.String())
 	}
@@ -135,7 +173,7 @@ func completed(t *testing.T, job string) manifest {
 		t.Errorf("Expires = %q", header(r, "Expires"))
 	}
 	var m manifest
-	if err := json.Unmarshal([]byte(r.Body), &m); err != nil {
+	if err := json.Unmarshal(responseBody(t, r), &m); err != nil {
 		t.Fatal(err)
 	}
 	if m.RequiresAccessToken {
