@@ -8,18 +8,21 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
+	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
@@ -344,3 +347,30 @@ var (
 	expectedCompartment = exporttest.ExpectedCompartment
 	groupMembers        = exporttest.GroupMembers
 )
+
+// heldUpstream is a test FHIR server over the sample data whose exports'
+// page searches (_count of 100 or more) wait until open is called, so
+// every job stays live; the kick-off's probes and Plan's counts are
+// answered. open may be called more than once; call it (e.g. with
+// t.Cleanup after startServer) before the server stops.
+func heldUpstream(t *testing.T) (url string, open func()) {
+	t.Helper()
+	fs := fhirtest.New(fhirtest.Options{})
+	if err := fs.LoadDir(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n, _ := strconv.Atoi(r.URL.Query().Get("_count")); n >= 100 {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL, func() { once.Do(func() { close(release) }) }
+}

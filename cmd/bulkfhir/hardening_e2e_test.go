@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,27 +86,9 @@ func TestHostileRequests(t *testing.T) {
 // kick-off right after a DELETE gets 202. The upstream holds every search
 // until the test ends, so no job can finish and free a place by itself.
 func TestLiveJobCapHoldsUnderConcurrentKickoffs(t *testing.T) {
-	fs := fhirtest.New(fhirtest.Options{})
-	if err := fs.LoadDir(dataDir); err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The exports' page searches wait, so every job stays live; the
-		// kick-off's probes (metadata, searches of a few entries) and
-		// Plan's counts are answered.
-		if n, _ := strconv.Atoi(r.URL.Query().Get("_count")); n >= 100 {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		fs.ServeHTTP(w, r)
-	}))
-	t.Cleanup(hs.Close)
-	s := startServer(t, "", "--source-url", hs.URL, "--max-live-jobs", "5")
-	t.Cleanup(func() { close(release) }) // runs before the server stops
+	upstream, open := heldUpstream(t)
+	s := startServer(t, "", "--source-url", upstream, "--max-live-jobs", "5")
+	t.Cleanup(open) // runs before the server stops
 	const n = 50
 	statuses := make([]int, n)
 	locations := make([]string, n)

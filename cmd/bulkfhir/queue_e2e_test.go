@@ -2,13 +2,9 @@ package main
 
 import (
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
 )
 
 // TestKickoffsBeyondMaxRunningJobsQueueInOrder: with --max-running-jobs 2,
@@ -18,25 +14,8 @@ import (
 // upstream holds every page search until released, so no job ends by
 // itself before that.
 func TestKickoffsBeyondMaxRunningJobsQueueInOrder(t *testing.T) {
-	fs := fhirtest.New(fhirtest.Options{})
-	if err := fs.LoadDir(dataDir); err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n, _ := strconv.Atoi(r.URL.Query().Get("_count")); n >= 100 {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		fs.ServeHTTP(w, r)
-	}))
-	t.Cleanup(hs.Close)
-	s := startServer(t, "", "--source-url", hs.URL, "--max-running-jobs", "2")
+	upstream, open := heldUpstream(t)
+	s := startServer(t, "", "--source-url", upstream, "--max-running-jobs", "2")
 	t.Cleanup(open) // runs before the server stops
 	var jobs []string
 	for i := 0; i < 4; i++ {
@@ -82,24 +61,9 @@ func TestKickoffsBeyondMaxRunningJobsQueueInOrder(t *testing.T) {
 // --max-running-jobs 3 leave exactly 3 jobs running and 27 waiting, each at
 // its own place in line.
 func TestConcurrentKickoffsNeverPassTheRunningLimit(t *testing.T) {
-	fs := fhirtest.New(fhirtest.Options{})
-	if err := fs.LoadDir(dataDir); err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n, _ := strconv.Atoi(r.URL.Query().Get("_count")); n >= 100 {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		fs.ServeHTTP(w, r)
-	}))
-	t.Cleanup(hs.Close)
-	s := startServer(t, "", "--source-url", hs.URL, "--max-running-jobs", "3", "--max-live-jobs", "50")
-	t.Cleanup(func() { close(release) })
+	upstream, open := heldUpstream(t)
+	s := startServer(t, "", "--source-url", upstream, "--max-running-jobs", "3", "--max-live-jobs", "50")
+	t.Cleanup(open)
 	const n = 30
 	locations := make([]string, n)
 	var wg sync.WaitGroup
