@@ -1,6 +1,7 @@
 package bulkclient
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -32,6 +33,8 @@ type fakeServer struct {
 	manifest   func(base string) string
 	files      map[string]string // path → body
 	gzipFiles  bool
+	// gzipMangle, when set, changes the compressed bytes sent for a path.
+	gzipMangle func(path string, gz []byte) []byte
 	kickoffs   atomic.Int32
 	polls      []time.Time
 	prefers    []string // each poll's Prefer header
@@ -124,9 +127,15 @@ func (f *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/fhir+ndjson")
 		if f.gzipFiles && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 			w.Header().Set("Content-Encoding", "gzip")
-			zw := gzip.NewWriter(w)
+			var zb bytes.Buffer
+			zw := gzip.NewWriter(&zb)
 			zw.Write([]byte(body))
 			zw.Close()
+			out := zb.Bytes()
+			if f.gzipMangle != nil {
+				out = f.gzipMangle(r.URL.Path, out)
+			}
+			w.Write(out)
 			return
 		}
 		fmt.Fprint(w, body)
