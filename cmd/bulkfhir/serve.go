@@ -108,6 +108,11 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if c.retention <= 0 {
 		return errors.New("serve: --retention must be positive")
 	}
+	waitSet := false
+	fs.Visit(func(f *flag.Flag) { waitSet = waitSet || f.Name == "max-status-wait" })
+	if !waitSet && c.limits.WriteTimeout > 0 && c.statusWait >= c.limits.WriteTimeout {
+		c.statusWait = c.limits.WriteTimeout / 2 // a held poll must be answered within its write timeout
+	}
 	if c.statusWait < 0 || (c.limits.WriteTimeout > 0 && c.statusWait >= c.limits.WriteTimeout) {
 		return fmt.Errorf("serve: --max-status-wait %s must be between 0 and --write-timeout (%s)", c.statusWait, c.limits.WriteTimeout)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -20,6 +21,7 @@ func TestStatusPollsAreHeldWhileTheExportRuns(t *testing.T) {
 	}{
 		{name: "held", prefer: "wait=1", wantApplied: "wait=1"},
 		{name: "capped by the server", serverArgs: []string{"--max-status-wait", "1s"}, prefer: "wait=30", wantApplied: "wait=1"},
+		{name: "half a short write timeout", serverArgs: []string{"--write-timeout", "3s"}, prefer: "wait=30", wantApplied: "wait=1"},
 		{name: "not asked", prefer: ""},
 		{name: "off", serverArgs: []string{"--max-status-wait", "0"}, prefer: "wait=1"},
 	}
@@ -49,5 +51,15 @@ func TestStatusPollsAreHeldWhileTheExportRuns(t *testing.T) {
 				t.Error("the export listed no files")
 			}
 		})
+	}
+}
+
+// TestStatusWaitLongerThanTheWriteTimeoutIsRefused: a held poll must be
+// answered before its write timeout cuts it off.
+func TestStatusWaitLongerThanTheWriteTimeoutIsRefused(t *testing.T) {
+	_, stderr, code := runCLI(t, "serve", "--addr", "127.0.0.1:0", "--state", t.TempDir(), "--data", dataDir, "--allow-anonymous",
+		"--write-timeout", "4s", "--max-status-wait", "5s")
+	if code == 0 || !strings.Contains(stderr, "--max-status-wait 5s must be between 0 and --write-timeout (4s)") {
+		t.Fatalf("exit %d, stderr %q; want a refusal naming both flags", code, stderr)
 	}
 }
