@@ -827,13 +827,16 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 			c.rep.Polling(resp.Header.Get("X-Progress"))
 			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 			resp.Body.Close()
+			grew := false
 			if c.opts.PartialManifests && len(bytes.TrimSpace(raw)) > 0 {
 				// A partial manifest: the files done so far (N-04).
 				m, err := parseManifest(raw)
 				if err != nil {
 					return nil, nil, err
 				}
+				before := c.pages.files()
 				c.pages.merge(m)
+				grew = c.pages.files() > before
 				// Polling for fresh links (early false), the running
 				// download loop fetches the files itself.
 				if early {
@@ -847,7 +850,13 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 				}
 				// Poll this last page until it links on or completes.
 			}
-			if err := sleep(ctx, pollWait(resp.Header, sent, c.opts.MaxWait, &interval)); err != nil {
+			wait := pollWait(resp.Header, sent, c.opts.MaxWait, &interval)
+			if grew && heldAsked(resp.Header) {
+				// The server that holds polls answered because files
+				// were listed: the next poll is held again at once.
+				wait = 0
+			}
+			if err := sleep(ctx, wait); err != nil {
 				return nil, nil, err
 			}
 		case retry.RetryableStatus(resp.StatusCode):
