@@ -831,6 +831,10 @@ type chunkWriter struct {
 
 	w             FileWriter
 	count, nbytes int64
+	// headers are the block headers among the open file's count lines: a
+	// file's count is of resources, headers left out, as SMART's
+	// reference server and bulk-data-client count them.
+	headers int64
 	// continues is the key of the file the open file's last block goes
 	// on in (blocks units).
 	continues string
@@ -863,7 +867,7 @@ func (c *chunkWriter) put(line []byte) error {
 		if err != nil {
 			return retryable(err, "create %s", key)
 		}
-		c.w, c.count, c.nbytes = newBlockWriter(w), 0, 0
+		c.w, c.count, c.nbytes, c.headers = newBlockWriter(w), 0, 0, 0
 	}
 	if _, err := c.w.Write(line); err != nil {
 		return retryable(err, "write %s", c.unit.ID)
@@ -901,7 +905,7 @@ func (c *chunkWriter) commit() error {
 	}
 	f := File{
 		Key: FileKey(c.job.ID, c.unit.ID, c.fileType(), c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
-		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq, Continues: c.continues,
+		Count: c.count - c.headers, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq, Continues: c.continues,
 	}
 	c.continues = ""
 	if c.unit.Deleted {
@@ -912,7 +916,7 @@ func (c *chunkWriter) commit() error {
 	}
 	c.cur.Seq++
 	c.cur.Files++
-	c.cur.Resources += c.count
+	c.cur.Resources += c.count - c.headers
 	c.cur.Bytes += c.nbytes
 	return nil
 }
