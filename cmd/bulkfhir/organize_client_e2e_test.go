@@ -96,6 +96,14 @@ func TestExportOrganizeOutputBy(t *testing.T) {
 	if !bytes.Contains(raw, []byte("continuesInFile")) {
 		t.Fatal("no block was split at 30,000 bytes: the chain checks below would test nothing")
 	}
+	t.Run("resume keeps the complete files of blocks", func(t *testing.T) {
+		// Their counts leave the block headers out, so a line count alone
+		// would take every file for incomplete and fetch it again.
+		stdout := mustExport(t, "--server", s.base, "--out", out, "--group", "care-team-a", "--organize-output-by", "Patient", "--resume")
+		if n := bytes.Count(raw, []byte(`"url"`)); !strings.Contains(stdout, fmt.Sprintf("%d files already complete were kept", n)) {
+			t.Errorf("--resume of a complete organized export did not keep its %d files:\n%s", n, stdout)
+		}
+	})
 	t.Run("resume with another organization is refused", func(t *testing.T) {
 		_, stderr, code := runCLI(t, "export", "--server", s.base, "--out", out, "--group", "care-team-a", "--resume")
 		if code != 2 || !strings.Contains(stderr, `"organizeOutputBy":"Patient"`) {

@@ -1,6 +1,9 @@
 package bulkclient
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -220,4 +223,27 @@ func urlKey(raw string) string {
 // accepted too.
 func CountMatches(count, lines, headers int64) bool {
 	return count == lines-headers || count == lines
+}
+
+// completeBlocks reports whether a file of blocks already in the sink, of
+// lines lines, is whole: its count may leave the block headers out, so they
+// are counted too (only for --resume, which otherwise downloads it again).
+func (c *Client) completeBlocks(ctx context.Context, j job, lines int64) bool {
+	if j.kind != "output" || j.entry.Type != "" || j.entry.Count == nil {
+		return false
+	}
+	r, err := c.sink.Open(ctx, j.name)
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 512<<20)
+	var headers int64
+	for sc.Scan() {
+		if h, ok := fhir.Peek(bytes.TrimSpace(sc.Bytes())); ok && h.ResourceType == "Parameters" {
+			headers++
+		}
+	}
+	return sc.Err() == nil && CountMatches(*j.entry.Count, lines, headers)
 }

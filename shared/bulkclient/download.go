@@ -166,7 +166,7 @@ type fileResult struct {
 func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult {
 	res := fileResult{job: j}
 	if c.opts.Resume {
-		if n, size, err := countLines(ctx, c.sink, j.name); err == nil && (j.entry.Count == nil || *j.entry.Count == n) {
+		if n, size, err := countLines(ctx, c.sink, j.name); err == nil && (j.entry.Count == nil || *j.entry.Count == n || c.completeBlocks(ctx, j, n)) {
 			res.lines, res.bytes, res.skipped = n, size, true
 			if j.kind == "error" {
 				res.issues, _ = c.readIssues(ctx, j.name)
