@@ -255,13 +255,16 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 	return out, nil
 }
 
-// allPatients lists the id of every Patient the export's time bound
-// covers, for an organized export with no patient list. _since and
-// _typeFilter do not narrow it: they filter each type on its own (a
-// patient not updated since still heads the block of its new resources).
+// allPatients lists the id of every Patient there is at the export's
+// transactionTime, for an organized export with no patient list. _since,
+// _until and _typeFilter do not narrow it: they filter each type on its own
+// (a patient not updated since _since, or updated after _until, still heads
+// the block of its resources in the window).
 func (s *Steps) allPatients(ctx context.Context, job *Job) ([]string, error) {
 	q := s.query(job, "Patient")
 	q.Level, q.Patients, q.Since, q.TypeFilters, q.Elements = bulkdata.LevelPatient, nil, nil, nil, nil
+	tt := job.TransactionTime
+	q.Until = &tt
 	segs, err := s.source.Plan(ctx, q, "Patient")
 	if err != nil {
 		return nil, retryable(err, "plan: list patients")
