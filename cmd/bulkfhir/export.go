@@ -133,6 +133,9 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(o.Patients) > 0 && set["post"] && !o.Post {
 		return usagef("--patient needs a POST kick-off: it contradicts --post=false")
 	}
+	if o.OrganizeOutputBy != "" && o.OrganizeOutputBy != "Patient" {
+		return usagef("--organize-output-by %q: only Patient, whose blocks the client can check", o.OrganizeOutputBy)
+	}
 	if len(o.TypeFilters) > 0 && !set["strict-filters"] {
 		o.StrictFilters = true
 	}
