@@ -147,10 +147,10 @@ func (b *Blocks) Chains(files []ManifestFile) []string {
 		by[f.ContinuesIn] = f.Name
 		to := b.files[f.ContinuesIn]
 		if to == nil {
-			continue
+			to = &blockFile{} // empty, absent or unreadable: it starts no block
 		}
 		if from.last == "" || to.first != from.last {
-			problems = append(problems, fmt.Sprintf("%s: continues the block of Patient/%s from %s, but starts with the block of %s",
+			problems = append(problems, fmt.Sprintf("%s: continues the block of Patient/%s from %s, but starts with %s",
 				f.ContinuesIn, from.last, f.Name, orNone(to.first)))
 			continue
 		}
@@ -176,7 +176,7 @@ func orNone(p string) string {
 	if p == "" {
 		return "no block header"
 	}
-	return "Patient/" + p
+	return "the block of Patient/" + p
 }
 
 // blockHeader returns the patient a block header references:

@@ -126,6 +126,10 @@ func TestBlocks(t *testing.T) {
 		{name: "a patient's block twice in one file", files: []organizedFile{
 			{[]string{hdr("a"), obs("o1", "a"), hdr("b"), hdr("a")}, -1},
 		}, want: "Patient/a has 2 blocks"},
+		{name: "broken chain: a link to an empty file", files: []organizedFile{
+			{[]string{hdr("a"), obs("o1", "a")}, 1},
+			{nil, -1},
+		}, want: "but starts with no block header"},
 		{name: "a link to the file itself", files: []organizedFile{
 			{[]string{hdr("a"), obs("o1", "a")}, 0},
 		}, want: "continuesInFile names the file itself"},
