@@ -52,7 +52,17 @@ func RedirectLinks(files export.FileStore) export.FileStore { return redirectLin
 type redirectLinks struct{ export.FileStore }
 
 // URL implements export.FileStore.
-func (r redirectLinks) URL(ctx context.Context, key string, _ time.Time) (string, error) {
+func (r redirectLinks) URL(ctx context.Context, key string, exp time.Time) (string, error) {
+	return routeLinks{}.URL(ctx, key, exp)
+}
+
+// routeLinks are links to the API's download route, [base]/bulkfiles/{key}:
+// a few dozen bytes each, where a presigned S3 URL is more than a
+// kilobyte.
+type routeLinks struct{}
+
+// URL implements export.Linker.
+func (routeLinks) URL(ctx context.Context, key string, _ time.Time) (string, error) {
 	base := export.BaseURL(ctx)
 	if base == "" {
 		return "", errors.New("file link: no base URL in context")
