@@ -38,9 +38,9 @@ func (p StackProps) checkDownloads() error {
 
 // downloads adds the download-signer role, which the status function
 // assumes to sign links (read-only on the export prefix, sessions of up to
-// 1 h, so no link outlives the session that signed it),
-// and in redirect mode the authorized download route on the status
-// function. Call it after the API exists.
+// 1 h, so no link outlives the session that signed it), and the
+// authorized download route on the status function. Call it after the API
+// exists.
 func (s *Stack) downloads(props StackProps) {
 	status := s.Roles["status"]
 	signer := awsiam.NewRole(s.Stack, jsii.String("DownloadSignerRole"), &awsiam.RoleProps{
@@ -67,12 +67,15 @@ func (s *Stack) downloads(props StackProps) {
 		Value: signer.RoleArn(), Description: jsii.String("the role the status function assumes to sign download links"),
 	})
 
-	if props.Downloads != downloadsRedirect {
-		return
+	if props.Downloads == downloadsRedirect {
+		for _, name := range []string{"kickoff", "status"} {
+			s.Functions[name].AddEnvironment(jsii.String(settings.EnvDownloads), jsii.String(downloadsRedirect), nil)
+		}
 	}
-	for _, name := range []string{"kickoff", "status"} {
-		s.Functions[name].AddEnvironment(jsii.String(settings.EnvDownloads), jsii.String(downloadsRedirect), nil)
-	}
+	// The download route in both modes: redirect mode's manifests link to
+	// it, and in presigned mode a complete manifest too large for one
+	// Lambda response with presigned links links to it instead
+	// (docs/aws.md, "Manifests over the response limit").
 	if s.Api != nil {
 		// The API's default authorizer guards the route, as the status one.
 		s.Api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
