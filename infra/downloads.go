@@ -27,6 +27,10 @@ const (
 // the longest a presigned link can live.
 const signerSession = 60 * 60
 
+// signedFiles is what the download signer may read under the export
+// prefix: the exported files (export.FileKey, errors files alike).
+const signedFiles = "*.ndjson"
+
 // checkDownloads refuses an unknown download mode.
 func (p StackProps) checkDownloads() error {
 	switch p.Downloads {
@@ -37,7 +41,7 @@ func (p StackProps) checkDownloads() error {
 }
 
 // downloads adds the download-signer role, which the status function
-// assumes to sign links (read-only on the export prefix, sessions of up to
+// assumes to sign links (read-only on the exported files, sessions of up to
 // 1 h, so no link outlives the session that signed it), and the
 // authorized download route on the status function. Call it after the API
 // exists.
@@ -46,11 +50,14 @@ func (s *Stack) downloads(props StackProps) {
 	signer := awsiam.NewRole(s.Stack, jsii.String("DownloadSignerRole"), &awsiam.RoleProps{
 		AssumedBy:          awsiam.NewArnPrincipal(status.RoleArn()),
 		MaxSessionDuration: awscdk.Duration_Seconds(jsii.Number(signerSession)),
-		Description:        jsii.String("bulkfhir: signs the download links of the manifest (read-only on the export prefix)"),
+		Description:        jsii.String("bulkfhir: signs the download links of the manifest (read-only on the exported files)"),
 	})
+	// The exported files only (every manifest file is .ndjson): not the
+	// plan, patient batches, cursors and spill parts beside them, which
+	// hold patient ids and no client downloads.
 	signer.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:GetObject"),
-		Resources: &[]*string{join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"*"))},
+		Resources: &[]*string{join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+signedFiles))},
 	}))
 	if key := s.Bucket.EncryptionKey(); key != nil {
 		signer.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{

@@ -25,8 +25,8 @@ func TestDownloadSigner(t *testing.T) {
 		doc := js(p["PolicyDocument"])
 		switch {
 		case strings.Contains(js(p["Roles"]), id):
-			if !strings.Contains(doc, `"s3:GetObject"`) || !strings.Contains(doc, `/exports/*`) {
-				t.Errorf("signer policy %s", doc)
+			if !strings.Contains(doc, `"s3:GetObject"`) || !strings.Contains(doc, `/exports/*.ndjson"`) || strings.Contains(doc, `/exports/*"`) {
+				t.Errorf("signer policy %s: want GetObject on the exported files (exports/*.ndjson) only", doc)
 			}
 		case strings.Contains(doc, "sts:AssumeRole") && !strings.Contains(js(p["Roles"]), statusRole):
 			t.Errorf("a role other than the status role may assume roles: %s", js(p["Roles"]))
