@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
-	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
@@ -378,16 +375,8 @@ func TestFailingUnitFailsTheJobOnAWS(t *testing.T) {
 func TestUpstreamSourceOnAWS(t *testing.T) {
 	cl := need(t)
 	src := exporttest.ReadResources(t, cl.dataDir)
-	up := fhirtest.New(fhirtest.Options{MaxCount: 200})
-	if err := up.LoadDir(cl.dataDir); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(up)
-	defer hs.Close()
-	cl.withEnv(t, map[string]string{
-		settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "",
-		settings.EnvSourceURL: hs.URL,
-	})
+	up := loadedUpstream(t, cl.dataDir, 200)
+	cl.withUpstream(t, up)
 	before := up.Requests()
 	m := completed(t, kickoff(t, http.MethodGet, "/fhir/$export", "", ""))
 	exporttest.SameSet(t, download(t, m), src)

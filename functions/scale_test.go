@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -86,11 +85,7 @@ func TestScale(t *testing.T) {
 	})
 	t.Run("group from a FHIR server", func(t *testing.T) {
 		up, want := scaleGroup(t, size)
-		hs := httptest.NewServer(up)
-		defer hs.Close()
-		cl.withEnv(t, map[string]string{
-			settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "", settings.EnvSourceURL: hs.URL,
-		})
+		cl.withUpstream(t, up)
 		// Every type: the Group resource itself is in its members'
 		// compartments, found by every batch, exported once.
 		scaleRun(t, cl, "/fhir/Group/cohort/$export", "", want)
@@ -336,11 +331,7 @@ func scaleGroup(t *testing.T, size scaleSize) (*fhirtest.Server, map[string][]by
 			t.Fatal(err)
 		}
 	}
-	up := fhirtest.New(fhirtest.Options{MaxCount: 200})
-	if err := up.LoadDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	return up, want
+	return loadedUpstream(t, dir, 200), want
 }
 
 // requestCounter counts the AWS requests the functions make, by service
