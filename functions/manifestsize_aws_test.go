@@ -53,11 +53,7 @@ func gatewayInvoke(t *testing.T, h func(context.Context, json.RawMessage) (any, 
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	event, err := json.Marshal(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := lambdaAnswer{eventBytes: len(event), headers: map[string]string{}}
+	a := lambdaAnswer{eventBytes: eventSize(out), headers: map[string]string{}}
 	var body string
 	var b64 bool
 	switch r := out.(type) {

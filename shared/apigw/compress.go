@@ -96,10 +96,11 @@ func fitsIn(r *http.Request, body []byte, limit int) bool {
 	return base64.StdEncoding.EncodedLen(len(z.compress(body)))+2 <= limit
 }
 
-// jsonStringLen is the length of s encoded as a JSON string by
-// encoding/json (which the Lambda runtime uses: quotes, backslashes and
-// control characters escaped, and <, >, &, U+2028, U+2029 and invalid
-// UTF-8 as \uXXXX escapes), quotes included.
+// jsonStringLen is the length of s encoded as a JSON string the way the
+// Lambda runtime encodes the response (aws-lambda-go: encoding/json
+// without HTML escaping): quotes, backslashes and control characters
+// escaped, U+2028, U+2029 and invalid UTF-8 as \uXXXX escapes, quotes
+// included.
 func jsonStringLen(s []byte) int {
 	n := 2
 	for i := 0; i < len(s); {
@@ -108,7 +109,7 @@ func jsonStringLen(s []byte) int {
 			switch {
 			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
 				n += 2
-			case c < 0x20 || c == '<' || c == '>' || c == '&':
+			case c < 0x20:
 				n += 6
 			default:
 				n++
