@@ -12,7 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,10 +23,12 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/api"
 	"github.com/bulkfhir/bulkfhir/shared/apigw"
+	"github.com/bulkfhir/bulkfhir/shared/bulkclient"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
+	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 )
 
 const host = "bulkfhirapi.execute-api.us-east-1.amazonaws.com"
@@ -32,13 +37,21 @@ const host = "bulkfhirapi.execute-api.us-east-1.amazonaws.com"
 // URLs signed by a role session (about 1.3 KB: the session token is
 // most of it, shared by every link; the signature differs per link), and
 // which answers route downloads with a 307 to such a link.
-type awsLinks struct{ *exporttest.FileStore }
+type awsLinks struct {
+	*exporttest.FileStore
+	// s3 is the object store's base URL ("" for a real-looking one).
+	s3 string
+}
 
 var sessionToken = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ"), 15))
 
-func (awsLinks) URL(_ context.Context, key string, _ time.Time) (string, error) {
+func (l awsLinks) URL(_ context.Context, key string, _ time.Time) (string, error) {
 	sig := sha256.Sum256([]byte(key))
-	return "https://bulkfhir-exports-123456789012.s3.us-east-1.amazonaws.com/exports/" + key +
+	base := l.s3
+	if base == "" {
+		base = "https://bulkfhir-exports-123456789012.s3.us-east-1.amazonaws.com"
+	}
+	return base + "/exports/" + key +
 		"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAXAMPLEXAMPLEXAMP%2F20261201%2Fus-east-1%2Fs3%2Faws4_request" +
 		"&X-Amz-Date=20261201T215700Z&X-Amz-Expires=3300&X-Amz-Security-Token=" + strings.ReplaceAll(sessionToken, "+", "%2B") +
 		"&X-Amz-SignedHeaders=host&x-id=GetObject&X-Amz-Signature=" + hex.EncodeToString(sig[:]), nil
@@ -137,7 +150,7 @@ func invoke(t *testing.T, invoke func(context.Context, json.RawMessage) (any, er
 // the same jobs served as before (no size check) cross it.
 func TestManifestsOverTheLambdaLimit(t *testing.T) {
 	jobs := exporttest.NewJobStore()
-	files := awsLinks{exporttest.NewFileStore()}
+	files := awsLinks{FileStore: exporttest.NewFileStore()}
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	svc := export.NewService(jobs, files, nil, &exporttest.Source{}, export.Config{}, quiet)
 	status := apigw.NewGateway(apigw.Handler(svc, apigw.Options{Auth: settings.AuthNone, StatusOnly: true, Deliver: files, Log: quiet})).Invoke
@@ -238,5 +251,129 @@ func TestManifestsOverTheLambdaLimit(t *testing.T) {
 		if a := invoke(t, unchecked, tc.rest, tc.gzip, "/fhir/bulkstatus/"+tc.job); a.eventBytes <= apigw.MaxResponseBytes {
 			t.Errorf("unchecked, %s: %d bytes, want over %d: the check above proves nothing", tc.name, a.eventBytes, apigw.MaxResponseBytes)
 		}
+	}
+}
+
+// restGateway plays API Gateway's REST API in front of an API function
+// over HTTP: each request becomes a proxy event (stage prod), a response
+// event over the Lambda limit is API Gateway's 502, and a base64 body is
+// decoded.
+func restGateway(t *testing.T, fn func(context.Context, json.RawMessage) (any, error)) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := map[string]string{"X-Forwarded-Proto": "http"}
+		for k, v := range r.Header {
+			hd[k] = v[0]
+		}
+		hd["Host"] = r.Host
+		q := map[string]string{}
+		for k, v := range r.URL.Query() {
+			q[k] = v[0]
+		}
+		raw, _ := json.Marshal(events.APIGatewayProxyRequest{Path: r.URL.Path, HTTPMethod: r.Method, Headers: hd, QueryStringParameters: q,
+			RequestContext: events.APIGatewayProxyRequestContext{RequestID: fmt.Sprint(time.Now().UnixNano()), DomainName: r.Host, Stage: "$default"}})
+		out, err := fn(r.Context(), raw)
+		var event bytes.Buffer
+		enc := json.NewEncoder(&event)
+		enc.SetEscapeHTML(false)
+		enc.Encode(out)
+		resp, ok := out.(events.APIGatewayProxyResponse)
+		if err != nil || !ok || event.Len()-1 > apigw.MaxResponseBytes {
+			http.Error(w, `{"message":"Internal server error"}`, http.StatusBadGateway)
+			return
+		}
+		for k, v := range resp.MultiValueHeaders {
+			w.Header()[k] = v
+		}
+		for k, v := range resp.Headers {
+			w.Header().Set(k, v)
+		}
+		body := []byte(resp.Body)
+		if resp.IsBase64Encoded {
+			body, _ = base64.StdEncoding.DecodeString(resp.Body)
+		}
+		w.WriteHeader(resp.StatusCode)
+		w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestClientGetsARouteLinkedManifest: bulkfhir export, not allowing
+// partial manifests, polls a completed export of 5,000 files behind the
+// REST API (no compression), whose presigned manifest would be over the
+// Lambda limit: it gets the route-linked manifest, sends its token to the
+// route links (requiresAccessToken), follows each 307 to the object store
+// on another host without the token (an object store refuses a request
+// that carries one, as S3 does next to a presigned query), and writes
+// every file. Behind the handler without the size check it gets a 502.
+func TestClientGetsARouteLinkedManifest(t *testing.T) {
+	const files = 5000
+	jobs, store := exporttest.NewJobStore(), exporttest.NewFileStore()
+	var withToken atomic.Int64
+	s3 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			withToken.Add(1)
+			http.Error(w, "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>", http.StatusBadRequest)
+			return
+		}
+		b, ok := store.Objects[strings.TrimPrefix(r.URL.Path, "/exports/")]
+		if !ok || r.URL.Query().Get("X-Amz-Signature") == "" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/fhir+ndjson")
+		w.Write(b)
+	}))
+	defer s3.Close()
+	// Another host than the API's (127.0.0.1): clients drop Authorization
+	// on a redirect to another host.
+	links := awsLinks{FileStore: store, s3: strings.Replace(s3.URL, "127.0.0.1", "localhost", 1)}
+	keys, err := smartauth.NewHMACKeys([]byte(strings.Repeat("k3y", 22)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	svc := export.NewService(jobs, links, nil, &exporttest.Source{}, export.Config{}, quiet)
+	fn := apigw.NewGateway(apigw.Handler(svc, apigw.Options{Auth: settings.AuthBulkfhir, Keys: keys, StatusOnly: true, Deliver: links, Log: quiet})).Invoke
+	gw := restGateway(t, fn)
+	job := exporttest.CompletedWithFiles(t, jobs, "app", gw.URL+"/fhir/$export", files, 10, false)
+	fs, _ := jobs.Files(context.Background(), job)
+	for i, f := range fs {
+		line := fmt.Sprintf(`{"resourceType":"Observation","id":"o%05d"}`, i)
+		store.Objects[f.Key] = []byte(line + strings.Repeat(" ", 99-len(line)) + "\n") // 100 bytes, as recorded
+	}
+	token, err := keys.Sign("app", smartauth.Scopes{{Type: "*"}}, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	c, err := bulkclient.New(bulkclient.Options{StatusURL: gw.URL + "/fhir/bulkstatus/" + job, Token: token, OutDir: out, Parallel: 8, MaxRetries: 2, MaxWait: 200 * time.Millisecond}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := c.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.RequiresAccessToken || sum.Files != files || sum.Resources != files || len(sum.Mismatches) != 0 || withToken.Load() != 0 {
+		t.Fatalf("requiresAccessToken %v, %d files, %d resources, mismatches %v, %d object requests with a token; want true, %d, %d, none, 0",
+			sum.RequiresAccessToken, sum.Files, sum.Resources, sum.Mismatches, withToken.Load(), files, files)
+	}
+	written, _ := filepath.Glob(filepath.Join(out, "Observation.*.ndjson"))
+	if len(written) != files {
+		t.Errorf("%d files written, want %d", len(written), files)
+	}
+
+	// Negative control: behind the status handler without the size check
+	// the same client gets API Gateway's 502 and no manifest.
+	unchecked := restGateway(t, apigw.NewGateway(api.New(svc, api.Config{Auth: api.Tokens{Keys: keys}, Deliver: links, Log: quiet})).Invoke)
+	c, err = bulkclient.New(bulkclient.Options{StatusURL: unchecked.URL + "/fhir/bulkstatus/" + job, Token: token, OutDir: t.TempDir(),
+		MaxRetries: 2, MaxWait: 200 * time.Millisecond}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "502") {
+		t.Errorf("without the size check: %v, want the gateway's 502", err)
 	}
 }
