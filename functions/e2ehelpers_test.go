@@ -101,3 +101,19 @@ func bearerCall(t *testing.T, h func(context.Context, json.RawMessage) (any, err
 	}
 	return resp
 }
+
+// statusFunction is the status function as the stack deploys it (role
+// status: the status and download routes, no source), configured like
+// the other functions of the test (cl.api, withEnv included).
+func statusFunction(t *testing.T, cl *cluster) (func(context.Context, json.RawMessage) (any, error), lambdaenv.Config) {
+	t.Helper()
+	cl.mu.Lock()
+	f := *cl.api
+	cl.mu.Unlock()
+	cfg, err := lambdaenv.Load(f.getenv, lambdaenv.RoleStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Config = cfg
+	return f.APIHandler(), cfg
+}

@@ -320,14 +320,8 @@ func checkExpireEvent(t *testing.T, raw []byte) {
 // function (it serves the route in both download modes): the exported
 // file is a 307 to a presigned link that reads it.
 func checkDownloadEvent(t *testing.T, raw []byte) {
-	cl := need(t)
-	cfg, err := lambdaenv.Load(func(k string) string { return cl.env[k] }, lambdaenv.RoleStatus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := *cl.api
-	f.Config = cfg
-	out, err := f.APIHandler()(context.Background(), raw)
+	status, _ := statusFunction(t, need(t))
+	out, err := status(context.Background(), raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/apigw"
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/export"
-	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
@@ -96,13 +95,7 @@ func TestManifestOverTheLambdaLimitOnAWS(t *testing.T) {
 	cl := need(t)
 	const files = 15000
 	job := manyFilesJob(t, cl, files, false)
-	cfg, err := lambdaenv.Load(func(k string) string { return cl.env[k] }, lambdaenv.RoleStatus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := *cl.api
-	f.Config = cfg
-	status := f.APIHandler()
+	status, cfg := statusFunction(t, cl)
 	status0 := "/fhir/bulkstatus/" + job
 
 	// The first file exists, so its route link can be followed.
@@ -171,6 +164,7 @@ func TestManifestOverTheLambdaLimitOnAWS(t *testing.T) {
 	}
 
 	// Negative control: the status handler without the size check.
+	f := *cl.api
 	svc := f.service()
 	unchecked := apigw.NewGateway(api.New(svc, api.Config{Auth: api.Anonymous{}, Log: f.log})).Invoke
 	for _, rest := range []bool{false, true} {
