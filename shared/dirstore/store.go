@@ -6,7 +6,6 @@ package dirstore
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -190,7 +189,7 @@ type writer struct {
 	f   *os.File
 	buf *bufio.Writer
 	// zw compresses NDJSON files into buf (gzfile); out is zw or buf.
-	zw    *gzip.Writer
+	zw    *gzfile.Writer
 	out   io.Writer
 	final string
 	// unchecked counts bytes written since the last free-space check.
@@ -348,7 +347,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string) {
 		if r.Method == http.MethodHead {
 			return
 		}
-		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		gz := gzfile.NewWriter(w)
 		bw := bufio.NewWriterSize(gz, 64<<10)
 		if _, err := bw.ReadFrom(f); err == nil {
 			_ = bw.Flush()
