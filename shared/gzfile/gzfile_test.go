@@ -94,3 +94,33 @@ func TestStandardGzip(t *testing.T) {
 		t.Errorf("stored %d bytes of %d: not compressed", len(gz), len(content))
 	}
 }
+
+// TestWriterReuse: compressors come back from the pool reset, so files
+// written one after another (and a write after Close) keep their own
+// content; an unclosed Writer leaves no trace in the next.
+func TestWriterReuse(t *testing.T) {
+	abandoned := NewWriter(io.Discard)
+	abandoned.Write([]byte("never closed"))
+	for i, content := range []string{strings.Repeat("first file\n", 1000), "", strings.Repeat("second\n", 3)} {
+		var buf bytes.Buffer
+		zw := NewWriter(&buf)
+		zw.Write([]byte(content))
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := zw.Write([]byte("late")); err == nil {
+			t.Errorf("file %d: write after Close succeeded", i)
+		}
+		if err := zw.Close(); err != nil {
+			t.Errorf("file %d: second Close: %v", i, err)
+		}
+		zr, err := stdgzip.NewReader(&buf)
+		if err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+		got, err := io.ReadAll(zr)
+		if err != nil || string(got) != content {
+			t.Errorf("file %d: read %d bytes (%v), want the %d written", i, len(got), err, len(content))
+		}
+	}
+}
