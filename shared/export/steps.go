@@ -630,6 +630,7 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	w := &chunkWriter{steps: s, ctx: ctx, job: job, unit: in.Unit, cur: &cur, maxBytes: maxBytes}
 	defer w.abort()
 	var badRecords []fhir.Issue
+	var subsetBuf []byte
 	done := false
 	lines := 0
 	var sinceCheck int64 // bytes written since the clock was last read
@@ -701,9 +702,12 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 				continue
 			}
 		case selector != nil:
-			if line, err = selector.Subset(in.Unit.Type, line); err != nil {
+			// writeLine copies the line into the file's block, so one
+			// buffer serves every subset line of the chunk.
+			if subsetBuf, err = selector.AppendSubset(subsetBuf[:0], in.Unit.Type, line); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
 			}
+			line = subsetBuf
 		}
 		if err := w.writeLine(line); err != nil {
 			return nil, err
