@@ -99,10 +99,13 @@ type Throughput struct {
 	Spread string `json:"ratioSpread,omitempty"`
 	// Target is the figure's goal; ReadBytes of SourceBytes is what an
 	// export read of its source (rows with a read target).
-	Target      *Target `json:"target,omitempty"`
-	Verdict     string  `json:"verdict,omitempty"`
-	ReadBytes   int64   `json:"sourceBytesRead,omitempty"`
-	SourceBytes int64   `json:"sourceBytes,omitempty"`
+	Target  *Target `json:"target,omitempty"`
+	Verdict string  `json:"verdict,omitempty"`
+	// Caveat qualifies a met verdict that the run cannot vouch for (a
+	// baseline bound by the disk rather than the copy).
+	Caveat      string `json:"caveat,omitempty"`
+	ReadBytes   int64  `json:"sourceBytesRead,omitempty"`
+	SourceBytes int64  `json:"sourceBytes,omitempty"`
 }
 
 func throughput(name string, resources, bytes int64, d time.Duration, note string) Throughput {
@@ -211,7 +214,7 @@ func (r *Report) Markdown() string {
 			note += fmt.Sprintf("; read %.2f MB of the %.1f MB source (%.2f %%)", float64(t.ReadBytes)/1e6, float64(t.SourceBytes)/1e6, 100*float64(t.ReadBytes)/float64(t.SourceBytes))
 		}
 		fmt.Fprintf(&b, "| %s | %d | %.1f | %.2f | %.0f | %.1f | %s | %s | %s | %s | %s |\n",
-			t.Name, t.Resources, float64(t.Bytes)/1e6, t.Seconds, t.PerSec, t.MBPerSec, src, ratio, t.goal(), t.Verdict, note)
+			t.Name, t.Resources, float64(t.Bytes)/1e6, t.Seconds, t.PerSec, t.MBPerSec, src, ratio, t.goal(), t.shownVerdict(), note)
 	}
 	b.WriteString("\nMB and MB/s are what a row wrote. The baseline copies the source byte for byte into the file store without compression, fsynced like an export's commits; \"vs baseline\" is, for the engine rows, the source bytes the export read per second over the baseline's bytes per second in the same round (time on the same input, so `_elements` and Group exports are not penalised for writing less), and for the other rows MB/s over the median baseline.\n")
 	if len(r.Memory) > 0 {
