@@ -662,31 +662,33 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			done = true
 			break
 		}
-		var bad *BadRecordError
-		if errors.As(err, &bad) {
-			is := fhir.Issue{
-				Severity:    fhir.SeverityError,
-				Code:        fhir.CodeProcessing,
-				Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
-			}
-			if bad.Warning {
-				is.Severity, is.Diagnostics = fhir.SeverityWarning, fmt.Sprintf("%s at %s: %s", in.Unit.Type, bad.Position, bad.Reason)
-			}
-			badRecords = append(badRecords, is)
-			cur.Source = rd.Cursor()
-			continue
-		}
-		if errors.As(err, &changed) {
-			done = true
-			break
-		}
-		if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
-			// The chunk ran out of time inside a read (a throttled
-			// upstream): it ends here with its cursor, the next chunk
-			// goes on from it.
-			break
-		}
+		// Only a failed read is looked at further: declared here, the
+		// error's target no longer goes to the heap for every line.
 		if err != nil {
+			var bad *BadRecordError
+			if errors.As(err, &bad) {
+				is := fhir.Issue{
+					Severity:    fhir.SeverityError,
+					Code:        fhir.CodeProcessing,
+					Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
+				}
+				if bad.Warning {
+					is.Severity, is.Diagnostics = fhir.SeverityWarning, fmt.Sprintf("%s at %s: %s", in.Unit.Type, bad.Position, bad.Reason)
+				}
+				badRecords = append(badRecords, is)
+				cur.Source = rd.Cursor()
+				continue
+			}
+			if errors.As(err, &changed) {
+				done = true
+				break
+			}
+			if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
+				// The chunk ran out of time inside a read (a throttled
+				// upstream): it ends here with its cursor, the next chunk
+				// goes on from it.
+				break
+			}
 			return nil, retryable(err, "export chunk %s: read source", in.Unit.ID)
 		}
 		switch {
