@@ -81,7 +81,18 @@ type Options struct {
 	// CacheFor is how long the CapabilityStatement and Group memberships
 	// are reused (default 1 minute).
 	CacheFor time.Duration
-	Log      *slog.Logger
+	// MaxInFlight caps the requests one reader (one unit's chunk) has
+	// in flight at once (default 4; 1 reads one page at a time).
+	MaxInFlight int
+	// ReadAheadBytes bounds the page bodies one reader holds in memory
+	// beyond the page it reads (default 32 MiB); a page bigger than what
+	// is left is streamed.
+	ReadAheadBytes int64
+	// KeysetWindows is how many _lastUpdated sub-windows a segment paged
+	// by keyset is read in, each its own chain of pages in flight
+	// (default 4; 1: none).
+	KeysetWindows int
+	Log           *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -126,6 +137,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CacheFor <= 0 {
 		o.CacheFor = time.Minute
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 4
+	}
+	if o.ReadAheadBytes <= 0 {
+		o.ReadAheadBytes = 32 << 20
+	}
+	if o.KeysetWindows <= 0 {
+		o.KeysetWindows = 4
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -945,30 +965,129 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		}
 	}
 	r.comps = comps
+	// A segment paged by keyset reads its sub-windows side by side; a
+	// patient batch's searches (one per compartment parameter) already do.
+	if cursor == "" && r.keyset() && r.batchOf == nil && len(comps) > 0 && s.opts.KeysetWindows > 1 {
+		r.live.Cuts = s.windowCuts(ctx, typ, bounds, lo, hi)
+		r.cur.Cuts = r.live.Cuts
+	}
+	wins, err := windows(r.live.Cuts, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("bad cursor %q for segment %q: %w", cursor, seg, err)
+	}
 	for fi, f := range filters {
 		for ci, c := range comps {
-			p := cloneValues(base)
-			for k, v := range f {
-				p[k] = append(p[k], v...)
-			}
-			if c.Name != "" {
-				refs := make([]string, len(patients))
-				for i, id := range patients {
-					refs[i] = id
-					if c.Name != "_id" {
-						refs[i] = "Patient/" + id
-					}
+			for wi, w := range wins {
+				p := cloneValues(base)
+				for k, v := range f {
+					p[k] = append(p[k], v...)
 				}
-				p.Set(c.Name, strings.Join(refs, ","))
+				if c.Name != "" {
+					refs := make([]string, len(patients))
+					for i, id := range patients {
+						refs[i] = id
+						if c.Name != "_id" {
+							refs[i] = "Patient/" + id
+						}
+					}
+					p.Set(c.Name, strings.Join(refs, ","))
+				}
+				if len(wins) > 1 {
+					p["_lastUpdated"] = w.params
+				}
+				r.searches = append(r.searches, search{params: p, filter: fi, comp: ci, window: wi, lo: w.lo, hi: w.hi})
 			}
-			r.searches = append(r.searches, search{params: p, filter: fi, comp: ci})
 		}
 	}
 	if pos.Search > len(r.searches) {
 		return nil, fmt.Errorf("bad cursor %q for segment %q", cursor, seg)
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.startReadahead()
 	return r, nil
+}
+
+// window is one _lastUpdated sub-window of a segment: its bounds as
+// search parameters and as times (nil: the segment's).
+type window struct {
+	params []string
+	lo, hi *time.Time
+}
+
+// windows are the sub-windows cuts split the segment (lo, hi] into, in
+// order; one window, the segment, without cuts.
+func windows(cuts []string, lo, hi *time.Time) ([]window, error) {
+	if len(cuts) == 0 {
+		return []window{{}}, nil
+	}
+	edges := make([]*time.Time, 0, len(cuts)+2)
+	edges = append(edges, lo)
+	for _, c := range cuts {
+		t, err := fhir.ParseInstant(c)
+		if err != nil {
+			return nil, fmt.Errorf("bad window cut %q", c)
+		}
+		if prev := edges[len(edges)-1]; (prev != nil && !t.After(*prev)) || (hi != nil && !t.Before(*hi)) {
+			return nil, fmt.Errorf("window cut %q out of order", c)
+		}
+		edges = append(edges, &t)
+	}
+	edges = append(edges, hi)
+	out := make([]window, 0, len(cuts)+1)
+	for i := 0; i+1 < len(edges); i++ {
+		w := window{lo: edges[i], hi: edges[i+1]}
+		if w.lo != nil {
+			w.params = append(w.params, "gt"+fhir.FormatInstant(*w.lo))
+		}
+		if w.hi != nil {
+			w.params = append(w.params, "le"+fhir.FormatInstant(*w.hi))
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// windowCuts splits a segment paged by keyset into KeysetWindows
+// sub-windows of equal time between the first and the last lastUpdated in
+// it (two requests, side by side unless MaxInFlight is 1, as Plan's edge
+// probes). Anything unexpected gives no cuts: the segment is read as one
+// search.
+func (s *Source) windowCuts(ctx context.Context, typ string, bounds url.Values, lo, hi *time.Time) []string {
+	var first, last time.Time
+	var errF, errL error
+	if s.opts.MaxInFlight > 1 {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last, errL = s.edge(ctx, typ, bounds, "-_lastUpdated")
+		}()
+		first, errF = s.edge(ctx, typ, bounds, "_lastUpdated")
+		wg.Wait()
+	} else {
+		first, errF = s.edge(ctx, typ, bounds, "_lastUpdated")
+		last, errL = s.edge(ctx, typ, bounds, "-_lastUpdated")
+	}
+	if errF != nil || errL != nil || !first.Before(last) {
+		return nil
+	}
+	from := first.Add(-time.Millisecond)
+	if lo != nil && lo.After(from) {
+		from = *lo
+	}
+	k := s.opts.KeysetWindows
+	span := last.Sub(from)
+	var cuts []string
+	prev := from
+	for i := 1; i < k; i++ {
+		c := from.Add(span / time.Duration(k) * time.Duration(i)).Truncate(time.Millisecond)
+		if !c.After(prev) || !c.Before(last) || (hi != nil && !c.Before(*hi)) {
+			continue
+		}
+		cuts = append(cuts, fhir.FormatInstant(c))
+		prev = c
+	}
+	return cuts
 }
 
 // ListsDeletions implements export.DeletionSource: the upstream's
@@ -1002,6 +1121,7 @@ func (s *Source) OpenDeleted(ctx context.Context, q export.Query, typ, cursor st
 		return nil, fmt.Errorf("bad cursor %q", cursor)
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.startReadahead()
 	return r, nil
 }
 
