@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -51,6 +52,11 @@ type client struct {
 	crossOrigin bool          // follow links to other origins, without credentials
 	log         *slog.Logger
 	stats       *retryStats
+	// hold is when (Unix nanoseconds) the upstream last asked, with a 429,
+	// to be left alone until: every request of the source waits for it,
+	// not only the one refused, so pages in flight side by side slow down
+	// together.
+	hold *atomic.Int64
 }
 
 // OriginError is a link to a server other than the configured upstream.
@@ -123,6 +129,9 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 	refreshed := false
 	started := time.Now()
 	for attempt := 0; ; attempt++ {
+		if err := c.waitHold(ctx); err != nil {
+			return nil, err
+		}
 		resp, err := c.once(ctx, method, u, body)
 		if err == nil && resp.StatusCode < 300 {
 			return resp, nil
@@ -153,6 +162,11 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			err = &StatusError{URL: u, Status: status, Diagnostics: diag}
 			asked, _ := retry.After(retryAfter, time.Now(), c.maxWait)
 			wait = min(max(asked, throttleWait(resp.Header, time.Now())), c.maxWait)
+			if status == http.StatusTooManyRequests && wait > 0 && c.hold != nil {
+				until := time.Now().Add(wait).UnixNano()
+				for h := c.hold.Load(); h < until && !c.hold.CompareAndSwap(h, until); h = c.hold.Load() {
+				}
+			}
 		} else if !transientError(err) {
 			return nil, err
 		}
@@ -186,6 +200,26 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			return nil, err
 		}
 	}
+}
+
+// waitHold waits until the hold a 429 set has passed; a hold past the
+// step's stop time stops the request then, as a wait in do does.
+func (c *client) waitHold(ctx context.Context) error {
+	if c.hold == nil {
+		return nil
+	}
+	until := time.Unix(0, c.hold.Load())
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	if stop, ok := export.StopTime(ctx); ok && until.After(stop) {
+		if err := retry.Sleep(ctx, time.Until(stop)); err != nil {
+			return err
+		}
+		return fmt.Errorf("the upstream asked to be left alone until %s, past this step's stop time: %w", until.UTC().Format(time.RFC3339), export.ErrOutOfTime)
+	}
+	return retry.Sleep(ctx, d)
 }
 
 func (c *client) once(ctx context.Context, method, u string, body []byte) (*http.Response, error) {

@@ -197,13 +197,15 @@ func (ra *readahead) slotLocked() error {
 // room.
 func (ra *readahead) pumpLocked() {
 	for !ra.closed && ra.waiting == 0 && ra.inflight < ra.maxFlight {
+		// At most 2×maxFlight streams ahead: what a chunk stopped early
+		// drops stays small.
 		j := ra.cur
-		for ; j < len(ra.chains); j++ {
+		for ; j < len(ra.chains) && j <= ra.cur+2*ra.maxFlight; j++ {
 			if ra.chains[j].next != "" && (j == ra.cur || ra.used < ra.budget) {
 				break
 			}
 		}
-		if j >= len(ra.chains) {
+		if j >= len(ra.chains) || j > ra.cur+2*ra.maxFlight {
 			return
 		}
 		u := ra.chains[j].next

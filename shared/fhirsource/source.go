@@ -5,13 +5,17 @@
 // duplicates, the Patient compartment searched through its parameters in
 // batches of patient ids, Group membership read from the Group.
 //
-// Pages are streamed: each entry's resource is copied as compact raw JSON,
-// never decoded, and the next page is requested as soon as its link is
-// read. A cursor is the search, the page URL and the entries consumed on
-// it, so a chunk stopped by its time budget resumes exactly.
+// Each entry's resource is copied as compact raw JSON, never decoded. A
+// cursor is the search, the page URL and the entries consumed on it, so a
+// chunk stopped by its time budget resumes exactly.
 //
 // Plan splits a large type into _lastUpdated ranges when the upstream
-// sorts by _lastUpdated (probed), so the ranges export in parallel.
+// sorts by _lastUpdated (probed), so the ranges export in parallel. Within
+// one unit a reader keeps several pages in flight (readahead): a large
+// segment is read in _lastUpdated sub-windows side by side, each chain's
+// next page requested as soon as the previous body has arrived, the later
+// searches of the unit read ahead, under a cap on requests and a byte
+// budget.
 package fhirsource
 
 import (
@@ -32,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -206,7 +211,7 @@ func New(opts Options) (*Source, error) {
 		client: &client{
 			base: base, http: opts.HTTPClient, auth: opts.Auth, maxRetries: opts.MaxRetries,
 			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, maxWait: opts.MaxWait, budget: opts.RetryBudget,
-			crossOrigin: opts.FollowCrossOrigin, log: opts.Log, stats: &retryStats{},
+			crossOrigin: opts.FollowCrossOrigin, log: opts.Log, stats: &retryStats{}, hold: &atomic.Int64{},
 		},
 		groups:   map[string]cachedGroup{},
 		elements: map[string]bool{},
@@ -743,6 +748,10 @@ func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string
 		}
 		return segs, nil
 	}
+	if q.Level == bulkdata.LevelSystem && len(q.TypeFilters) > 0 && s.opts.KeysetWindows > 1 {
+		// The count tells Open whether to read sub-windows (large).
+		_, _ = s.planCount(ctx, typ, timeBounds(q.Since, q.Until))
+	}
 	if q.Level != bulkdata.LevelSystem || len(q.TypeFilters) > 0 || s.opts.SegmentResources < 0 {
 		return []string{""}, nil
 	}
@@ -754,7 +763,7 @@ func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string
 // sorts by _lastUpdated. Anything unexpected gives one segment.
 func (s *Source) timeSegments(ctx context.Context, q export.Query, typ string) ([]string, error) {
 	bounds := timeBounds(q.Since, q.Until)
-	total, err := s.count(ctx, typ, bounds)
+	total, err := s.planCount(ctx, typ, bounds)
 	if err != nil {
 		s.opts.Log.InfoContext(ctx, "upstream count failed; one segment", "type", typ, "err", err)
 		return []string{""}, nil
@@ -965,10 +974,13 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		}
 	}
 	r.comps = comps
-	// A segment paged by keyset reads its sub-windows side by side; a
-	// patient batch's searches (one per compartment parameter) already do.
-	if cursor == "" && r.keyset() && r.batchOf == nil && len(comps) > 0 && s.opts.KeysetWindows > 1 {
-		r.live.Cuts = s.windowCuts(ctx, typ, bounds, lo, hi)
+	// A large segment reads its sub-windows side by side.
+	if cursor == "" && len(comps) > 0 && s.opts.KeysetWindows > 1 && s.large(q, typ, seg, len(patients)) {
+		if r.keyset() {
+			r.live.Cuts = s.windowCuts(ctx, typ, bounds, lo, hi)
+		} else {
+			r.live.Cuts = s.sampleCuts(ctx, typ, bounds, lo, hi)
+		}
 		r.cur.Cuts = r.live.Cuts
 	}
 	wins, err := windows(r.live.Cuts, lo, hi)
@@ -1045,6 +1057,84 @@ func windows(cuts []string, lo, hi *time.Time) ([]window, error) {
 		out = append(out, w)
 	}
 	return out, nil
+}
+
+// sampleCuts splits a segment of an upstream that cannot sort into
+// KeysetWindows sub-windows at the quantiles of the lastUpdated on one
+// page of its search (one request): a sample of the segment, in whatever
+// order the upstream keeps. Anything unexpected gives no cuts.
+func (s *Source) sampleCuts(ctx context.Context, typ string, bounds url.Values, lo, hi *time.Time) []string {
+	q := cloneValues(bounds)
+	q.Set("_count", strconv.Itoa(s.opts.PageSize))
+	q.Set("_elements", "id,meta")
+	body, err := s.read(ctx, typ+"?"+q.Encode())
+	if err != nil {
+		return nil
+	}
+	more := false
+	gjson.GetBytes(body, "link").ForEach(func(_, l gjson.Result) bool {
+		more = more || l.Get("relation").Str == "next"
+		return true
+	})
+	if !more {
+		return nil // the segment fits on one page
+	}
+	var at []time.Time
+	gjson.GetBytes(body, "entry.#.resource.meta.lastUpdated").ForEach(func(_, v gjson.Result) bool {
+		if t, ok := fhir.ParseLastUpdated(v.Str); ok && (lo == nil || t.After(*lo)) && (hi == nil || !t.After(*hi)) {
+			at = append(at, t.Truncate(time.Millisecond))
+		}
+		return true
+	})
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	k := s.opts.KeysetWindows
+	var cuts []string
+	var prev time.Time
+	for i := 1; i < k && len(at) > 0; i++ {
+		c := at[len(at)*i/k]
+		if (!prev.IsZero() && !c.After(prev)) || (lo != nil && !c.After(*lo)) || (hi != nil && !c.Before(*hi)) {
+			continue
+		}
+		cuts = append(cuts, fhir.FormatInstant(c))
+		prev = c
+	}
+	return cuts
+}
+
+// large reports whether a segment is worth reading in sub-windows: more
+// than two pages, as far as the counts Plan asked tell (cached; Open asks
+// none). A _lastUpdated range exists because its type is large; a patient
+// batch holds about its share of the type's resources.
+func (s *Source) large(q export.Query, typ, seg string, patients int) bool {
+	if strings.HasPrefix(seg, "t") {
+		return true
+	}
+	bounds := timeBounds(q.Since, q.Until)
+	n, ok := s.cachedCount(typ, bounds)
+	if !ok {
+		return false
+	}
+	if strings.HasPrefix(seg, "p") && typ != "Patient" {
+		all, ok := s.cachedCount("Patient", bounds)
+		if !ok || all <= 0 {
+			return false
+		}
+		n = n * int64(patients) / all
+	} else if strings.HasPrefix(seg, "p") {
+		n = int64(patients)
+	}
+	return n > 2*int64(s.opts.PageSize)
+}
+
+// cachedCount is planCount's answer if it has one.
+func (s *Source) cachedCount(typ string, bounds url.Values) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.counts[typ+"?"+bounds.Encode()]
+	if !ok || time.Since(c.at) >= 10*time.Minute {
+		return 0, false
+	}
+	return c.n, true
 }
 
 // windowCuts splits a segment paged by keyset into KeysetWindows
