@@ -103,6 +103,8 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Var(listFlag{&o.IncludeAssociatedData, true}, "include-associated-data", "includeAssociatedData codes")
 	fs.BoolVar(&o.Post, "post", false, "kick off with POST and a Parameters body")
 	fs.BoolVar(&o.PartialManifests, "partial-manifests", false, "send allowPartialManifests=true: follow the manifest's pages and download files while the export runs")
+	fs.BoolVar(&o.PartialManifests, "allow-partial-manifests", false, "the same as --partial-manifests, named as the parameter")
+	fs.StringVar(&o.OrganizeOutputBy, "organize-output-by", "", "send organizeOutputBy (Patient): files of one block per patient, checked after the download")
 	fs.BoolVar(&o.Lenient, "lenient", false, "send Prefer: handling=lenient (the server may drop parameters it cannot honour; each is reported at kick-off)")
 	fs.BoolVar(&o.StrictFilters, "strict-filters", false, "stop and cancel when the server drops a _typeFilter (default true with --type-filter)")
 	fs.StringVar(&o.OutDir, "out", "out", "output folder, or s3://bucket/prefix")
@@ -130,6 +132,9 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if len(o.Patients) > 0 && set["post"] && !o.Post {
 		return usagef("--patient needs a POST kick-off: it contradicts --post=false")
+	}
+	if o.OrganizeOutputBy != "" && o.OrganizeOutputBy != "Patient" {
+		return usagef("--organize-output-by %q: only Patient, whose blocks the client can check", o.OrganizeOutputBy)
 	}
 	if len(o.TypeFilters) > 0 && !set["strict-filters"] {
 		o.StrictFilters = true
@@ -180,11 +185,33 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return clientError(err)
 	}
+	sink := o.Sink
+	if sink == nil {
+		sink = bulkclient.DirSink{Dir: o.OutDir}
+	}
+	organized, problems, err := verifyOrganized(ctx, sink, o)
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintln(os.Stderr, "PROBLEM", p)
+	}
 	if cf.output == "json" {
-		writeJSON(stdout, sum.JSON())
+		js := sum.JSON()
+		if organized {
+			js["organizedProblems"] = nonNilStrings(problems)
+		}
+		writeJSON(stdout, js)
 	} else {
 		sum.Print(stdout)
 		fmt.Fprintf(stdout, "files in %s (manifest.json as received)\n", sum.Location)
+	}
+	if len(problems) > 0 {
+		msg := fmt.Sprintf("the export completed, but its files organized by Patient break the rules (%d problems, listed above); they are kept in %s", len(problems), sum.Location)
+		if sinceFile != "" {
+			msg += "; --since-file was not advanced"
+		}
+		return &exitCodeError{code: exitWithErrors, msg: msg}
 	}
 	if sum.HasErrors() {
 		msg := "the export completed with errors (see the error files"

@@ -73,6 +73,8 @@ func TestCLIConventions(t *testing.T) {
 		{"since and since-file", []string{"export", "--server", "http://127.0.0.1:1/fhir", "--since", "2026-01-01T00:00:00Z", "--since-file", "x"}, 2, "", "--since-file", true},
 		{"bad since", []string{"export", "--server", "http://127.0.0.1:1/fhir", "--since", "yesterday"}, 2, "", "FHIR instant", true},
 		{"bad until", []string{"export", "--server", "http://127.0.0.1:1/fhir", "--until", "2026-13-01"}, 2, "", "--until", true},
+		{"organized by another type", []string{"export", "--server", "http://127.0.0.1:1/fhir", "--organize-output-by", "Encounter"}, 2, "", "only Patient", true},
+		{"organized with --status", []string{"export", "--status", "http://127.0.0.1:1/fhir/bulkstatus/x", "--organize-output-by", "Patient"}, 2, "", "--status polls", true},
 		{"resume and force", []string{"export", "--server", "http://127.0.0.1:1/fhir", "--resume", "--force"}, 2, "", "contradict", true},
 		{"status with kick-off flags", []string{"export", "--status", "http://127.0.0.1:1/status/1", "--type", "Patient"}, 2, "", "--status", true},
 		{"no server", []string{"export"}, 2, "", "--server is required", true},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,7 +45,19 @@ func verify(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		sink = s
 	}
-	res, problems, err := checkManifest(ctx, sink)
+	// With --data the export's selection is known, so organized blocks are
+	// checked against it (each resource in the block of the patient the
+	// server must put it in); an error reading it waits for the manifest
+	// checks, which need no source.
+	blocks := &bulkclient.Blocks{}
+	var sel *selection
+	var selErr error
+	if *data != "" {
+		if sel, selErr = selectionOf(ctx, sink, *out, *data); selErr == nil {
+			blocks.Patients, blocks.FirstOwner = sel.blockPatients, true
+		}
+	}
+	res, problems, err := checkManifest(ctx, sink, blocks)
 	if err != nil {
 		return err
 	}
@@ -54,21 +67,18 @@ func verify(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(problems) > 0 {
 		return fmt.Errorf("verify: %s does not match its manifest (%d problems)", *out, len(problems))
 	}
-	fmt.Fprintf(stdout, "manifest: %d files, %d resources of %d types in %s, as the manifest lists\n", res.files, res.total(), len(res.ids), *out)
+	organized := ""
+	if res.organizedBy != "" {
+		organized = fmt.Sprintf(", in %d blocks by %s", res.blocks, res.organizedBy)
+	}
+	fmt.Fprintf(stdout, "manifest: %d files, %d resources of %d types%s in %s, as the manifest lists\n", res.files, res.total(), len(res.ids), organized, *out)
 	if *data == "" {
 		return nil
 	}
-	rec, err := bulkclient.ReadRecord(ctx, sink)
-	if err != nil {
-		return fmt.Errorf("verify --data: %s has no record of its request (%s): %w", *out, bulkclient.StateFile, err)
+	if selErr != nil {
+		return selErr
 	}
-	if rec.Request.StatusURL != "" {
-		return fmt.Errorf("verify --data: the export in %s was polled with --status, so its request is unknown; only its manifest was checked", *out)
-	}
-	want, unchecked, err := expectedFromSource(*data, rec.Request)
-	if err != nil {
-		return err
-	}
+	want, unchecked := sel.expected(res.organizedBy != "")
 	bad := 0
 	var types []string
 	for t := range union(want, res.ids) {
@@ -116,6 +126,10 @@ func verify(ctx context.Context, args []string, stdout io.Writer) error {
 type exported struct {
 	files int
 	ids   map[string]map[string]bool // type → ids of the output files
+	// organizedBy is the manifest's outputOrganizedBy; blocks counts the
+	// block headers of its files (a split block once per file).
+	organizedBy string
+	blocks      int
 }
 
 func (e exported) total() int {
@@ -137,8 +151,9 @@ func union(a, b map[string]map[string]bool) map[string]bool {
 	return out
 }
 
-// checkManifest compares a sink with its manifest.json.
-func checkManifest(ctx context.Context, sink bulkclient.Sink) (exported, []string, error) {
+// checkManifest compares a sink with its manifest.json. The output files of
+// an organized export are checked block by block with blocks.
+func checkManifest(ctx context.Context, sink bulkclient.Sink, blocks *bulkclient.Blocks) (exported, []string, error) {
 	res := exported{ids: map[string]map[string]bool{}}
 	rc, err := sink.Open(ctx, "manifest.json")
 	if errors.Is(err, fs.ErrNotExist) {
@@ -156,11 +171,19 @@ func checkManifest(ctx context.Context, sink bulkclient.Sink) (exported, []strin
 	if err != nil {
 		return res, nil, fmt.Errorf("verify: %w", err)
 	}
+	var head struct {
+		OutputOrganizedBy string `json:"outputOrganizedBy"`
+	}
+	json.Unmarshal(raw, &head) // valid: ManifestFiles parsed it
+	if res.organizedBy = head.OutputOrganizedBy; res.organizedBy != "" && res.organizedBy != "Patient" {
+		return res, nil, fmt.Errorf("verify: the manifest's output is organized by %s; verify checks output organized by Patient only", res.organizedBy)
+	}
 	var problems []string
 	listed := map[string]bool{}
 	for _, f := range files {
 		listed[f.Name] = true
-		n, err := checkFile(ctx, sink, f, res.ids)
+		before := res.blocks
+		n, err := checkFile(ctx, sink, f, &res, blocks)
 		if errors.Is(err, fs.ErrNotExist) {
 			problems = append(problems, fmt.Sprintf("%s: listed in the manifest but absent", f.Name))
 			continue
@@ -170,8 +193,12 @@ func checkManifest(ctx context.Context, sink bulkclient.Sink) (exported, []strin
 			continue
 		}
 		res.files++
-		if f.Count != nil && *f.Count != n {
-			problems = append(problems, fmt.Sprintf("%s: %d resources, the manifest says %d", f.Name, n, *f.Count))
+		if headers := int64(res.blocks - before); f.Count != nil && !bulkclient.CountMatches(*f.Count, n, headers) {
+			if headers > 0 {
+				problems = append(problems, fmt.Sprintf("%s: %d resources and %d block headers, the manifest says %d", f.Name, n-headers, headers, *f.Count))
+			} else {
+				problems = append(problems, fmt.Sprintf("%s: %d resources, the manifest says %d", f.Name, n, *f.Count))
+			}
 		}
 	}
 	names, err := sink.List(ctx)
@@ -184,13 +211,17 @@ func checkManifest(ctx context.Context, sink bulkclient.Sink) (exported, []strin
 		}
 		problems = append(problems, fmt.Sprintf("%s: not in the manifest (left from another export, or unfinished)", n))
 	}
+	if res.organizedBy != "" {
+		problems = append(problems, blocks.Chains(files)...)
+	}
 	sort.Strings(problems)
 	return res, problems, nil
 }
 
-// checkFile reads one file: every line a JSON resource of the file's type,
-// no id twice; it returns the number of resources.
-func checkFile(ctx context.Context, sink bulkclient.Sink, f bulkclient.ManifestFile, ids map[string]map[string]bool) (int64, error) {
+// checkFile reads one file: every line a JSON resource of the file's type
+// (in an organized file, well-formed blocks), no id twice; it returns the
+// number of lines, block headers included (counted in res.blocks).
+func checkFile(ctx context.Context, sink bulkclient.Sink, f bulkclient.ManifestFile, res *exported, blocks *bulkclient.Blocks) (int64, error) {
 	rc, err := sink.Open(ctx, f.Name)
 	if err != nil {
 		return 0, err
@@ -198,6 +229,7 @@ func checkFile(ctx context.Context, sink bulkclient.Sink, f bulkclient.ManifestF
 	defer rc.Close()
 	sc := bufio.NewScanner(rc)
 	sc.Buffer(make([]byte, 1<<20), 512<<20)
+	organized := f.Kind == "output" && f.Type == ""
 	var n, line int64
 	for sc.Scan() {
 		line++
@@ -205,32 +237,73 @@ func checkFile(ctx context.Context, sink bulkclient.Sink, f bulkclient.ManifestF
 		if len(b) == 0 {
 			continue
 		}
-		h, ok := fhir.Peek(b)
-		if !ok {
-			return n, fmt.Errorf("line %d is not a FHIR resource", line)
+		var typ, id string
+		if organized {
+			if typ, id, err = blocks.Line(f.Name, line, b); err != nil {
+				return n, err
+			}
+			n++
+			if typ == "" {
+				res.blocks++ // a block header
+				continue
+			}
+		} else {
+			h, ok := fhir.Peek(b)
+			if !ok {
+				return n, fmt.Errorf("line %d is not a FHIR resource", line)
+			}
+			if h.ResourceType != f.Type {
+				return n, fmt.Errorf("line %d is a %s in a %s file", line, h.ResourceType, f.Type)
+			}
+			n++
+			typ, id = h.ResourceType, h.ID
 		}
-		if h.ResourceType != f.Type {
-			return n, fmt.Errorf("line %d is a %s in a %s file", line, h.ResourceType, f.Type)
-		}
-		n++
 		if f.Kind != "output" {
 			continue
 		}
-		if ids[f.Type] == nil {
-			ids[f.Type] = map[string]bool{}
+		if res.ids[typ] == nil {
+			res.ids[typ] = map[string]bool{}
 		}
-		if ids[f.Type][h.ID] {
-			return n, fmt.Errorf("%s/%s exported twice", f.Type, h.ID)
+		if res.ids[typ][id] {
+			return n, fmt.Errorf("%s/%s exported twice", typ, id)
 		}
-		ids[f.Type][h.ID] = true
+		res.ids[typ][id] = true
 	}
 	return n, sc.Err()
 }
 
-// expectedFromSource reads the source folder and keeps what the request
-// selects. Types with a _typeFilter are returned in unchecked: the filter
-// itself is not evaluated here.
-func expectedFromSource(dir string, req bulkclient.Request) (map[string]map[string]bool, map[string]bool, error) {
+// selection is what the recorded request selects from an NDJSON source.
+type selection struct {
+	req bulkclient.Request
+	all []sourceResource // within _since/_until
+	// patients are the selected patients (nil: every patient, for a
+	// system export or a Patient export without patient).
+	patients map[string]bool
+	// blockPatients are the patients an organized export has blocks for:
+	// the selected ones, or every Patient of the source when all are.
+	blockPatients map[string]bool
+}
+
+type sourceResource struct {
+	typ, id string
+	line    []byte
+}
+
+// selectionOf reads the request recorded in an export folder and the
+// source folder it is compared with.
+func selectionOf(ctx context.Context, sink bulkclient.Sink, out, dir string) (*selection, error) {
+	rec, err := bulkclient.ReadRecord(ctx, sink)
+	if err != nil {
+		return nil, fmt.Errorf("verify --data: %s has no record of its request (%s): %w", out, bulkclient.StateFile, err)
+	}
+	if rec.Request.StatusURL != "" {
+		return nil, fmt.Errorf("verify --data: the export in %s was polled with --status, so its request is unknown; only its manifest was checked", out)
+	}
+	return readSelection(dir, rec.Request)
+}
+
+// readSelection reads the source folder and keeps what the request selects.
+func readSelection(dir string, req bulkclient.Request) (*selection, error) {
 	var since, until *time.Time
 	for _, p := range []struct {
 		v   string
@@ -241,16 +314,13 @@ func expectedFromSource(dir string, req bulkclient.Request) (map[string]map[stri
 		}
 		t, err := fhir.ParseInstant(p.v)
 		if err != nil {
-			return nil, nil, fmt.Errorf("verify: recorded _since/_until %q: %w", p.v, err)
+			return nil, fmt.Errorf("verify: recorded _since/_until %q: %w", p.v, err)
 		}
 		*p.dst = &t
 	}
-	type res struct {
-		typ, id string
-		line    []byte
-	}
-	var all []res
+	sel := &selection{req: req}
 	groups := map[string][]byte{}
+	everyPatient := map[string]bool{} // whatever its lastUpdated: a block heads even a filtered-out Patient
 	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -272,60 +342,81 @@ func expectedFromSource(dir string, req bulkclient.Request) (map[string]map[stri
 				continue
 			}
 			line := append([]byte(nil), b...)
-			if h.ResourceType == "Group" {
+			switch h.ResourceType {
+			case "Group":
 				groups[h.ID] = line // membership, whatever its lastUpdated
+			case "Patient":
+				everyPatient[h.ID] = true
 			}
 			if t, ok := fhir.ParseLastUpdated(h.LastUpdated); ok && (since != nil && !t.After(*since) || until != nil && t.After(*until)) {
 				continue
 			}
-			all = append(all, res{h.ResourceType, h.ID, line})
+			sel.all = append(sel.all, sourceResource{h.ResourceType, h.ID, line})
 		}
 		return sc.Err()
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("verify --data: %w", err)
+		return nil, fmt.Errorf("verify --data: %w", err)
 	}
-	var patients map[string]bool // nil: every patient
 	switch req.Level {
 	case "group":
 		g, ok := groups[req.Group]
 		if !ok {
-			return nil, nil, fmt.Errorf("verify --data: Group/%s is not in %s", req.Group, dir)
+			return nil, fmt.Errorf("verify --data: Group/%s is not in %s", req.Group, dir)
 		}
-		patients = map[string]bool{}
+		sel.patients = map[string]bool{}
 		for _, id := range fhir.ActiveMembers(g) {
-			patients[id] = true
+			sel.patients[id] = true
 		}
 	}
 	if len(req.Patients) > 0 {
-		sel := map[string]bool{}
+		picked := map[string]bool{}
 		for _, p := range req.Patients {
 			id := strings.TrimPrefix(p, "Patient/")
-			if patients == nil || patients[id] {
-				sel[id] = true
+			if sel.patients == nil || sel.patients[id] {
+				picked[id] = true
 			}
 		}
-		patients = sel
+		sel.patients = picked
 	}
+	sel.blockPatients = sel.patients
+	if sel.blockPatients == nil {
+		sel.blockPatients = everyPatient
+	}
+	return sel, nil
+}
+
+// expected returns the resources the request selects by type, and the
+// types with a _typeFilter, which verify does not evaluate. Output organized
+// by Patient holds, at every level, only resources of the Patient
+// compartment of some patient it has a block for.
+func (sel *selection) expected(organized bool) (map[string]map[string]bool, map[string]bool) {
+	req := sel.req
 	unchecked := map[string]bool{}
 	for _, f := range req.TypeFilters {
 		if t, _, ok := strings.Cut(f, "?"); ok {
 			unchecked[t] = true
 		}
 	}
+	patients := sel.patients
+	if organized {
+		patients = sel.blockPatients
+	}
 	want := map[string]map[string]bool{}
-	for _, r := range all {
+	for _, r := range sel.all {
 		if len(req.Types) > 0 && !slices.Contains(req.Types, r.typ) {
 			continue
 		}
-		if req.Level == "patient" || req.Level == "group" {
+		if organized || req.Level == "patient" || req.Level == "group" {
 			if !fhir.InPatientCompartment(r.typ) {
 				continue
 			}
 			in := false
 			fhir.CompartmentPatients(r.typ, r.line, func(id string) bool {
 				in = patients == nil || patients[id]
-				return !in
+				// Organized, a Patient is in its own block only, never
+				// in a linked patient's.
+				return !in && !(organized && r.typ == "Patient")
 			})
 			if !in {
 				continue
@@ -336,5 +427,5 @@ func expectedFromSource(dir string, req bulkclient.Request) (map[string]map[stri
 		}
 		want[r.typ][r.id] = true
 	}
-	return want, unchecked, nil
+	return want, unchecked
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// PartialManifests sends allowPartialManifests=true: the client follows
 	// the manifest's next links and downloads files as they appear.
 	PartialManifests bool
+	// OrganizeOutputBy sends organizeOutputBy (STU3; "Patient"): output
+	// files of blocks, one per patient, instead of one type per file.
+	OrganizeOutputBy string
 	// StrictFilters stops the run (and cancels the export) when the server
 	// says it dropped a _typeFilter: an unfiltered export is wider than
 	// asked. The CLI turns it on whenever TypeFilters are given.
@@ -270,6 +273,7 @@ type Request struct {
 	TypeFilters           []string `json:"typeFilter,omitempty"`
 	Patients              []string `json:"patient,omitempty"`
 	IncludeAssociatedData []string `json:"includeAssociatedData,omitempty"`
+	OrganizeOutputBy      string   `json:"organizeOutputBy,omitempty"`
 	// StatusURL is set for an export polled with --status, whose request
 	// the client does not know.
 	StatusURL string `json:"statusUrl,omitempty"`
@@ -284,7 +288,7 @@ func requestOf(o Options) Request {
 		return slices.Sorted(slices.Values(l))
 	}
 	r := Request{Level: o.Level, Group: o.Group, Types: sorted(o.Types), Since: o.Since, Until: o.Until, Elements: sorted(o.Elements),
-		TypeFilters: sorted(o.TypeFilters), Patients: sorted(o.Patients), IncludeAssociatedData: sorted(o.IncludeAssociatedData), StatusURL: o.StatusURL}
+		TypeFilters: sorted(o.TypeFilters), Patients: sorted(o.Patients), IncludeAssociatedData: sorted(o.IncludeAssociatedData), OrganizeOutputBy: o.OrganizeOutputBy, StatusURL: o.StatusURL}
 	if r.Level == "" {
 		r.Level = "system"
 	}
@@ -293,7 +297,7 @@ func requestOf(o Options) Request {
 
 func (r Request) hasParams() bool {
 	return r.Group != "" || len(r.Types) > 0 || r.Since != "" || r.Until != "" || len(r.Elements) > 0 ||
-		len(r.TypeFilters) > 0 || len(r.Patients) > 0 || len(r.IncludeAssociatedData) > 0 || (r.Level != "system" && r.Level != "")
+		len(r.TypeFilters) > 0 || len(r.Patients) > 0 || len(r.IncludeAssociatedData) > 0 || r.OrganizeOutputBy != "" || (r.Level != "system" && r.Level != "")
 }
 
 func (r Request) String() string {
@@ -643,6 +647,9 @@ func (c *Client) params() []kv {
 	if c.opts.PartialManifests {
 		p = append(p, kv{"allowPartialManifests", "true"})
 	}
+	if c.opts.OrganizeOutputBy != "" {
+		p = append(p, kv{"organizeOutputBy", c.opts.OrganizeOutputBy})
+	}
 	return p
 }
 
@@ -659,6 +666,7 @@ func (c *Client) kickoff(ctx context.Context) (string, []Issue, error) {
 			Name           string            `json:"name"`
 			ValueString    string            `json:"valueString,omitempty"`
 			ValueInstant   string            `json:"valueInstant,omitempty"`
+			ValueBoolean   *bool             `json:"valueBoolean,omitempty"`
 			ValueReference map[string]string `json:"valueReference,omitempty"`
 		}
 		var ps []param
@@ -666,6 +674,9 @@ func (c *Client) kickoff(ctx context.Context) (string, []Issue, error) {
 			switch p.name {
 			case "_since", "_until":
 				ps = append(ps, param{Name: p.name, ValueInstant: p.value})
+			case "allowPartialManifests": // a boolean in the OperationDefinition
+				b := p.value == "true"
+				ps = append(ps, param{Name: p.name, ValueBoolean: &b})
 			default:
 				ps = append(ps, param{Name: p.name, ValueString: p.value})
 			}

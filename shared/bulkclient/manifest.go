@@ -96,8 +96,11 @@ func safeName(t string) string {
 type ManifestFile struct {
 	Name  string
 	Kind  string // output, error or deleted
-	Type  string
+	Type  string // "" for the output files of an organized export
 	Count *int64
+	// ContinuesURL is the item's continuesInFile (organized output), and
+	// ContinuesIn the name of the listed file it points at ("" if none).
+	ContinuesURL, ContinuesIn string
 }
 
 // ManifestFiles validates a manifest and names its files as Run does.
@@ -106,9 +109,20 @@ func ManifestFiles(raw []byte) ([]ManifestFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	jobs := plan(m)
+	names := map[string]string{} // output URL without its query → name
+	for _, j := range jobs {
+		if j.kind == "output" {
+			names[urlKey(j.entry.URL)] = j.name
+		}
+	}
 	var out []ManifestFile
-	for _, j := range plan(m) {
-		out = append(out, ManifestFile{Name: j.name, Kind: j.kind, Type: j.entry.Type, Count: j.entry.Count})
+	for _, j := range jobs {
+		f := ManifestFile{Name: j.name, Kind: j.kind, Type: j.entry.Type, Count: j.entry.Count, ContinuesURL: j.entry.ContinuesInFile}
+		if f.ContinuesURL != "" {
+			f.ContinuesIn = names[urlKey(f.ContinuesURL)]
+		}
+		out = append(out, f)
 	}
 	return out, nil
 }

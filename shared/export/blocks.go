@@ -355,6 +355,7 @@ func (s *Steps) writeBlocks(ctx context.Context, job *Job, unit Unit, batch []st
 		if err := w.writeBlockLine(header, nil); err != nil {
 			return err
 		}
+		w.headers++
 		if err := sp.lines(i, func(line []byte) error { return w.writeBlockLine(line, header) }); err != nil {
 			return retryable(err, "export chunk %s: write blocks", unit.ID)
 		}
@@ -497,6 +498,7 @@ func (c *chunkWriter) writeBlockLine(line, header []byte) error {
 		if err := c.put(header); err != nil {
 			return err
 		}
+		c.headers++
 	}
 	// A resource larger than a file goes after the header all the same.
 	return c.put(line)

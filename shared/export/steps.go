@@ -255,13 +255,16 @@ func (s *Steps) patientBatches(ctx context.Context, job *Job) ([][]string, error
 	return out, nil
 }
 
-// allPatients lists the id of every Patient the export's time bound
-// covers, for an organized export with no patient list. _since and
-// _typeFilter do not narrow it: they filter each type on its own (a
-// patient not updated since still heads the block of its new resources).
+// allPatients lists the id of every Patient there is at the export's
+// transactionTime, for an organized export with no patient list. _since,
+// _until and _typeFilter do not narrow it: they filter each type on its own
+// (a patient not updated since _since, or updated after _until, still heads
+// the block of its resources in the window).
 func (s *Steps) allPatients(ctx context.Context, job *Job) ([]string, error) {
 	q := s.query(job, "Patient")
 	q.Level, q.Patients, q.Since, q.TypeFilters, q.Elements = bulkdata.LevelPatient, nil, nil, nil, nil
+	tt := job.TransactionTime
+	q.Until = &tt
 	segs, err := s.source.Plan(ctx, q, "Patient")
 	if err != nil {
 		return nil, retryable(err, "plan: list patients")
@@ -831,6 +834,10 @@ type chunkWriter struct {
 
 	w             FileWriter
 	count, nbytes int64
+	// headers are the block headers among the open file's count lines: a
+	// file's count is of resources, headers left out, as SMART's
+	// reference server and bulk-data-client count them.
+	headers int64
 	// continues is the key of the file the open file's last block goes
 	// on in (blocks units).
 	continues string
@@ -863,7 +870,7 @@ func (c *chunkWriter) put(line []byte) error {
 		if err != nil {
 			return retryable(err, "create %s", key)
 		}
-		c.w, c.count, c.nbytes = newBlockWriter(w), 0, 0
+		c.w, c.count, c.nbytes, c.headers = newBlockWriter(w), 0, 0, 0
 	}
 	if _, err := c.w.Write(line); err != nil {
 		return retryable(err, "write %s", c.unit.ID)
@@ -901,7 +908,7 @@ func (c *chunkWriter) commit() error {
 	}
 	f := File{
 		Key: FileKey(c.job.ID, c.unit.ID, c.fileType(), c.cur.Seq), Kind: KindOutput, Type: c.unit.Type,
-		Count: c.count, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq, Continues: c.continues,
+		Count: c.count - c.headers, Bytes: c.nbytes, Unit: c.unit.ID, Seq: c.cur.Seq, Continues: c.continues,
 	}
 	c.continues = ""
 	if c.unit.Deleted {
@@ -912,7 +919,7 @@ func (c *chunkWriter) commit() error {
 	}
 	c.cur.Seq++
 	c.cur.Files++
-	c.cur.Resources += c.count
+	c.cur.Resources += c.count - c.headers
 	c.cur.Bytes += c.nbytes
 	return nil
 }
