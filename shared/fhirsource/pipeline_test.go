@@ -481,3 +481,39 @@ func TestA429HoldsEveryRequest(t *testing.T) {
 		t.Fatalf("another request went out %v after a 429 asking for 1 s", gap)
 	}
 }
+
+// TestNextLinkAfterEntriesIsPrefetched: a Bundle whose link array follows
+// its entries still has its next page requested before the reader is done
+// with it (the body is read ahead whole, so the link is known on arrival).
+func TestNextLinkAfterEntriesIsPrefetched(t *testing.T) {
+	second := make(chan struct{}, 64)
+	_, hs := upstream(t, fhirtest.Options{LinksLast: true, NoSort: true, Fault: func(r *http.Request, _ int64) *fhirtest.Fault {
+		if r.URL.Query().Get("_getpages") != "" {
+			second <- struct{}{}
+		}
+		return nil
+	}})
+	for _, limit := range []int{4, 1} {
+		t.Run(fmt.Sprint("cap=", limit), func(t *testing.T) {
+			s := newSource(t, hs.URL, func(o *Options) { o.KeysetWindows, o.MaxInFlight = 1, limit })
+			q := probed(t, s, export.Query{Level: bulkdata.LevelSystem, Until: &until})
+			r, err := s.Open(context.Background(), q, "Observation", "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for len(second) > 0 {
+				<-second
+			}
+			if _, err := r.Next(); err != nil {
+				t.Fatal(err)
+			}
+			// The first page is open and one entry of it read.
+			select {
+			case <-second:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the next page was not requested while the first was read")
+			}
+		})
+	}
+}
