@@ -162,11 +162,6 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			err = &StatusError{URL: u, Status: status, Diagnostics: diag}
 			asked, _ := retry.After(retryAfter, time.Now(), c.maxWait)
 			wait = min(max(asked, throttleWait(resp.Header, time.Now())), c.maxWait)
-			if status == http.StatusTooManyRequests && wait > 0 && c.hold != nil {
-				until := time.Now().Add(wait).UnixNano()
-				for h := c.hold.Load(); h < until && !c.hold.CompareAndSwap(h, until); h = c.hold.Load() {
-				}
-			}
 		} else if !transientError(err) {
 			return nil, err
 		}
@@ -194,11 +189,23 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 		var se *StatusError
 		if errors.As(err, &se) && se.Status == http.StatusTooManyRequests {
 			c.stats.throttled.Add(1)
+			c.holdFor(wait)
 		}
 		c.log.WarnContext(ctx, "upstream retry", "url", Redact(u), "attempt", attempt+1, "wait", wait.String(), "err", redactErr(err))
 		if err := retry.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
+	}
+}
+
+// holdFor makes every request of the source wait d from now (a 429's
+// wait), unless a longer hold is set.
+func (c *client) holdFor(d time.Duration) {
+	if c.hold == nil || d <= 0 {
+		return
+	}
+	until := time.Now().Add(d).UnixNano()
+	for h := c.hold.Load(); h < until && !c.hold.CompareAndSwap(h, until); h = c.hold.Load() {
 	}
 }
 
