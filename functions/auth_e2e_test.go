@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/go-jose/go-jose/v4"
 
@@ -23,7 +22,6 @@ import (
 	"github.com/bulkfhir/bulkfhir/shared/dynamoauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/smartauth"
 	"github.com/bulkfhir/bulkfhir/shared/smartclient"
 	"github.com/bulkfhir/bulkfhir/shared/waitfor"
@@ -62,13 +60,7 @@ func secretsManager(t *testing.T, value string) *httptest.Server {
 func TestBulkfhirTokensOnAWS(t *testing.T) {
 	cl := need(t)
 	ctx := context.Background()
-	sm := secretsManager(t, strings.Repeat("k3y", 22))
-	smCfg := cl.awsCfg.Copy()
-	smCfg.BaseEndpoint = aws.String(sm.URL)
-	keys, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys, smCfg := tokenKeys(t, cl)
 	if _, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN+"-other"); err == nil {
 		t.Fatal("a secret that does not exist was read")
 	}
@@ -136,38 +128,10 @@ func TestBulkfhirTokensOnAWS(t *testing.T) {
 	}
 
 	// The API functions as the stack configures them by default.
-	cfg, err := lambdaenv.Load(func(k string) string {
-		switch k {
-		case settings.EnvAuth:
-			return ""
-		case settings.EnvTokenSecretARN:
-			return tokenSecretARN
-		}
-		return cl.env[k]
-	}, lambdaenv.RoleAPI)
-	if err != nil || cfg.Auth != settings.AuthBulkfhir {
-		t.Fatalf("default API config: %+v %v", cfg.Auth, err)
-	}
-	f := *cl.api
-	f.Config, f.Keys, f.log = cfg, keys, slog.New(slog.DiscardHandler)
-	api := f.APIHandler()
+	api := tokenFunction(t, cl, lambdaenv.RoleAPI, keys, slog.New(slog.DiscardHandler), nil)
 	call := func(method, path, query, token string) events.APIGatewayV2HTTPResponse {
 		t.Helper()
-		h := map[string]string{"accept": "application/fhir+json", "prefer": "respond-async", "host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com"}
-		if token != "" {
-			h["authorization"] = "Bearer " + token
-		}
-		resp, err := gatewayCall(ctx, api, events.APIGatewayV2HTTPRequest{
-			Version: "2.0", RouteKey: "ANY /fhir/{proxy+}", RawPath: path, RawQueryString: query, Headers: h,
-			RequestContext: events.APIGatewayV2HTTPRequestContext{
-				RequestID: exportID(), Stage: "$default", DomainName: "bulkfhirapi.execute-api.us-east-1.amazonaws.com",
-				HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, Protocol: "HTTP/1.1"},
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
+		return bearerCall(t, api, method, path, query, token)
 	}
 	for name, token := range map[string]string{"none": "", "expired": expired, "forged": forged} {
 		r := call(http.MethodGet, "/fhir/$export", "_type=Patient", token)

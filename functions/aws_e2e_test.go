@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/bulkfhir/bulkfhir/shared/bulkdata"
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
-	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 	"github.com/bulkfhir/bulkfhir/shared/waitfor"
 )
 
@@ -60,11 +57,24 @@ func apiRequestWith(t *testing.T, method, path, query, body, requestID string, e
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	if n := len(resp.Body); n > maxLambdaResponse {
+	if n := eventSize(resp); n > maxLambdaResponse {
 		// API Gateway gets an error from Lambda instead of this response.
 		cl.crossed(fmt.Sprintf("%s %s: response of %d bytes is over the %d-byte Lambda limit", method, path, n, maxLambdaResponse))
 	}
 	return resp
+}
+
+// eventSize is the size of a function's response as the Lambda service
+// measures it: the event as the runtime encodes it (aws-lambda-go:
+// encoding/json without HTML escaping).
+func eventSize(v any) int {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(err)
+	}
+	return buf.Len() - 1 // the encoder's newline
 }
 
 var idCounter int
@@ -376,16 +386,8 @@ func TestFailingUnitFailsTheJobOnAWS(t *testing.T) {
 func TestUpstreamSourceOnAWS(t *testing.T) {
 	cl := need(t)
 	src := exporttest.ReadResources(t, cl.dataDir)
-	up := fhirtest.New(fhirtest.Options{MaxCount: 200})
-	if err := up.LoadDir(cl.dataDir); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(up)
-	defer hs.Close()
-	cl.withEnv(t, map[string]string{
-		settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "",
-		settings.EnvSourceURL: hs.URL,
-	})
+	up := loadedUpstream(t, cl.dataDir, 200)
+	cl.withUpstream(t, up)
 	before := up.Requests()
 	m := completed(t, kickoff(t, http.MethodGet, "/fhir/$export", "", ""))
 	exporttest.SameSet(t, download(t, m), src)

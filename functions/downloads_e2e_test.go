@@ -19,7 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/bulkfhir/bulkfhir/shared/lambdaauth"
 	"github.com/bulkfhir/bulkfhir/shared/lambdaenv"
 	"github.com/bulkfhir/bulkfhir/shared/s3store"
 	"github.com/bulkfhir/bulkfhir/shared/settings"
@@ -36,36 +35,12 @@ import (
 // Each download is one audit line in the function's log.
 func TestRedirectDownloadsOnAWS(t *testing.T) {
 	cl := need(t)
-	ctx := context.Background()
-	sm := secretsManager(t, strings.Repeat("k3y", 22))
-	smCfg := cl.awsCfg.Copy()
-	smCfg.BaseEndpoint = aws.String(sm.URL)
-	keys, err := lambdaauth.TokenKeys(ctx, smCfg, tokenSecretARN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys, _ := tokenKeys(t, cl)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	fn := func(role lambdaenv.Role) func(context.Context, json.RawMessage) (any, error) {
-		cfg, err := lambdaenv.Load(func(k string) string {
-			switch k {
-			case settings.EnvAuth:
-				return ""
-			case settings.EnvTokenSecretARN:
-				return tokenSecretARN
-			case settings.EnvDownloads:
-				return "redirect"
-			}
-			return cl.env[k]
-		}, role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := *cl.api
-		f.Config, f.Keys, f.log = cfg, keys, log
-		return f.APIHandler()
-	}
-	kickoffFn, statusFn := fn(lambdaenv.RoleAPI), fn(lambdaenv.RoleStatus)
+	redirect := map[string]string{settings.EnvDownloads: "redirect"}
+	kickoffFn := tokenFunction(t, cl, lambdaenv.RoleAPI, keys, log, redirect)
+	statusFn := tokenFunction(t, cl, lambdaenv.RoleStatus, keys, log, redirect)
 	token := func(client string, types ...string) string {
 		var sc smartauth.Scopes
 		for _, typ := range types {
@@ -80,21 +55,7 @@ func TestRedirectDownloadsOnAWS(t *testing.T) {
 	owner, other, ownerPatients := token("owner", "*"), token("other", "*"), token("owner", "Patient")
 	call := func(h func(context.Context, json.RawMessage) (any, error), method, path, query, tok string) events.APIGatewayV2HTTPResponse {
 		t.Helper()
-		hd := map[string]string{"accept": "application/fhir+json", "prefer": "respond-async", "host": "bulkfhirapi.execute-api.us-east-1.amazonaws.com"}
-		if tok != "" {
-			hd["authorization"] = "Bearer " + tok
-		}
-		resp, err := gatewayCall(ctx, h, events.APIGatewayV2HTTPRequest{
-			Version: "2.0", RouteKey: "ANY /fhir/{proxy+}", RawPath: path, RawQueryString: query, Headers: hd,
-			RequestContext: events.APIGatewayV2HTTPRequestContext{
-				RequestID: exportID(), Stage: "$default", DomainName: "bulkfhirapi.execute-api.us-east-1.amazonaws.com",
-				HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, Protocol: "HTTP/1.1"},
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
+		return bearerCall(t, h, method, path, query, tok)
 	}
 	r := call(kickoffFn, http.MethodGet, "/fhir/$export", "_type=Patient,Observation", owner)
 	if r.StatusCode != http.StatusAccepted {

@@ -3,7 +3,9 @@ package functions_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +47,7 @@ func TestEvents(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "task-dispatch", "status-get", "status-delete", "token-", "authorizer-", "expire-"}
+	order := []string{"kickoff-", "metadata-", "task-plan", "task-export", "task-finalize", "task-fail", "task-dispatch", "status-get", "download-", "status-delete", "token-", "authorizer-", "expire-"}
 	rank := func(name string) int {
 		for i, p := range order {
 			if strings.HasPrefix(name, p) {
@@ -79,6 +81,10 @@ func TestEvents(t *testing.T) {
 				}
 				if strings.HasPrefix(name, "expire-") {
 					checkExpireEvent(t, raw)
+					return
+				}
+				if strings.HasPrefix(name, "download-") {
+					checkDownloadEvent(t, raw)
 					return
 				}
 				out, err := cl.api.APIHandler()(ctx, raw)
@@ -307,5 +313,29 @@ func checkExpireEvent(t *testing.T, raw []byte) {
 	var r retention.Result
 	if err := json.Unmarshal(out, &r); err != nil || r.Failed != 0 {
 		t.Errorf("expire result = %s (%v)", out, err)
+	}
+}
+
+// checkDownloadEvent runs a download-route event through the status
+// function (it serves the route in both download modes): the exported
+// file is a 307 to a presigned link that reads it.
+func checkDownloadEvent(t *testing.T, raw []byte) {
+	status, _ := statusFunction(t, need(t))
+	out, err := status(context.Background(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := asV2(t, "download", out)
+	if resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("status %d, want 307: %s", resp.StatusCode, resp.Body)
+	}
+	got, err := http.Get(header(resp, "Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if got.StatusCode != http.StatusOK || !strings.Contains(string(body), `"resourceType":"Patient"`) {
+		t.Errorf("following the redirect: %d %.200s", got.StatusCode, body)
 	}
 }

@@ -278,6 +278,8 @@ type fn struct {
 	Keys   *smartauth.Keys
 	awsCfg aws.Config
 	log    *slog.Logger
+	// getenv is the environment it was configured from.
+	getenv func(string) string
 }
 
 // service is the export service of the kickoff, status and dispatch
@@ -322,7 +324,7 @@ func (cl *cluster) envs(getenv func(string) string) (api, task *fn, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		f := &fn{Config: cfg, Jobs: lambdaenv.Jobs(cfg, cl.awsCfg, noChecksum), Files: lambdaenv.Files(cfg, s3c), Source: src, awsCfg: cl.awsCfg, log: log}
+		f := &fn{Config: cfg, Jobs: lambdaenv.Jobs(cfg, cl.awsCfg, noChecksum), Files: lambdaenv.Files(cfg, s3c), Source: src, awsCfg: cl.awsCfg, log: log, getenv: getenv}
 		lambdaenv.SignLinks(f.Files, cfg, cl.awsCfg)
 		f.Steps = lambdaenv.Steps(cfg, f.Jobs, f.Files, f.Source, log)
 		if role == lambdaenv.RoleAPI {

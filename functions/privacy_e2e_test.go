@@ -2,15 +2,12 @@ package functions_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/bulkfhir/bulkfhir/shared/exporttest"
-	"github.com/bulkfhir/bulkfhir/shared/fhirtest"
-	"github.com/bulkfhir/bulkfhir/shared/settings"
 )
 
 // TestExecutionCarriesNoPatientIdsOrPageURLsOnAWS: a Group export from an
@@ -21,16 +18,8 @@ import (
 func TestExecutionCarriesNoPatientIdsOrPageURLsOnAWS(t *testing.T) {
 	cl := need(t)
 	src := exporttest.ReadResources(t, cl.dataDir)
-	up := fhirtest.New(fhirtest.Options{MaxCount: 20})
-	if err := up.LoadDir(cl.dataDir); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(up)
-	defer hs.Close()
-	cl.withEnv(t, map[string]string{
-		settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "",
-		settings.EnvSourceURL: hs.URL,
-	})
+	up := loadedUpstream(t, cl.dataDir, 20)
+	upstreamURL := cl.withUpstream(t, up)
 	var mu sync.Mutex
 	var seen []string
 	cl.mu.Lock()
@@ -45,7 +34,7 @@ func TestExecutionCarriesNoPatientIdsOrPageURLsOnAWS(t *testing.T) {
 	members := exporttest.GroupMembers(t, src, "care-team-a")
 	m := completed(t, kickoff(t, http.MethodGet, "/fhir/Group/care-team-a/$export", "", ""))
 	exporttest.SameSet(t, download(t, m), exporttest.ExpectedCompartment(src, members))
-	host := strings.TrimPrefix(hs.URL, "http://")
+	host := strings.TrimPrefix(upstreamURL, "http://")
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seen) < 6 {

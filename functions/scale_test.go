@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -86,11 +85,7 @@ func TestScale(t *testing.T) {
 	})
 	t.Run("group from a FHIR server", func(t *testing.T) {
 		up, want := scaleGroup(t, size)
-		hs := httptest.NewServer(up)
-		defer hs.Close()
-		cl.withEnv(t, map[string]string{
-			settings.EnvSourceBucket: "", settings.EnvSourcePrefix: "", settings.EnvSourceURL: hs.URL,
-		})
+		cl.withUpstream(t, up)
 		// Every type: the Group resource itself is in its members'
 		// compartments, found by every batch, exported once.
 		scaleRun(t, cl, "/fhir/Group/cohort/$export", "", want)
@@ -130,6 +125,16 @@ func scaleRun(t *testing.T, cl *cluster, path, query string, want map[string][]b
 	// session tokens are over the 6 MB Lambda response plain.
 	m := completedWith(t, job, map[string]string{"accept-encoding": "gzip"})
 	res := scaleResult{took: time.Since(start), invocations: map[string]int{}}
+	// A client that accepts no gzip gets the same files from the status
+	// function, linked to its download route where presigned links would
+	// not fit (docs/aws.md, "Manifests over the response limit").
+	status, _ := statusFunction(t, cl)
+	plain := gatewayInvoke(t, status, false, http.MethodGet, "/fhir/bulkstatus/"+job, nil)
+	var pm manifest
+	if plain.status != http.StatusOK || plain.eventBytes > maxLambdaResponse || json.Unmarshal(plain.body, &pm) != nil || len(pm.Output) != len(m.Output) {
+		t.Errorf("manifest without gzip: status %d, %d bytes, %d files; want 200 under %d bytes with %d files",
+			plain.status, plain.eventBytes, len(pm.Output), maxLambdaResponse, len(m.Output))
+	}
 	got, dups := downloadAll(t, m)
 	res.files = len(m.Output)
 	res.resources = int64(len(got))
@@ -336,11 +341,7 @@ func scaleGroup(t *testing.T, size scaleSize) (*fhirtest.Server, map[string][]by
 			t.Fatal(err)
 		}
 	}
-	up := fhirtest.New(fhirtest.Options{MaxCount: 200})
-	if err := up.LoadDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	return up, want
+	return loadedUpstream(t, dir, 200), want
 }
 
 // requestCounter counts the AWS requests the functions make, by service

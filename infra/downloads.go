@@ -27,6 +27,10 @@ const (
 // the longest a presigned link can live.
 const signerSession = 60 * 60
 
+// signedFiles is what the download signer may read under the export
+// prefix: the exported files (export.FileKey, errors files alike).
+const signedFiles = "*.ndjson"
+
 // checkDownloads refuses an unknown download mode.
 func (p StackProps) checkDownloads() error {
 	switch p.Downloads {
@@ -37,20 +41,23 @@ func (p StackProps) checkDownloads() error {
 }
 
 // downloads adds the download-signer role, which the status function
-// assumes to sign links (read-only on the export prefix, sessions of up to
-// 1 h, so no link outlives the session that signed it),
-// and in redirect mode the authorized download route on the status
-// function. Call it after the API exists.
+// assumes to sign links (read-only on the exported files, sessions of up to
+// 1 h, so no link outlives the session that signed it), and the
+// authorized download route on the status function. Call it after the API
+// exists.
 func (s *Stack) downloads(props StackProps) {
 	status := s.Roles["status"]
 	signer := awsiam.NewRole(s.Stack, jsii.String("DownloadSignerRole"), &awsiam.RoleProps{
 		AssumedBy:          awsiam.NewArnPrincipal(status.RoleArn()),
 		MaxSessionDuration: awscdk.Duration_Seconds(jsii.Number(signerSession)),
-		Description:        jsii.String("bulkfhir: signs the download links of the manifest (read-only on the export prefix)"),
+		Description:        jsii.String("bulkfhir: signs the download links of the manifest (read-only on the exported files)"),
 	})
+	// The exported files only (every manifest file is .ndjson): not the
+	// plan, patient batches, cursors and spill parts beside them, which
+	// hold patient ids and no client downloads.
 	signer.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:GetObject"),
-		Resources: &[]*string{join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+"*"))},
+		Resources: &[]*string{join(s.Bucket.BucketArn(), jsii.String("/"+exportPrefix+signedFiles))},
 	}))
 	if key := s.Bucket.EncryptionKey(); key != nil {
 		signer.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
@@ -67,12 +74,15 @@ func (s *Stack) downloads(props StackProps) {
 		Value: signer.RoleArn(), Description: jsii.String("the role the status function assumes to sign download links"),
 	})
 
-	if props.Downloads != downloadsRedirect {
-		return
+	if props.Downloads == downloadsRedirect {
+		for _, name := range []string{"kickoff", "status"} {
+			s.Functions[name].AddEnvironment(jsii.String(settings.EnvDownloads), jsii.String(downloadsRedirect), nil)
+		}
 	}
-	for _, name := range []string{"kickoff", "status"} {
-		s.Functions[name].AddEnvironment(jsii.String(settings.EnvDownloads), jsii.String(downloadsRedirect), nil)
-	}
+	// The download route in both modes: redirect mode's manifests link to
+	// it, and in presigned mode a complete manifest too large for one
+	// Lambda response with presigned links links to it instead
+	// (docs/aws.md, "Manifests over the response limit").
 	if s.Api != nil {
 		// The API's default authorizer guards the route, as the status one.
 		s.Api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{

@@ -25,8 +25,8 @@ func TestDownloadSigner(t *testing.T) {
 		doc := js(p["PolicyDocument"])
 		switch {
 		case strings.Contains(js(p["Roles"]), id):
-			if !strings.Contains(doc, `"s3:GetObject"`) || !strings.Contains(doc, `/exports/*`) {
-				t.Errorf("signer policy %s", doc)
+			if !strings.Contains(doc, `"s3:GetObject"`) || !strings.Contains(doc, `/exports/*.ndjson"`) || strings.Contains(doc, `/exports/*"`) {
+				t.Errorf("signer policy %s: want GetObject on the exported files (exports/*.ndjson) only", doc)
 			}
 		case strings.Contains(doc, "sts:AssumeRole") && !strings.Contains(js(p["Roles"]), statusRole):
 			t.Errorf("a role other than the status role may assume roles: %s", js(p["Roles"]))
@@ -44,13 +44,17 @@ func TestDownloadSigner(t *testing.T) {
 	}
 }
 
-// TestRedirectDownloads: bulkfhir:downloads=redirect adds the download
-// route, guarded like the status route, on the status function, on both
-// API types.
+// TestRedirectDownloads: the download route, guarded like the status
+// route, is on the status function on both API types and in both download
+// modes (in presigned mode for manifests too large with presigned links);
+// bulkfhir:downloads=redirect sets the mode of the API functions.
 func TestRedirectDownloads(t *testing.T) {
-	for _, apiType := range []string{apiHTTP, apiREST} {
-		t.Run(apiType, func(t *testing.T) {
-			s := synth(t, StackProps{BuildDir: fakeBuild(t), Downloads: downloadsRedirect, ApiType: apiType}, nil)
+	for _, tc := range []struct{ apiType, downloads string }{
+		{apiHTTP, downloadsRedirect}, {apiREST, downloadsRedirect}, {apiHTTP, ""}, {apiREST, ""},
+	} {
+		apiType, mode := tc.apiType, tc.downloads
+		t.Run(apiType+" "+mode, func(t *testing.T) {
+			s := synth(t, StackProps{BuildDir: fakeBuild(t), Downloads: mode, ApiType: apiType}, nil)
 			if len(s.errors) > 0 {
 				t.Errorf("cdk-nag: %v", s.errors)
 			}
@@ -78,7 +82,7 @@ func TestRedirectDownloads(t *testing.T) {
 			}
 			for fid, fn := range s.functions() {
 				env := js(props(fn)["Environment"])
-				want := strings.HasPrefix(fid, "Status") || strings.HasPrefix(fid, "Kickoff")
+				want := mode == downloadsRedirect && (strings.HasPrefix(fid, "Status") || strings.HasPrefix(fid, "Kickoff"))
 				if got := strings.Contains(env, `"BULKFHIR_DOWNLOADS":"redirect"`); got != want {
 					t.Errorf("%s: BULKFHIR_DOWNLOADS=redirect = %v, want %v", fid, got, want)
 				}

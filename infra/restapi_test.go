@@ -87,7 +87,7 @@ func checkRestAPI(t *testing.T, s synthesized) {
 		uri := js(p["Integration"].(map[string]any)["Uri"])
 		want := "Kickoff"
 		switch {
-		case strings.Contains(path, "bulkstatus"):
+		case strings.Contains(path, "bulkstatus"), strings.Contains(path, "bulkfiles"):
 			want = "Status"
 		case strings.Contains(path, "/auth/token") || strings.Contains(path, "smart-configuration"):
 			want = "Token"
@@ -101,8 +101,8 @@ func checkRestAPI(t *testing.T, s synthesized) {
 		}
 	}
 	sort.Strings(got)
-	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkstatus/{job},GET /fhir/metadata,GET /fhir/{proxy+},GET /fhir/{proxy+}," +
-		"POST /fhir/auth/token,POST /fhir/{proxy+}"
+	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkfiles/{proxy+},GET /fhir/bulkstatus/{job},GET /fhir/metadata,GET /fhir/{proxy+},GET /fhir/{proxy+}," +
+		"HEAD /fhir/bulkfiles/{proxy+},POST /fhir/auth/token,POST /fhir/{proxy+}"
 	want = strings.Replace(want, "GET /fhir/{proxy+},GET /fhir/{proxy+},", "GET /fhir/{proxy+},", 1)
 	if strings.Join(got, ",") != want {
 		t.Errorf("methods = %v, want %s", got, want)

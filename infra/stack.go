@@ -416,10 +416,11 @@ func (s *Stack) grant(props StackProps) {
 	s.allow("kickoff", []string{"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
 	s.allow("kickoff", []string{"states:StartExecution"}, s.StateMachine.StateMachineArn())
 	readSource("kickoff")
-	// status: read the job and its files, presign, cancel (transition, stop
-	// the execution, delete the objects). It reads no source.
+	// status: read the job and its files, cancel (transition, stop the
+	// execution, delete the objects). It reads no source and no export
+	// file: its links are signed by download-signer sessions (downloads).
 	s.allow("status", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}, table)
-	s.allow("status", []string{"s3:GetObject", "s3:DeleteObject"}, exports)
+	s.allow("status", []string{"s3:DeleteObject"}, exports)
 	listPrefix("status", s.Bucket.BucketArn(), exportPrefix)
 	s.allow("status", []string{"states:StopExecution"}, executions)
 	// plan: read the request, start the job, record the lenient warnings.

@@ -137,7 +137,7 @@ func TestRoutesAndThrottling(t *testing.T) {
 		keys = append(keys, props(r)["RouteKey"].(string))
 	}
 	sort.Strings(keys)
-	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkstatus/{job},GET /fhir/metadata,GET /fhir/{proxy+},POST /fhir/auth/token,POST /fhir/{proxy+}"
+	want := "DELETE /fhir/bulkstatus/{job},GET /fhir/.well-known/smart-configuration,GET /fhir/bulkfiles/{proxy+},GET /fhir/bulkstatus/{job},GET /fhir/metadata,GET /fhir/{proxy+},HEAD /fhir/bulkfiles/{proxy+},POST /fhir/auth/token,POST /fhir/{proxy+}"
 	if strings.Join(keys, ",") != want {
 		t.Errorf("routes = %v, want %s", keys, want)
 	}
@@ -156,6 +156,8 @@ func TestRoutesAndThrottling(t *testing.T) {
 		switch {
 		case strings.Contains(key, "bulkstatus"):
 			wantTarget = "StatusIntegration"
+		case strings.Contains(key, "bulkfiles"):
+			wantTarget = "DownloadIntegration" // on the status function
 		case strings.Contains(key, "/auth/token") || strings.Contains(key, "smart-configuration"):
 			wantTarget = "TokenIntegration"
 		}
@@ -233,7 +235,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	s := base(t)
 	want := map[string][]string{
 		"kickoff":    {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
-		"status":     {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "states:StopExecution", "sts:AssumeRole", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
+		"status":     {"dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "s3:ListBucket", "secretsmanager:GetSecretValue", "states:StartExecution", "states:StopExecution", "sts:AssumeRole", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"token":      {"dynamodb:GetItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"authorizer": {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},
 		"plan":       {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "xray:PutTelemetryRecords", "xray:PutTraceSegments"},

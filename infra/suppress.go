@@ -21,6 +21,7 @@ const (
 	reasonSFNLogging = "CloudWatch Logs delivery APIs used for state machine logging, and X-Ray, do not support resource-level permissions."
 	reasonInvoke     = "Invoke the state machine's own task functions, including their versions and aliases (CDK grantInvoke); no other function."
 	reasonChildren   = "The Distributed Map starts, describes and stops its own child executions (state machine <stack>-export, map run executions created at run time); no other state machine."
+	reasonSigned     = "The download signer reads the exported files (exports/<job id>/<unit>/<name>.ndjson, job ids created at run time) of the stack's own bucket, and nothing else there."
 	reasonPlanItems  = "The Distributed Map's ItemReader reads the plan object of each job (exports/<job id>/plan.json, job ids created at run time) and its ResultWriter writes under exports/mapruns/ of the stack's own bucket."
 	reasonNoAuth     = "bulkfhir:allowAnonymous=true: this deployment was asked for an API without authentication (a development setting)."
 	reasonPublicAuth = "The OAuth token endpoint, the SMART discovery document and the CapabilityStatement are how a client finds out how to get a token; they cannot require one (the token endpoint authenticates the client's signed assertion itself; metadata without a token holds only the operations and the token URL)."
@@ -60,6 +61,7 @@ func suppress(s *Stack, props StackProps) {
 	for _, fn := range []string{"plan", "export"} {
 		add(s.Roles[fn], "AwsSolutions-IAM5", reasonPatientIdx, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/patient-index\\/\\*$/g"))
 	}
+	add(s.Roles["downloadSigner"], "AwsSolutions-IAM5", reasonSigned, regex("/^Resource::<Exports[0-9A-F]+\\.Arn>\\/exports\\/\\*\\.ndjson$/g"))
 	add(s.Roles["status"], "AwsSolutions-IAM5", reasonExecutions, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<ExportStateMachine[0-9A-F]+\\.Name>:\\*$/g"))
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonSFNLogging, "Resource::*")
 	add(s.StateMachine, "AwsSolutions-IAM5", reasonChildren, regex("/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<AWS::StackName>-export\\/\\*$/g"))

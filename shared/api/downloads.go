@@ -52,7 +52,17 @@ func RedirectLinks(files export.FileStore) export.FileStore { return redirectLin
 type redirectLinks struct{ export.FileStore }
 
 // URL implements export.FileStore.
-func (r redirectLinks) URL(ctx context.Context, key string, _ time.Time) (string, error) {
+func (r redirectLinks) URL(ctx context.Context, key string, exp time.Time) (string, error) {
+	return routeLinks{}.URL(ctx, key, exp)
+}
+
+// routeLinks are links to the API's download route, [base]/bulkfiles/{key}:
+// a few dozen bytes each, where a presigned S3 URL is more than a
+// kilobyte.
+type routeLinks struct{}
+
+// URL implements export.Linker.
+func (routeLinks) URL(ctx context.Context, key string, _ time.Time) (string, error) {
 	base := export.BaseURL(ctx)
 	if base == "" {
 		return "", errors.New("file link: no base URL in context")
@@ -69,16 +79,19 @@ func (r redirectLinks) URL(ctx context.Context, key string, _ time.Time) (string
 var fileKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$`)
 
 // deliver answers a download in redirect mode: always authenticated (an
-// anonymous server's one client included), the job visible to the caller
-// (else 404, as for status), the caller's scopes covering the file's type
-// (else 403); then the deliverer streams or redirects.
+// anonymous server's one client included), an exported file's key and
+// the job visible to the caller (else 404, as for status), the caller's
+// scopes covering the file's type (else 403); then the deliverer streams
+// or redirects.
 func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, key string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
 	jobID, _, _ := strings.Cut(key, "/")
-	if !fileKeyRE.MatchString(key) || !export.ValidJobID(jobID) {
+	// Only exported files (every manifest file is .ndjson): not the plan,
+	// patient batches, cursors or spill parts a job keeps beside them.
+	if !fileKeyRE.MatchString(key) || !export.ValidJobID(jobID) || !strings.HasSuffix(key, ".ndjson") {
 		if caller, ok := h.authenticate(w, r); ok {
 			auditOf(w).client = caller.Client
 			writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "no such file")

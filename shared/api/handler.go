@@ -66,6 +66,12 @@ type Config struct {
 	// instead of Files: the manifest links to the API, every download is
 	// authorized by the owner's token.
 	Deliver FileDeliverer
+	// Fits, when set, reports whether a response body fits the
+	// platform's response limit for request r (apigw: a Lambda response is
+	// at most 6 MB, as encoded). A complete manifest that does not fit is
+	// sent with links to the download route when Deliver serves it
+	// (fitManifest), else refused with an OperationOutcome.
+	Fits func(r *http.Request, body []byte) bool
 	// Version is reported in the CapabilityStatement.
 	Version string
 	// RequestID, when set, returns an id that stays the same when the
@@ -404,6 +410,11 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 			h.internalError(w, r, "manifest", err)
 			return
 		}
+		if h.cfg.Fits != nil && !job.Request.AllowPartialManifests && !h.cfg.Fits(r, body) {
+			if body, ok = h.fitManifest(ctx, w, r, rep, len(body)); !ok {
+				return
+			}
+		}
 		hd.Set("Expires", job.ExpiresAt.UTC().Format(http.TimeFormat))
 		if separate {
 			hd.Set("X-Export-Status", "200 OK")
@@ -426,6 +437,40 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 	default:
 		writeOutcome(w, http.StatusNotFound, fhir.CodeNotFound, "no such export")
 	}
+}
+
+// fitManifest answers for a complete, unpaged manifest whose signed links
+// make it too large for one response (Config.Fits): the same manifest
+// with links to the API's download route (requiresAccessToken true; each
+// download is authorized by the owner's token, then redirected to a
+// short-lived signed link) when this handler serves that route; else, or
+// if even that is too large, a 406 OperationOutcome that says to ask for
+// partial manifests. ok is false when it has answered.
+func (h *Handler) fitManifest(ctx context.Context, w http.ResponseWriter, r *http.Request, rep *export.StatusReport, signed int) (body []byte, ok bool) {
+	job, m := rep.Job, rep.Manifest
+	files := len(m.Output) + len(m.Error) + len(m.Deleted)
+	if h.cfg.Deliver != nil {
+		short, err := h.svc.ManifestLinkedBy(ctx, rep, routeLinks{})
+		if err != nil {
+			h.internalError(w, r, "manifest", err)
+			return nil, false
+		}
+		short.RequiresAccessToken = true
+		if body, err = marshalManifest(short); err != nil {
+			h.internalError(w, r, "manifest", err)
+			return nil, false
+		}
+		if h.cfg.Fits(r, body) {
+			h.log.InfoContext(ctx, "manifest too large with signed links: links to the download route",
+				"job", job.ID, "files", files, "signed_bytes", signed, "bytes", len(body))
+			return body, true
+		}
+	}
+	h.log.WarnContext(ctx, "manifest too large for one response", "job", job.ID, "files", files, "signed_bytes", signed)
+	writeOutcome(w, http.StatusNotAcceptable, fhir.CodeTooCostly, fmt.Sprintf(
+		"the manifest of this export lists %d files, more than one response of this server can carry; "+
+			"kick off the export again with allowPartialManifests=true to receive the manifest in pages", files))
+	return nil, false
 }
 
 func (h *Handler) readGroup(w http.ResponseWriter, r *http.Request, id string) {

@@ -3,8 +3,11 @@ package apigw
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"encoding/base64"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/bulkfhir/bulkfhir/shared/gzfile"
 )
@@ -27,18 +30,15 @@ func compressLarge(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
+		z := &gzipped{}
 		b := &bufferedResponse{header: http.Header{}, status: http.StatusOK}
-		h.ServeHTTP(b, r)
+		h.ServeHTTP(b, r.WithContext(context.WithValue(r.Context(), gzippedKey{}, z)))
 		for k, v := range b.header {
 			w.Header()[k] = v
 		}
 		body := b.body.Bytes()
 		if len(body) >= compressFrom && w.Header().Get("Content-Encoding") == "" {
-			var z bytes.Buffer
-			zw, _ := gzip.NewWriterLevel(&z, gzip.BestSpeed)
-			zw.Write(body)
-			zw.Close()
-			body = z.Bytes()
+			body = z.compress(body)
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Header().Add("Vary", "Accept-Encoding")
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -67,4 +67,84 @@ func (b *bufferedResponse) WriteHeader(status int) {
 func (b *bufferedResponse) Write(p []byte) (int, error) {
 	b.wroteHeader = true
 	return b.body.Write(p)
+}
+
+// MaxResponseBytes is the Lambda service's cap on a function's response
+// (6 MB: the JSON of the API Gateway response event, body included).
+const MaxResponseBytes = 6 << 20
+
+// responseOverhead is room for the rest of the response event: status,
+// headers (a 307's Location, a few hundred bytes of others) and fields.
+const responseOverhead = 32 << 10
+
+// Fits reports whether body, answered to r, fits in one Lambda response as
+// the gateway will send it: JSON-escaped in the response event, or, behind
+// the HTTP API to a client that accepts gzip (compressLarge),
+// compressed and base64-encoded.
+func Fits(r *http.Request, body []byte) bool {
+	return fitsIn(r, body, MaxResponseBytes-responseOverhead)
+}
+
+func fitsIn(r *http.Request, body []byte, limit int) bool {
+	if jsonStringLen(body) <= limit {
+		return true
+	}
+	z, ok := r.Context().Value(gzippedKey{}).(*gzipped)
+	if !ok || len(body) < compressFrom {
+		return false
+	}
+	return base64.StdEncoding.EncodedLen(len(z.compress(body)))+2 <= limit
+}
+
+// jsonStringLen is the length of s encoded as a JSON string the way the
+// Lambda runtime encodes the response (aws-lambda-go: encoding/json
+// without HTML escaping): quotes, backslashes and control characters
+// escaped, U+2028, U+2029 and invalid UTF-8 as \uXXXX escapes, quotes
+// included.
+func jsonStringLen(s []byte) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
+				n += 2
+			case c < 0x20:
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 6
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}
+
+// gzipped compresses a body once for both Fits and compressLarge (the
+// size check compresses the body the handler then writes).
+type gzipped struct{ in, out []byte }
+
+type gzippedKey struct{}
+
+func (g *gzipped) compress(body []byte) []byte {
+	if g.out != nil && bytes.Equal(g.in, body) {
+		return g.out
+	}
+	var z bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&z, gzip.BestSpeed)
+	zw.Write(body)
+	zw.Close()
+	g.in, g.out = body, z.Bytes()
+	return g.out
 }

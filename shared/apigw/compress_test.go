@@ -110,3 +110,21 @@ func TestLargeResponsesCompressedBehindTheHTTPAPI(t *testing.T) {
 		})
 	}
 }
+
+// TestJSONStringLen: the size check counts a body as the Lambda runtime
+// writes it into the response event (encoding/json, HTML escaping off).
+func TestJSONStringLen(t *testing.T) {
+	for _, s := range []string{
+		"", "plain", `{"url":"https://b.s3.amazonaws.com/k?X-Amz-Date=1&X-Amz-Expires=2"}`, "quote \" backslash \\",
+		"\n\r\t\b\f\x00\x1f\x7f", "<script>&</script>", "é ü 日本 🙂", "\u2028\u2029", "bad \xff\xfe utf-8 \xe2\x82",
+	} {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.Encode(s)
+		want := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		if got := jsonStringLen([]byte(s)); got != len(want) {
+			t.Errorf("jsonStringLen(%q) = %d, want %d (%s)", s, got, len(want), want)
+		}
+	}
+}

@@ -36,6 +36,7 @@ func Handler(svc *export.Service, o Options) http.Handler {
 		TokenURL:  TokenURL(o.Auth, o.TokenURL),
 		RequestID: RequestID,
 		Deliver:   o.Deliver,
+		Fits:      Fits,
 		Log:       o.Log,
 	})
 	if o.StatusOnly {
@@ -53,16 +54,19 @@ type DeliveringStore interface {
 
 // DownloadLinks returns the file store the service builds the manifest's
 // links with and the deliverer of the download route (Options.Deliver):
-// files and nil in presigned mode; in redirect mode links to the API, and
-// files as the deliverer on the function that serves the route (serve:
-// the status function, whose role may read the export prefix and assume
-// the download signer).
+// in presigned mode files, with links presigned by it; in redirect mode
+// links to the API. The function that serves the route (serve: the status
+// function, which may assume the download signer) gets files as the
+// deliverer in both modes: in presigned mode a manifest too large for one
+// response with presigned links links to the route instead
+// (api.Config.Fits).
 func DownloadLinks(files DeliveringStore, redirect, serve bool) (export.FileStore, api.FileDeliverer) {
-	switch {
-	case !redirect:
-		return files, nil
-	case serve:
-		return api.RedirectLinks(files), files
+	var deliver api.FileDeliverer
+	if serve {
+		deliver = files
 	}
-	return api.RedirectLinks(files), nil
+	if !redirect {
+		return files, deliver
+	}
+	return api.RedirectLinks(files), deliver
 }

@@ -927,14 +927,12 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// retryAfter is the wait the server asks for with Retry-After (seconds or
-// an HTTP-date, within [0, max]: retry.After); without one, the backoff for
-// the attempt.
+// retryAfter is the wait before the next request after an answer with
+// header h: what the server asks for (Retry-After, rate-limit resets) as
+// given, else the backoff for the attempt, at most max (retry.Wait, the
+// rule the REST source follows too).
 func retryAfter(h http.Header, attempt int, max time.Duration) time.Duration {
-	if d, ok := retry.After(h.Get("Retry-After"), time.Now(), max); ok {
-		return d
-	}
-	return backoff(attempt, max)
+	return retry.Wait(h, time.Now(), backoff(attempt, max), max)
 }
 
 // backoff is 1 s before the next poll of a running export (attempt 0), and

@@ -82,7 +82,7 @@ func (s *Service) page(ctx context.Context, job *Job, cursor string, progress ma
 	}
 	m := s.newManifest(job)
 	for _, f := range files {
-		if err := s.addEntry(ctx, job, m, f); err != nil {
+		if err := s.addEntry(ctx, s.files, job, m, f); err != nil {
 			return nil, err
 		}
 	}
@@ -244,20 +244,20 @@ func (s *Service) newManifest(job *Job) *bulkdata.Manifest {
 	}
 }
 
-// addEntry links file f into the manifest array of its kind (files
-// without resources are left out).
-func (s *Service) addEntry(ctx context.Context, job *Job, m *bulkdata.Manifest, f File) error {
+// addEntry links file f (with links) into the manifest array of its kind
+// (files without resources are left out).
+func (s *Service) addEntry(ctx context.Context, links Linker, job *Job, m *bulkdata.Manifest, f File) error {
 	if f.Count == 0 {
 		return nil
 	}
-	url, err := s.files.URL(ctx, f.Key, job.ExpiresAt)
+	url, err := links.URL(ctx, f.Key, job.ExpiresAt)
 	if err != nil {
 		return fmt.Errorf("manifest: link %s: %w", f.Key, err)
 	}
 	count, size := f.Count, f.Bytes
 	entry := bulkdata.ManifestFile{Type: f.Type, URL: url, Count: &count, FileSize: &size}
 	if f.Continues != "" {
-		if entry.ContinuesInFile, err = s.files.URL(ctx, f.Continues, job.ExpiresAt); err != nil {
+		if entry.ContinuesInFile, err = links.URL(ctx, f.Continues, job.ExpiresAt); err != nil {
 			return fmt.Errorf("manifest: link %s: %w", f.Continues, err)
 		}
 	}

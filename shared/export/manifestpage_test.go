@@ -257,3 +257,88 @@ func TestAHundredThousandFilesInPages(t *testing.T) {
 		t.Errorf("%d pages, %d files; want %d pages of all %d", pages+1, len(seen), units*perUnit/export.DefaultManifestPageSize, units*perUnit)
 	}
 }
+
+// keyLinks links a file to base + its key.
+type keyLinks string
+
+func (b keyLinks) URL(_ context.Context, key string, _ time.Time) (string, error) {
+	return string(b) + key, nil
+}
+
+// TestManifestLinkedBy: the unpaged manifest relinked (the API's download
+// route, for a manifest too large with signed links) lists the same files
+// in the same order with the other links; a paged or running export has
+// no whole manifest to relink.
+func TestManifestLinkedBy(t *testing.T) {
+	ctx := context.Background()
+	jobs := exporttest.NewJobStore()
+	svc := export.NewService(jobs, exporttest.NewFileStore(), &nopRunner{}, &exporttest.Source{}, export.Config{},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	now := time.Now().UTC()
+	newJob := func(id string, paged, complete bool) {
+		t.Helper()
+		if err := jobs.Create(ctx, &export.Job{ID: id, Owner: "c", Status: export.StatusAccepted, TransactionTime: now, ExpiresAt: now.Add(time.Hour),
+			Request: bulkdata.Request{Level: bulkdata.LevelSystem, OutputFormat: bulkdata.NDJSON, AllowPartialManifests: paged}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jobs.Transition(ctx, id, export.Transition{From: []export.Status{export.StatusAccepted}, To: export.StatusInProgress,
+			Plan: &export.PlanRef{Key: export.PlanKey(id), Units: 2, Groups: []export.UnitGroup{{Name: "Observation", Units: 1}, {Name: "Patient", Units: 1}}}}); err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range []export.File{
+			{Type: "Patient", Unit: "Patient.0000", Kind: export.KindOutput, Count: 3},
+			{Type: "Observation", Unit: "Observation.0000", Kind: export.KindOutput, Count: 5},
+			{Type: "Observation", Unit: "Observation.0000", Kind: export.KindOutput, Count: 2, Seq: 1},
+			{Type: "OperationOutcome", Unit: "Observation.0000", Kind: export.KindError, Count: 1},
+			{Type: "Patient", Unit: "Patient.0000", Kind: export.KindOutput, Count: 0, Seq: 1},
+		} {
+			f.Key, f.Bytes = export.FileKey(id, f.Unit, f.Type, f.Seq+i*10), 10
+			if err := jobs.PutFile(ctx, id, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if complete {
+			done := now
+			if _, err := jobs.Transition(ctx, id, export.Transition{From: []export.Status{export.StatusInProgress}, To: export.StatusCompleted, CompletedAt: &done}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	newJob("whole", false, true)
+	rep, err := svc.Status(ctx, "c", "whole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := svc.ManifestLinkedBy(ctx, rep, keyLinks("https://api.test/fhir/bulkfiles/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(a, b []bulkdata.ManifestFile) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			key, ok := strings.CutPrefix(b[i].URL, "https://api.test/fhir/bulkfiles/")
+			if !ok || !strings.Contains(a[i].URL, key) || a[i].Type != b[i].Type || *a[i].Count != *b[i].Count || *a[i].FileSize != *b[i].FileSize {
+				return false
+			}
+		}
+		return true
+	}
+	if len(m.Output) != 3 || !same(rep.Manifest.Output, m.Output) || !same(rep.Manifest.Error, m.Error) || len(m.Error) != 1 {
+		t.Errorf("relinked manifest\n%+v\nwant the files of\n%+v", m, rep.Manifest)
+	}
+	if m.TransactionTime != rep.Manifest.TransactionTime || m.Request != rep.Manifest.Request {
+		t.Errorf("relinked manifest fields differ")
+	}
+	for name, id := range map[string]string{"paged": "paged", "running": "running"} {
+		newJob(id, name == "paged", name == "paged")
+		rep, err := svc.Status(ctx, "c", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.ManifestLinkedBy(ctx, rep, keyLinks("x/")); err == nil {
+			t.Errorf("%s export relinked, want an error", name)
+		}
+	}
+}

@@ -56,6 +56,12 @@ type FileStore interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 }
 
+// Linker makes a file's download link: every FileStore is one; the
+// API's own download route is another (ManifestLinkedBy).
+type Linker interface {
+	URL(ctx context.Context, key string, expires time.Time) (string, error)
+}
+
 // Query is what a Source needs to select the resources of one request.
 type Query struct {
 	Level   bulkdata.Level

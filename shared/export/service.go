@@ -426,6 +426,10 @@ type StatusReport struct {
 	// Next is the cursor of the next manifest page of a paged manifest
 	// ("" when there is none, or none yet).
 	Next string
+	// files are the completed job's file records the unpaged Manifest was
+	// built from, sorted (ManifestLinkedBy links them again without a
+	// second read of the store).
+	files []File
 }
 
 // Status returns a job the owner may see. Other owners' jobs, cancelled and
@@ -458,11 +462,15 @@ func (s *Service) StatusPage(ctx context.Context, owner, id, cursor string) (*St
 			rep.Manifest, rep.Next = p.Manifest, p.Next
 			break
 		}
-		m, err := s.manifest(ctx, job)
+		files, err := s.sortedFiles(ctx, job)
 		if err != nil {
 			return nil, err
 		}
-		rep.Manifest = m
+		m, err := s.manifest(ctx, job, files, s.files)
+		if err != nil {
+			return nil, err
+		}
+		rep.Manifest, rep.files = m, files
 	case StatusAccepted, StatusInProgress:
 		var progress map[string]UnitProgress
 		if job.Plan != nil {
@@ -509,9 +517,22 @@ func (s *Service) visibleJob(ctx context.Context, owner, id string) (*Job, error
 	return job, nil
 }
 
-// manifest builds the completion manifest with fresh links that expire with
-// the job.
-func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, error) {
+// ManifestLinkedBy is the complete, unpaged manifest of report's job (a
+// completed export that did not ask for partial manifests, as StatusPage
+// returned it) with the links links makes instead of the file store's:
+// the API's own download route (api.RedirectLinks) when the signed links
+// make a response too large for the platform. The caller sets
+// RequiresAccessToken to what its links need.
+func (s *Service) ManifestLinkedBy(ctx context.Context, report *StatusReport, links Linker) (*bulkdata.Manifest, error) {
+	job := report.Job
+	if job == nil || job.Status != StatusCompleted || job.Request.AllowPartialManifests || report.Manifest == nil {
+		return nil, errors.New("manifest: only a completed, unpaged export has one whole manifest")
+	}
+	return s.manifest(ctx, job, report.files, links)
+}
+
+// sortedFiles are the job's file records in manifest order.
+func (s *Service) sortedFiles(ctx context.Context, job *Job) ([]File, error) {
 	files, err := s.jobs.Files(ctx, job.ID)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: list files of %s: %w", job.ID, err)
@@ -529,9 +550,15 @@ func (s *Service) manifest(ctx context.Context, job *Job) (*bulkdata.Manifest, e
 		}
 		return a.Key < b.Key
 	})
+	return files, nil
+}
+
+// manifest builds the completion manifest of files with fresh links that
+// expire with the job.
+func (s *Service) manifest(ctx context.Context, job *Job, files []File, links Linker) (*bulkdata.Manifest, error) {
 	m := s.newManifest(job)
 	for _, f := range files {
-		if err := s.addEntry(ctx, job, m, f); err != nil {
+		if err := s.addEntry(ctx, links, job, m, f); err != nil {
 			return nil, err
 		}
 	}

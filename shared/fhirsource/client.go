@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -145,9 +144,9 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 			}
 			return nil, ctx.Err()
 		}
-		var wait time.Duration
+		var header http.Header // the answer's, for the wait it asks for
 		if err == nil {
-			status, retryAfter := resp.StatusCode, resp.Header.Get("Retry-After")
+			status := resp.StatusCode
 			diag := outcomeText(resp.Body)
 			resp.Body.Close()
 			if status == http.StatusUnauthorized && c.auth != nil && !refreshed {
@@ -160,15 +159,16 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 				return nil, &StatusError{URL: u, Status: status, Diagnostics: diag}
 			}
 			err = &StatusError{URL: u, Status: status, Diagnostics: diag}
-			asked, _ := retry.After(retryAfter, time.Now(), c.maxWait)
-			wait = min(max(asked, throttleWait(resp.Header, time.Now())), c.maxWait)
+			header = resp.Header
 		} else if !transientError(err) {
 			return nil, err
 		}
 		if attempt >= c.maxRetries {
 			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt+1, err)
 		}
-		wait = max(wait, c.policy().Delay(attempt))
+		// What the upstream asks for (Retry-After, rate-limit resets) as
+		// given, else our jittered backoff; at most maxWait (retry.Wait).
+		wait := retry.Wait(header, time.Now(), c.policy().Delay(attempt), c.maxWait)
 		if c.budget > 0 && time.Since(started)+wait > c.budget {
 			return nil, fmt.Errorf("gave up after %d attempts in %v (the retry budget): %w", attempt+1, time.Since(started).Round(time.Second), err)
 		}
@@ -276,39 +276,6 @@ func transientError(err error) bool {
 	}
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "connection refused")
-}
-
-// throttleWait reads the rate-limit headers that say when to try again:
-// the IETF RateLimit header (draft-07 "reset=N", draft-08 and later
-// "t=N"), RateLimit-Reset and X-RateLimit-Reset (seconds, or a Unix time
-// when the number is that large).
-func throttleWait(h http.Header, now time.Time) time.Duration {
-	var wait time.Duration
-	secs := func(v string) {
-		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || n < 0 {
-			return
-		}
-		d := time.Duration(n * float64(time.Second))
-		if n > 1e9 { // a Unix time
-			d = time.Unix(int64(n), 0).Sub(now)
-		}
-		wait = max(wait, d)
-	}
-	for _, v := range h.Values("RateLimit") {
-		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' }) {
-			k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if ok && (k == "reset" || k == "t") {
-				secs(val)
-			}
-		}
-	}
-	for _, name := range []string{"RateLimit-Reset", "X-RateLimit-Reset"} {
-		if v := h.Get(name); v != "" {
-			secs(v)
-		}
-	}
-	return wait
 }
 
 // outcomeText reads the diagnostics of an error response: the

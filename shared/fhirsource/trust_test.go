@@ -244,35 +244,6 @@ func TestNextLinkToAnotherOriginGetsNoCredentials(t *testing.T) {
 	}
 }
 
-func TestThrottleWait(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	cases := []struct {
-		name   string
-		header map[string]string
-		want   time.Duration
-	}{
-		{"none", nil, 0},
-		{"draft-07 reset", map[string]string{"RateLimit": "limit=100, remaining=0, reset=42"}, 42 * time.Second},
-		{"draft-08 t", map[string]string{"RateLimit": `"default";r=0;t=17`}, 17 * time.Second},
-		{"RateLimit-Reset", map[string]string{"RateLimit-Reset": "5"}, 5 * time.Second},
-		{"X-RateLimit-Reset seconds", map[string]string{"X-RateLimit-Reset": "60"}, 60 * time.Second},
-		{"X-RateLimit-Reset epoch", map[string]string{"X-RateLimit-Reset": "1800000030"}, 30 * time.Second},
-		{"the longest wins", map[string]string{"RateLimit": "reset=3", "X-RateLimit-Reset": "9"}, 9 * time.Second},
-		{"garbage", map[string]string{"RateLimit": "reset=soon", "X-RateLimit-Reset": "-4"}, 0},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h := http.Header{}
-			for k, v := range tc.header {
-				h.Set(k, v)
-			}
-			if got := throttleWait(h, now); got != tc.want {
-				t.Fatalf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 // A wait the upstream asks for that would end past the step's stop time
 // gives up then with ErrOutOfTime (the chunk keeps its cursor), without
 // asking again.

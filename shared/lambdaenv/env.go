@@ -69,6 +69,13 @@ func (c Config) Export() export.Config {
 	}
 }
 
+// MaxManifestPageSize is the largest BULKFHIR_MANIFEST_PAGE_SIZE: pages
+// are not relinked like an unpaged manifest (api.Config.Fits), so a page
+// of presigned links as long as AWS's (about 1.6 KB an item, as the Lambda
+// response encodes it) has to fit in 6 MB as it is: 3,000 items are 4.8 MB
+// (TestManifestsOverTheLambdaLimit).
+const MaxManifestPageSize = 3000
+
 // Load reads and validates the configuration, reporting every missing or
 // malformed variable in one error.
 func Load(getenv func(string) string, role Role) (Config, error) {
@@ -126,6 +133,10 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		MaxLiveJobs:     int(num(settings.EnvMaxLiveJobs, export.DefaultMaxLiveJobsPerOwner)),
 	}
 	c.ManifestPageSize = int(num(settings.EnvManifestPageSize, export.DefaultManifestPageSize))
+	if c.ManifestPageSize > MaxManifestPageSize {
+		problems = append(problems, fmt.Sprintf("%s=%d is over %d: a page of presigned links (about 1.6 KB an item) must fit in one 6 MB Lambda response",
+			settings.EnvManifestPageSize, c.ManifestPageSize, MaxManifestPageSize))
+	}
 	loadOps(getenv, &c, &problems)
 	if role == RoleAPI || role == RoleStatus {
 		c.StateMachineARN = need(settings.EnvStateMachine)

@@ -18,6 +18,8 @@ func TestManifestPageSize(t *testing.T) {
 		{"250", 250, ""},
 		{"0", 0, settings.EnvManifestPageSize},
 		{"many", 0, settings.EnvManifestPageSize},
+		{"3000", 3000, ""},
+		{"3001", 0, "must fit in one 6 MB Lambda response"},
 	} {
 		t.Run(tc.value, func(t *testing.T) {
 			env := map[string]string{settings.EnvTable: "t", settings.EnvBucket: "b", settings.EnvSourceDir: "/d", settings.EnvManifestPageSize: tc.value}

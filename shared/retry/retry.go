@@ -61,6 +61,66 @@ func After(v string, now time.Time, limit time.Duration) (wait time.Duration, ok
 	return wait, true
 }
 
+// Asked is the wait a response asks for before the next try: Retry-After
+// (After), or the reset of an exhausted rate limit (the IETF RateLimit
+// header, draft-07 "reset=N" and draft-08 and later "t=N"; RateLimit-Reset;
+// X-RateLimit-Reset, in seconds or, when the number is that large, a Unix
+// time), the longest if several. ok is false when it asks for none (Medplum's
+// 429 has rate-limit headers and no Retry-After).
+func Asked(h http.Header, now time.Time) (wait time.Duration, ok bool) {
+	if h == nil {
+		return 0, false
+	}
+	wait, ok = After(h.Get("Retry-After"), now, 0)
+	secs := func(v string) {
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || n < 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+			return
+		}
+		d := time.Duration(math.MaxInt64) // beyond any cap
+		switch {
+		case n > 1e9 && n < 1e11: // a Unix time
+			d = max(time.Unix(int64(n), 0).Sub(now), 0)
+		case n <= 1e9:
+			d = time.Duration(n * float64(time.Second))
+		}
+		wait, ok = max(wait, d), true
+	}
+	for _, v := range h.Values("RateLimit") {
+		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' }) {
+			k, val, found := strings.Cut(strings.TrimSpace(part), "=")
+			if found && (k == "reset" || k == "t") {
+				secs(val)
+			}
+		}
+	}
+	for _, name := range []string{"RateLimit-Reset", "X-RateLimit-Reset"} {
+		if v := h.Get(name); v != "" {
+			secs(v)
+		}
+	}
+	return wait, ok
+}
+
+// Wait is the one rule by which bulkfhir's HTTP clients (the REST source,
+// shared/fhirsource, and the client, shared/bulkclient) wait before trying
+// again after a response with header h (nil after a transport error): a
+// wait the server asks for (Asked) is honoured as given, neither lengthened
+// by our backoff nor jittered (the server chose it, and may be spreading
+// its clients itself); without one, own, our backoff (jittered by its
+// Policy). Either is capped at limit (when > 0), so a server cannot stall
+// a client for longer than it allows.
+func Wait(h http.Header, now time.Time, own, limit time.Duration) time.Duration {
+	wait := own
+	if asked, ok := Asked(h, now); ok {
+		wait = asked
+	}
+	if limit > 0 {
+		wait = min(wait, limit)
+	}
+	return wait
+}
+
 func isDigits(s string) bool {
 	for _, r := range s {
 		if r < '0' || r > '9' {

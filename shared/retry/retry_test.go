@@ -168,3 +168,84 @@ func TestSleep(t *testing.T) {
 		t.Errorf("Sleep(1µs) = %v", err)
 	}
 }
+
+// TestAsked: the wait a response asks for, from Retry-After or the
+// rate-limit headers (the longest), and none from a response without them.
+func TestAsked(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   time.Duration
+		ok     bool
+	}{
+		{"none", nil, 0, false},
+		{"Retry-After seconds", map[string]string{"Retry-After": "7"}, 7 * time.Second, true},
+		{"Retry-After zero", map[string]string{"Retry-After": "0"}, 0, true},
+		{"Retry-After date", map[string]string{"Retry-After": now.Add(time.Minute).UTC().Format(http.TimeFormat)}, time.Minute, true},
+		{"Retry-After not uncapped here", map[string]string{"Retry-After": "86400"}, 24 * time.Hour, true},
+		{"draft-07 reset", map[string]string{"RateLimit": "limit=100, remaining=0, reset=42"}, 42 * time.Second, true},
+		{"draft-08 t", map[string]string{"RateLimit": `"default";r=0;t=17`}, 17 * time.Second, true},
+		{"RateLimit-Reset", map[string]string{"RateLimit-Reset": "5"}, 5 * time.Second, true},
+		{"X-RateLimit-Reset seconds", map[string]string{"X-RateLimit-Reset": "60"}, 60 * time.Second, true},
+		{"X-RateLimit-Reset epoch", map[string]string{"X-RateLimit-Reset": "1800000030"}, 30 * time.Second, true},
+		{"X-RateLimit-Reset epoch past", map[string]string{"X-RateLimit-Reset": "1700000000"}, 0, true},
+		{"the longest wins", map[string]string{"RateLimit": "reset=3", "X-RateLimit-Reset": "9", "Retry-After": "4"}, 9 * time.Second, true},
+		{"Retry-After longer than the reset", map[string]string{"Retry-After": "12", "RateLimit-Reset": "2"}, 12 * time.Second, true},
+		{"garbage", map[string]string{"RateLimit": "reset=soon", "X-RateLimit-Reset": "-4", "Retry-After": "later"}, 0, false},
+		{"huge reset", map[string]string{"RateLimit-Reset": "1e300"}, time.Duration(1<<63 - 1), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tc.header {
+				h.Set(k, v)
+			}
+			if got, ok := Asked(h, now); got != tc.want || ok != tc.ok {
+				t.Fatalf("got %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// TestWait: the one retry rule. A wait the server asks for is taken as
+// given (not the longer of it and our backoff, not jittered), capped at the
+// limit; without one, our own backoff, capped too.
+func TestWait(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		name       string
+		header     map[string]string
+		own, limit time.Duration
+		want       time.Duration
+	}{
+		{"asked, shorter than our backoff", map[string]string{"Retry-After": "1"}, 8 * time.Second, time.Minute, time.Second},
+		{"asked, longer than our backoff", map[string]string{"Retry-After": "30"}, 2 * time.Second, time.Minute, 30 * time.Second},
+		{"asked zero", map[string]string{"Retry-After": "0"}, 2 * time.Second, time.Minute, 0},
+		{"asked over the limit", map[string]string{"Retry-After": "3600"}, 2 * time.Second, time.Minute, time.Minute},
+		{"asked with no limit", map[string]string{"Retry-After": "3600"}, 2 * time.Second, 0, time.Hour},
+		{"asked by a rate limit alone", map[string]string{"X-RateLimit-Reset": "5"}, time.Second, time.Minute, 5 * time.Second},
+		{"not asked: our backoff", nil, 3 * time.Second, time.Minute, 3 * time.Second},
+		{"not asked, backoff over the limit", nil, 3 * time.Minute, time.Minute, time.Minute},
+		{"unreadable Retry-After: our backoff", map[string]string{"Retry-After": "soon"}, 3 * time.Second, time.Minute, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h http.Header
+			if tc.header != nil {
+				h = http.Header{}
+				for k, v := range tc.header {
+					h.Set(k, v)
+				}
+			}
+			if got := Wait(h, now, tc.own, tc.limit); got != tc.want {
+				t.Fatalf("Wait = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// The server's wait is not jittered: the same answer every time.
+	h := http.Header{"Retry-After": []string{"2"}}
+	for i := 0; i < 100; i++ {
+		if got := Wait(h, now, Policy{Interval: time.Second, BackoffRate: 2, Jitter: true}.Delay(3), time.Minute); got != 2*time.Second {
+			t.Fatalf("try %d: Wait = %v, want exactly 2s", i, got)
+		}
+	}
+}
