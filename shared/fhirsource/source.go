@@ -211,7 +211,7 @@ func New(opts Options) (*Source, error) {
 		client: &client{
 			base: base, http: opts.HTTPClient, auth: opts.Auth, maxRetries: opts.MaxRetries,
 			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, maxWait: opts.MaxWait, budget: opts.RetryBudget,
-			crossOrigin: opts.FollowCrossOrigin, log: opts.Log, stats: &retryStats{}, hold: &atomic.Int64{},
+			crossOrigin: opts.FollowCrossOrigin, log: opts.Log, stats: &retryStats{}, hold: &atomic.Int64{}, refused: &gate{},
 		},
 		groups:   map[string]cachedGroup{},
 		elements: map[string]bool{},
