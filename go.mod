@@ -1,6 +1,6 @@
 module github.com/bulkfhir/bulkfhir
 
-go 1.24.0
+go 1.25
 
 require (
 	github.com/aws/aws-lambda-go v1.52.0
@@ -18,6 +18,7 @@ require (
 	github.com/creack/pty v1.1.24
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/golang-jwt/jwt/v5 v5.3.1
+	github.com/klauspost/compress v1.20.4
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/prometheus/common v0.66.1

@@ -15,7 +15,6 @@ package bulkclient
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +28,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 	"github.com/bulkfhir/bulkfhir/shared/retry"

@@ -6,7 +6,6 @@ package dirstore
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -22,6 +21,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -176,7 +176,9 @@ func (s *Store) Create(_ context.Context, key string) (export.FileWriter, error)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", key, err)
 	}
-	w := &writer{s: s, f: f, buf: bufio.NewWriterSize(f, 256<<10), final: final}
+	buf := writeBuffers.Get().(*bufio.Writer)
+	buf.Reset(f)
+	w := &writer{s: s, f: f, buf: buf, final: final}
 	w.out = w.buf
 	if gzfile.Compressed(key) {
 		w.zw = gzfile.NewWriter(w.buf)
@@ -185,12 +187,15 @@ func (s *Store) Create(_ context.Context, key string) (export.FileWriter, error)
 	return w, nil
 }
 
+// writeBuffers holds the writers' 256 KiB buffers between files.
+var writeBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
+
 type writer struct {
 	s   *Store
 	f   *os.File
 	buf *bufio.Writer
 	// zw compresses NDJSON files into buf (gzfile); out is zw or buf.
-	zw    *gzip.Writer
+	zw    *gzfile.Writer
 	out   io.Writer
 	final string
 	// unchecked counts bytes written since the last free-space check.
@@ -208,6 +213,9 @@ func (w *writer) Write(p []byte) (int, error) {
 }
 
 func (w *writer) Commit() error {
+	if w.buf == nil {
+		return fmt.Errorf("commit %s: already committed or aborted", w.final)
+	}
 	var err error
 	if w.zw != nil {
 		err = w.zw.Close()
@@ -215,6 +223,7 @@ func (w *writer) Commit() error {
 	if err == nil {
 		err = w.buf.Flush()
 	}
+	w.release()
 	if err == nil {
 		err = w.f.Sync()
 	}
@@ -234,7 +243,23 @@ func (w *writer) Commit() error {
 	return nil
 }
 
+// release hands the buffer back (a write after it fails).
+func (w *writer) release() {
+	if w.buf == nil {
+		return
+	}
+	w.buf.Reset(nil)
+	writeBuffers.Put(w.buf)
+	w.buf, w.out = nil, errWriter{}
+}
+
+// errWriter is a released writer's output.
+type errWriter struct{}
+
+func (errWriter) Write([]byte) (int, error) { return 0, errors.New("write after commit or abort") }
+
 func (w *writer) Abort() error {
+	w.release()
 	w.f.Close()
 	return os.Remove(w.f.Name())
 }
@@ -348,7 +373,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string) {
 		if r.Method == http.MethodHead {
 			return
 		}
-		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		gz := gzfile.NewWriter(w)
 		bw := bufio.NewWriterSize(gz, 64<<10)
 		if _, err := bw.ReadFrom(f); err == nil {
 			_ = bw.Flush()

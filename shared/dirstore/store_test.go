@@ -2,6 +2,8 @@ package dirstore
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -78,5 +80,51 @@ func TestLinks(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "files", "job")); !os.IsNotExist(err) {
 		t.Errorf("job files still there: %v", err)
+	}
+}
+
+// TestWritersReuseBuffers: files written in turn through pooled buffers
+// and compressors hold their own content, plain and compressed, after an
+// aborted file; a writer refuses writes and a second Commit once done.
+func TestWritersReuseBuffers(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(filepath.Join(dir, "files"), filepath.Join(dir, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	aborted, _ := s.Create(ctx, "job/Aborted.ndjson")
+	aborted.Write([]byte(strings.Repeat("half-written line\n", 100)))
+	if err := aborted.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range []string{"job/A.ndjson", "job/plan.json", "job/B.ndjson", "job/C.ndjson"} {
+		content := strings.Repeat(fmt.Sprintf(`{"resourceType":"Patient","id":"%d"}`+"\n", i), 1000*i)
+		w, err := s.Create(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(content))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("late")); err == nil {
+			t.Errorf("%s: write after Commit succeeded", key)
+		}
+		if err := w.Commit(); err == nil {
+			t.Errorf("%s: second Commit succeeded", key)
+		}
+		rc, err := s.Open(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(got) != content {
+			t.Errorf("%s: read %d bytes, want the %d written", key, len(got), len(content))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "files", "job", "Aborted.ndjson")); !os.IsNotExist(err) {
+		t.Errorf("aborted file: %v, want none", err)
 	}
 }

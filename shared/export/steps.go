@@ -633,6 +633,7 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 	w := &chunkWriter{steps: s, ctx: ctx, job: job, unit: in.Unit, cur: &cur, maxBytes: maxBytes}
 	defer w.abort()
 	var badRecords []fhir.Issue
+	var subsetBuf []byte
 	done := false
 	lines := 0
 	var sinceCheck int64 // bytes written since the clock was last read
@@ -661,31 +662,33 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 			done = true
 			break
 		}
-		var bad *BadRecordError
-		if errors.As(err, &bad) {
-			is := fhir.Issue{
-				Severity:    fhir.SeverityError,
-				Code:        fhir.CodeProcessing,
-				Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
-			}
-			if bad.Warning {
-				is.Severity, is.Diagnostics = fhir.SeverityWarning, fmt.Sprintf("%s at %s: %s", in.Unit.Type, bad.Position, bad.Reason)
-			}
-			badRecords = append(badRecords, is)
-			cur.Source = rd.Cursor()
-			continue
-		}
-		if errors.As(err, &changed) {
-			done = true
-			break
-		}
-		if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
-			// The chunk ran out of time inside a read (a throttled
-			// upstream): it ends here with its cursor, the next chunk
-			// goes on from it.
-			break
-		}
+		// Only a failed read is looked at further: declared here, the
+		// error's target no longer goes to the heap for every line.
 		if err != nil {
+			var bad *BadRecordError
+			if errors.As(err, &bad) {
+				is := fhir.Issue{
+					Severity:    fhir.SeverityError,
+					Code:        fhir.CodeProcessing,
+					Diagnostics: fmt.Sprintf("%s resource at %s was not exported: %s", in.Unit.Type, bad.Position, bad.Reason),
+				}
+				if bad.Warning {
+					is.Severity, is.Diagnostics = fhir.SeverityWarning, fmt.Sprintf("%s at %s: %s", in.Unit.Type, bad.Position, bad.Reason)
+				}
+				badRecords = append(badRecords, is)
+				cur.Source = rd.Cursor()
+				continue
+			}
+			if errors.As(err, &changed) {
+				done = true
+				break
+			}
+			if errors.Is(err, ErrOutOfTime) && ctx.Err() == nil {
+				// The chunk ran out of time inside a read (a throttled
+				// upstream): it ends here with its cursor, the next chunk
+				// goes on from it.
+				break
+			}
 			return nil, retryable(err, "export chunk %s: read source", in.Unit.ID)
 		}
 		switch {
@@ -704,9 +707,12 @@ func (s *Steps) ExportChunk(ctx context.Context, in ChunkInput) (res *ChunkResul
 				continue
 			}
 		case selector != nil:
-			if line, err = selector.Subset(in.Unit.Type, line); err != nil {
+			// writeLine copies the line into the file's block, so one
+			// buffer serves every subset line of the chunk.
+			if subsetBuf, err = selector.AppendSubset(subsetBuf[:0], in.Unit.Type, line); err != nil {
 				return nil, fmt.Errorf("export chunk %s: %w", in.Unit.ID, err)
 			}
+			line = subsetBuf
 		}
 		if err := w.writeLine(line); err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package fhir
 import (
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -106,7 +107,26 @@ func CompartmentPatients(t string, resource []byte, fn func(id string) bool) {
 			}
 		}
 	}
-	ReferencedPatients(resource, compartmentPaths(t), fn)
+	referencedPatients(resource, compartmentSplitPaths[t], fn)
+}
+
+// compartmentSplitPaths is compartmentPaths of every type, split at the
+// dots once: CompartmentPatients runs for every line of a Patient or Group
+// export.
+var compartmentSplitPaths = func() map[string][][]string {
+	m := make(map[string][][]string, len(patientCompartment))
+	for t := range patientCompartment {
+		m[t] = splitPaths(compartmentPaths(t))
+	}
+	return m
+}()
+
+func splitPaths(paths []string) [][]string {
+	out := make([][]string, len(paths))
+	for i, p := range paths {
+		out[i] = strings.Split(p, ".")
+	}
+	return out
 }
 
 // walkReferences visits Reference.reference values found under path,
@@ -183,12 +203,19 @@ func compartmentPaths(t string) []string {
 // any of paths (as a CompartmentParam lists them) in resource, until fn
 // returns false.
 func ReferencedPatients(resource []byte, paths []string, fn func(id string) bool) {
-	doc := gjson.ParseBytes(resource)
+	referencedPatients(resource, splitPaths(paths), fn)
+}
+
+func referencedPatients(resource []byte, paths [][]string, fn func(id string) bool) {
+	// The walk reads resource in place (gjson.ParseBytes would copy the
+	// whole line first); resource is not changed meanwhile, and each id
+	// is copied before fn sees it, so nothing fn keeps points into it.
+	doc := gjson.Parse(unsafe.String(unsafe.SliceData(resource), len(resource)))
 	for _, path := range paths {
 		cont := true
-		walkReferences(doc, strings.Split(path, "."), func(ref string) bool {
+		walkReferences(doc, path, func(ref string) bool {
 			if id, ok := PatientID(ref); ok {
-				cont = fn(id)
+				cont = fn(strings.Clone(id))
 			}
 			return cont
 		})

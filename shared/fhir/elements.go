@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -172,10 +173,25 @@ func (s *ElementSelector) Subset(t string, resource []byte) ([]byte, error) {
 	if !s.Applies(t) {
 		return resource, nil
 	}
-	if out, ok, err := s.subsetScan(t, resource); ok {
+	return s.AppendSubset(nil, t, resource)
+}
+
+// AppendSubset appends Subset(t, resource) to dst and returns the extended
+// slice (a copy of resource when the selector does not apply to t), so a
+// caller that copies each line away before the next can reuse one buffer:
+// a fresh buffer per line was most of what an _elements export allocated.
+func (s *ElementSelector) AppendSubset(dst []byte, t string, resource []byte) ([]byte, error) {
+	if !s.Applies(t) {
+		return append(dst, resource...), nil
+	}
+	if out, ok, err := s.subsetScan(dst, t, resource); ok {
 		return out, err
 	}
-	return s.subsetGJSON(t, resource)
+	out, err := s.subsetGJSON(t, resource)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, out...), nil
 }
 
 // subsetScan is Subset in one pass of the Peek scanner over the root
@@ -183,13 +199,13 @@ func (s *ElementSelector) Subset(t string, resource []byte) ([]byte, error) {
 // walk decides) for a root key with an escape or bytes that do not scan.
 // It was the gjson walk of every root element that made _elements exports
 // slow (about 60 % of their CPU).
-func (s *ElementSelector) subsetScan(t string, resource []byte) (out []byte, ok bool, err error) {
+func (s *ElementSelector) subsetScan(dst []byte, t string, resource []byte) (out []byte, ok bool, err error) {
 	p := peeker{b: resource}
 	p.ws()
 	if p.i >= len(p.b) || p.b[p.i] != '{' {
 		return nil, false, nil
 	}
-	out = make([]byte, 0, len(resource)+len(subsettedTag)+16)
+	out = slices.Grow(dst, len(resource)+len(subsettedTag)+16)
 	out = append(out, '{')
 	first, sawMeta := true, false
 	scanned := p.object(0, func(k span, depth int) bool {
@@ -213,12 +229,12 @@ func (s *ElementSelector) subsetScan(t string, resource []byte) (out []byte, ok 
 		val := p.b[start:p.i]
 		if key == "meta" {
 			sawMeta = true
-			meta, merr := tagSubsetted(val)
+			tagged, merr := appendTagSubsetted(out, val)
 			if merr != nil {
 				err = merr
 				return false
 			}
-			out = append(out, meta...)
+			out = tagged
 			return true
 		}
 		out = append(out, val...)
@@ -293,19 +309,25 @@ func (s *ElementSelector) subsetGJSON(t string, resource []byte) ([]byte, error)
 const subsettedTag = `{"system":"` + SubsettedSystem + `","code":"` + SubsettedCode + `"}`
 
 // tagSubsetted adds the SUBSETTED tag to a meta object unless it is there.
-func tagSubsetted(meta []byte) ([]byte, error) {
+func tagSubsetted(meta []byte) ([]byte, error) { return appendTagSubsetted(nil, meta) }
+
+// appendTagSubsetted appends tagSubsetted(meta) to dst.
+func appendTagSubsetted(dst, meta []byte) ([]byte, error) {
 	if n := len(meta); n >= 2 && meta[0] == '{' && meta[n-1] == '}' &&
 		!bytes.ContainsAny(meta, " \t\r\n\\") && !bytes.Contains(meta, []byte(`"tag"`)) {
 		// A compact meta with no tag (no key can be "tag" without those
 		// bytes, escapes aside): the tag goes at its end, as below.
-		out := make([]byte, 0, n+len(subsettedTag)+10)
-		out = append(out, meta[:n-1]...)
+		dst = append(dst, meta[:n-1]...)
 		if n > 2 {
-			out = append(out, ',')
+			dst = append(dst, ',')
 		}
-		return append(out, `"tag":[`+subsettedTag+`]}`...), nil
+		return append(dst, `"tag":[`+subsettedTag+`]}`...), nil
 	}
-	return tagSubsettedGJSON(meta)
+	out, err := tagSubsettedGJSON(meta)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, out...), nil
 }
 
 // tagSubsettedGJSON is tagSubsetted for any meta object, by a gjson walk.

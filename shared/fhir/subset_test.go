@@ -45,6 +45,8 @@ func TestSubsetScanMatchesGJSON(t *testing.T) {
 		{{"", "birthDate"}, {"Encounter", "period"}, {"", "text"}},
 	}
 	scanned := 0
+	var reused []byte
+	var rerr error
 	for _, sel := range selections {
 		s := NewElementSelector(sel)
 		for _, line := range lines {
@@ -61,8 +63,15 @@ func TestSubsetScanMatchesGJSON(t *testing.T) {
 			if (werr != nil) != (gerr != nil) || string(got) != string(want) {
 				t.Fatalf("%v on %.150s:\n got %s (%v)\nwant %s (%v)", sel, line, got, gerr, want, werr)
 			}
-			if _, ok, _ := s.subsetScan(typ, line); ok {
+			if _, ok, _ := s.subsetScan(nil, typ, line); ok {
 				scanned++
+			}
+			// AppendSubset into one reused buffer gives the same bytes,
+			// after whatever dst held, and leaves the line as it was.
+			before := string(line)
+			reused, rerr = s.AppendSubset(append(reused[:0], "prefix"...), typ, line)
+			if (rerr != nil) != (gerr != nil) || (rerr == nil && string(reused) != "prefix"+string(got)) || string(line) != before {
+				t.Fatalf("AppendSubset on %.150s:\n got %s (%v)\nwant prefix%s", line, reused, rerr, got)
 			}
 		}
 	}

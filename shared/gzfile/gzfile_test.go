@@ -2,6 +2,7 @@ package gzfile
 
 import (
 	"bytes"
+	stdgzip "compress/gzip"
 	"io"
 	"strings"
 	"testing"
@@ -67,5 +68,59 @@ func TestNewReader(t *testing.T) {
 	}
 	if Compressed("job/plan.json") || !Compressed("job/Patient.0000.ndjson") {
 		t.Error("Compressed: only NDJSON files are compressed")
+	}
+}
+
+// TestStandardGzip: what NewWriter stores is one standard gzip member,
+// read whole by the standard library's reader with nothing after it, so
+// S3's Content-Encoding: gzip, browsers and every client decode it.
+func TestStandardGzip(t *testing.T) {
+	content := []byte(strings.Repeat(`{"resourceType":"Observation","id":"o","status":"final"}`+"\n", 20000))
+	gz := compress(t, content)
+	r := bytes.NewReader(gz) // a ByteReader: the reader reads no further than its member
+	zr, err := stdgzip.NewReader(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr.Multistream(false)
+	got, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("standard reader: %d bytes, %v; want the %d written", len(got), err, len(content))
+	}
+	if r.Len() != 0 {
+		t.Errorf("%d bytes after the first member, want one member", r.Len())
+	}
+	if len(gz) >= len(content)/5 {
+		t.Errorf("stored %d bytes of %d: not compressed", len(gz), len(content))
+	}
+}
+
+// TestWriterReuse: compressors come back from the pool reset, so files
+// written one after another (and a write after Close) keep their own
+// content; an unclosed Writer leaves no trace in the next.
+func TestWriterReuse(t *testing.T) {
+	abandoned := NewWriter(io.Discard)
+	abandoned.Write([]byte("never closed"))
+	for i, content := range []string{strings.Repeat("first file\n", 1000), "", strings.Repeat("second\n", 3)} {
+		var buf bytes.Buffer
+		zw := NewWriter(&buf)
+		zw.Write([]byte(content))
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := zw.Write([]byte("late")); err == nil {
+			t.Errorf("file %d: write after Close succeeded", i)
+		}
+		if err := zw.Close(); err != nil {
+			t.Errorf("file %d: second Close: %v", i, err)
+		}
+		zr, err := stdgzip.NewReader(&buf)
+		if err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+		got, err := io.ReadAll(zr)
+		if err != nil || string(got) != content {
+			t.Errorf("file %d: read %d bytes (%v), want the %d written", i, len(got), err, len(content))
+		}
 	}
 }

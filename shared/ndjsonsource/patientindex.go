@@ -163,6 +163,7 @@ func (s *Source) buildIndex(ctx context.Context, name string, idx *fileIndex) (*
 	srt := &recordSorter{}
 	defer srt.cleanup()
 	lr := newLineReader(rc, 0)
+	defer lr.release()
 	open := map[string]*indexRecord{} // the runs the previous line extended
 	next := map[string]*indexRecord{}
 	var badRun *indexRecord

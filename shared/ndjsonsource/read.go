@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -29,19 +30,42 @@ type lineReader struct {
 	long []byte
 }
 
+// lineBuffers holds the line readers' 1 MiB buffers between opens: every
+// export chunk opens its segment, and fresh buffers were the largest part
+// of what the engine allocated (and the garbage collector cleared).
+var lineBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
+
 func newLineReader(r io.Reader, pos int64) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, 1<<20), pos: pos}
+	l := &lineReader{}
+	l.reset(r, pos)
+	return l
 }
 
 // reset makes l read r from pos, keeping its buffer.
 func (l *lineReader) reset(r io.Reader, pos int64) {
+	if l.br == nil {
+		l.br = lineBuffers.Get().(*bufio.Reader)
+	}
 	l.br.Reset(r)
 	l.pos = pos
+}
+
+// release hands the buffer back; l keeps its position, and a read after
+// release fails.
+func (l *lineReader) release() {
+	if l.br != nil {
+		l.br.Reset(nil)
+		lineBuffers.Put(l.br)
+		l.br = nil
+	}
 }
 
 // next returns the next line without its newline (and without a trailing
 // '\r' or surrounding blanks). The slice is valid until the next call.
 func (l *lineReader) next() ([]byte, error) {
+	if l.br == nil {
+		return nil, errors.New("read after close")
+	}
 	line, err := l.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		l.long = append(l.long[:0], line...)
@@ -209,7 +233,10 @@ type reader struct {
 
 func (r *reader) Cursor() string { return strconv.FormatInt(r.lr.pos, 10) }
 
-func (r *reader) Close() error { return r.rc.Close() }
+func (r *reader) Close() error {
+	r.lr.release()
+	return r.rc.Close()
+}
 
 func (r *reader) Next() ([]byte, error) {
 	for {

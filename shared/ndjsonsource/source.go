@@ -267,6 +267,7 @@ func (s *Source) index(ctx context.Context, o Object) (*fileIndex, error) {
 	}
 	defer rc.Close()
 	lr := newLineReader(rc, 0)
+	defer lr.release()
 	for {
 		start := lr.pos
 		line, err := lr.next()

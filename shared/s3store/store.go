@@ -9,7 +9,6 @@ package s3store
 //lint:file-ignore SA1019 feature/s3/manager is deprecated for feature/s3/transfermanager, a 2025 rewrite whose streaming upload has not been measured here; the move is a change of its own, with the multipart tests on MinIO.
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -89,7 +88,7 @@ var errAborted = errors.New("upload aborted")
 type writer struct {
 	pw *io.PipeWriter
 	// zw compresses NDJSON files into pw (gzfile); out is zw or pw.
-	zw   *gzip.Writer
+	zw   *gzfile.Writer
 	out  io.Writer
 	done chan error
 }

@@ -43,6 +43,8 @@ func run(ctx context.Context, args []string) error {
 	clients := fs.Int("clients", 50, "concurrent clients of the latency run")
 	costResources := fs.Int64("cost-resources", 1_000_000, "resources in the cost model's export (with --aws)")
 	chunk := fs.String("memory-chunk", "", "internal: measure one export chunk over DIR/data and print JSON")
+	workDir := fs.String("work", "", "directory for the scratch data (default: the system's temporary directory); on tmpfs (/dev/shm) the ratios are CPU-only, without the disk's writeback")
+	only := fs.String("only", "", "run only this step: engine, rest source, http, memory or aws")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the harness's own process to FILE (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -80,12 +82,12 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "bulkfhir-bench-")
+	work, err := os.MkdirTemp(*workDir, "bulkfhir-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rep, err := bench.Run(ctx, bench.Options{Patients: *patients, Work: work, Exe: exe, Self: self, MemoryMB: sizes, Clients: *clients, AWS: *aws, CostResources: *costResources})
+	rep, err := bench.Run(ctx, bench.Options{Patients: *patients, Work: work, Exe: exe, Self: self, MemoryMB: sizes, Clients: *clients, AWS: *aws, CostResources: *costResources, Only: *only})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,14 @@ func (t Throughput) verdict() string {
 	return "met"
 }
 
+// shownVerdict is the verdict with its caveat, if any.
+func (t Throughput) shownVerdict() string {
+	if t.Verdict == "met" && t.Caveat != "" {
+		return "met (" + t.Caveat + ")"
+	}
+	return t.Verdict
+}
+
 // goal renders a row's target.
 func (t Throughput) goal() string {
 	switch {

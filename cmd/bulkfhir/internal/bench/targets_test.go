@@ -29,6 +29,25 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
+// TestCaveat: a met verdict the run cannot vouch for shows its caveat; a
+// missed one stays as it is.
+func TestCaveat(t *testing.T) {
+	met := Throughput{Ratio: 0.6, Target: &Target{Min: 0.5}, Caveat: "baseline disk-bound"}
+	met.Verdict = met.verdict()
+	missed := Throughput{Ratio: 0.4, Target: &Target{Min: 0.5}, Caveat: "baseline disk-bound"}
+	missed.Verdict = missed.verdict()
+	if got := met.shownVerdict(); got != "met (baseline disk-bound)" {
+		t.Errorf("met with a caveat shows %q", got)
+	}
+	if got := missed.shownVerdict(); got != "missed" {
+		t.Errorf("missed with a caveat shows %q", got)
+	}
+	md := (&Report{Throughput: []Throughput{met}}).Markdown()
+	if !strings.Contains(md, "| met (baseline disk-bound) |") {
+		t.Errorf("report lacks the caveat:\n%s", md)
+	}
+}
+
 func TestMedianAndReport(t *testing.T) {
 	runs := []Throughput{{MBPerSec: 30, Ratio: 0.3}, {MBPerSec: 10, Ratio: 0.1}, {MBPerSec: 20, Ratio: 0.6}}
 	m := median(runs)
