@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -50,6 +53,56 @@ type client struct {
 	crossOrigin bool          // follow links to other origins, without credentials
 	log         *slog.Logger
 	stats       *retryStats
+	// hold is when (Unix nanoseconds) the upstream last asked, with a 429,
+	// to be left alone until: every request of the source waits for it,
+	// not only the one refused, so pages in flight side by side slow down
+	// together.
+	hold *atomic.Int64
+	// refused gates new requests while a request refused with 429 waits
+	// to retry, so its retry goes first (pages in flight side by side
+	// would otherwise take the upstream's next admissions before it).
+	refused *gate
+}
+
+// gate lets requests through while nobody is inside.
+type gate struct {
+	mu   sync.Mutex
+	n    int
+	free chan struct{} // closed when n drops to 0
+}
+
+func (g *gate) enter() {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.free = make(chan struct{})
+	}
+	g.n++
+	g.mu.Unlock()
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	if g.n--; g.n == 0 {
+		close(g.free)
+	}
+	g.mu.Unlock()
+}
+
+// wait returns once nobody is inside (or ctx ends).
+func (g *gate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.mu.Unlock()
+		return nil
+	}
+	free := g.free
+	g.mu.Unlock()
+	select {
+	case <-free:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // OriginError is a link to a server other than the configured upstream.
@@ -121,8 +174,26 @@ func (c *client) search(ctx context.Context, typ string, form url.Values) (*http
 func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.Response, error) {
 	refreshed := false
 	started := time.Now()
+	inside := false // in c.refused, retrying after a 429
+	defer func() {
+		if inside {
+			c.refused.leave()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
+		if attempt == 0 && c.refused != nil {
+			if err := c.refused.wait(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if err := c.waitHold(ctx); err != nil {
+			return nil, err
+		}
 		resp, err := c.once(ctx, method, u, body)
+		if inside {
+			inside = false
+			c.refused.leave()
+		}
 		if err == nil && resp.StatusCode < 300 {
 			return resp, nil
 		}
@@ -180,12 +251,54 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (*http.R
 		var se *StatusError
 		if errors.As(err, &se) && se.Status == http.StatusTooManyRequests {
 			c.stats.throttled.Add(1)
+			// Only a wait the upstream asked for holds the others.
+			if asked, ok := retry.Asked(header, time.Now()); ok {
+				c.holdFor(min(asked, wait))
+			}
+			if c.refused != nil {
+				c.refused.enter()
+				inside = true
+			}
 		}
 		c.log.WarnContext(ctx, "upstream retry", "url", Redact(u), "attempt", attempt+1, "wait", wait.String(), "err", redactErr(err))
 		if err := retry.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// holdFor makes every request of the source wait d from now (a 429's
+// wait), unless a longer hold is set.
+func (c *client) holdFor(d time.Duration) {
+	if c.hold == nil || d <= 0 {
+		return
+	}
+	until := time.Now().Add(d).UnixNano()
+	for h := c.hold.Load(); h < until && !c.hold.CompareAndSwap(h, until); h = c.hold.Load() {
+	}
+}
+
+// waitHold waits until the hold a 429 set has passed; a hold past the
+// step's stop time stops the request then, as a wait in do does.
+func (c *client) waitHold(ctx context.Context) error {
+	if c.hold == nil {
+		return nil
+	}
+	until := time.Unix(0, c.hold.Load())
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	if stop, ok := export.StopTime(ctx); ok && until.After(stop) {
+		if err := retry.Sleep(ctx, time.Until(stop)); err != nil {
+			return err
+		}
+		return fmt.Errorf("the upstream asked to be left alone until %s, past this step's stop time: %w", until.UTC().Format(time.RFC3339), export.ErrOutOfTime)
+	}
+	// A little later than the refused request's own retry, so that one
+	// is not always the last to go (and refused again by an upstream that
+	// admits so many requests per moment).
+	return retry.Sleep(ctx, d+rand.N(d/4+time.Millisecond))
 }
 
 func (c *client) once(ctx context.Context, method, u string, body []byte) (*http.Response, error) {

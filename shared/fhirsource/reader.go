@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/bulkfhir/bulkfhir/shared/export"
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
 	"github.com/bulkfhir/bulkfhir/shared/typefilter"
@@ -26,6 +28,11 @@ type search struct {
 	// filter is the index of the _typeFilter query, comp the index of the
 	// compartment parameter (0 when there is none).
 	filter, comp int
+	// window is the index of the search's _lastUpdated sub-window of the
+	// segment (see position.Cuts), lo and hi its bounds (nil: the
+	// segment's).
+	window int
+	lo, hi *time.Time
 }
 
 // position is where a reader stands: a search, the page being read (""
@@ -61,6 +68,12 @@ type position struct {
 	// reported with the warning.
 	Early     int `json:"e,omitempty"`
 	Unmatched int `json:"u,omitempty"`
+	// Cuts split a segment paged by keyset into sub-windows of
+	// _lastUpdated, (lo, c1], (c1, c2] … (cn, hi], each read as searches
+	// of its own, so their pages are in flight together. They are chosen
+	// when the segment's first chunk opens and kept in its cursor, so
+	// every chunk reads the same searches.
+	Cuts []string `json:"c,omitempty"`
 }
 
 // maxAtIDs bounds the ids a cursor keeps of one instant.
@@ -68,7 +81,7 @@ const maxAtIDs = 1000
 
 // nextSearch moves to the start of the next search of the segment.
 func (p *position) nextSearch() {
-	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned, Early: p.Early, Unmatched: p.Unmatched}
+	*p = position{Search: p.Search + 1, Dropped: p.Dropped, Warned: p.Warned, Early: p.Early, Unmatched: p.Unmatched, Cuts: p.Cuts}
 }
 
 func (p position) String() string {
@@ -98,7 +111,7 @@ type item struct {
 }
 
 // reader reads one segment: its searches one after the other, each page by
-// page, fetching the next page while the current one is read.
+// page, while readahead keeps the pages that follow in flight.
 type reader struct {
 	src      *Source
 	ctx      context.Context
@@ -147,12 +160,8 @@ type reader struct {
 	// skipTo is how many entries of the open page were consumed before it
 	// was (re)opened; bodyRetries counts reopenings after a cut-short body.
 	skipTo, bodyRetries int
-	pre                 *prefetch
-	// preSearch is the first page of the next search, requested while
-	// this one is read; preSearched the last search it was requested for.
-	preSearch   *prefetch
-	preSearched int
-	buf         []item // resources of a later filter, awaiting the dedupe check
+	ra                  *readahead
+	buf                 []item // resources of a later filter, awaiting the dedupe check
 	// bad is an unusable entry, reported (at badPos) once the resources
 	// before it were returned.
 	bad    *export.BadRecordError
@@ -160,27 +169,12 @@ type reader struct {
 	out    []byte
 }
 
-type prefetch struct {
-	url  string
-	done chan struct{}
-	resp *http.Response
-	err  error
-}
-
 func (r *reader) Cursor() string { return r.cur.String() }
 
 func (r *reader) Close() error {
 	r.cancel()
 	r.closePage()
-	for _, p := range []**prefetch{&r.pre, &r.preSearch} {
-		if *p != nil {
-			<-(*p).done
-			if (*p).resp != nil {
-				(*p).resp.Body.Close()
-			}
-			*p = nil
-		}
-	}
+	r.ra.close()
 	return nil
 }
 
@@ -408,18 +402,34 @@ func (r *reader) syncKeyset() {
 // next export and must not move the keyset; one at or before _since is
 // what an upstream ignoring _lastUpdated returns, dropped and counted.
 // A resource without lastUpdated is kept: no bound can place it.
+//
+// In a sub-window (see position.Cuts), what is outside the window belongs
+// to another window's search; the resources at or before _since are
+// counted by the first window only, and one without lastUpdated is kept
+// by the first window only.
 func (r *reader) inBounds(h fhir.Head) bool {
-	at, ok := fhir.ParseLastUpdated(h.LastUpdated)
+	keep, early := r.inWindow(r.searches[r.live.Search], h.LastUpdated)
+	if early {
+		r.live.Early++
+	}
+	return keep
+}
+
+// inWindow is inBounds for search s, without counting: early says the
+// resource is one to count as at or before _since.
+func (r *reader) inWindow(s search, lastUpdated string) (keep, early bool) {
+	at, ok := fhir.ParseLastUpdated(lastUpdated)
 	switch {
 	case !ok:
-		return true
+		return s.window == 0, false
 	case r.hi != nil && at.After(*r.hi):
-		return false
+		return false, false
 	case r.lo != nil && !at.After(*r.lo):
-		r.live.Early++
-		return false
+		return false, s.window == 0
+	case s.hi != nil && at.After(*s.hi), s.lo != nil && !at.After(*s.lo):
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 // keyset reports whether searches are paged by keyset (see position).
@@ -549,35 +559,28 @@ func (r *reader) openPage() error {
 		}
 	}
 	r.seen[u] = true
-	var resp *http.Response
-	var err error
-	switch {
-	case r.pre != nil && r.pre.url == u:
-		<-r.pre.done
-		resp, err = r.pre.resp, r.pre.err
-		r.pre = nil
-	case r.preSearch != nil && r.preSearch.url == u:
-		<-r.preSearch.done
-		resp, err = r.preSearch.resp, r.preSearch.err
-		r.preSearch = nil
-	default:
-		resp, err = r.src.client.get(r.ctx, u)
-	}
+	body, err := r.ra.open(r.live.Search, u, keysetState(r.live))
 	if err != nil {
 		return err
 	}
-	r.prefetchNextSearch()
-	var pre func(string)
+	var hint func(string)
 	if !r.keyset() {
-		// Under keyset paging the next page is known only at the end.
-		pre = r.prefetch
+		// A page too big to read ahead is streamed: its next link is
+		// requested as soon as it is read (under keyset paging the next
+		// page is known only at the end).
+		stream := r.live.Search
+		hint = func(next string) {
+			if abs, err := r.src.client.resolve(next); err == nil && !r.seen[abs] {
+				r.ra.hint(stream, abs)
+			}
+		}
 	}
-	pg, err := newPage(resp.Body, pre)
+	pg, err := newPage(body, hint)
 	if err != nil {
-		resp.Body.Close()
+		body.Close()
 		return err
 	}
-	r.pg, r.body = pg, resp.Body
+	r.pg, r.body = pg, body
 	r.pageEntries, r.pageNew, r.pageAny, r.pageFirst = 0, false, false, time.Time{}
 	if r.live.Page != "" || !r.keyset() {
 		r.live.Page = u
@@ -587,48 +590,6 @@ func (r *reader) openPage() error {
 		r.skipTo = 0 // a search from the keyset: what was consumed is skipped by id
 	}
 	return nil
-}
-
-// prefetch starts the request for the next page as soon as its link is
-// known, so the upstream works on it while this page is read.
-func (r *reader) prefetch(next string) {
-	if r.pre != nil {
-		return
-	}
-	abs, err := r.src.client.resolve(next)
-	if err != nil || r.seen[abs] {
-		return
-	}
-	p := &prefetch{url: abs, done: make(chan struct{})}
-	r.pre = p
-	go func() {
-		defer close(p.done)
-		p.resp, p.err = r.src.client.get(r.ctx, abs)
-	}()
-}
-
-// prefetchNextSearch requests the first page of the segment's next search
-// while this one is read, so the upstream works on both: a unit of a
-// patient batch runs one search per compartment parameter, each from its
-// own first page, which nothing read in this search changes. Searches of
-// a later _typeFilter (checked against the earlier ones in batches) and
-// history reads are left to start on their own.
-func (r *reader) prefetchNextSearch() {
-	next := r.live.Search + 1
-	if r.preSearch != nil || r.history || next >= len(r.searches) || next <= r.preSearched || r.searches[next].filter > 0 {
-		return
-	}
-	r.preSearched = next
-	u, err := r.firstURL(r.searches[next], "")
-	if err != nil || r.seen[u] {
-		return
-	}
-	p := &prefetch{url: u, done: make(chan struct{})}
-	r.preSearch = p
-	go func() {
-		defer close(p.done)
-		p.resp, p.err = r.src.client.get(r.ctx, u)
-	}()
 }
 
 // firstURL is the GET URL of a search's first page (under keyset paging,
@@ -689,16 +650,23 @@ func (r *reader) fillChecked() error {
 		ids = append(ids, it.id)
 	}
 	drop := map[string]bool{}
+	// A check is one of the reader's requests in flight.
+	matching := func(bounds, filter url.Values) (found map[string]bool, err error) {
+		if serr := r.ra.slot(func() { found, err = r.src.matching(r.ctx, r.typ, ids, bounds, filter) }); serr != nil {
+			return nil, serr
+		}
+		return found, err
+	}
 	if r.history {
 		// A resource deleted and created again is not deleted.
-		found, err := r.src.matching(r.ctx, r.typ, ids, nil, nil)
+		found, err := matching(nil, nil)
 		if err != nil {
 			return err
 		}
 		drop = found
 	}
 	for f := 0; f < r.searches[search].filter; f++ {
-		found, err := r.src.matching(r.ctx, r.typ, ids, r.bounds, r.filters[f])
+		found, err := matching(r.bounds, r.filters[f])
 		if err != nil {
 			return err
 		}
@@ -777,4 +745,94 @@ func (s *Source) eachResource(ctx context.Context, resp *http.Response, typ stri
 			return err
 		}
 	}
+}
+
+// startReadahead sets up the reader's read-ahead (its context set).
+func (r *reader) startReadahead() {
+	o := r.src.opts
+	r.ra = newReadahead(r.ctx, len(r.searches), o.ReadAheadBytes, o.MaxInFlight, r.src.client.get,
+		func(stream int) string {
+			u, err := r.firstURL(r.searches[stream], "")
+			if err != nil {
+				return ""
+			}
+			return u
+		}, r.guessNext)
+}
+
+// guessNext is the URL the reader will ask for after a page of stream
+// whose whole body is known, given the chain's keyset state before it: the
+// same decision nextEntry makes at the end of a page (a keyset search from
+// the last instant read, else the next link), taken on the page's entries
+// as nextEntry and advance take them. It runs beside the reader and reads
+// only what Open set. A wrong guess costs a request: the reader takes a
+// page read ahead only by its own URL.
+func (r *reader) guessNext(stream int, st chainState, body []byte) (string, chainState) {
+	var next string
+	gjson.GetBytes(body, "link").ForEach(func(_, l gjson.Result) bool {
+		if l.Get("relation").Str == "next" {
+			next = l.Get("url").Str
+		}
+		return true
+	})
+	if !r.keyset() {
+		if next == "" {
+			return "", st
+		}
+		abs, err := r.src.client.resolve(next)
+		if err != nil {
+			return "", st
+		}
+		return abs, st
+	}
+	s := r.searches[stream]
+	st = st.clone()
+	entries, fresh, seenAny := 0, false, false
+	var first time.Time
+	gjson.GetBytes(body, "entry").ForEach(func(_, e gjson.Result) bool {
+		entries++
+		res := e.Get("resource")
+		if !res.Exists() {
+			return true
+		}
+		f := gjson.GetMany(res.Raw, "resourceType", "id", "meta.lastUpdated")
+		if f[0].Str != r.typ {
+			return true
+		}
+		if keep, _ := r.inWindow(s, f[2].Str); !keep {
+			return true
+		}
+		at, ok := fhir.ParseLastUpdated(f[2].Str)
+		if !seenAny {
+			seenAny, first = true, at
+		}
+		switch {
+		case !ok:
+			fresh = true
+		case !st.afterT.IsZero() && at.Equal(st.afterT):
+			if !st.at[f[1].Str] {
+				st.at[f[1].Str] = true
+				fresh = true
+			}
+		case st.afterT.IsZero() || at.After(st.afterT):
+			st.after, st.afterT, st.at = f[2].Str, at, map[string]bool{f[1].Str: true}
+			fresh = true
+		}
+		return true
+	})
+	if next == "" || entries == 0 {
+		return "", st
+	}
+	if fresh && !(!st.afterT.IsZero() && first.Equal(st.afterT)) {
+		u, err := r.firstURL(s, st.after)
+		if err != nil {
+			return "", st
+		}
+		return u, st
+	}
+	abs, err := r.src.client.resolve(next)
+	if err != nil {
+		return "", st
+	}
+	return abs, st
 }

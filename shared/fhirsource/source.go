@@ -5,13 +5,17 @@
 // duplicates, the Patient compartment searched through its parameters in
 // batches of patient ids, Group membership read from the Group.
 //
-// Pages are streamed: each entry's resource is copied as compact raw JSON,
-// never decoded, and the next page is requested as soon as its link is
-// read. A cursor is the search, the page URL and the entries consumed on
-// it, so a chunk stopped by its time budget resumes exactly.
+// Each entry's resource is copied as compact raw JSON, never decoded. A
+// cursor is the search, the page URL and the entries consumed on it, so a
+// chunk stopped by its time budget resumes exactly.
 //
 // Plan splits a large type into _lastUpdated ranges when the upstream
-// sorts by _lastUpdated (probed), so the ranges export in parallel.
+// sorts by _lastUpdated (probed), so the ranges export in parallel. Within
+// one unit a reader keeps several pages in flight (readahead): a large
+// segment is read in _lastUpdated sub-windows side by side, each chain's
+// next page requested as soon as the previous body has arrived, the later
+// searches of the unit read ahead, under a cap on requests and a byte
+// budget.
 package fhirsource
 
 import (
@@ -32,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -81,7 +86,18 @@ type Options struct {
 	// CacheFor is how long the CapabilityStatement and Group memberships
 	// are reused (default 1 minute).
 	CacheFor time.Duration
-	Log      *slog.Logger
+	// MaxInFlight caps the requests one reader (one unit's chunk) has
+	// in flight at once (default 4; 1 reads one page at a time).
+	MaxInFlight int
+	// ReadAheadBytes bounds the page bodies one reader holds in memory
+	// beyond the page it reads (default 32 MiB); a page bigger than what
+	// is left is streamed.
+	ReadAheadBytes int64
+	// KeysetWindows is how many _lastUpdated sub-windows a segment paged
+	// by keyset is read in, each its own chain of pages in flight
+	// (default 4; 1: none).
+	KeysetWindows int
+	Log           *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -126,6 +142,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CacheFor <= 0 {
 		o.CacheFor = time.Minute
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 4
+	}
+	if o.ReadAheadBytes <= 0 {
+		o.ReadAheadBytes = 32 << 20
+	}
+	if o.KeysetWindows <= 0 {
+		o.KeysetWindows = 4
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -186,7 +211,7 @@ func New(opts Options) (*Source, error) {
 		client: &client{
 			base: base, http: opts.HTTPClient, auth: opts.Auth, maxRetries: opts.MaxRetries,
 			backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, maxWait: opts.MaxWait, budget: opts.RetryBudget,
-			crossOrigin: opts.FollowCrossOrigin, log: opts.Log, stats: &retryStats{},
+			crossOrigin: opts.FollowCrossOrigin, log: opts.Log, stats: &retryStats{}, hold: &atomic.Int64{}, refused: &gate{},
 		},
 		groups:   map[string]cachedGroup{},
 		elements: map[string]bool{},
@@ -723,6 +748,10 @@ func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string
 		}
 		return segs, nil
 	}
+	if q.Level == bulkdata.LevelSystem && len(q.TypeFilters) > 0 && s.opts.KeysetWindows > 1 {
+		// The count tells Open whether to read sub-windows (large).
+		_, _ = s.planCount(ctx, typ, timeBounds(q.Since, q.Until))
+	}
 	if q.Level != bulkdata.LevelSystem || len(q.TypeFilters) > 0 || s.opts.SegmentResources < 0 {
 		return []string{""}, nil
 	}
@@ -734,7 +763,7 @@ func (s *Source) Plan(ctx context.Context, q export.Query, typ string) ([]string
 // sorts by _lastUpdated. Anything unexpected gives one segment.
 func (s *Source) timeSegments(ctx context.Context, q export.Query, typ string) ([]string, error) {
 	bounds := timeBounds(q.Since, q.Until)
-	total, err := s.count(ctx, typ, bounds)
+	total, err := s.planCount(ctx, typ, bounds)
 	if err != nil {
 		s.opts.Log.InfoContext(ctx, "upstream count failed; one segment", "type", typ, "err", err)
 		return []string{""}, nil
@@ -945,30 +974,210 @@ func (s *Source) Open(ctx context.Context, q export.Query, typ, seg, cursor stri
 		}
 	}
 	r.comps = comps
+	// A large segment reads its sub-windows side by side.
+	if cursor == "" && len(comps) > 0 && s.opts.KeysetWindows > 1 && s.large(q, typ, seg, len(patients)) {
+		if r.keyset() {
+			r.live.Cuts = s.windowCuts(ctx, typ, bounds, lo, hi)
+		} else {
+			r.live.Cuts = s.sampleCuts(ctx, typ, bounds, lo, hi)
+		}
+		r.cur.Cuts = r.live.Cuts
+	}
+	wins, err := windows(r.live.Cuts, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("bad cursor %q for segment %q: %w", cursor, seg, err)
+	}
 	for fi, f := range filters {
 		for ci, c := range comps {
-			p := cloneValues(base)
-			for k, v := range f {
-				p[k] = append(p[k], v...)
-			}
-			if c.Name != "" {
-				refs := make([]string, len(patients))
-				for i, id := range patients {
-					refs[i] = id
-					if c.Name != "_id" {
-						refs[i] = "Patient/" + id
-					}
+			for wi, w := range wins {
+				p := cloneValues(base)
+				for k, v := range f {
+					p[k] = append(p[k], v...)
 				}
-				p.Set(c.Name, strings.Join(refs, ","))
+				if c.Name != "" {
+					refs := make([]string, len(patients))
+					for i, id := range patients {
+						refs[i] = id
+						if c.Name != "_id" {
+							refs[i] = "Patient/" + id
+						}
+					}
+					p.Set(c.Name, strings.Join(refs, ","))
+				}
+				if len(wins) > 1 {
+					p["_lastUpdated"] = w.params
+				}
+				r.searches = append(r.searches, search{params: p, filter: fi, comp: ci, window: wi, lo: w.lo, hi: w.hi})
 			}
-			r.searches = append(r.searches, search{params: p, filter: fi, comp: ci})
 		}
 	}
 	if pos.Search > len(r.searches) {
 		return nil, fmt.Errorf("bad cursor %q for segment %q", cursor, seg)
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.startReadahead()
 	return r, nil
+}
+
+// window is one _lastUpdated sub-window of a segment: its bounds as
+// search parameters and as times (nil: the segment's).
+type window struct {
+	params []string
+	lo, hi *time.Time
+}
+
+// windows are the sub-windows cuts split the segment (lo, hi] into, in
+// order; one window, the segment, without cuts.
+func windows(cuts []string, lo, hi *time.Time) ([]window, error) {
+	if len(cuts) == 0 {
+		return []window{{}}, nil
+	}
+	edges := make([]*time.Time, 0, len(cuts)+2)
+	edges = append(edges, lo)
+	for _, c := range cuts {
+		t, err := fhir.ParseInstant(c)
+		if err != nil {
+			return nil, fmt.Errorf("bad window cut %q", c)
+		}
+		if prev := edges[len(edges)-1]; (prev != nil && !t.After(*prev)) || (hi != nil && !t.Before(*hi)) {
+			return nil, fmt.Errorf("window cut %q out of order", c)
+		}
+		edges = append(edges, &t)
+	}
+	edges = append(edges, hi)
+	out := make([]window, 0, len(cuts)+1)
+	for i := 0; i+1 < len(edges); i++ {
+		w := window{lo: edges[i], hi: edges[i+1]}
+		if w.lo != nil {
+			w.params = append(w.params, "gt"+fhir.FormatInstant(*w.lo))
+		}
+		if w.hi != nil {
+			w.params = append(w.params, "le"+fhir.FormatInstant(*w.hi))
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// sampleCuts splits a segment of an upstream that cannot sort into
+// KeysetWindows sub-windows at the quantiles of the lastUpdated on one
+// page of its search (one request): a sample of the segment, in whatever
+// order the upstream keeps. Anything unexpected gives no cuts.
+func (s *Source) sampleCuts(ctx context.Context, typ string, bounds url.Values, lo, hi *time.Time) []string {
+	q := cloneValues(bounds)
+	q.Set("_count", strconv.Itoa(s.opts.PageSize))
+	q.Set("_elements", "id,meta")
+	body, err := s.read(ctx, typ+"?"+q.Encode())
+	if err != nil {
+		return nil
+	}
+	more := false
+	gjson.GetBytes(body, "link").ForEach(func(_, l gjson.Result) bool {
+		more = more || l.Get("relation").Str == "next"
+		return true
+	})
+	if !more {
+		return nil // the segment fits on one page
+	}
+	var at []time.Time
+	gjson.GetBytes(body, "entry.#.resource.meta.lastUpdated").ForEach(func(_, v gjson.Result) bool {
+		if t, ok := fhir.ParseLastUpdated(v.Str); ok && (lo == nil || t.After(*lo)) && (hi == nil || !t.After(*hi)) {
+			at = append(at, t.Truncate(time.Millisecond))
+		}
+		return true
+	})
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	k := s.opts.KeysetWindows
+	var cuts []string
+	var prev time.Time
+	for i := 1; i < k && len(at) > 0; i++ {
+		c := at[len(at)*i/k]
+		if (!prev.IsZero() && !c.After(prev)) || (lo != nil && !c.After(*lo)) || (hi != nil && !c.Before(*hi)) {
+			continue
+		}
+		cuts = append(cuts, fhir.FormatInstant(c))
+		prev = c
+	}
+	return cuts
+}
+
+// large reports whether a segment is worth reading in sub-windows: more
+// than two pages, as far as the counts Plan asked tell (cached; Open asks
+// none). A _lastUpdated range exists because its type is large; a patient
+// batch holds about its share of the type's resources.
+func (s *Source) large(q export.Query, typ, seg string, patients int) bool {
+	if strings.HasPrefix(seg, "t") {
+		return true
+	}
+	bounds := timeBounds(q.Since, q.Until)
+	n, ok := s.cachedCount(typ, bounds)
+	if !ok {
+		return false
+	}
+	if strings.HasPrefix(seg, "p") && typ != "Patient" {
+		all, ok := s.cachedCount("Patient", bounds)
+		if !ok || all <= 0 {
+			return false
+		}
+		n = n * int64(patients) / all
+	} else if strings.HasPrefix(seg, "p") {
+		n = int64(patients)
+	}
+	return n > 2*int64(s.opts.PageSize)
+}
+
+// cachedCount is planCount's answer if it has one.
+func (s *Source) cachedCount(typ string, bounds url.Values) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.counts[typ+"?"+bounds.Encode()]
+	if !ok || time.Since(c.at) >= 10*time.Minute {
+		return 0, false
+	}
+	return c.n, true
+}
+
+// windowCuts splits a segment paged by keyset into KeysetWindows
+// sub-windows of equal time between the first and the last lastUpdated in
+// it (two requests, side by side unless MaxInFlight is 1, as Plan's edge
+// probes). Anything unexpected gives no cuts: the segment is read as one
+// search.
+func (s *Source) windowCuts(ctx context.Context, typ string, bounds url.Values, lo, hi *time.Time) []string {
+	var first, last time.Time
+	var errF, errL error
+	if s.opts.MaxInFlight > 1 {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last, errL = s.edge(ctx, typ, bounds, "-_lastUpdated")
+		}()
+		first, errF = s.edge(ctx, typ, bounds, "_lastUpdated")
+		wg.Wait()
+	} else {
+		first, errF = s.edge(ctx, typ, bounds, "_lastUpdated")
+		last, errL = s.edge(ctx, typ, bounds, "-_lastUpdated")
+	}
+	if errF != nil || errL != nil || !first.Before(last) {
+		return nil
+	}
+	from := first.Add(-time.Millisecond)
+	if lo != nil && lo.After(from) {
+		from = *lo
+	}
+	k := s.opts.KeysetWindows
+	span := last.Sub(from)
+	var cuts []string
+	prev := from
+	for i := 1; i < k; i++ {
+		c := from.Add(span / time.Duration(k) * time.Duration(i)).Truncate(time.Millisecond)
+		if !c.After(prev) || !c.Before(last) || (hi != nil && !c.Before(*hi)) {
+			continue
+		}
+		cuts = append(cuts, fhir.FormatInstant(c))
+		prev = c
+	}
+	return cuts
 }
 
 // ListsDeletions implements export.DeletionSource: the upstream's
@@ -1002,6 +1211,7 @@ func (s *Source) OpenDeleted(ctx context.Context, q export.Query, typ, cursor st
 		return nil, fmt.Errorf("bad cursor %q", cursor)
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.startReadahead()
 	return r, nil
 }
 

@@ -92,57 +92,18 @@ func readType(t *testing.T, s *Source, q export.Query, typ string, stopEvery int
 // returns the warnings (BadRecordError.Warning) apart.
 func readTypeChanging(t *testing.T, s *Source, q export.Query, typ string, stopEvery int, mid func()) (got map[string][]byte, bad, warnings []string) {
 	t.Helper()
-	ctx := context.Background()
+	lines, bad, warnings, _ := readLines(t, s, q, typ, stopEvery, mid)
 	got = map[string][]byte{}
-	segs, err := s.Plan(ctx, q, typ)
-	if err != nil {
-		t.Fatalf("plan %s: %v", typ, err)
-	}
-	for _, seg := range segs {
-		cursor := ""
-	reopen:
-		for {
-			r, err := s.Open(ctx, q, typ, seg, cursor)
-			if err != nil {
-				t.Fatalf("open %s %q: %v", typ, seg, err)
-			}
-			for n := 0; stopEvery == 0 || n < stopEvery; {
-				line, err := r.Next()
-				var br *export.BadRecordError
-				if errors.As(err, &br) {
-					if br.Warning {
-						warnings = append(warnings, br.Error())
-					} else {
-						bad = append(bad, br.Error())
-					}
-					continue
-				}
-				if err == io.EOF {
-					r.Close()
-					break reopen
-				}
-				if err != nil {
-					r.Close()
-					t.Fatalf("read %s: %v", typ, err)
-				}
-				h, ok := fhir.Peek(line)
-				if !ok {
-					t.Fatalf("not a resource: %s", line)
-				}
-				key := h.ResourceType + "/" + h.ID
-				if _, dup := got[key]; dup {
-					t.Fatalf("%s returned twice", key)
-				}
-				got[key] = append([]byte(nil), line...)
-				n++
-			}
-			cursor = r.Cursor()
-			r.Close()
-			if mid != nil {
-				mid()
-				mid = nil
-			}
+	for _, line := range lines {
+		h, ok := fhir.Peek([]byte(line))
+		if !ok {
+			t.Fatalf("not a resource: %s", line)
 		}
+		key := h.ResourceType + "/" + h.ID
+		if _, dup := got[key]; dup {
+			t.Fatalf("%s returned twice", key)
+		}
+		got[key] = []byte(line)
 	}
 	return got, bad, warnings
 }

@@ -131,7 +131,8 @@ func (s *Server) evaluate(typ string, q map[string][]string) ([]*record, *fhir.E
 			out = append(out, r)
 		}
 	}
-	s.mu.RUnlock()
+	// Add updates records in place: sort under the lock.
+	defer s.mu.RUnlock()
 	if sorted {
 		sort.SliceStable(out, func(i, j int) bool {
 			if sortDesc {

@@ -463,6 +463,7 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, id string, of
 		buf.WriteString(linkJSON + ",")
 	}
 	buf.WriteString(`"entry":[`)
+	s.mu.RLock() // Add updates records in place
 	for i, rec := range snap.records[off:end] {
 		if i > 0 {
 			buf.WriteByte(',')
@@ -475,6 +476,7 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, id string, of
 		buf.Write(s.format(raw))
 		buf.WriteString(`,"search":{"mode":"match"}}`)
 	}
+	s.mu.RUnlock()
 	buf.WriteString("]")
 	if s.opts.LinksLast {
 		buf.WriteString("," + linkJSON)

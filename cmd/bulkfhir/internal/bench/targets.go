@@ -15,6 +15,10 @@ type Target struct {
 	// MaxRead is the largest share of the source's bytes an export may
 	// read (0: none).
 	MaxRead float64 `json:"maxReadShare,omitempty"`
+	// MaxSeconds is the longest the row may take (0: none), Goal how
+	// the report states it.
+	MaxSeconds float64 `json:"maxSeconds,omitempty"`
+	Goal       string  `json:"goal,omitempty"`
 }
 
 // verdict says "met" or "missed" for a row with a target, "" without.
@@ -25,6 +29,8 @@ func (t Throughput) verdict() string {
 	case t.Target.Min > 0 && t.Ratio < t.Target.Min:
 		return "missed"
 	case t.Target.MaxRead > 0 && (t.SourceBytes <= 0 || float64(t.ReadBytes) >= t.Target.MaxRead*float64(t.SourceBytes)):
+		return "missed"
+	case t.Target.MaxSeconds > 0 && (t.Seconds <= 0 || t.Seconds > t.Target.MaxSeconds):
 		return "missed"
 	}
 	return "met"
@@ -43,6 +49,8 @@ func (t Throughput) goal() string {
 	switch {
 	case t.Target == nil:
 		return ""
+	case t.Target.Goal != "":
+		return t.Target.Goal
 	case t.Target.MaxRead > 0:
 		return fmt.Sprintf("reads < %.0f %% of the source", t.Target.MaxRead*100)
 	}

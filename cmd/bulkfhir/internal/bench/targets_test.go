@@ -17,6 +17,9 @@ func TestVerdicts(t *testing.T) {
 		{"read met", Throughput{ReadBytes: 9, SourceBytes: 1000, Target: &Target{MaxRead: 0.01}}, "met"},
 		{"read missed", Throughput{ReadBytes: 10, SourceBytes: 1000, Target: &Target{MaxRead: 0.01}}, "missed"},
 		{"read unmeasured", Throughput{Target: &Target{MaxRead: 0.01}}, "missed"},
+		{"time met", Throughput{Seconds: 2.4, Target: &Target{MaxSeconds: 2.5}}, "met"},
+		{"time missed", Throughput{Seconds: 2.6, Target: &Target{MaxSeconds: 2.5}}, "missed"},
+		{"time unmeasured", Throughput{Target: &Target{MaxSeconds: 2.5}}, "missed"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := c.row.verdict(); got != c.want {
