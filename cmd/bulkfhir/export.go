@@ -172,7 +172,12 @@ func exportCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return clientError(err)
 	}
+	stopProfile, err := cpuProfile("export") // BULKFHIR_CPUPROFILE=FILE
+	if err != nil {
+		return err
+	}
 	sum, err := c.Run(ctx)
+	stopProfile()
 	if err != nil {
 		if cf.output == "json" {
 			writeJSON(stdout, failureJSON(err))

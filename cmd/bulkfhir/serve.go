@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -43,6 +42,7 @@ type serveConfig struct {
 	retention                          time.Duration
 	maxFileBytes                       int64
 	chunkBudget                        time.Duration
+	statusWait                         time.Duration
 	maxJobs, unitWorkers, maxLive      int
 	manifestPageSize                   int
 	limits                             httplimit.Limits
@@ -80,6 +80,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.IntVar(&c.maxJobs, "max-running-jobs", 4, "exports run at once; later kick-offs wait as accepted, in kick-off order")
 	fs.IntVar(&c.maxJobs, "max-jobs", 4, "the former name of --max-running-jobs")
 	fs.IntVar(&c.unitWorkers, "unit-workers", 4, "units of one export run at once")
+	fs.DurationVar(&c.statusWait, "max-status-wait", 10*time.Second, "longest a status request with Prefer: wait=N is held until its export completes or lists new files (0: answer at once)")
 	fs.IntVar(&c.maxLive, "max-live-jobs", export.DefaultMaxLiveJobsPerOwner, "queued or running exports per client before 429")
 	fs.IntVar(&c.manifestPageSize, "manifest-page-size", export.DefaultManifestPageSize, "file items per manifest page for exports with allowPartialManifests=true")
 	fs.Int64Var(&c.reserveBytes, "reserve-bytes", 64<<20, "refuse new exports (503) while less than this is free in --state; writes stop at half of it, so failures and cancels can always be recorded")
@@ -107,23 +108,25 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if c.retention <= 0 {
 		return errors.New("serve: --retention must be positive")
 	}
+	waitSet := false
+	fs.Visit(func(f *flag.Flag) { waitSet = waitSet || f.Name == "max-status-wait" })
+	if !waitSet && c.limits.WriteTimeout > 0 && c.statusWait >= c.limits.WriteTimeout {
+		c.statusWait = c.limits.WriteTimeout / 2 // a held poll must be answered within its write timeout
+	}
+	if c.statusWait < 0 || (c.limits.WriteTimeout > 0 && c.statusWait >= c.limits.WriteTimeout) {
+		return fmt.Errorf("serve: --max-status-wait %s must be between 0 and --write-timeout (%s)", c.statusWait, c.limits.WriteTimeout)
+	}
 
 	source, err := c.source(ctx, log)
 	if err != nil {
 		return err
 	}
-	// BULKFHIR_CPUPROFILE=FILE profiles the server until it stops (go tool
-	// pprof FILE), for performance work.
-	if path := os.Getenv("BULKFHIR_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("serve: cpu profile: %w", err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("serve: cpu profile: %w", err)
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	// BULKFHIR_CPUPROFILE=FILE profiles the server until it stops.
+	stopProfile, err := cpuProfile("serve")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	if err := os.MkdirAll(c.state, 0o700); err != nil {
 		return fmt.Errorf("serve: state dir: %w", err)
 	}
@@ -183,7 +186,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	svc.SetAdmission(&diskspace.Guard{Dir: c.state, Reserve: c.reserveBytes, Quota: c.quotaBytes, Usage: func(ctx context.Context, owner string) (int64, error) {
 		return storedBytes(ctx, jobs, files, owner)
 	}})
-	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Deliver: deliver, Version: version, Log: log})
+	handler := api.New(svc, api.Config{BaseURL: c.baseURL, Auth: authz.auth, AuthServer: authz.server, TokenURL: authz.tokenURL, Files: files, Deliver: deliver, Version: version, StatusWait: c.statusWait, Log: log})
 
 	if err := warmUp(ctx, source, log); err != nil {
 		return err

@@ -78,7 +78,11 @@ type Config struct {
 	// platform retries a request (API Gateway's request id); kick-off uses
 	// it to make retries idempotent.
 	RequestID func(r *http.Request) string
-	Log       *slog.Logger
+	// StatusWait is the longest a status request that sends Prefer:
+	// wait=N is held until its export changes (wait.go); 0 answers at
+	// once (AWS: a held request would be Lambda time).
+	StatusWait time.Duration
+	Log        *slog.Logger
 }
 
 // Handler is the bulkfhir HTTP API.
@@ -358,6 +362,9 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	cursor := r.URL.Query().Get(PageParam)
+	if n := h.holdStatus(ctx, r, owner, id, cursor); n > 0 {
+		w.Header().Set("Preference-Applied", preferenceAppliedWait(n))
+	}
 	rep, err := h.svc.StatusPage(ctx, owner, id, cursor)
 	if errors.Is(err, export.ErrBadPage) {
 		writeOutcome(w, http.StatusBadRequest, fhir.CodeValue, PageParam+": not a manifest page of this export (pages exist only for exports kicked off with allowPartialManifests=true)")

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -773,12 +774,19 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
 		return nil, nil, err
 	}
+	// Each poll lets the server hold it for the interval the client would
+	// wait anyway (Prefer: wait, RFC 7240): a server that does (bulkfhir
+	// serve) answers when the export completes or lists new files, not a
+	// whole-second Retry-After later; one that does not ignores it.
+	interval := time.Second
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, statusURL, nil)
 		if err != nil {
 			return nil, nil, fail("status URL %q: %v", statusURL, err)
 		}
 		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Prefer", "wait="+strconv.Itoa(max(1, int(interval/time.Second))))
+		sent := time.Now()
 		resp, err := c.do(req, true)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -804,7 +812,7 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 				return nil, nil, fail("export failed: %s", st)
 			}
 			c.rep.Polling(resp.Header.Get("X-Progress"))
-			if err := sleep(ctx, retryAfter(resp.Header, 0, c.opts.MaxWait)); err != nil {
+			if err := sleep(ctx, pollWait(resp.Header, sent, c.opts.MaxWait, &interval)); err != nil {
 				return nil, nil, err
 			}
 		case resp.StatusCode == http.StatusOK:
@@ -831,13 +839,16 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 			c.rep.Polling(resp.Header.Get("X-Progress"))
 			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 			resp.Body.Close()
+			grew := false
 			if c.opts.PartialManifests && len(bytes.TrimSpace(raw)) > 0 {
 				// A partial manifest: the files done so far (N-04).
 				m, err := parseManifest(raw)
 				if err != nil {
 					return nil, nil, err
 				}
+				before := c.pages.files()
 				c.pages.merge(m)
+				grew = c.pages.files() > before
 				// Polling for fresh links (early false), the running
 				// download loop fetches the files itself.
 				if early {
@@ -851,7 +862,13 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 				}
 				// Poll this last page until it links on or completes.
 			}
-			if err := sleep(ctx, retryAfter(resp.Header, 0, c.opts.MaxWait)); err != nil {
+			wait := pollWait(resp.Header, sent, c.opts.MaxWait, &interval)
+			if grew && heldAsked(resp.Header) {
+				// The server that holds polls answered because files
+				// were listed: the next poll is held again at once.
+				wait = 0
+			}
+			if err := sleep(ctx, wait); err != nil {
 				return nil, nil, err
 			}
 		case retry.RetryableStatus(resp.StatusCode):
@@ -870,6 +887,33 @@ func (c *Client) pollPages(ctx context.Context, statusURL string, early bool) ([
 			return nil, nil, fail("export failed: %s", msg)
 		}
 	}
+}
+
+// pollWait is the wait before the next poll after a 202: the Retry-After
+// interval (which becomes the next poll's Prefer: wait), less the time the
+// server held this request when it says it did (Preference-Applied: wait),
+// since that time was the interval.
+func pollWait(h http.Header, sent time.Time, limit time.Duration, interval *time.Duration) time.Duration {
+	d := retryAfter(h, 0, limit)
+	*interval = d
+	if heldAsked(h) {
+		d = max(d-time.Since(sent), 0)
+	}
+	return d
+}
+
+// heldAsked reports a response that says the server applied the wait
+// preference.
+func heldAsked(h http.Header) bool {
+	for _, line := range h.Values("Preference-Applied") {
+		for _, p := range strings.Split(line, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(strings.TrimSpace(name), "wait") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // send performs a request with retries on the retryable statuses

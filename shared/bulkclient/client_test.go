@@ -1,6 +1,7 @@
 package bulkclient
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -32,8 +33,11 @@ type fakeServer struct {
 	manifest   func(base string) string
 	files      map[string]string // path → body
 	gzipFiles  bool
+	// gzipMangle, when set, changes the compressed bytes sent for a path.
+	gzipMangle func(path string, gz []byte) []byte
 	kickoffs   atomic.Int32
 	polls      []time.Time
+	prefers    []string // each poll's Prefer header
 	fileGets   map[string]int
 	auth       map[string]string // path → Authorization seen
 	deletes    atomic.Int32
@@ -88,6 +92,7 @@ func (f *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/status/1":
 		f.mu.Lock()
 		f.polls = append(f.polls, time.Now())
+		f.prefers = append(f.prefers, r.Header.Get("Prefer"))
 		pending := f.pending202 > 0
 		if pending {
 			f.pending202--
@@ -122,9 +127,15 @@ func (f *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/fhir+ndjson")
 		if f.gzipFiles && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 			w.Header().Set("Content-Encoding", "gzip")
-			zw := gzip.NewWriter(w)
+			var zb bytes.Buffer
+			zw := gzip.NewWriter(&zb)
 			zw.Write([]byte(body))
 			zw.Close()
+			out := zb.Bytes()
+			if f.gzipMangle != nil {
+				out = f.gzipMangle(r.URL.Path, out)
+			}
+			w.Write(out)
 			return
 		}
 		fmt.Fprint(w, body)
@@ -251,6 +262,26 @@ func TestClientAgainstFlakyServers(t *testing.T) {
 		}, opts: func(o *Options) { o.MaxWait = 5 * time.Second }, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
 			if len(f.polls) != 2 || f.polls[1].Sub(f.polls[0]) < 900*time.Millisecond {
 				t.Errorf("polls = %v: the HTTP-date was not honoured", f.polls)
+			}
+		}},
+		// Each poll lets the server hold it as long as the client waits
+		// anyway: the Retry-After of the last 202, 1 s before the first.
+		{name: "polls send Prefer: wait", setup: func(f *fakeServer) {
+			f.pending202 = 2
+			f.retryAfter = func() string { return "0" }
+		}, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
+			want := []string{"wait=1", "wait=1", "wait=1"}
+			if strings.Join(f.prefers, ";") != strings.Join(want, ";") {
+				t.Errorf("Prefer of the polls = %q, want %q", f.prefers, want)
+			}
+		}},
+		{name: "Prefer: wait follows Retry-After", setup: func(f *fakeServer) {
+			f.pending202 = 2
+			f.retryAfter = func() string { return "2" }
+		}, opts: func(o *Options) { o.MaxWait = 5 * time.Second }, check: func(t *testing.T, f *fakeServer, _ *Summary, _ string) {
+			want := []string{"wait=1", "wait=2", "wait=2"}
+			if strings.Join(f.prefers, ";") != strings.Join(want, ";") {
+				t.Errorf("Prefer of the polls = %q, want %q", f.prefers, want)
 			}
 		}},
 		{name: "Retry-After is capped", setup: func(f *fakeServer) {
@@ -527,5 +558,38 @@ func TestAttachments(t *testing.T) {
 	}
 	if v, _ := otherAuth.Load().(string); v != "" {
 		t.Errorf("another host got Authorization %q", v)
+	}
+}
+
+// TestPollWait: after a 202 the client waits Retry-After, less the time
+// the server held the poll when it says so (Preference-Applied: wait), and
+// the next poll's wait preference is that Retry-After.
+func TestPollWait(t *testing.T) {
+	tests := []struct {
+		name         string
+		header       http.Header
+		heldFor      time.Duration // how long ago the poll was sent
+		wantMin      time.Duration
+		wantMax      time.Duration
+		wantInterval time.Duration
+	}{
+		{name: "not held", header: http.Header{"Retry-After": {"1"}}, heldFor: 2 * time.Second, wantMin: time.Second, wantMax: time.Second, wantInterval: time.Second},
+		{name: "held for the interval", header: http.Header{"Retry-After": {"1"}, "Preference-Applied": {"wait=1"}}, heldFor: time.Second, wantMin: 0, wantMax: 0, wantInterval: time.Second},
+		{name: "held in a list", header: http.Header{"Retry-After": {"5"}, "Preference-Applied": {"respond-async, Wait=5"}}, heldFor: 6 * time.Second, wantMin: 0, wantMax: 0, wantInterval: 5 * time.Second},
+		{name: "held for part of it", header: http.Header{"Retry-After": {"10"}, "Preference-Applied": {"wait=10"}}, heldFor: time.Second, wantMin: 8 * time.Second, wantMax: 9 * time.Second, wantInterval: 10 * time.Second},
+		{name: "another preference applied", header: http.Header{"Retry-After": {"1"}, "Preference-Applied": {"respond-async"}}, heldFor: time.Second, wantMin: time.Second, wantMax: time.Second, wantInterval: time.Second},
+		{name: "capped", header: http.Header{"Retry-After": {"3600"}}, wantMin: time.Minute, wantMax: time.Minute, wantInterval: time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var interval time.Duration
+			got := pollWait(tc.header, time.Now().Add(-tc.heldFor), time.Minute, &interval)
+			if got < tc.wantMin || got > tc.wantMax {
+				t.Errorf("wait %s, want %s to %s", got, tc.wantMin, tc.wantMax)
+			}
+			if interval != tc.wantInterval {
+				t.Errorf("next Prefer: wait %s, want %s", interval, tc.wantInterval)
+			}
+		})
 	}
 }

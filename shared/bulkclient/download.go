@@ -1,7 +1,6 @@
 package bulkclient
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -13,10 +12,23 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/bulkfhir/bulkfhir/shared/fhir"
+	"github.com/bulkfhir/bulkfhir/shared/gzfile"
 )
+
+// gunzip decompresses a body sent with Content-Encoding: gzip, through
+// gzfile (the stored files' codec); one that is not a gzip stream is an
+// error, not NDJSON passed through.
+func gunzip(body io.ReadCloser) (io.ReadCloser, error) {
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(body, head); err != nil || !gzfile.IsGzip(head) {
+		return nil, errors.New("not a gzip stream")
+	}
+	return gzfile.NewReader(struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), body), body})
+}
 
 // downloadAll fetches every file of the manifest with Parallel workers. The
 // summary it returns holds the files that completed, also when it fails.
@@ -204,7 +216,7 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 	}
 	var body io.Reader = resp.Body
 	if resp.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(resp.Body)
+		zr, err := gunzip(resp.Body)
 		if err != nil {
 			res.err = fail("download %s: bad gzip stream: %v", j.name, err)
 			return res
@@ -219,61 +231,46 @@ func (c *Client) download(ctx context.Context, j job, withToken bool) fileResult
 	}
 	bar := c.rep.FileStarted(j.name, j.entry.Count)
 	err = func() error {
-		br := bufio.NewReaderSize(body, 256<<10)
 		last := time.Now()
 		var pendLines, pendBytes int64
-		for {
-			line, err := br.ReadSlice('\n')
-			if errors.Is(err, bufio.ErrBufferFull) {
-				long := append([]byte(nil), line...)
-				for errors.Is(err, bufio.ErrBufferFull) {
-					line, err = br.ReadSlice('\n')
-					long = append(long, line...)
+		// One pass per line: checked in the read buffer, then written
+		// with its block (lines.go).
+		n, err := copyLines(body, f, make([]byte, blockSize), func(line []byte) error {
+			pendBytes += int64(len(line))
+			trimmed := bytes.TrimSpace(line)
+			if len(trimmed) > 0 {
+				h, ok := fhir.Peek(trimmed)
+				if !ok {
+					return fail("download %s: line %d is not a JSON resource (is this NDJSON?)", j.name, res.lines+1)
 				}
-				line = long
-			}
-			// A read that failed mid-line (an interrupt, a dropped
-			// connection) leaves a partial line: report the failure, not a
-			// malformed resource.
-			if err != nil && err != io.EOF {
-				if ctx.Err() != nil {
-					return ctx.Err()
+				if j.kind == "output" && j.entry.Type != "" && h.ResourceType != j.entry.Type {
+					return fail("download %s: line %d is a %s in a file the manifest says holds %s", j.name, res.lines+1, h.ResourceType, j.entry.Type)
 				}
-				return fail("download %s: %v", j.name, err)
-			}
-			if len(line) > 0 {
-				if _, werr := f.Write(line); werr != nil {
-					return werr
+				res.lines++
+				if j.entry.Type == "" && h.ResourceType == "Parameters" {
+					res.headers++
 				}
-				res.bytes += int64(len(line))
-				pendBytes += int64(len(line))
-				trimmed := bytes.TrimSpace(line)
-				if len(trimmed) > 0 {
-					h, ok := fhir.Peek(trimmed)
-					if !ok {
-						return fail("download %s: line %d is not a JSON resource (is this NDJSON?)", j.name, res.lines+1)
-					}
-					if j.kind == "output" && j.entry.Type != "" && h.ResourceType != j.entry.Type {
-						return fail("download %s: line %d is a %s in a file the manifest says holds %s", j.name, res.lines+1, h.ResourceType, j.entry.Type)
-					}
-					res.lines++
-					if j.entry.Type == "" && h.ResourceType == "Parameters" {
-						res.headers++
-					}
-					pendLines++
-					switch j.kind {
-					case "error":
-						res.issues = append(res.issues, outcomeIssues(trimmed)...)
-					}
-				}
-				if pendLines >= 1000 || time.Since(last) > 200*time.Millisecond {
-					bar.Add(pendLines, pendBytes)
-					pendLines, pendBytes, last = 0, 0, time.Now()
+				pendLines++
+				if j.kind == "error" {
+					res.issues = append(res.issues, outcomeIssues(trimmed)...)
 				}
 			}
-			if err == io.EOF {
-				break
+			if pendLines >= 1000 || time.Since(last) > 200*time.Millisecond {
+				bar.Add(pendLines, pendBytes)
+				pendLines, pendBytes, last = 0, 0, time.Now()
 			}
+			return nil
+		})
+		res.bytes = n
+		if err != nil {
+			var e *Error
+			switch {
+			case errors.As(err, &e):
+				return err
+			case ctx.Err() != nil:
+				return ctx.Err()
+			}
+			return fail("download %s: %v", j.name, err)
 		}
 		bar.Add(pendLines, pendBytes)
 		return nil

@@ -51,6 +51,14 @@ func (p *pages) merge(m *Manifest) {
 	}
 }
 
+// files counts the files merged so far.
+func (p *pages) files() int {
+	if p.merged == nil {
+		return 0
+	}
+	return len(p.merged.Output) + len(p.merged.Error) + len(p.merged.Deleted)
+}
+
 // manifest is the merged manifest as one JSON document (no links).
 func (p *pages) manifest() ([]byte, *Manifest, error) {
 	m := p.merged

@@ -4,6 +4,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -12,6 +13,10 @@ type Preferences struct {
 	RespondAsync         bool
 	Lenient              bool
 	SeparateExportStatus bool
+	// Wait is RFC 7240's wait preference in seconds (0 when absent or not
+	// a number): on a status request, how long the client lets the server
+	// hold the answer until the export changes (docs/behaviour.md).
+	Wait int
 }
 
 // ParsePrefer reads every Prefer header as one comma-separated list of
@@ -33,6 +38,10 @@ func ParsePrefer(h http.Header) Preferences {
 				p.Lenient = false
 			case name == "separate-export-status":
 				p.SeparateExportStatus = true
+			case name == "wait":
+				if n, err := strconv.Atoi(value); err == nil && n > 0 {
+					p.Wait = n
+				}
 			}
 		}
 	}
