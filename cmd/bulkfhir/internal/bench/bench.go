@@ -217,6 +217,7 @@ func (r *Report) Markdown() string {
 			t.Name, t.Resources, float64(t.Bytes)/1e6, t.Seconds, t.PerSec, t.MBPerSec, src, ratio, t.goal(), t.shownVerdict(), note)
 	}
 	b.WriteString("\nMB and MB/s are what a row wrote. The baseline copies the source byte for byte into the file store without compression, fsynced like an export's commits; \"vs baseline\" is, for the engine rows, the source bytes the export read per second over the baseline's bytes per second in the same round (time on the same input, so `_elements` and Group exports are not penalised for writing less), and for the other rows MB/s over the median baseline.\n")
+	b.WriteString(r.missedTargets())
 	if len(r.Memory) > 0 {
 		b.WriteString("\n| one ExportChunk of one type | resources | seconds | peak heap MiB | peak RSS MiB |\n|---|---:|---:|---:|---:|\n")
 		for _, m := range r.Memory {

@@ -88,3 +88,44 @@ func loadAverage() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// profileDoc is where what limits each missed target is written down,
+// from the profiles behind it.
+const profileDoc = "docs/performance-targets.md, \"Where a target is missed, and what the profile shows\""
+
+// missedTargets lists the rows that missed their target, each with its
+// figure, and the compression ceiling measured in the same run: the
+// reference row (the same copy through the store's compressor), which no
+// export that compresses on the same core can pass. "" when none missed.
+func (r *Report) missedTargets() string {
+	var missed []Throughput
+	var ceiling *Throughput
+	for i, t := range r.Throughput {
+		if t.Verdict == "missed" {
+			missed = append(missed, t)
+		}
+		if ceiling == nil && strings.HasPrefix(t.Name, "reference:") {
+			ceiling = &r.Throughput[i]
+		}
+	}
+	if len(missed) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nMissed targets, and what limits them (the profiles are in " + profileDoc + "):\n")
+	for _, t := range missed {
+		fig := fmt.Sprintf("%.0f %%", t.Ratio*100)
+		if t.Target.MaxSeconds > 0 {
+			fig = fmt.Sprintf("%.2f s", t.Seconds)
+		}
+		fmt.Fprintf(&b, "- %s: %s against %s", t.Name, fig, t.goal())
+		if ceiling != nil && ceiling.Ratio > 0 && t.Target.Min > 0 {
+			fmt.Fprintf(&b, "; compressing the copy alone reached %.0f %% of the baseline in this run", ceiling.Ratio*100)
+			if t.Target.Min > ceiling.Ratio {
+				b.WriteString(", below the target, so compression on one core bounds it")
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

@@ -66,3 +66,43 @@ func TestMedianAndReport(t *testing.T) {
 		}
 	}
 }
+
+// TestMissedTargetsAreExplained: a report with a missed target lists it
+// with the compression ceiling of the same run; one with every target met
+// has no such list.
+func TestMissedTargetsAreExplained(t *testing.T) {
+	ref := Throughput{Name: "reference: raw copy, compressed", Ratio: 0.41}
+	miss := Throughput{Name: "engine: system, unfiltered", Ratio: 0.31, Target: &Target{Min: 0.5}}
+	met := Throughput{Name: "engine: Group", Ratio: 0.35, Target: &Target{Min: 0.3}}
+	for _, c := range []struct {
+		name  string
+		rows  []Throughput
+		wants []string
+		none  bool
+	}{
+		{"missed, below the ceiling", []Throughput{ref, miss, met}, []string{
+			"Missed targets", "- engine: system, unfiltered: 31 % against ≥ 50 %",
+			"reached 41 % of the baseline in this run, below the target, so compression on one core bounds it",
+		}, false},
+		{"all met", []Throughput{ref, met}, nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep := &Report{Throughput: c.rows}
+			for i := range rep.Throughput {
+				rep.Throughput[i].Verdict = rep.Throughput[i].verdict()
+			}
+			md := rep.Markdown()
+			if c.none && strings.Contains(md, "Missed targets") {
+				t.Errorf("a report with every target met lists missed ones:\n%s", md)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(md, w) {
+					t.Errorf("report lacks %q:\n%s", w, md)
+				}
+			}
+			if strings.Contains(md, "engine: Group: ") {
+				t.Errorf("a met target is listed as missed:\n%s", md)
+			}
+		})
+	}
+}
